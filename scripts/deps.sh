@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lockstep needs, and only those that are missing, so that
+# `make`, `make run` and `make test` work on a fresh Debian machine. Usage: deps.sh [build|test|bench]
+set -euo pipefail
+want=(cmake make gcc pkg-config libsqlite3-dev libevent-dev libssl-dev libjansson-dev
+      libzstd-dev libcurl4-openssl-dev libinih-dev)
+case "${1:-build}" in
+  test)  want+=(libcmocka-dev curl python3 clang libclang-rt-dev) ;;
+  bench) want+=(curl python3 redis-server rsync) ;;
+esac
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}" >&2
+sudo=; [ "$(id -u)" -ne 0 ] && sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,274 @@
+/*
+ * cmd_log.c - the commands that read or feed the change log as a whole: import, changes,
+ * digest, status.
+ */
+#include "cli/cli.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { O_SERVER = 1000, O_HELP, O_JSON, O_SINCE, O_FOLLOW, O_PUB, O_PROGRESS };
+
+#define COMMON_HELP                                                                               \
+    "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"         \
+    "  --help           this text\n"
+
+struct log_args {
+    int json, follow, pub, progress;
+    const char *since;
+};
+
+static int
+parse(struct client *cl, int argc, char **argv, const char *usage, struct log_args *a)
+{
+    static const struct option opts[] = {
+        {"server", required_argument, NULL, O_SERVER}, {"help", no_argument, NULL, O_HELP},
+        {"json", no_argument, NULL, O_JSON},           {"since", required_argument, NULL, O_SINCE},
+        {"follow", no_argument, NULL, O_FOLLOW},       {"published-only", no_argument, NULL, O_PUB},
+        {"progress", no_argument, NULL, O_PROGRESS},   {NULL, 0, NULL, 0}};
+    int ch;
+    optind = 1;
+    opterr = 0;
+    memset(a, 0, sizeof *a);
+    while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (ch) {
+        case O_HELP: printf("%s", usage); return EXIT_OK;
+        case O_SERVER: cl->server = optarg; break;
+        case O_JSON: a->json = 1; break;
+        case O_SINCE: a->since = optarg; break;
+        case O_FOLLOW: a->follow = 1; break;
+        case O_PUB: a->pub = 1; break;
+        case O_PROGRESS: a->progress = 1; break;
+        default:
+            return cli_usage_error(cl->cmd, "%s '%s'",
+                                   ch == ':' ? "missing value for" : "unknown option",
+                                   argv[optind - 1]);
+        }
+    }
+    client_init(cl, cl->cmd);
+    return -1;
+}
+
+/* ---------------------------------------------------------------- import */
+
+int
+cmd_import(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: lockstep import [FILE|-] [--progress]\n\n"
+        "Applies an NDJSON file of operations, one per line, as one transaction: all of it or,\n"
+        "when any line is malformed or fails, none of it (the error names the line).\n"
+        "  {\"op\":\"put\",\"path\":\"/a\",\"body\":\"text\",\"kind\":\"document\",\"meta\":{},"
+        "\"status\":\"published\"}\n"
+        "  {\"op\":\"delete\"|\"purge\"|\"publish\"|\"unpublish\",\"path\":\"/a\"}   "
+        "{\"op\":\"move\",\"path\":\"/a\",\"to\":\"/b\"}\n\n"
+        "  --progress       draw a progress bar even when stderr is not a terminal\n" COMMON_HELP;
+    struct client cl = {.cmd = "import"};
+    struct log_args a;
+    const char *file = "-";
+    FILE *in = stdin;
+    char id[33], url[128];
+    json_t *o;
+    int rc, code = EXIT_ERR;
+    int64_t t0 = mono_ms();
+
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (optind < argc) file = argv[optind++];
+    if (optind < argc) return cli_usage_error("import", "unexpected argument '%s'", argv[optind]);
+    if (strcmp(file, "-") != 0 && !(in = fopen(file, "rb"))) {
+        fprintf(stderr, "lockstep import: cannot open %s: %m\n", file);
+        return EXIT_ERR;
+    }
+    if (client_upload(&cl, in, NULL, 0, id, a.progress || isatty(2), &code) == 0) {
+        if (a.progress || isatty(2)) fprintf(stderr, "applying...\n");
+        snprintf(url, sizeof url, "/v1/batch?upload=%s", id);
+        o = client_json(&cl, "POST", url, NULL, 0, NULL, &code);
+        if (o) {
+            printf("imported %lld operations in %.2fs (seq %lld to %lld)\n",
+                   (long long)json_integer_value(json_object_get(o, "applied")),
+                   (double)(mono_ms() - t0) / 1000.0,
+                   (long long)json_integer_value(json_object_get(o, "first_seq")),
+                   (long long)json_integer_value(json_object_get(o, "last_seq")));
+            json_decref(o);
+        }
+    }
+    if (in != stdin) fclose(in);
+    return code;
+}
+
+/* ---------------------------------------------------------------- changes */
+
+static void
+print_change(json_t *c, int json)
+{
+    if (json) {
+        char *text = json_dumps(c, JSON_COMPACT);
+        puts(text);
+        free(text);
+        return;
+    }
+    printf("%-8lld %-9s %s", (long long)json_integer_value(json_object_get(c, "seq")),
+           json_string_value(json_object_get(c, "op")),
+           json_string_value(json_object_get(c, "path")));
+    if (json_object_get(c, "to")) printf(" -> %s", json_string_value(json_object_get(c, "to")));
+    printf("  v%lld%s\n", (long long)json_integer_value(json_object_get(c, "version")),
+           json_is_true(json_object_get(c, "published")) ? " (published)" : "");
+}
+
+struct follow_state {
+    struct buf line;
+    int json;
+};
+
+static size_t
+on_follow_data(char *data, size_t size, size_t n, void *arg)
+{
+    struct follow_state *f = arg;
+    size_t len = size * n;
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != '\n') {
+            if (buf_append(&f->line, data + i, 1)) return 0;
+            continue;
+        }
+        if (f->line.len > 0) {
+            json_t *c = json_loadb(f->line.p, f->line.len, 0, NULL);
+            if (c) print_change(c, f->json);
+            json_decref(c);
+            fflush(stdout);
+        }
+        buf_reset(&f->line);
+    }
+    return len;
+}
+
+static int
+follow(struct client *cl, int64_t since, int json)
+{
+    struct follow_state f;
+    char url[4096];
+    long status = 0;
+    CURL *c = curl_easy_init();
+    CURLcode rc;
+    buf_init(&f.line, 1 << 20);
+    f.json = json;
+    snprintf(url, sizeof url, "%s/v1/changes?follow=1&since=%lld", cl->server, (long long)since);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_follow_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &f);
+    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    buf_release(&f.line);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "lockstep changes: %s: %s\n", cl->server, curl_easy_strerror(rc));
+        return EXIT_ERR;
+    }
+    return EXIT_OK;
+}
+
+int
+cmd_changes(int argc, char **argv)
+{
+    static const char usage[] = "usage: lockstep changes [--since SEQ] [--follow] [--json]\n\n"
+                                "Prints the change log after SEQ (default: from the start).\n\n"
+                                "  --since SEQ      start after this seq\n"
+                                "  --follow         keep printing changes as they happen\n"
+                                "  --json           one JSON object per line\n" COMMON_HELP;
+    struct client cl = {.cmd = "changes"};
+    struct log_args a;
+    int64_t since = 0;
+    int rc;
+
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (optind < argc) return cli_usage_error("changes", "unexpected argument '%s'", argv[optind]);
+    if (a.since && (parse_i64(a.since, &since) || since < 0))
+        return cli_usage_error("changes", "--since must be a seq (a number from 0)");
+    if (a.follow) return follow(&cl, since, a.json);
+    for (;;) {
+        char url[128];
+        json_t *o, *c;
+        size_t i, n;
+        int64_t next;
+        snprintf(url, sizeof url, "/v1/changes?limit=10000&since=%lld", (long long)since);
+        if (!(o = client_json(&cl, "GET", url, NULL, 0, NULL, &rc))) return rc;
+        n = json_array_size(json_object_get(o, "changes"));
+        json_array_foreach(json_object_get(o, "changes"), i, c) print_change(c, a.json);
+        next = json_integer_value(json_object_get(o, "next"));
+        json_decref(o);
+        if (n == 0 || next <= since) break;
+        since = next;
+    }
+    return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- digest, status */
+
+int
+cmd_digest(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: lockstep digest [PREFIX] [--published-only] [--json]\n\n"
+        "Prints a digest of the live items (path, kind, version, status, body hash, meta) that\n"
+        "every server holding the same state computes identically.\n\n"
+        "  --published-only the published versions only (what staging holds)\n"
+        "  --json           print JSON\n" COMMON_HELP;
+    struct client cl = {.cmd = "digest"};
+    struct log_args a;
+    char url[4200], *prefix;
+    json_t *o;
+    int rc;
+
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (optind < argc - 1) return cli_usage_error("digest", "expected at most one PREFIX");
+    prefix = url_query_value(optind < argc ? argv[optind] : "/");
+    snprintf(url, sizeof url, "/v1/digest?prefix=%s%s", prefix,
+             a.pub ? "&published_only=1" : "");
+    free(prefix);
+    if (!(o = client_json(&cl, "GET", url, NULL, 0, NULL, &rc))) return rc;
+    if (a.json) {
+        char *text = json_dumps(o, JSON_COMPACT);
+        puts(text);
+        free(text);
+    } else {
+        printf("%s  %lld items at seq %lld\n", json_string_value(json_object_get(o, "digest")),
+               (long long)json_integer_value(json_object_get(o, "items")),
+               (long long)json_integer_value(json_object_get(o, "seq")));
+    }
+    json_decref(o);
+    return EXIT_OK;
+}
+
+int
+cmd_status(int argc, char **argv)
+{
+    static const char usage[] = "usage: lockstep status [--json]\n\n"
+                                "Shows the server's name, role, store, epoch and seq.\n\n"
+                                "  --json           print JSON\n" COMMON_HELP;
+    struct client cl = {.cmd = "status"};
+    struct log_args a;
+    json_t *o, *v;
+    const char *key;
+    int rc;
+
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (optind < argc) return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);
+    if (!(o = client_json(&cl, "GET", "/v1/status", NULL, 0, NULL, &rc))) return rc;
+    if (a.json) {
+        char *text = json_dumps(o, JSON_INDENT(2));
+        puts(text);
+        free(text);
+    } else {
+        json_object_foreach(o, key, v)
+        {
+            char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            printf("%-14s %s\n", key, text ? text : json_string_value(v));
+            free(text);
+        }
+    }
+    json_decref(o);
+    return EXIT_OK;
+}

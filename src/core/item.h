@@ -1,0 +1,74 @@
+/*
+ * item.h - items and the operations on them, independent of where they are stored: path rules,
+ * meta validation, and the one parser that turns a JSON operation (an NDJSON line of a batch or an
+ * import file) into a struct ls_op. The HTTP API, the CLI's import and the replication protocol all
+ * describe operations with these types.
+ */
+#ifndef LS_ITEM_H
+#define LS_ITEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define LS_PATH_MAX 1024
+#define LS_KIND_MAX 64
+#define LS_META_MAX (64 * 1024)
+#define LS_JSON_DEPTH_MAX 32
+
+enum ls_op_type {
+    LS_OP_PUT = 1,
+    LS_OP_DELETE,
+    LS_OP_PURGE,
+    LS_OP_MOVE,
+    LS_OP_PUBLISH,
+    LS_OP_UNPUBLISH,
+};
+
+const char *op_name(int type);
+int op_from_name(const char *name); /* 0 when unknown */
+
+/*
+ * One operation. Strings are owned by the op (op_release frees them) except body, which is
+ * borrowed from whoever filled it in and must outlive the apply.
+ */
+struct ls_op {
+    int type;
+    char *path;
+    char *to;   /* move: destination */
+    char *kind; /* put: NULL keeps the previous version's kind ("document" for a new item) */
+    char *meta; /* put: canonical JSON object text; NULL keeps the previous version's meta */
+    const void *body; /* put: the body, when it is in memory */
+    size_t body_len;
+    void *body_owned;  /* when the op owns its body (decoded base64, replicated entries) */
+    char *body_file;   /* put: a file holding the body; the store moves it into the blob store */
+    uint64_t body_file_size;
+    int has_sha;
+    unsigned char sha[32]; /* the body's SHA-256 when the caller already knows it */
+    int publish;           /* put: publish the new version too */
+    int64_t version;       /* publish: which version, 0 for the latest; replicated put: its number */
+    int64_t if_version;    /* when > 0 the current version must equal it (optimistic locking) */
+    int64_t mtime;         /* 0: now; replicated operations carry the primary's */
+};
+
+void op_init(struct ls_op *op);
+void op_release(struct ls_op *op);
+
+/* Checks a path against the rules in docs/api.md; fills err with the reason. */
+int path_check(const char *path, size_t len, struct ls_error *err);
+
+/*
+ * Validates meta text as a JSON object within the size and nesting limits and returns its
+ * canonical form (sorted keys, compact), which is what the store keeps and what digests hash.
+ * *out is malloc'd and owned by the caller.
+ */
+int meta_canonical(const char *text, size_t len, char **out, struct ls_error *err);
+
+/*
+ * Parses one NDJSON operation, e.g. {"op":"put","path":"/a","body":"text"}. line need not be
+ * NUL-terminated. On success the op owns everything it points to.
+ */
+int op_parse_json(const char *line, size_t len, struct ls_op *op, struct ls_error *err);
+
+#endif

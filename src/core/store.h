@@ -1,0 +1,118 @@
+/*
+ * store.h - the versioned content store and its change log, on SQLite in WAL mode.
+ *
+ * A store is a directory: store.db (items, versions, the change log, identity) and blobs/ (bodies
+ * above the inline threshold, named by their SHA-256, stored once per distinct content).
+ *
+ * Threading: a struct store is one SQLite connection and is used by one thread. The server opens
+ * the same directory twice: one handle for its writer thread (all writes, group commit) and one
+ * for the event loop (reads; WAL readers never block the writer).
+ *
+ * Every applied operation appends exactly one log entry with the next seq. The writer brackets
+ * a group of requests in store_begin/store_commit and each request in a savepoint, so a request
+ * (a batch) is all or nothing and many requests share one fsync.
+ */
+#ifndef LS_STORE_H
+#define LS_STORE_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "core/item.h"
+
+#define LS_INLINE_MAX_DEFAULT (64 * 1024)
+
+struct store;
+
+struct store_options {
+    int64_t max_versions; /* versions kept per item, besides the published one; 0: default 100 */
+    int sync_full;        /* fsync at every commit (the primary); else at checkpoints only */
+    uint64_t inline_max;  /* bodies above this go to blobs/; 0: LS_INLINE_MAX_DEFAULT */
+    int readonly;         /* a reader handle: no schema creation, no writes */
+};
+
+/* A position in a store's history (DESIGN.md: everything is a position in a log). */
+struct ls_position {
+    char store_id[33];
+    int64_t epoch;
+    int64_t seq;
+};
+
+enum ls_status { LS_STATUS_DRAFT, LS_STATUS_PUBLISHED, LS_STATUS_CHANGED };
+const char *status_name(int status);
+
+/* An item, or one version of it, as read from the store. Release with item_release(). */
+struct ls_item {
+    int64_t id;
+    char *path;
+    char *kind;
+    char *meta;
+    int64_t version;           /* the version described (latest unless asked for another) */
+    int64_t latest_version;    /* the item's latest version */
+    int64_t published_version; /* 0 when nothing is published */
+    int status;
+    int deleted;
+    int64_t seq;   /* seq of the item's last change */
+    int64_t mtime; /* ms since the Unix epoch, of this version */
+    int64_t vseq;  /* seq that created this version */
+    uint64_t size;
+    unsigned char sha[32];
+    void *body; /* inline body when asked for and stored inline; NULL otherwise */
+    int in_blob;
+};
+void item_release(struct ls_item *it);
+
+struct ls_change {
+    int64_t seq;
+    int64_t ts;
+    int op;
+    const char *path;
+    const char *to; /* move */
+    int64_t version;
+    int published; /* put: the new version was published too */
+};
+
+struct ls_op_result {
+    int64_t seq;
+    int64_t version;
+};
+
+struct store *store_open(const char *dir, const struct store_options *opt, struct ls_error *err);
+void store_free(struct store *st);
+const char *store_dir(const struct store *st);
+
+/* ---- writing (one thread) ---- */
+int store_begin(struct store *st, struct ls_error *err);
+int store_commit(struct store *st, struct ls_error *err);
+void store_rollback(struct store *st);
+int store_savepoint(struct store *st);
+void store_savepoint_release(struct store *st);
+void store_savepoint_rollback(struct store *st);
+int store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
+                struct ls_error *err);
+/* Removes blob files that the last commit left unreferenced. Call after store_commit. */
+void store_collect_garbage(struct store *st);
+
+/* ---- identity and position ---- */
+int store_position(struct store *st, struct ls_position *pos); /* as committed */
+
+/* ---- reading ---- */
+/* version 0: the latest. want_body loads inline bodies into it->body. */
+int store_get(struct store *st, const char *path, int64_t version, int want_body,
+              struct ls_item *it, struct ls_error *err);
+typedef int (*store_item_cb)(void *arg, const struct ls_item *it);
+int store_history(struct store *st, const char *path, store_item_cb cb, void *arg,
+                  struct ls_error *err);
+/* Items under prefix (the prefix itself and its subtree) in path order, after `after`. */
+int store_list(struct store *st, const char *prefix, const char *after, int limit,
+               int include_deleted, store_item_cb cb, void *arg, struct ls_error *err);
+typedef int (*store_change_cb)(void *arg, const struct ls_change *c);
+/* Log entries with seq > since, at most limit. Returns the count, or a negative error. */
+int store_changes(struct store *st, int64_t since, int limit, store_change_cb cb, void *arg);
+int store_digest(struct store *st, const char *prefix, int published_only, char hex[65],
+                 int64_t *count, int64_t *seq, struct ls_error *err);
+/* Where the blob with this hash lives (it may not exist). */
+void store_blob_path(const struct store *st, const unsigned char sha[32], char *out, size_t n);
+int64_t store_log_first_seq(struct store *st);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * config.h - the server's settings: one table names every flag, its INI key (the same name),
+ * its type, default and help. `--config FILE` loads the INI file first; flags override it.
+ */
+#ifndef LS_CONFIG_H
+#define LS_CONFIG_H
+
+#include <stdint.h>
+
+#define LS_LIST_MAX 16
+
+struct config {
+    char *data;
+    char *http;
+    char *name;
+    char *role;
+    char *upstream;
+    char *listen;
+    char *include[LS_LIST_MAX];
+    int ninclude;
+    int64_t max_versions;
+    uint64_t max_body;
+    uint64_t max_request;
+    char *sync;
+    char *log_level;
+    int64_t idle_timeout_ms;
+};
+
+void config_init(struct config *c);
+void config_release(struct config *c);
+/* Parses argv (after the subcommand); 0, or LS_EINVAL after printing one line to stderr. */
+int config_parse(struct config *c, int argc, char **argv, int *want_help);
+void config_usage(const char *prog);
+
+#endif

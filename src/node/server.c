@@ -1,0 +1,248 @@
+/*
+ * server.c - `lockstep serve`: wires the store, the writer thread and the HTTP API onto one
+ * libevent loop, and keeps the list of requests waiting for the store to reach a seq.
+ *
+ * Start-up order matters: the store opens (and recovers) before any port listens, so a client
+ * never talks to a server that cannot answer. Shutdown is the reverse: stop listening, let the
+ * writer finish and answer what it committed, then close the store.
+ */
+#include "node/server.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <event2/thread.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- waiting for a seq */
+
+static void
+arm_waiter_timer(struct server *srv)
+{
+    int64_t first = 0, now = mono_ms();
+    struct timeval tv;
+    for (struct seq_waiter *w = srv->waiters.next; w != &srv->waiters; w = w->next)
+        if (w->deadline_ms && (!first || w->deadline_ms < first)) first = w->deadline_ms;
+    if (!first) {
+        evtimer_del(srv->waiter_timer);
+        return;
+    }
+    if (first < now) first = now;
+    tv.tv_sec = (first - now) / 1000;
+    tv.tv_usec = ((first - now) % 1000) * 1000;
+    evtimer_add(srv->waiter_timer, &tv);
+}
+
+void
+server_wait_seq(struct server *srv, struct seq_waiter *w)
+{
+    w->next = &srv->waiters;
+    w->prev = srv->waiters.prev;
+    srv->waiters.prev->next = w;
+    srv->waiters.prev = w;
+    if (w->deadline_ms) arm_waiter_timer(srv);
+}
+
+void
+server_cancel_wait(struct server *srv, struct seq_waiter *w)
+{
+    if (!w->next) return;
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+}
+
+/* Fires, in order, every waiter that is due; a waiter may add new waiters as it fires. */
+static void
+fire_waiters(struct server *srv, int64_t seq, int64_t now)
+{
+    struct seq_waiter due = {.next = &due, .prev = &due};
+    struct seq_waiter *w, *next;
+    for (w = srv->waiters.next; w != &srv->waiters; w = next) {
+        next = w->next;
+        if (w->target <= seq || (w->deadline_ms && w->deadline_ms <= now)) {
+            server_cancel_wait(srv, w);
+            w->next = &due;
+            w->prev = due.prev;
+            due.prev->next = w;
+            due.prev = w;
+        }
+    }
+    for (w = due.next; w != &due; w = next) {
+        next = w->next;
+        w->next = w->prev = NULL;
+        w->fire(w, w->target > seq);
+    }
+    arm_waiter_timer(srv);
+}
+
+static void
+on_waiter_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    fire_waiters(srv, srv->pos.seq, mono_ms());
+}
+
+void
+server_on_commit(struct server *srv, int64_t seq)
+{
+    fire_waiters(srv, seq, mono_ms());
+}
+
+/* ---------------------------------------------------------------- start and stop */
+
+/*
+ * Stops taking work and answers everything in flight: the listener closes, the writer finishes
+ * its queue (those writes are committed and acknowledged), waiting readers are answered and
+ * streams end. The loop then runs a moment longer so the answers leave.
+ */
+static void
+shutdown_begin(struct server *srv)
+{
+    if (srv->stopping) return;
+    srv->stopping = 1;
+    if (srv->http_socket) evhttp_del_accept_socket(srv->http, srv->http_socket);
+    srv->http_socket = NULL;
+    writer_stop(srv->writer);
+    srv->writer = NULL;
+    fire_waiters(srv, INT64_MAX, 0);
+    http_followers_stop(srv);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    struct timeval flush = {0, 200000};
+    log_info("signal %d: stopping", (int)sig);
+    shutdown_begin(srv);
+    event_base_loopexit(srv->base, &flush);
+}
+
+static int
+log_level_of(const char *s)
+{
+    if (strcmp(s, "debug") == 0) return LS_LOG_DEBUG;
+    if (strcmp(s, "warn") == 0) return LS_LOG_WARN;
+    if (strcmp(s, "error") == 0) return LS_LOG_ERROR;
+    return strcmp(s, "info") == 0 ? LS_LOG_INFO : -1;
+}
+
+static int
+check_config(struct config *c)
+{
+    if (!c->data || !*c->data) {
+        fprintf(stderr, "lockstep serve: --data DIR is required\n");
+        return -1;
+    }
+    if (strcmp(c->role, "primary") != 0) {
+        fprintf(stderr, "lockstep serve: --role %s is not available yet; use primary\n", c->role);
+        return -1;
+    }
+    if (c->max_versions < 1) {
+        fprintf(stderr, "lockstep serve: --max-versions must be at least 1\n");
+        return -1;
+    }
+    if (strcmp(c->sync, "full") != 0 && strcmp(c->sync, "normal") != 0) {
+        fprintf(stderr, "lockstep serve: --sync must be full or normal\n");
+        return -1;
+    }
+    if (log_level_of(c->log_level) < 0) {
+        fprintf(stderr, "lockstep serve: --log-level must be debug, info, warn or error\n");
+        return -1;
+    }
+    if (!c->name) {
+        char host[HOST_NAME_MAX + 1] = "lockstep";
+        gethostname(host, sizeof host);
+        c->name = strdup(host);
+    }
+    return 0;
+}
+
+int
+serve_main(int argc, char **argv)
+{
+    struct server srv;
+    struct store *wstore = NULL;
+    struct store_options opt;
+    struct ls_error err;
+    char path[4200];
+    int help = 0, rc = 1;
+
+    memset(&srv, 0, sizeof srv);
+    config_init(&srv.cfg);
+    if (config_parse(&srv.cfg, argc, argv, &help)) {
+        config_release(&srv.cfg);
+        return 2;
+    }
+    if (help) {
+        config_usage("lockstep");
+        config_release(&srv.cfg);
+        return 0;
+    }
+    if (check_config(&srv.cfg)) {
+        config_release(&srv.cfg);
+        return 2;
+    }
+    log_setup(srv.cfg.name, log_level_of(srv.cfg.log_level));
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    srv.started_ms = mono_ms();
+    srv.waiters.next = srv.waiters.prev = &srv.waiters;
+    ls_error_clear(&err);
+
+    memset(&opt, 0, sizeof opt);
+    opt.max_versions = srv.cfg.max_versions;
+    opt.sync_full = strcmp(srv.cfg.sync, "full") == 0;
+    if (mkdir_p(srv.cfg.data, 0755) < 0) {
+        log_error("cannot create data directory %s", srv.cfg.data);
+        goto out;
+    }
+    if (!(wstore = store_open(srv.cfg.data, &opt, &err))) {
+        log_error("cannot open the store in %s: %s", srv.cfg.data, err.msg);
+        goto out;
+    }
+    opt.readonly = 1;
+    if (!(srv.reader = store_open(srv.cfg.data, &opt, &err))) {
+        log_error("cannot open the store in %s: %s", srv.cfg.data, err.msg);
+        goto out;
+    }
+    store_position(srv.reader, &srv.pos);
+    snprintf(path, sizeof path, "%s/uploads", srv.cfg.data);
+    if (!(srv.uploads = uploads_new(path, srv.cfg.max_body))) {
+        log_error("cannot create %s", path);
+        goto out;
+    }
+    srv.base = event_base_new();
+    srv.waiter_timer = evtimer_new(srv.base, on_waiter_timer, &srv);
+    srv.sigint = evsignal_new(srv.base, SIGINT, on_signal, &srv);
+    srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
+    event_add(srv.sigint, NULL);
+    event_add(srv.sigterm, NULL);
+    if (!(srv.writer = writer_start(&srv, wstore, &err)) || http_api_start(&srv, &err)) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+    log_info("lockstep %s serving %s on http://%s (store %s, epoch %lld, seq %lld)", LS_VERSION,
+             srv.cfg.data, srv.cfg.http, srv.pos.store_id, (long long)srv.pos.epoch,
+             (long long)srv.pos.seq);
+    event_base_dispatch(srv.base);
+    rc = 0;
+out:
+    if (srv.base) shutdown_begin(&srv);
+    if (srv.http) evhttp_free(srv.http);
+    if (srv.waiter_timer) event_free(srv.waiter_timer);
+    if (srv.sigint) event_free(srv.sigint);
+    if (srv.sigterm) event_free(srv.sigterm);
+    if (srv.base) event_base_free(srv.base);
+    uploads_free(srv.uploads);
+    store_free(srv.reader);
+    store_free(wstore);
+    if (rc == 0) log_info("stopped");
+    config_release(&srv.cfg);
+    return rc;
+}

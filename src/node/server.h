@@ -1,0 +1,103 @@
+/*
+ * server.h - the running server: the event loop (libevent) on the main thread, the writer
+ * thread that owns all store writes, and what the HTTP API and replication share between them.
+ */
+#ifndef LS_SERVER_H
+#define LS_SERVER_H
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "core/store.h"
+#include "node/config.h"
+
+#define LS_VERSION "0.1.0"
+
+struct wreq;
+struct writer;
+struct uploads;
+
+/* Someone waiting until the committed seq reaches a target (long polls, min_seq reads). */
+struct seq_waiter {
+    struct seq_waiter *next, *prev;
+    int64_t target;
+    int64_t deadline_ms;               /* mono_ms; 0: none */
+    void (*fire)(struct seq_waiter *w, int timed_out);
+    void *arg;
+};
+
+struct server {
+    struct config cfg;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *http_socket;
+    struct store *reader;   /* the event loop's read handle */
+    struct writer *writer;
+    struct uploads *uploads;
+    struct ls_position pos; /* as last committed: the loop's copy */
+    int64_t started_ms;
+    struct seq_waiter waiters; /* list head */
+    struct event *waiter_timer;
+    struct follower *followers;
+    struct event *sigint, *sigterm;
+    int stopping;
+};
+
+int serve_main(int argc, char **argv);
+
+/* Called on the loop thread after every commit that advanced the seq. */
+void server_on_commit(struct server *srv, int64_t seq);
+void server_wait_seq(struct server *srv, struct seq_waiter *w);
+void server_cancel_wait(struct server *srv, struct seq_waiter *w);
+
+/* ---- writer.c: the one thread that writes, with group commit ---- */
+
+enum { WREQ_OPS, WREQ_BATCH_FILE };
+
+struct wreq {
+    struct wreq *next;
+    int type;
+    struct ls_op *ops; /* WREQ_OPS: owned; released with the request */
+    size_t nops;
+    char *batch_file; /* WREQ_BATCH_FILE: an NDJSON file, applied as one transaction */
+    uint64_t max_body;
+    /* results, valid in done() */
+    int rc;
+    struct ls_error err;
+    struct ls_op_result last; /* of the last op applied */
+    int64_t first_seq;
+    size_t applied;
+    void (*done)(struct wreq *r, void *arg); /* runs on the loop thread */
+    void *arg;
+};
+
+struct writer *writer_start(struct server *srv, struct store *st, struct ls_error *err);
+void writer_stop(struct writer *w);
+void writer_submit(struct writer *w, struct wreq *r);
+void wreq_free(struct wreq *r);
+
+/* ---- http_api.c ---- */
+int http_api_start(struct server *srv, struct ls_error *err);
+void http_followers_stop(struct server *srv);
+
+/* ---- upload.c: resumable upload sessions ---- */
+struct uploads *uploads_new(const char *dir, uint64_t max_size);
+void uploads_free(struct uploads *u);
+struct upload_info {
+    char id[33];
+    uint64_t size;
+    unsigned char sha[32]; /* valid after upload_finish */
+    char file[4200];
+};
+int upload_create(struct uploads *u, struct upload_info *info, struct ls_error *err);
+int upload_stat(struct uploads *u, const char *id, struct upload_info *info, struct ls_error *err);
+int upload_append(struct uploads *u, const char *id, uint64_t offset, const void *data, size_t n,
+                  struct upload_info *info, struct ls_error *err);
+/* Hashes what was sent, syncs the file and forgets the session; the file stays for the caller. */
+int upload_finish(struct uploads *u, const char *id, struct upload_info *info,
+                  struct ls_error *err);
+int upload_abort(struct uploads *u, const char *id, struct ls_error *err);
+
+#endif

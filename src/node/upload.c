@@ -1,0 +1,245 @@
+/*
+ * upload.c - resumable upload sessions: how bodies larger than one HTTP request reach the store.
+ *
+ * A session is a file under DATA/uploads/ that grows by appended parts. The client says at which
+ * offset each part goes; a part at the wrong offset is refused with the size the server holds, so
+ * an interrupted upload resumes exactly from there (S3's multipart idea, kept sequential so the
+ * SHA-256 can be computed as the parts arrive). Memory stays bounded by one part.
+ *
+ * Not for: deciding where the body ends up (the commit turns the file into a put, done by the
+ * writer thread, which moves it into the blob store).
+ */
+#include "node/server.h"
+#include "common/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define UPLOADS_MAX 256
+
+struct session {
+    struct session *next;
+    char id[33];
+    uint64_t size;   /* bytes hashed so far == bytes in the file */
+    EVP_MD_CTX *md;  /* running SHA-256 */
+};
+
+struct uploads {
+    char dir[4096];
+    uint64_t max_size;
+    struct session *list;
+    int count;
+};
+
+struct uploads *
+uploads_new(const char *dir, uint64_t max_size)
+{
+    struct uploads *u = calloc(1, sizeof *u);
+    if (!u) return NULL;
+    snprintf(u->dir, sizeof u->dir, "%s", dir);
+    u->max_size = max_size;
+    if (mkdir_p(dir, 0755) < 0) {
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+static void
+session_free(struct session *s)
+{
+    if (!s) return;
+    EVP_MD_CTX_free(s->md);
+    free(s);
+}
+
+void
+uploads_free(struct uploads *u)
+{
+    if (!u) return;
+    while (u->list) {
+        struct session *s = u->list;
+        u->list = s->next;
+        session_free(s);
+    }
+    free(u);
+}
+
+static int
+valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n != 32) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) return 0;
+    return 1;
+}
+
+static void
+file_of(struct uploads *u, const char *id, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", u->dir, id);
+}
+
+/* Finds a session, rebuilding its hash from the file after a restart. */
+static int
+lookup(struct uploads *u, const char *id, struct session **out, struct ls_error *err)
+{
+    char path[4200];
+    struct session *s;
+    struct stat sb;
+    int fd;
+
+    if (!valid_id(id)) return ls_error_set(err, LS_ENOTFOUND, "no upload session %s", id);
+    for (s = u->list; s; s = s->next)
+        if (strcmp(s->id, id) == 0) {
+            *out = s;
+            return 0;
+        }
+    file_of(u, id, path, sizeof path);
+    if (stat(path, &sb) < 0) return ls_error_set(err, LS_ENOTFOUND, "no upload session %s", id);
+    if (u->count >= UPLOADS_MAX)
+        return ls_error_set(err, LS_EUNAVAIL, "too many upload sessions in progress");
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->md = EVP_MD_CTX_new())) {
+        session_free(s);
+        return ls_error_set(err, LS_ENOMEM, NULL);
+    }
+    snprintf(s->id, sizeof s->id, "%s", id);
+    EVP_DigestInit_ex(s->md, EVP_sha256(), NULL);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[1 << 16];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0) {
+            EVP_DigestUpdate(s->md, buf, (size_t)n);
+            s->size += (uint64_t)n;
+        }
+        close(fd);
+    }
+    s->next = u->list;
+    u->list = s;
+    u->count++;
+    *out = s;
+    return 0;
+}
+
+static void
+forget(struct uploads *u, struct session *s)
+{
+    for (struct session **pp = &u->list; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            u->count--;
+            session_free(s);
+            return;
+        }
+}
+
+static void
+fill_info(struct uploads *u, struct session *s, struct upload_info *info)
+{
+    snprintf(info->id, sizeof info->id, "%s", s->id);
+    info->size = s->size;
+    file_of(u, s->id, info->file, sizeof info->file);
+}
+
+int
+upload_create(struct uploads *u, struct upload_info *info, struct ls_error *err)
+{
+    char id[33], path[4200];
+    struct session *s;
+    int fd;
+    if (u->count >= UPLOADS_MAX)
+        return ls_error_set(err, LS_EUNAVAIL, "too many upload sessions in progress");
+    random_hex(id, 16);
+    file_of(u, id, path, sizeof path);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ls_error_set(err, errno_to_ls(errno), "cannot create upload: %s", strerror(errno));
+    close(fd);
+    return lookup(u, id, &s, err) ?: (fill_info(u, s, info), 0);
+}
+
+int
+upload_stat(struct uploads *u, const char *id, struct upload_info *info, struct ls_error *err)
+{
+    struct session *s;
+    int rc = lookup(u, id, &s, err);
+    if (rc == 0) fill_info(u, s, info);
+    return rc;
+}
+
+int
+upload_append(struct uploads *u, const char *id, uint64_t offset, const void *data, size_t n,
+              struct upload_info *info, struct ls_error *err)
+{
+    char path[4200];
+    struct session *s;
+    int fd, rc;
+
+    if ((rc = lookup(u, id, &s, err))) return rc;
+    fill_info(u, s, info);
+    if (offset != s->size)
+        return ls_error_set(err, LS_ERANGE, "upload %s holds %llu bytes; send from there", id,
+                            (unsigned long long)s->size);
+    if (s->size + n > u->max_size)
+        return ls_error_set(err, LS_ETOOBIG, "upload would exceed --max-body (%llu bytes)",
+                            (unsigned long long)u->max_size);
+    file_of(u, id, path, sizeof path);
+    fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) return ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+    rc = write_all(fd, data, n);
+    if (rc < 0) {
+        /* Cut back to the last whole part, so the next attempt starts from a known size. */
+        if (ftruncate(fd, (off_t)s->size) < 0) { /* the size check will catch it */
+        }
+        close(fd);
+        return ls_error_set(err, errno_to_ls(rc), "upload: %s", strerror(-rc));
+    }
+    close(fd);
+    EVP_DigestUpdate(s->md, data, n);
+    s->size += n;
+    info->size = s->size;
+    return 0;
+}
+
+int
+upload_finish(struct uploads *u, const char *id, struct upload_info *info, struct ls_error *err)
+{
+    struct session *s;
+    int fd, rc;
+    if ((rc = lookup(u, id, &s, err))) return rc;
+    fill_info(u, s, info);
+    EVP_DigestFinal_ex(s->md, info->sha, NULL);
+    fd = open(info->file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0) {
+        rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        forget(u, s);
+        return rc;
+    }
+    close(fd);
+    forget(u, s);
+    return 0;
+}
+
+int
+upload_abort(struct uploads *u, const char *id, struct ls_error *err)
+{
+    struct session *s;
+    char path[4200];
+    int rc;
+    if ((rc = lookup(u, id, &s, err))) return rc;
+    file_of(u, id, path, sizeof path);
+    unlink(path);
+    forget(u, s);
+    return 0;
+}

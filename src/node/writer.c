@@ -1,0 +1,243 @@
+/*
+ * writer.c - the writer thread: every store write goes through it, with group commit.
+ *
+ * The event loop hands it requests (a list of operations, or an NDJSON file) and goes on serving.
+ * The writer takes every request queued, applies each inside a savepoint of one transaction (so
+ * a request is all or nothing and one failing request does not fail its neighbours), commits once
+ * (one fsync for the whole group), and hands the finished requests back to the loop, which
+ * replies. While it syncs, new requests queue up and form the next group.
+ *
+ * Not for: deciding what to write (the HTTP API and replication do), or replying.
+ */
+#include "node/server.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES (64u << 20)
+
+struct writer {
+    struct server *srv;
+    struct store *st;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct wreq *queue, **queue_tail; /* submitted, not yet taken */
+    struct wreq *finished, **finished_tail; /* done, waiting for the loop, in order */
+    struct event *wake;               /* activated to run completions on the loop */
+    int stop;
+};
+
+void
+wreq_free(struct wreq *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->nops; i++) op_release(&r->ops[i]);
+    free(r->ops);
+    if (r->batch_file) {
+        unlink(r->batch_file);
+        free(r->batch_file);
+    }
+    free(r);
+}
+
+static int
+apply_ops(struct writer *w, struct wreq *r)
+{
+    for (size_t i = 0; i < r->nops; i++) {
+        int rc = store_apply(w->st, &r->ops[i], &r->last, &r->err);
+        if (rc) {
+            if (r->nops > 1) ls_error_prefix(&r->err, "line %zu: ", i + 1);
+            return rc;
+        }
+        if (i == 0) r->first_seq = r->last.seq;
+        r->applied++;
+    }
+    return 0;
+}
+
+/* Applies an NDJSON file line by line: bounded memory whatever the file's size. */
+static int
+apply_file(struct writer *w, struct wreq *r)
+{
+    FILE *f = fopen(r->batch_file, "r");
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    ssize_t n;
+    int rc = 0;
+
+    if (!f) return ls_error_set(&r->err, LS_EIO, "cannot read batch: %s", strerror(errno));
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        struct ls_op op;
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+        if (n == 0) continue;
+        if ((size_t)n > LINE_MAX_BYTES) {
+            rc = ls_error_set(&r->err, LS_EBATCH, "line %zu: longer than %u bytes", lineno,
+                              LINE_MAX_BYTES);
+            break;
+        }
+        rc = op_parse_json(line, (size_t)n, &op, &r->err);
+        if (rc == 0 && op.body_len > r->max_body)
+            rc = ls_error_set(&r->err, LS_ETOOBIG, "body is larger than --max-body");
+        if (rc == 0) rc = store_apply(w->st, &op, &r->last, &r->err);
+        op_release(&op);
+        if (rc) {
+            ls_error_prefix(&r->err, "line %zu: ", lineno);
+            break;
+        }
+        if (r->applied++ == 0) r->first_seq = r->last.seq;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static void
+run_group(struct writer *w, struct wreq *group)
+{
+    struct ls_error err;
+    int rc;
+
+    ls_error_clear(&err);
+    rc = store_begin(w->st, &err);
+    for (struct wreq *r = group; r; r = r->next) {
+        ls_error_clear(&r->err);
+        r->applied = 0;
+        if (rc) {
+            r->rc = rc;
+            r->err = err;
+            continue;
+        }
+        if ((r->rc = store_savepoint(w->st))) {
+            ls_error_set(&r->err, r->rc, "cannot start the request's transaction");
+            continue;
+        }
+        r->rc = r->type == WREQ_OPS ? apply_ops(w, r) : apply_file(w, r);
+        if (r->rc) {
+            store_savepoint_rollback(w->st);
+            r->applied = 0;
+        } else {
+            store_savepoint_release(w->st);
+        }
+    }
+    if (rc == 0 && (rc = store_commit(w->st, &err)) != 0) {
+        /* Nothing of the group is durable: every request fails with the commit's error. */
+        log_error("commit failed: %s", err.msg);
+        for (struct wreq *r = group; r; r = r->next) {
+            if (r->rc == 0) {
+                r->rc = rc;
+                r->err = err;
+                r->applied = 0;
+            }
+        }
+    }
+    if (rc == 0) store_collect_garbage(w->st);
+}
+
+static void *
+writer_main(void *arg)
+{
+    struct writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        struct wreq *group, *last;
+        while (!w->queue && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->queue && w->stop) break;
+        group = w->queue;
+        w->queue = NULL;
+        w->queue_tail = &w->queue;
+        pthread_mutex_unlock(&w->mu);
+
+        run_group(w, group);
+
+        pthread_mutex_lock(&w->mu);
+        for (last = group; last->next; last = last->next) {
+        }
+        *w->finished_tail = group;
+        w->finished_tail = &last->next;
+        event_active(w->wake, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* On the loop thread: reply to finished requests in the order they were submitted. */
+static void
+on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct writer *w = arg;
+    struct wreq *list;
+    struct ls_position pos;
+
+    pthread_mutex_lock(&w->mu);
+    list = w->finished;
+    w->finished = NULL;
+    w->finished_tail = &w->finished;
+    pthread_mutex_unlock(&w->mu);
+    if (store_position(w->srv->reader, &pos) == 0) w->srv->pos = pos;
+    for (struct wreq *r = list, *next; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        r->done(r, r->arg);
+    }
+    server_on_commit(w->srv, w->srv->pos.seq);
+}
+
+struct writer *
+writer_start(struct server *srv, struct store *st, struct ls_error *err)
+{
+    struct writer *w = calloc(1, sizeof *w);
+    if (!w) {
+        ls_error_set(err, LS_ENOMEM, NULL);
+        return NULL;
+    }
+    w->srv = srv;
+    w->st = st;
+    w->queue_tail = &w->queue;
+    w->finished_tail = &w->finished;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->wake = event_new(srv->base, -1, 0, on_wake, w);
+    if (!w->wake || pthread_create(&w->thread, NULL, writer_main, w)) {
+        ls_error_set(err, LS_EINTERNAL, "cannot start the writer thread");
+        if (w->wake) event_free(w->wake);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void
+writer_submit(struct writer *w, struct wreq *r)
+{
+    r->next = NULL;
+    pthread_mutex_lock(&w->mu);
+    *w->queue_tail = r;
+    w->queue_tail = &r->next;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Finishes what is queued, then stops. Completions still pending are run on the loop. */
+void
+writer_stop(struct writer *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    on_wake(-1, 0, w);
+    event_free(w->wake);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}

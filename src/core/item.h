@@ -50,6 +50,33 @@ struct ls_op {
     int64_t version;       /* publish: which version, 0 for the latest; replicated put: its number */
     int64_t if_version;    /* when > 0 the current version must equal it (optimistic locking) */
     int64_t mtime;         /* 0: now; replicated operations carry the primary's */
+    int64_t seq;           /* replicated: the upstream's seq for this entry; 0: the next one */
+    int no_log;            /* loading a snapshot: no log entry, the seq does not move */
+    int tolerant;          /* filtered downstream: an operation on a missing item is skipped */
+    int body_absent;       /* replicated put whose body the upstream no longer holds */
+};
+
+/*
+ * One entry of the change log, or one version of an item in a snapshot, with what a downstream
+ * needs to apply it. Filled from the store (strings borrowed from SQLite until the callback
+ * returns) or decoded from a frame (strings owned; rec_release frees them).
+ */
+enum { BODY_NONE, BODY_INLINE, BODY_BLOB, BODY_MISSING };
+#define REC_PUBLISHED 1 /* put: this version is (or becomes) the published one */
+#define REC_DATA 2      /* carries kind, meta, size, sha and body */
+
+struct ls_entry {
+    int64_t seq;
+    int op; /* LS_OP_* */
+    int flags;
+    int64_t ts;
+    char *path, *to, *kind, *meta;
+    int64_t version;
+    uint64_t size;
+    unsigned char sha[32];
+    int body_kind;
+    const void *body; /* BODY_INLINE */
+    size_t body_len;
 };
 
 void op_init(struct ls_op *op);

@@ -62,11 +62,11 @@ static const char *const stmt_sql[N_STMT] = {
     [S_VERSION_INSERT] = "INSERT OR REPLACE INTO versions(item, version, kind, meta, size, sha256, "
                          "body, mtime, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [S_VERSION_EXISTS] = "SELECT 1 FROM versions WHERE item=?1 AND version=?2",
-    [S_VERSION_PRUNE] = "DELETE FROM versions WHERE item=?1 AND version<=?2 AND version IS NOT ?3 "
-                        "RETURNING sha256, body IS NULL",
+    [S_VERSION_PRUNE] = "DELETE FROM versions WHERE item=?1 AND (version<=?2 OR version>?4) "
+                        "AND version IS NOT ?3 RETURNING sha256, body IS NULL",
     [S_VERSION_PURGE] = "DELETE FROM versions WHERE item=?1 RETURNING sha256, body IS NULL",
-    [S_LOG_INSERT] = "INSERT INTO log(seq, ts, op, item, path, version, flags, arg) "
-                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [S_LOG_INSERT] = "INSERT INTO log(seq, ts, op, item, path, version, flags, arg, cum) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [S_META_SET_SEQ] = "UPDATE meta SET value=?1 WHERE key='seq'",
     [S_BLOB_REF] = "SELECT 1 FROM versions WHERE sha256=?1 AND body IS NULL LIMIT 1",
 #define ITEM_COLS                                                                                  \
@@ -110,7 +110,7 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS log("
     "  seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, op INTEGER NOT NULL, item INTEGER NOT NULL,"
     "  path TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0, flags INTEGER NOT NULL DEFAULT 0,"
-    "  arg TEXT);"
+    "  arg TEXT, cum INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS epochs(epoch INTEGER PRIMARY KEY, start_seq INTEGER NOT NULL,"
     "  ts INTEGER NOT NULL);";
 
@@ -122,6 +122,9 @@ struct store {
     int64_t seq;          /* writer: the last assigned seq */
     int64_t seq_at_begin; /* restored when a group rolls back */
     int64_t seq_at_savepoint;
+    int64_t op_seq;   /* the seq the operation being applied takes */
+    int op_nolog;     /* ... and whether it is logged (not while loading a snapshot) */
+    int64_t log_cum, log_cum_at_begin, log_cum_at_savepoint; /* cumulative bytes logged */
     unsigned char (*garbage)[32]; /* blobs that may have lost their last reference */
     size_t ngarbage, garbage_cap;
 };
@@ -271,6 +274,14 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
         }
     }
     st->seq = meta_get_int(st, "seq");
+    {
+        sqlite3_stmt *c;
+        if (sqlite3_prepare_v2(st->db, "SELECT cum FROM log ORDER BY seq DESC LIMIT 1", -1, &c,
+                               NULL) == SQLITE_OK) {
+            if (sqlite3_step(c) == SQLITE_ROW) st->log_cum = sqlite3_column_int64(c, 0);
+            sqlite3_finalize(c);
+        }
+    }
     return st;
 fail:
     store_free(st);
@@ -299,6 +310,7 @@ int
 store_begin(struct store *st, struct ls_error *err)
 {
     st->seq_at_begin = st->seq;
+    st->log_cum_at_begin = st->log_cum;
     st->ngarbage = 0;
     return exec(st, "BEGIN IMMEDIATE", err);
 }
@@ -332,6 +344,7 @@ store_rollback(struct store *st)
 {
     if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     st->seq = st->seq_at_begin;
+    st->log_cum = st->log_cum_at_begin;
     st->ngarbage = 0;
 }
 
@@ -339,6 +352,7 @@ int
 store_savepoint(struct store *st)
 {
     st->seq_at_savepoint = st->seq;
+    st->log_cum_at_savepoint = st->log_cum;
     return exec(st, "SAVEPOINT req", NULL);
 }
 
@@ -354,6 +368,7 @@ store_savepoint_rollback(struct store *st)
     exec(st, "ROLLBACK TO req", NULL);
     exec(st, "RELEASE req", NULL);
     st->seq = st->seq_at_savepoint;
+    st->log_cum = st->log_cum_at_savepoint;
 }
 
 /* ---------------------------------------------------------------- blobs */
@@ -488,11 +503,14 @@ step_done(struct store *st, sqlite3_stmt *s, struct ls_error *err, const char *w
 
 static int
 log_append(struct store *st, int op, int64_t item, const char *path, int64_t version, int flags,
-           const char *arg, int64_t ts, struct ls_error *err)
+           const char *arg, int64_t bytes, int64_t ts, struct ls_error *err)
 {
     sqlite3_stmt *s = stmt(st, S_LOG_INSERT);
-    int64_t seq = st->seq + 1;
+    int64_t seq = st->op_seq;
     int rc;
+    if (st->op_nolog) return 0;
+    st->log_cum += 48 + (int64_t)strlen(path) + (arg ? (int64_t)strlen(arg) : 0) + bytes;
+    sqlite3_bind_int64(s, 9, st->log_cum);
     sqlite3_bind_int64(s, 1, seq);
     sqlite3_bind_int64(s, 2, ts);
     sqlite3_bind_int(s, 3, op);
@@ -502,7 +520,7 @@ log_append(struct store *st, int op, int64_t item, const char *path, int64_t ver
     sqlite3_bind_int(s, 7, flags);
     if (arg) sqlite3_bind_text(s, 8, arg, -1, SQLITE_STATIC);
     if ((rc = step_done(st, s, err, "append to log"))) return rc;
-    st->seq = seq;
+    if (seq > st->seq) st->seq = seq;
     return 0;
 }
 
@@ -515,7 +533,7 @@ item_update(struct store *st, const struct cur_item *c, int64_t version, int64_t
     sqlite3_bind_int64(s, 2, version);
     if (published > 0) sqlite3_bind_int64(s, 3, published);
     sqlite3_bind_int(s, 4, deleted);
-    sqlite3_bind_int64(s, 5, st->seq + 1);
+    sqlite3_bind_int64(s, 5, st->op_seq);
     sqlite3_bind_int64(s, 6, mtime);
     return step_done(st, s, err, "update item");
 }
@@ -529,8 +547,8 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     const char *kind = op->kind, *meta = op->meta;
     char *prev_kind = NULL, *prev_meta = NULL;
     int64_t version, published;
-    uint64_t size = op->body_file ? op->body_file_size : op->body_len;
-    int in_blob = op->body_file != NULL || op->body_len > st->opt.inline_max;
+    uint64_t size = op->body_file || op->body_absent ? op->body_file_size : op->body_len;
+    int in_blob = op->body_file != NULL || op->body_absent || op->body_len > st->opt.inline_max;
     sqlite3_stmt *s;
     int rc;
 
@@ -557,11 +575,12 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     if (!meta) meta = "{}";
 
     if (op->has_sha) memcpy(sha, op->sha, 32);
-    else if (op->body_file) {
+    else if (op->body_file || op->body_absent) {
         rc = ls_error_set(err, LS_EINTERNAL, "body file without its hash");
         goto out;
     } else sha256(op->body, op->body_len, sha);
-    if (op->body_file) rc = blob_adopt(st, op->body_file, sha, err);
+    if (op->body_absent) rc = 0; /* a placeholder: a later entry prunes or purges it */
+    else if (op->body_file) rc = blob_adopt(st, op->body_file, sha, err);
     else if (in_blob) rc = blob_write(st, op->body, op->body_len, sha, err);
     if (rc) goto out;
 
@@ -573,7 +592,7 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
         sqlite3_bind_text(s, 1, op->path, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 2, version);
         if (published > 0) sqlite3_bind_int64(s, 3, published);
-        sqlite3_bind_int64(s, 4, st->seq + 1);
+        sqlite3_bind_int64(s, 4, st->op_seq);
         sqlite3_bind_int64(s, 5, mtime);
         rc = step_done(st, s, err, "insert item");
         c.id = sqlite3_last_insert_rowid(st->db);
@@ -590,17 +609,21 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     if (!in_blob) sqlite3_bind_blob(s, 7, op->body_len ? op->body : "", (int)op->body_len,
                                     SQLITE_STATIC);
     sqlite3_bind_int64(s, 8, mtime);
-    sqlite3_bind_int64(s, 9, st->seq + 1);
+    sqlite3_bind_int64(s, 9, st->op_seq);
     if ((rc = step_done(st, s, err, "insert version"))) goto out;
 
-    if ((rc = log_append(st, LS_OP_PUT, c.id, op->path, version, op->publish, NULL, mtime, err)))
+    if ((rc = log_append(st, LS_OP_PUT, c.id, op->path, version, op->publish, NULL,
+                         (int64_t)size, mtime, err)))
         goto out;
 
-    if (version > st->opt.max_versions) {
+    /* Keep the newest max_versions and the published one. A replicated put may also go back
+     * to an older number (staging after a re-publish): then nothing newer may stay. */
+    if (version > st->opt.max_versions || (op->version > 0 && c.exists && c.version > version)) {
         s = stmt(st, S_VERSION_PRUNE);
         sqlite3_bind_int64(s, 1, c.id);
         sqlite3_bind_int64(s, 2, version - st->opt.max_versions);
         if (published > 0) sqlite3_bind_int64(s, 3, published);
+        sqlite3_bind_int64(s, 4, version);
         rc = delete_versions(st, s, err);
     }
     res->version = version;
@@ -636,8 +659,9 @@ apply_move(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op
     struct cur_item src, dst;
     sqlite3_stmt *s;
     int rc;
-    if ((rc = item_lookup(st, op->path, &src, err)) || (rc = require_live(&src, op->path, err)))
-        return rc;
+    if ((rc = item_lookup(st, op->path, &src, err))) return rc;
+    if (op->tolerant && (!src.exists || src.deleted)) return 0;
+    if ((rc = require_live(&src, op->path, err))) return rc;
     if (strcmp(op->path, op->to) == 0)
         return ls_error_set(err, LS_EINVAL, "cannot move %s onto itself", op->path);
     if ((rc = item_lookup(st, op->to, &dst, err))) return rc;
@@ -647,11 +671,11 @@ apply_move(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op
     s = stmt(st, S_ITEM_MOVE);
     sqlite3_bind_int64(s, 1, src.id);
     sqlite3_bind_text(s, 2, op->to, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, st->seq + 1);
+    sqlite3_bind_int64(s, 3, st->op_seq);
     sqlite3_bind_int64(s, 4, mtime);
     if ((rc = step_done(st, s, err, "move"))) return rc;
     res->version = src.version;
-    return log_append(st, LS_OP_MOVE, src.id, op->path, src.version, 0, op->to, mtime, err);
+    return log_append(st, LS_OP_MOVE, src.id, op->path, src.version, 0, op->to, 0, mtime, err);
 }
 
 static int
@@ -663,6 +687,9 @@ apply_other(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_o
     int rc;
 
     if ((rc = item_lookup(st, op->path, &c, err))) return rc;
+    if (op->tolerant && (!c.exists || (c.deleted && op->type != LS_OP_PURGE) ||
+                         (op->type == LS_OP_UNPUBLISH && c.published <= 0)))
+        return 0;
     if (op->type == LS_OP_PURGE ? !c.exists : (rc = require_live(&c, op->path, err)) != 0)
         return rc ? rc : ls_error_set(err, LS_ENOTFOUND, "%s: not found", op->path);
     if (op->if_version > 0 && c.version != op->if_version)
@@ -702,7 +729,7 @@ apply_other(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_o
     }
     if (rc) return rc;
     res->version = version;
-    return log_append(st, op->type, c.id, op->path, version, 0, NULL, mtime, err);
+    return log_append(st, op->type, c.id, op->path, version, 0, NULL, 0, mtime, err);
 }
 
 int
@@ -714,6 +741,8 @@ store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
     int rc;
     if (!res) res = &dummy;
     memset(res, 0, sizeof *res);
+    st->op_seq = op->seq > 0 ? op->seq : st->seq + 1;
+    st->op_nolog = op->no_log;
     switch (op->type) {
     case LS_OP_PUT: rc = apply_put(st, op, mtime, res, err); break;
     case LS_OP_MOVE: rc = apply_move(st, op, mtime, res, err); break;
@@ -959,4 +988,361 @@ store_digest(struct store *st, const char *prefix, int published_only, char hex[
 out2:
     EVP_MD_CTX_free(md);
     return rc;
+}
+
+/* ---------------------------------------------------------------- identity, epochs, position */
+
+int
+store_meta_get(struct store *st, const char *key, char *out, size_t n)
+{
+    return meta_get_text(st, key, out, n);
+}
+
+int
+store_meta_set(struct store *st, const char *key, const char *value, struct ls_error *err)
+{
+    sqlite3_stmt *s;
+    int rc;
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO meta VALUES(?1, ?2)", -1, &s, NULL))
+        return sql_error(st, SQLITE_ERROR, err, "meta");
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    if (value) sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : sql_error(st, rc, err, "meta");
+}
+
+void
+store_set_seq(struct store *st, int64_t seq)
+{
+    st->seq = seq;
+}
+
+int64_t
+store_seq(const struct store *st)
+{
+    return st->seq;
+}
+
+int
+store_epochs(struct store *st, int64_t (*out)[2], int max)
+{
+    sqlite3_stmt *s;
+    int n = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT epoch, start_seq FROM epochs ORDER BY epoch", -1, &s,
+                           NULL))
+        return LS_EIO;
+    while (sqlite3_step(s) == SQLITE_ROW && n < max) {
+        out[n][0] = sqlite3_column_int64(s, 0);
+        out[n][1] = sqlite3_column_int64(s, 1);
+        n++;
+    }
+    sqlite3_finalize(s);
+    return n;
+}
+
+/* Takes over an upstream's identity and epoch history (inside a transaction). */
+int
+store_set_identity(struct store *st, const char *store_id, const int64_t (*epochs)[2], int n,
+                   struct ls_error *err)
+{
+    char num[32], sql[128];
+    int rc;
+    if ((rc = store_meta_set(st, "store_id", store_id, err))) return rc;
+    if ((rc = exec(st, "DELETE FROM epochs", err))) return rc;
+    for (int i = 0; i < n; i++) {
+        snprintf(sql, sizeof sql, "INSERT INTO epochs VALUES(%lld, %lld, %lld)",
+                 (long long)epochs[i][0], (long long)epochs[i][1], (long long)now_ms());
+        if ((rc = exec(st, sql, err))) return rc;
+    }
+    snprintf(num, sizeof num, "%lld", (long long)(n ? epochs[n - 1][0] : 1));
+    return store_meta_set(st, "epoch", num, err);
+}
+
+/* Empties the store before a snapshot is loaded into it (inside a transaction). */
+int
+store_reset(struct store *st, struct ls_error *err)
+{
+    int rc = exec(st,
+                  "DELETE FROM items; DELETE FROM versions; DELETE FROM log;"
+                  "INSERT OR REPLACE INTO meta VALUES('snapshot_pending', 1);",
+                  err);
+    if (rc == 0) {
+        st->seq = 0;
+        st->log_cum = 0;
+    }
+    return rc;
+}
+
+/* Promotion: a new epoch begins at the current seq (inside a transaction). */
+int
+store_new_epoch(struct store *st, int64_t *epoch, struct ls_error *err)
+{
+    char sql[160];
+    int64_t e = meta_get_int(st, "epoch") + 1;
+    int rc;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO epochs VALUES(%lld, %lld, %lld); UPDATE meta SET value=%lld "
+             "WHERE key='epoch'",
+             (long long)e, (long long)st->seq, (long long)now_ms(), (long long)e);
+    if ((rc = exec(st, sql, err))) return rc;
+    *epoch = e;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- log entries with data */
+
+static const char log_entries_sql[] =
+    "SELECT l.seq, l.ts, l.op, l.path, l.version, l.flags, l.arg, v.kind, v.meta, v.size, "
+    "v.sha256, v.body IS NULL, v.body, l.op IN (1, 5) AND v.item IS NULL "
+    "FROM log l LEFT JOIN versions v ON l.op IN (1, 5) AND v.item=l.item AND v.version=l.version "
+    "WHERE l.seq>?1 ORDER BY l.seq LIMIT ?2";
+
+int
+store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
+                  store_entry_cb cb, void *arg)
+{
+    sqlite3_stmt *s = NULL;
+    size_t bytes = 0;
+    int rc, n = 0;
+    if (sqlite3_prepare_v3(st->db, log_entries_sql, -1, 0, &s, NULL)) return LS_EIO;
+    sqlite3_bind_int64(s, 1, since);
+    sqlite3_bind_int(s, 2, limit);
+    while (bytes < max_bytes && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct ls_entry e;
+        memset(&e, 0, sizeof e);
+        e.seq = sqlite3_column_int64(s, 0);
+        e.ts = sqlite3_column_int64(s, 1);
+        e.op = sqlite3_column_int(s, 2);
+        e.path = (char *)sqlite3_column_text(s, 3);
+        e.version = sqlite3_column_int64(s, 4);
+        e.flags = (sqlite3_column_int(s, 5) & 1) ? REC_PUBLISHED : 0;
+        e.to = (char *)sqlite3_column_text(s, 6);
+        if (sqlite3_column_type(s, 7) != SQLITE_NULL) {
+            e.flags |= REC_DATA;
+            e.kind = (char *)sqlite3_column_text(s, 7);
+            e.meta = (char *)sqlite3_column_text(s, 8);
+            e.size = (uint64_t)sqlite3_column_int64(s, 9);
+            if (sqlite3_column_bytes(s, 10) == 32) memcpy(e.sha, sqlite3_column_blob(s, 10), 32);
+            if (sqlite3_column_int(s, 11)) {
+                e.body_kind = BODY_BLOB;
+            } else {
+                e.body_kind = BODY_INLINE;
+                e.body = sqlite3_column_blob(s, 12);
+                e.body_len = (size_t)sqlite3_column_bytes(s, 12);
+                if (!e.body) e.body = "";
+            }
+        } else if (sqlite3_column_int(s, 13)) {
+            /* The version is gone (pruned, or the item purged since). */
+            e.flags |= REC_DATA;
+            e.kind = "document";
+            e.meta = "{}";
+            e.body_kind = BODY_MISSING;
+        }
+        bytes += 64 + e.body_len;
+        n++;
+        if (cb(arg, &e)) break;
+    }
+    sqlite3_finalize(s);
+    return n;
+}
+
+/* Reads one position of the log (for lag and retention). */
+static int
+log_point(struct store *st, int64_t seq, int64_t *found_seq, int64_t *cum, int64_t *ts)
+{
+    sqlite3_stmt *s;
+    int rc = LS_ENOTFOUND;
+    if (sqlite3_prepare_v2(st->db, "SELECT seq, cum, ts FROM log WHERE seq>=?1 ORDER BY seq LIMIT 1",
+                           -1, &s, NULL))
+        return LS_EIO;
+    sqlite3_bind_int64(s, 1, seq);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        if (found_seq) *found_seq = sqlite3_column_int64(s, 0);
+        if (cum) *cum = sqlite3_column_int64(s, 1);
+        if (ts) *ts = sqlite3_column_int64(s, 2);
+        rc = 0;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int
+store_log_cum_at(struct store *st, int64_t seq, int64_t *cum, int64_t *ts)
+{
+    return log_point(st, seq, NULL, cum, ts);
+}
+
+/*
+ * Drops log entries older than min_ts and beyond max_bytes (0: no limit). cum and ts grow with
+ * seq, so the cut is found by bisection over seq with point look-ups, never a scan.
+ */
+int
+store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *removed,
+                 struct ls_error *err)
+{
+    int64_t lo = store_log_first_seq(st), hi = st->seq, cut = lo;
+    char sql[96];
+    int rc;
+    *removed = 0;
+    if (lo <= 0 || hi <= lo) return 0;
+    while (lo < hi) { /* the first seq that must be kept */
+        int64_t mid = lo + (hi - lo) / 2, found, cum, ts;
+        int keep;
+        if (log_point(st, mid, &found, &cum, &ts)) break;
+        keep = (min_ts <= 0 || ts >= min_ts) && (max_bytes <= 0 || st->log_cum - cum < max_bytes);
+        if (keep) hi = mid;
+        else lo = mid + 1;
+    }
+    cut = lo;
+    if (cut <= store_log_first_seq(st)) return 0;
+    snprintf(sql, sizeof sql, "DELETE FROM log WHERE seq<%lld", (long long)cut);
+    if ((rc = exec(st, sql, err))) return rc;
+    *removed = sqlite3_changes(st->db);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- snapshots */
+
+struct store_snapshot {
+    struct store *st; /* a read handle of its own, holding one read transaction */
+    sqlite3_stmt *items, *lowest, *versions;
+    struct ls_position pos;
+    int64_t max_versions;
+    int published_only;
+    int done;
+};
+
+struct store_snapshot *
+store_snapshot_open(const char *dir, int64_t max_versions, int published_only,
+                    struct ls_position *pos, struct ls_error *err)
+{
+    struct store_options opt = {.readonly = 1};
+    struct store_snapshot *sn = calloc(1, sizeof *sn);
+    if (!sn) return NULL;
+    if (!(sn->st = store_open(dir, &opt, err))) goto fail;
+    if (exec(sn->st, "BEGIN", err) || store_position(sn->st, &sn->pos)) goto fail;
+    /* The first read pins the WAL snapshot: everything below sees this one seq. */
+    if (sqlite3_prepare_v2(sn->st->db,
+                           "SELECT id, path, version, published, deleted, seq, mtime FROM items "
+                           "ORDER BY path",
+                           -1, &sn->items, NULL) ||
+        sqlite3_prepare_v2(sn->st->db,
+                           "SELECT version FROM versions WHERE item=?1 ORDER BY version DESC "
+                           "LIMIT 1 OFFSET ?2",
+                           -1, &sn->lowest, NULL) ||
+        sqlite3_prepare_v2(sn->st->db,
+                           "SELECT version, kind, meta, size, sha256, body IS NULL, body, mtime, "
+                           "seq FROM versions WHERE item=?1 AND version>=?2 AND (?3=0 OR version=?3) "
+                           "ORDER BY version",
+                           -1, &sn->versions, NULL)) {
+        sql_error(sn->st, SQLITE_ERROR, err, "snapshot");
+        goto fail;
+    }
+    sn->max_versions = max_versions;
+    sn->published_only = published_only;
+    *pos = sn->pos;
+    return sn;
+fail:
+    store_snapshot_close(sn);
+    return NULL;
+}
+
+void
+store_snapshot_close(struct store_snapshot *sn)
+{
+    if (!sn) return;
+    sqlite3_finalize(sn->items);
+    sqlite3_finalize(sn->lowest);
+    sqlite3_finalize(sn->versions);
+    if (sn->st) exec(sn->st, "COMMIT", NULL);
+    store_free(sn->st);
+    free(sn);
+}
+
+/*
+ * Emits the next item of the snapshot as records, oldest version first: a put per retained
+ * version (the published one flagged), then a delete when the item is a tombstone. The last
+ * record carries the item's seq. Returns 1 when an item was emitted, 0 at the end, or an error.
+ * keep(path) filters items (NULL: all).
+ */
+int
+store_snapshot_next(struct store_snapshot *sn, int (*keep)(void *arg, const char *path),
+                    store_entry_cb cb, void *arg)
+{
+    for (;;) {
+        int rc = sn->done ? SQLITE_DONE : sqlite3_step(sn->items);
+        int64_t id, latest, published, lowest = 0, item_seq, mtime;
+        const char *path;
+        int deleted, nrec = 0;
+        struct ls_entry e;
+
+        if (rc == SQLITE_DONE) sn->done = 1;
+        if (sn->done) return 0;
+        if (rc != SQLITE_ROW) return LS_EIO;
+        id = sqlite3_column_int64(sn->items, 0);
+        path = (const char *)sqlite3_column_text(sn->items, 1);
+        latest = sqlite3_column_int64(sn->items, 2);
+        published = sqlite3_column_int64(sn->items, 3);
+        deleted = sqlite3_column_int(sn->items, 4);
+        item_seq = sqlite3_column_int64(sn->items, 5);
+        mtime = sqlite3_column_int64(sn->items, 6);
+        if (keep && !keep(arg, path)) continue;
+        if (sn->published_only && (deleted || published <= 0)) continue;
+        if (!sn->published_only && sn->max_versions > 0) {
+            sqlite3_bind_int64(sn->lowest, 1, id);
+            sqlite3_bind_int64(sn->lowest, 2, sn->max_versions - 1);
+            if (sqlite3_step(sn->lowest) == SQLITE_ROW)
+                lowest = sqlite3_column_int64(sn->lowest, 0);
+            sqlite3_reset(sn->lowest);
+        }
+        sqlite3_bind_int64(sn->versions, 1, id);
+        sqlite3_bind_int64(sn->versions, 2, lowest);
+        sqlite3_bind_int64(sn->versions, 3, sn->published_only ? published : 0);
+        while ((rc = sqlite3_step(sn->versions)) == SQLITE_ROW) {
+            memset(&e, 0, sizeof e);
+            e.op = LS_OP_PUT;
+            e.path = (char *)path;
+            e.version = sqlite3_column_int64(sn->versions, 0);
+            e.flags = REC_DATA | (e.version == published ? REC_PUBLISHED : 0);
+            e.kind = (char *)sqlite3_column_text(sn->versions, 1);
+            e.meta = (char *)sqlite3_column_text(sn->versions, 2);
+            e.size = (uint64_t)sqlite3_column_int64(sn->versions, 3);
+            memcpy(e.sha, sqlite3_column_blob(sn->versions, 4), 32);
+            if (sqlite3_column_int(sn->versions, 5)) {
+                e.body_kind = BODY_BLOB;
+            } else {
+                e.body_kind = BODY_INLINE;
+                e.body = sqlite3_column_blob(sn->versions, 6);
+                e.body_len = (size_t)sqlite3_column_bytes(sn->versions, 6);
+                if (!e.body) e.body = "";
+            }
+            e.ts = sqlite3_column_int64(sn->versions, 7);
+            e.seq = e.version == latest && !deleted ? item_seq : sqlite3_column_int64(sn->versions, 8);
+            nrec++;
+            cb(arg, &e);
+        }
+        sqlite3_reset(sn->versions);
+        if (rc != SQLITE_DONE) return LS_EIO;
+        if (deleted) {
+            memset(&e, 0, sizeof e);
+            e.op = LS_OP_DELETE;
+            e.path = (char *)path;
+            e.version = latest;
+            e.seq = item_seq;
+            e.ts = mtime;
+            nrec++;
+            cb(arg, &e);
+        }
+        if (nrec) return 1;
+    }
+}
+
+/* A resync from seq: the log after it is forgotten, to be received again. */
+int
+store_truncate_log(struct store *st, int64_t seq, struct ls_error *err)
+{
+    char sql[80];
+    snprintf(sql, sizeof sql, "DELETE FROM log WHERE seq>%lld", (long long)seq);
+    return exec(st, sql, err);
 }

@@ -115,4 +115,32 @@ int store_digest(struct store *st, const char *prefix, int published_only, char 
 void store_blob_path(const struct store *st, const unsigned char sha[32], char *out, size_t n);
 int64_t store_log_first_seq(struct store *st);
 
+/* ---- replication support ---- */
+typedef int (*store_entry_cb)(void *arg, const struct ls_entry *e);
+int store_meta_get(struct store *st, const char *key, char *out, size_t n);
+int store_meta_set(struct store *st, const char *key, const char *value, struct ls_error *err);
+void store_set_seq(struct store *st, int64_t seq); /* writer, in a transaction */
+int64_t store_seq(const struct store *st);
+int store_epochs(struct store *st, int64_t (*out)[2], int max); /* (epoch, start seq) */
+int store_set_identity(struct store *st, const char *store_id, const int64_t (*epochs)[2], int n,
+                       struct ls_error *err);
+int store_reset(struct store *st, struct ls_error *err);
+int store_truncate_log(struct store *st, int64_t seq, struct ls_error *err);
+int store_new_epoch(struct store *st, int64_t *epoch, struct ls_error *err);
+/* Log entries after since with the data to apply them; stops after max_bytes of bodies. */
+int store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
+                      store_entry_cb cb, void *arg);
+int store_log_cum_at(struct store *st, int64_t seq, int64_t *cum, int64_t *ts);
+int store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *removed,
+                     struct ls_error *err);
+
+/* A snapshot: one read transaction on its own connection, consistent at one seq. */
+struct store_snapshot;
+struct store_snapshot *store_snapshot_open(const char *dir, int64_t max_versions,
+                                           int published_only, struct ls_position *pos,
+                                           struct ls_error *err);
+int store_snapshot_next(struct store_snapshot *sn, int (*keep)(void *arg, const char *path),
+                        store_entry_cb cb, void *arg);
+void store_snapshot_close(struct store_snapshot *sn);
+
 #endif

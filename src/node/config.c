@@ -38,6 +38,13 @@ static const struct option_def defs[] = {
      "largest HTTP request body (larger bodies travel as upload sessions)"},
     {"sync", T_STR, OFF(sync), "full", "MODE", "full: fsync every commit; normal: at checkpoints"},
     {"log-level", T_STR, OFF(log_level), "info", "LEVEL", "debug, info, warn or error"},
+    {"heartbeat-timeout", T_DURATION, OFF(heartbeat_timeout_ms), "10s", "DURATION",
+     "a peer silent this long is down"},
+    {"log-retention", T_STR, OFF(log_retention), "7d,1G", "AGE,SIZE",
+     "keep the change log this long and at most this big"},
+    {"sync-max-versions", T_INT, OFF(sync_max_versions), "0", "N",
+     "versions per item a snapshot carries (0: all retained)"},
+    {"compress", T_STR, OFF(compress), "zstd", "zstd|none", "compress the replication stream"},
     {"idle-timeout", T_DURATION, OFF(idle_timeout_ms), "60s", "DURATION",
      "close idle HTTP connections after this long"},
 };

@@ -24,6 +24,10 @@ struct config {
     char *sync;
     char *log_level;
     int64_t idle_timeout_ms;
+    int64_t heartbeat_timeout_ms;
+    char *log_retention;
+    int64_t sync_max_versions;
+    char *compress;
 };
 
 void config_init(struct config *c);

@@ -184,9 +184,14 @@ take_body(struct evhttp_request *req, size_t *n)
 static int
 require_writable(struct ctx *c)
 {
-    if (c->srv->cfg.role && strcmp(c->srv->cfg.role, "primary") != 0) {
-        reply_error(c->req, LS_EREADONLY, "this server is a %s; write to the primary at %s",
-                    c->srv->cfg.role, c->srv->cfg.upstream ? c->srv->cfg.upstream : "(unknown)");
+    if (!server_is_primary(c->srv)) {
+        /* The primary is at the top of the chain; name the server this one follows. */
+        struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+        if (c->srv->cfg.upstream) evhttp_add_header(h, "X-Lockstep-Primary", c->srv->cfg.upstream);
+        reply_error(c->req, LS_EREADONLY,
+                    "this server is a %s and does not accept writes; write to the primary "
+                    "(this server follows %s)",
+                    c->srv->cfg.role, c->srv->cfg.upstream ? c->srv->cfg.upstream : "?");
         return -1;
     }
     return 0;
@@ -414,26 +419,62 @@ struct write_ctx {
     struct evhttp_request *req;
     struct server *srv;
     int batch; /* reply with counts rather than the item */
+    int64_t wait_replicas, wait_ms;
+    struct ack_waiter ack;
+    json_t *reply;
 };
+
+/* wait_replicas=N: the reply goes out once N downstreams have applied the write. */
+static void
+acks_done(struct ack_waiter *a, int acked)
+{
+    struct write_ctx *w = a->arg;
+    if (acked >= a->want) {
+        json_object_set_new(w->reply, "replicas", json_integer(acked));
+        reply_json(w->req, 200, w->reply);
+    } else {
+        json_decref(w->reply);
+        reply_error(w->req, LS_ETIMEOUT,
+                    "written at seq %lld on this server, but only %d of %d replicas applied it "
+                    "within %lld ms",
+                    (long long)a->seq, acked, a->want, (long long)w->wait_ms);
+    }
+    free(w);
+}
 
 static void
 write_done(struct wreq *r, void *arg)
 {
     struct write_ctx *w = arg;
+    json_t *o;
     if (r->rc) {
         reply_lserror(w->req, &r->err);
-    } else if (w->batch) {
-        reply_json(w->req, 200,
-                   json_pack("{s:I,s:I,s:I}", "applied", (json_int_t)r->applied, "first_seq",
-                             (json_int_t)(r->applied ? r->first_seq : 0), "last_seq",
-                             (json_int_t)(r->applied ? r->last.seq : w->srv->pos.seq)));
+        wreq_free(r);
+        free(w);
+        return;
+    }
+    if (w->batch) {
+        o = json_pack("{s:I,s:I,s:I}", "applied", (json_int_t)r->applied, "first_seq",
+                      (json_int_t)(r->applied ? r->first_seq : 0), "last_seq",
+                      (json_int_t)(r->applied ? r->last.seq : w->srv->pos.seq));
     } else {
         const struct ls_op *op = &r->ops[0];
-        json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "op", op_name(op->type), "path",
-                              op->type == LS_OP_MOVE ? op->to : op->path, "version",
-                              (json_int_t)r->last.version, "seq", (json_int_t)r->last.seq);
-        reply_json(w->req, 200, o);
+        o = json_pack("{s:s,s:s,s:I,s:I}", "op", op_name(op->type), "path",
+                      op->type == LS_OP_MOVE ? op->to : op->path, "version",
+                      (json_int_t)r->last.version, "seq", (json_int_t)r->last.seq);
     }
+    if (w->wait_replicas > 0) {
+        w->reply = o;
+        w->ack.seq = r->applied || !w->batch ? r->last.seq : w->srv->pos.seq;
+        w->ack.want = (int)w->wait_replicas;
+        w->ack.deadline_ms = mono_ms() + w->wait_ms;
+        w->ack.fire = acks_done;
+        w->ack.arg = w;
+        wreq_free(r);
+        server_wait_acks(w->srv, &w->ack);
+        return;
+    }
+    reply_json(w->req, 200, o);
     wreq_free(r);
     free(w);
 }
@@ -450,6 +491,12 @@ submit(struct ctx *c, struct wreq *r, int batch)
     w->req = c->req;
     w->srv = c->srv;
     w->batch = batch;
+    if (qint(c, "wait_replicas", 0, 0, 1000, &w->wait_replicas) ||
+        qint(c, "wait_ms", 5000, 0, WAIT_MAX_MS, &w->wait_ms)) {
+        wreq_free(r);
+        free(w);
+        return;
+    }
     r->done = write_done;
     r->arg = w;
     r->max_body = c->srv->cfg.max_body;
@@ -1062,6 +1109,14 @@ h_status(struct ctx *c)
                           "log_first_seq", (json_int_t)store_log_first_seq(srv->reader),
                           "uptime_s", (json_int_t)((mono_ms() - srv->started_ms) / 1000), "http",
                           srv->cfg.http);
+    json_object_set_new(o, "peer", json_string(srv->cfg.listen));
+    {
+        json_t *nodes = repl_up_nodes(srv);
+        json_object_set_new(o, "downstreams", json_integer((json_int_t)json_array_size(nodes)));
+        json_decref(nodes);
+    }
+    if (server_is_primary(srv)) json_object_set_new(o, "state", json_string("live"));
+    else repl_down_status(srv, o);
     reply_json(c->req, 200, o);
     ctx_free(c);
 }
@@ -1082,6 +1137,99 @@ h_digest(struct ctx *c)
                              (json_int_t)count, "digest", hex, "prefix",
                              prefix && *prefix ? prefix : "/", "published_only", pub));
     }
+    ctx_free(c);
+}
+
+/* ---------------------------------------------------------------- replication */
+
+static void
+h_nodes(struct ctx *c)
+{
+    reply_json(c->req, 200,
+               json_pack("{s:s,s:s,s:I,s:o}", "name", c->srv->cfg.name, "role", c->srv->cfg.role,
+                         "seq", (json_int_t)c->srv->pos.seq, "nodes", repl_up_nodes(c->srv)));
+    ctx_free(c);
+}
+
+static int
+promote_job(struct store *st, struct wreq *r)
+{
+    return store_new_epoch(st, &r->last.version, &r->err);
+}
+
+static void
+promote_done(struct wreq *r, void *arg)
+{
+    struct write_ctx *w = arg;
+    struct server *srv = w->srv;
+    if (r->rc) {
+        reply_lserror(w->req, &r->err);
+    } else {
+        repl_down_stop(srv);
+        free(srv->cfg.role);
+        srv->cfg.role = strdup("primary");
+        log_warn("promoted to primary: epoch %lld begins at seq %lld (restart this server with "
+                 "--role primary to keep the role)",
+                 (long long)r->last.version, (long long)srv->pos.seq);
+        repl_up_drop_all(srv, "the upstream was promoted; a new epoch begins");
+        reply_json(w->req, 200,
+                   json_pack("{s:s,s:I,s:I}", "role", "primary", "epoch",
+                             (json_int_t)r->last.version, "seq", (json_int_t)srv->pos.seq));
+    }
+    wreq_free(r);
+    free(w);
+}
+
+static void
+h_promote(struct ctx *c)
+{
+    struct wreq *r;
+    struct write_ctx *w;
+    if (server_is_primary(c->srv)) {
+        reply_error(c->req, LS_ECONFLICT, "this server is already the primary");
+        goto out;
+    }
+    r = calloc(1, sizeof *r);
+    w = calloc(1, sizeof *w);
+    if (!r || !w) {
+        free(r);
+        free(w);
+        reply_error(c->req, LS_ENOMEM, NULL);
+        goto out;
+    }
+    repl_down_halt(c->srv); /* no more changes from the old upstream */
+    w->req = c->req;
+    w->srv = c->srv;
+    r->type = WREQ_CUSTOM;
+    r->fn = promote_job;
+    r->done = promote_done;
+    r->arg = w;
+    writer_submit(c->srv->writer, r);
+out:
+    ctx_free(c);
+}
+
+static void
+h_resync(struct ctx *c)
+{
+    struct ls_error err;
+    int64_t from, since = -1;
+    const char *since_s = qget(c, "since");
+    if (qint(c, "from_seq", -1, 0, INT64_MAX, &from)) goto out;
+    if (since_s && parse_time(since_s, &since)) {
+        reply_error(c->req, LS_EINVAL, "since must be a time such as 2026-11-21T10:00:00Z");
+        goto out;
+    }
+    if (from < 0 && since < 0) {
+        reply_error(c->req, LS_EINVAL, "resync needs from_seq=SEQ or since=TIME");
+        goto out;
+    }
+    if (repl_down_resync(c->srv, from, since, &err)) reply_lserror(c->req, &err);
+    else
+        reply_json(c->req, 200,
+                   json_pack("{s:s,s:I,s:I}", "resync", "requested", "from_seq", (json_int_t)from,
+                             "since_ms", (json_int_t)since));
+out:
     ctx_free(c);
 }
 
@@ -1112,6 +1260,9 @@ static const struct route routes[] = {
     {"/v1/uploads/", M_ANY, ROLE_WRITE, h_uploads},
     {"/v1/status", M_GET, ROLE_READ, h_status},
     {"/v1/digest", M_GET, ROLE_READ, h_digest},
+    {"/v1/nodes", M_GET, ROLE_READ, h_nodes},
+    {"/v1/promote", EVHTTP_REQ_POST, ROLE_ADMIN, h_promote},
+    {"/v1/resync", EVHTTP_REQ_POST, ROLE_ADMIN, h_resync},
 };
 
 /*

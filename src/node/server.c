@@ -27,6 +27,8 @@ arm_waiter_timer(struct server *srv)
     struct timeval tv;
     for (struct seq_waiter *w = srv->waiters.next; w != &srv->waiters; w = w->next)
         if (w->deadline_ms && (!first || w->deadline_ms < first)) first = w->deadline_ms;
+    for (struct ack_waiter *a = srv->ack_waiters; a; a = a->next)
+        if (!first || a->deadline_ms < first) first = a->deadline_ms;
     if (!first) {
         evtimer_del(srv->waiter_timer);
         return;
@@ -80,11 +82,111 @@ fire_waiters(struct server *srv, int64_t seq, int64_t now)
     arm_waiter_timer(srv);
 }
 
+/* ---------------------------------------------------------------- waiting for downstreams */
+
+static void
+fire_ack_waiters(struct server *srv, int64_t now)
+{
+    struct ack_waiter **pp = &srv->ack_waiters, *due = NULL, *a;
+    while ((a = *pp)) {
+        int acked = repl_up_acked(srv, a->seq);
+        if (acked >= a->want || a->deadline_ms <= now) {
+            *pp = a->next;
+            a->next = due;
+            due = a;
+        } else {
+            pp = &a->next;
+        }
+    }
+    while ((a = due)) {
+        due = a->next;
+        a->fire(a, repl_up_acked(srv, a->seq));
+    }
+}
+
+void
+server_wait_acks(struct server *srv, struct ack_waiter *w)
+{
+    w->next = srv->ack_waiters;
+    srv->ack_waiters = w;
+    fire_ack_waiters(srv, mono_ms());
+    arm_waiter_timer(srv);
+}
+
+void
+server_on_ack(struct server *srv)
+{
+    if (srv->ack_waiters) fire_ack_waiters(srv, mono_ms());
+}
+
+int
+server_is_primary(const struct server *srv)
+{
+    return strcmp(srv->cfg.role, "primary") == 0;
+}
+
 static void
 on_waiter_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
+    fire_ack_waiters(srv, mono_ms());
     fire_waiters(srv, srv->pos.seq, mono_ms());
+}
+
+/* ---------------------------------------------------------------- log retention */
+
+static int
+retain_job(struct store *st, struct wreq *r)
+{
+    struct server *srv = r->fn_arg;
+    int64_t removed = 0, min_ts = srv->retention_age_ms ? now_ms() - srv->retention_age_ms : 0;
+    int rc = store_log_retain(st, min_ts, srv->retention_bytes, &removed, &r->err);
+    r->applied = (size_t)removed;
+    return rc;
+}
+
+static void
+retain_done(struct wreq *r, void *arg)
+{
+    if (r->rc) log_warn("log retention: %s", r->err.msg);
+    else if (r->applied) log_info("log retention removed %zu old entries", r->applied);
+    wreq_free(r);
+}
+
+static void
+on_retention_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    struct wreq *r;
+    if (srv->stopping || !srv->writer || !(r = calloc(1, sizeof *r))) return;
+    r->type = WREQ_CUSTOM;
+    r->fn = retain_job;
+    r->fn_arg = srv;
+    r->done = retain_done;
+    writer_submit(srv->writer, r);
+}
+
+/* "7d,1G", "1h", "500M": an age, a size, or both. */
+static int
+parse_retention(const char *s, int64_t *age, int64_t *bytes)
+{
+    char buf[64], *tok, *save = NULL;
+    *age = *bytes = 0;
+    snprintf(buf, sizeof buf, "%s", s);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint64_t sz;
+        int64_t ms;
+        size_t n = strlen(tok);
+        char last = n ? tok[n - 1] : 0;
+        if ((last == 's' || last == 'm' || last == 'h' || last == 'd') && n > 1 &&
+            parse_duration_ms(tok, &ms) == 0)
+            *age = ms;
+        else if (parse_size(tok, &sz) == 0)
+            *bytes = (int64_t)sz;
+        else
+            return -1;
+    }
+    return 0;
 }
 
 void
@@ -107,9 +209,12 @@ shutdown_begin(struct server *srv)
     srv->stopping = 1;
     if (srv->http_socket) evhttp_del_accept_socket(srv->http, srv->http_socket);
     srv->http_socket = NULL;
-    writer_stop(srv->writer);
+    repl_up_stop(srv);
+    writer_stop(srv->writer); /* its last completions may still talk to the upstream link */
     srv->writer = NULL;
+    repl_down_stop(srv);
     fire_waiters(srv, INT64_MAX, 0);
+    fire_ack_waiters(srv, INT64_MAX);
     http_followers_stop(srv);
 }
 
@@ -139,8 +244,26 @@ check_config(struct config *c)
         fprintf(stderr, "lockstep serve: --data DIR is required\n");
         return -1;
     }
-    if (strcmp(c->role, "primary") != 0) {
-        fprintf(stderr, "lockstep serve: --role %s is not available yet; use primary\n", c->role);
+    if (strcmp(c->role, "primary") != 0 && strcmp(c->role, "replica") != 0 &&
+        strcmp(c->role, "staging") != 0) {
+        fprintf(stderr, "lockstep serve: --role must be primary, replica or staging\n");
+        return -1;
+    }
+    if (strcmp(c->role, "primary") != 0 && (!c->upstream || !*c->upstream)) {
+        fprintf(stderr, "lockstep serve: a %s needs --upstream HOST:PORT (the server it follows)\n",
+                c->role);
+        return -1;
+    }
+    if (strcmp(c->role, "primary") == 0 && c->ninclude > 0) {
+        fprintf(stderr, "lockstep serve: --include is for replicas\n");
+        return -1;
+    }
+    if (strcmp(c->compress, "zstd") != 0 && strcmp(c->compress, "none") != 0) {
+        fprintf(stderr, "lockstep serve: --compress must be zstd or none\n");
+        return -1;
+    }
+    if (c->heartbeat_timeout_ms < 1000) {
+        fprintf(stderr, "lockstep serve: --heartbeat-timeout must be at least 1s\n");
         return -1;
     }
     if (c->max_versions < 1) {
@@ -193,11 +316,24 @@ serve_main(int argc, char **argv)
     evthread_use_pthreads();
     srv.started_ms = mono_ms();
     srv.waiters.next = srv.waiters.prev = &srv.waiters;
+    srv.retention_interval_ms = 10000;
+    {
+        const char *ri = getenv("LOCKSTEP_RETENTION_INTERVAL_MS"); /* tests make it fast */
+        int64_t v;
+        if (ri && parse_i64(ri, &v) == 0 && v > 0) srv.retention_interval_ms = v;
+    }
     ls_error_clear(&err);
 
     memset(&opt, 0, sizeof opt);
     opt.max_versions = srv.cfg.max_versions;
+    /* Staging keeps only the published version of each item. */
+    if (strcmp(srv.cfg.role, "staging") == 0) opt.max_versions = 1;
     opt.sync_full = strcmp(srv.cfg.sync, "full") == 0;
+    if (parse_retention(srv.cfg.log_retention, &srv.retention_age_ms, &srv.retention_bytes)) {
+        log_error("--log-retention %s: expected an age (7d), a size (1G) or both (7d,1G)",
+                  srv.cfg.log_retention);
+        goto out;
+    }
     if (mkdir_p(srv.cfg.data, 0755) < 0) {
         log_error("cannot create data directory %s", srv.cfg.data);
         goto out;
@@ -223,19 +359,28 @@ serve_main(int argc, char **argv)
     srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
     event_add(srv.sigint, NULL);
     event_add(srv.sigterm, NULL);
-    if (!(srv.writer = writer_start(&srv, wstore, &err)) || http_api_start(&srv, &err)) {
+    if (!(srv.writer = writer_start(&srv, wstore, &err)) || http_api_start(&srv, &err) ||
+        repl_up_start(&srv, &err) ||
+        (!server_is_primary(&srv) && repl_down_start(&srv, &err))) {
         log_error("%s", err.msg);
         goto out;
     }
-    log_info("lockstep %s serving %s on http://%s (store %s, epoch %lld, seq %lld)", LS_VERSION,
-             srv.cfg.data, srv.cfg.http, srv.pos.store_id, (long long)srv.pos.epoch,
-             (long long)srv.pos.seq);
+    srv.retention_timer = event_new(srv.base, -1, EV_PERSIST, on_retention_timer, &srv);
+    {
+        struct timeval tv = {srv.retention_interval_ms / 1000,
+                             (srv.retention_interval_ms % 1000) * 1000};
+        event_add(srv.retention_timer, &tv);
+    }
+    log_info("lockstep %s %s serving %s on http://%s, peers on %s (store %s, epoch %lld, seq %lld)",
+             LS_VERSION, srv.cfg.role, srv.cfg.data, srv.cfg.http, srv.cfg.listen,
+             srv.pos.store_id, (long long)srv.pos.epoch, (long long)srv.pos.seq);
     event_base_dispatch(srv.base);
     rc = 0;
 out:
     if (srv.base) shutdown_begin(&srv);
     if (srv.http) evhttp_free(srv.http);
     if (srv.waiter_timer) event_free(srv.waiter_timer);
+    if (srv.retention_timer) event_free(srv.retention_timer);
     if (srv.sigint) event_free(srv.sigint);
     if (srv.sigterm) event_free(srv.sigterm);
     if (srv.base) event_base_free(srv.base);

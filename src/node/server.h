@@ -10,6 +10,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <jansson.h>
+
 #include "core/store.h"
 #include "node/config.h"
 
@@ -43,7 +45,42 @@ struct server {
     struct follower *followers;
     struct event *sigint, *sigterm;
     int stopping;
+    struct repl_up *up;     /* serving downstreams on --listen */
+    struct repl_down *down; /* following --upstream */
+    struct ack_waiter *ack_waiters;
+    struct store_options store_opt;
+    int64_t retention_age_ms, retention_bytes, retention_interval_ms;
+    struct event *retention_timer;
 };
+
+/* A write waiting until N downstreams have applied its seq (wait_replicas). */
+struct ack_waiter {
+    struct ack_waiter *next;
+    int64_t seq;
+    int want;
+    int64_t deadline_ms;
+    void (*fire)(struct ack_waiter *w, int acked);
+    void *arg;
+};
+void server_wait_acks(struct server *srv, struct ack_waiter *w);
+void server_on_ack(struct server *srv); /* a downstream acknowledged something */
+int server_is_primary(const struct server *srv);
+
+/* ---- repl_up.c: serving downstreams ---- */
+struct repl_up;
+int repl_up_start(struct server *srv, struct ls_error *err);
+void repl_up_stop(struct server *srv);
+json_t *repl_up_nodes(struct server *srv);
+int repl_up_acked(struct server *srv, int64_t seq); /* downstreams that applied seq */
+void repl_up_drop_all(struct server *srv, const char *why);
+
+/* ---- repl_down.c: following an upstream ---- */
+struct repl_down;
+int repl_down_start(struct server *srv, struct ls_error *err);
+void repl_down_stop(struct server *srv);
+void repl_down_halt(struct server *srv); /* stop following; repl_down_stop frees later */
+void repl_down_status(struct server *srv, json_t *status);
+int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);
 
 int serve_main(int argc, char **argv);
 
@@ -54,7 +91,7 @@ void server_cancel_wait(struct server *srv, struct seq_waiter *w);
 
 /* ---- writer.c: the one thread that writes, with group commit ---- */
 
-enum { WREQ_OPS, WREQ_BATCH_FILE };
+enum { WREQ_OPS, WREQ_BATCH_FILE, WREQ_CUSTOM };
 
 struct wreq {
     struct wreq *next;
@@ -63,6 +100,9 @@ struct wreq {
     size_t nops;
     char *batch_file; /* WREQ_BATCH_FILE: an NDJSON file, applied as one transaction */
     uint64_t max_body;
+    int64_t set_seq; /* WREQ_OPS: afterwards the position is this seq (a replica's upto) */
+    int (*fn)(struct store *st, struct wreq *r); /* WREQ_CUSTOM: runs inside the transaction */
+    void *fn_arg;
     /* results, valid in done() */
     int rc;
     struct ls_error err;

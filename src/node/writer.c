@@ -119,7 +119,10 @@ run_group(struct writer *w, struct wreq *group)
             ls_error_set(&r->err, r->rc, "cannot start the request's transaction");
             continue;
         }
-        r->rc = r->type == WREQ_OPS ? apply_ops(w, r) : apply_file(w, r);
+        if (r->type == WREQ_OPS) r->rc = apply_ops(w, r);
+        else if (r->type == WREQ_BATCH_FILE) r->rc = apply_file(w, r);
+        else r->rc = r->fn(w->st, r);
+        if (r->rc == 0 && r->set_seq > store_seq(w->st)) store_set_seq(w->st, r->set_seq);
         if (r->rc) {
             store_savepoint_rollback(w->st);
             r->applied = 0;

@@ -1,0 +1,213 @@
+/*
+ * peer.c - framing on a bufferevent for the replication protocol (see peer.h).
+ */
+#include "node/peer.h"
+#include "common/err.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#define COMPRESS_MIN 512
+
+static void
+peer_close(struct peer *p, const char *why)
+{
+    if (p->closed) return;
+    p->closed = 1;
+    if (p->bev) {
+        bufferevent_free(p->bev);
+        p->bev = NULL;
+    }
+    free(p->zbuf);
+    p->zbuf = NULL;
+    if (p->ops->on_close) p->ops->on_close(p, why);
+}
+
+void
+peer_release(struct peer *p)
+{
+    if (p->bev) bufferevent_free(p->bev);
+    p->bev = NULL;
+    free(p->zbuf);
+    p->zbuf = NULL;
+    p->closed = 1;
+}
+
+void
+peer_fail(struct peer *p, const char *code, const char *fmt, ...)
+{
+    char msg[300];
+    va_list ap;
+    if (p->closed) return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_warn("peer %s: %s; closing the connection", p->addr, msg);
+    if (code && p->bev) {
+        json_t *o = json_pack("{s:s,s:s}", "code", code, "message", msg);
+        peer_send_json(p, F_ERROR, o);
+        bufferevent_flush(p->bev, EV_WRITE, BEV_FLUSH);
+    }
+    peer_close(p, msg);
+}
+
+static void
+on_read(struct bufferevent *bev, void *arg)
+{
+    struct peer *p = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (!p->closed && p->bev && (bufferevent_get_enabled(p->bev) & EV_READ)) {
+        size_t avail = evbuffer_get_length(in);
+        uint8_t *head;
+        const uint8_t *payload;
+        size_t len;
+        int type;
+        long whole;
+        if (avail < LS_FRAME_HEADER) return;
+        head = evbuffer_pullup(in, LS_FRAME_HEADER);
+        whole = frame_peek(head, LS_FRAME_HEADER, LS_FRAME_MAX, &type, &payload, &len);
+        if (whole < 0) {
+            peer_fail(p, "protocol_error", "%s",
+                      whole == LS_ETOOBIG ? "frame larger than the limit" : "malformed frame");
+            return;
+        }
+        {
+            uint32_t flen = (uint32_t)head[0] << 24 | (uint32_t)head[1] << 16 |
+                            (uint32_t)head[2] << 8 | head[3];
+            if (avail < 4 + (size_t)flen) return; /* the rest has not arrived */
+            head = evbuffer_pullup(in, 4 + (ev_ssize_t)flen);
+        }
+        whole = frame_peek(head, evbuffer_get_length(in), LS_FRAME_MAX, &type, &payload, &len);
+        p->bytes_in += whole;
+        if (type & LS_FRAME_COMPRESSED) {
+            unsigned long long size = ZSTD_getFrameContentSize(payload, len);
+            size_t n;
+            if (!p->zstd || size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
+                size > LS_FRAME_MAX) {
+                peer_fail(p, "protocol_error", "bad compressed frame");
+                return;
+            }
+            if (!p->zbuf && !(p->zbuf = malloc(LS_FRAME_MAX))) {
+                peer_fail(p, NULL, "out of memory");
+                return;
+            }
+            n = ZSTD_decompress(p->zbuf, LS_FRAME_MAX, payload, len);
+            if (ZSTD_isError(n) || n != size) {
+                peer_fail(p, "protocol_error", "bad compressed frame");
+                return;
+            }
+            type &= ~LS_FRAME_COMPRESSED;
+            payload = p->zbuf;
+            len = n;
+        }
+        /* Hand the frame over before draining: payload points into the buffer. */
+        p->ops->on_frame(p, type, payload, len);
+        if (p->closed || !p->bev) return;
+        evbuffer_drain(in, (size_t)whole);
+    }
+}
+
+static void
+on_write(struct bufferevent *bev, void *arg)
+{
+    struct peer *p = arg;
+    if (p->ops->on_drain && !p->closed) p->ops->on_drain(p);
+}
+
+static void
+on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct peer *p = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        if (p->ops->on_connected) p->ops->on_connected(p);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT)
+        peer_fail(p, "timeout", "no data for %lld ms (stalled peer)", (long long)p->timeout_ms);
+    else if (what & BEV_EVENT_EOF)
+        peer_close(p, "connection closed by the peer");
+    else
+        peer_close(p, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+void
+peer_init(struct peer *p, struct bufferevent *bev, const struct peer_ops *ops, void *owner,
+          const char *addr, int64_t timeout_ms)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    memset(p, 0, sizeof *p);
+    p->bev = bev;
+    p->ops = ops;
+    p->owner = owner;
+    p->timeout_ms = timeout_ms;
+    snprintf(p->addr, sizeof p->addr, "%s", addr);
+    bufferevent_setcb(bev, on_read, on_write, on_event, p);
+    bufferevent_setwatermark(bev, EV_WRITE, PEER_HIGH_WATER / 2, 0);
+    bufferevent_set_timeouts(bev, &tv, NULL);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+int
+peer_send(struct peer *p, int type, const void *payload, size_t len)
+{
+    uint8_t head[LS_FRAME_HEADER];
+    struct evbuffer *out;
+    if (p->closed || !p->bev) return LS_EIO;
+    out = bufferevent_get_output(p->bev);
+    if (p->zstd && len >= COMPRESS_MIN) {
+        size_t bound = ZSTD_compressBound(len);
+        void *z = malloc(bound);
+        size_t n = z ? ZSTD_compress(z, bound, payload, len, 1) : 0;
+        if (z && !ZSTD_isError(n) && n < len) {
+            frame_header(head, type | LS_FRAME_COMPRESSED, n);
+            evbuffer_add(out, head, sizeof head);
+            evbuffer_add(out, z, n);
+            p->bytes_out += (int64_t)(sizeof head + n);
+            free(z);
+            return 0;
+        }
+        free(z);
+    }
+    frame_header(head, type, len);
+    evbuffer_add(out, head, sizeof head);
+    if (len) evbuffer_add(out, payload, len);
+    p->bytes_out += (int64_t)(sizeof head + len);
+    return 0;
+}
+
+int
+peer_send_json(struct peer *p, int type, json_t *o)
+{
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    int rc;
+    json_decref(o);
+    if (!text) return LS_ENOMEM;
+    rc = peer_send(p, type, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+size_t
+peer_pending(struct peer *p)
+{
+    return p->bev ? evbuffer_get_length(bufferevent_get_output(p->bev)) : 0;
+}
+
+void
+peer_pause(struct peer *p, int paused)
+{
+    if (!p->bev) return;
+    if (paused) bufferevent_disable(p->bev, EV_READ);
+    else {
+        bufferevent_enable(p->bev, EV_READ);
+        /* Frames that arrived while paused are already buffered: go through them now. */
+        if (evbuffer_get_length(bufferevent_get_input(p->bev)) > 0) on_read(p->bev, p);
+    }
+}

@@ -1,0 +1,680 @@
+/*
+ * repl_down.c - the downstream side of replication: a replica or staging server follows its
+ * upstream from the position it last applied.
+ *
+ * States (like Redis' REPL_STATE_*):
+ *   US_IDLE -> US_CONNECTING -> US_HELLO -> US_SYNC -> US_SNAPSHOT -> US_STREAM
+ * and back to US_IDLE (retry with backoff) when the connection drops.
+ *
+ * Every frame of records becomes one writer request that applies them and records the new
+ * position in the same transaction: a crash never applies a change twice or skips one. At most
+ * MAX_INFLIGHT such requests wait for the writer; past that the connection stops reading, and
+ * TCP pushes back on the upstream.
+ */
+#include "node/net.h"
+#include "node/peer.h"
+#include "node/server.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_INFLIGHT 2
+#define PING_MS 1000
+#define RETRY_MIN_MS 200
+#define RETRY_MAX_MS 5000
+
+enum us_state { US_IDLE, US_CONNECTING, US_HELLO, US_SYNC, US_SNAPSHOT, US_STREAM };
+
+struct repl_down {
+    struct server *srv;
+    struct peer peer;
+    enum us_state state;
+    struct event *retry, *ping;
+    int backoff_ms;
+    char up_name[64];
+    int64_t up_seq, up_seen_ms;
+    const char *last_sync;
+    int64_t last_sync_ms;
+    int inflight;
+    int stopping;
+    int64_t resync_from, resync_since; /* -1: none */
+    int fork_pending;
+    char last_error[600];
+    /* the blob being received */
+    int blob_fd;
+    unsigned char blob_sha[32];
+    uint64_t blob_size, blob_off;
+    EVP_MD_CTX *blob_md;
+    char blob_tmp[4300];
+};
+
+static void connect_upstream(struct repl_down *d);
+
+static void
+schedule_retry(struct repl_down *d)
+{
+    struct timeval tv;
+    if (d->stopping) return;
+    d->state = US_IDLE;
+    tv.tv_sec = d->backoff_ms / 1000;
+    tv.tv_usec = (d->backoff_ms % 1000) * 1000;
+    evtimer_add(d->retry, &tv);
+    d->backoff_ms = d->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : d->backoff_ms * 2;
+}
+
+static void
+blob_reset(struct repl_down *d)
+{
+    if (d->blob_fd >= 0) {
+        close(d->blob_fd);
+        unlink(d->blob_tmp);
+    }
+    d->blob_fd = -1;
+}
+
+/* ---------------------------------------------------------------- writer jobs */
+
+struct job {
+    struct repl_down *d;
+    char store_id[33];
+    int64_t epochs[64][2];
+    int nepochs;
+    int64_t seq;
+    int reset;         /* snapshot begins: empty the store */
+    int snapshot_done; /* snapshot ends at seq */
+    int truncate;      /* continue from seq < ours: forget the log after it */
+    int64_t fork_at;   /* > 0: save the changes after it and ask for a snapshot */
+};
+
+static int
+export_entry(void *arg, const struct ls_entry *e)
+{
+    FILE *f = arg;
+    json_t *o = json_pack("{s:s,s:s}", "op", op_name(e->op), "path", e->path);
+    char *text;
+    if (e->op == LS_OP_MOVE) json_object_set_new(o, "to", json_string(e->to));
+    if (e->op == LS_OP_PUBLISH) json_object_set_new(o, "version", json_integer(e->version));
+    if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
+        json_object_set_new(o, "kind", json_string(e->kind));
+        json_object_set_new(o, "meta", json_loads(e->meta, 0, NULL));
+        if (e->flags & REC_PUBLISHED) json_object_set_new(o, "status", json_string("published"));
+        if (e->body_kind == BODY_INLINE) {
+            char *b64 = malloc(4 * ((e->body_len + 2) / 3) + 1);
+            EVP_EncodeBlock((unsigned char *)b64, e->body, (int)e->body_len);
+            json_object_set_new(o, "body_base64", json_string(b64));
+            free(b64);
+        } else {
+            char hex[65];
+            hex_encode(e->sha, 32, hex);
+            json_object_set_new(o, "body_sha256", json_string(hex)); /* in blobs/ */
+        }
+    }
+    text = json_dumps(o, JSON_COMPACT);
+    fprintf(f, "%s\n", text);
+    free(text);
+    json_decref(o);
+    return 0;
+}
+
+static int
+run_job(struct store *st, struct wreq *r)
+{
+    struct job *j = r->fn_arg;
+    int rc = 0;
+    if (j->fork_at != 0) {
+        int64_t after = j->fork_at < 0 ? 0 : j->fork_at;
+        char path[4300];
+        FILE *f;
+        int n;
+        struct ls_position pos;
+        store_position(st, &pos);
+        snprintf(path, sizeof path, "%s/forked-epoch%lld-after%lld-%lld.ndjson", store_dir(st),
+                 (long long)pos.epoch, (long long)after, (long long)now_ms());
+        if (!(f = fopen(path, "w")))
+            return ls_error_set(&r->err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
+        n = store_log_entries(st, after, 1 << 30, (size_t)1 << 62, export_entry, f);
+        if (fclose(f) != 0 || n < 0)
+            return ls_error_set(&r->err, LS_EIO, "cannot write %s", path);
+        log_warn("this server's history forked from its upstream's after seq %lld: its %d "
+                 "changes after that point are saved in %s (import them with lockstep import "
+                 "if they are wanted); resynchronizing with a snapshot",
+                 (long long)after, n, path);
+        return store_meta_set(st, "snapshot_pending", "1", &r->err);
+    }
+    if (j->reset && (rc = store_reset(st, &r->err))) return rc;
+    if (j->nepochs && (rc = store_set_identity(st, j->store_id, (const int64_t(*)[2])j->epochs,
+                                               j->nepochs, &r->err)))
+        return rc;
+    if (j->truncate) {
+        /* Entries after seq will arrive again; the store converges as they are re-applied. */
+        if ((rc = store_truncate_log(st, j->seq, &r->err))) return rc;
+        store_set_seq(st, j->seq);
+    }
+    if (j->snapshot_done) {
+        store_set_seq(st, j->seq);
+        rc = store_meta_set(st, "snapshot_pending", "0", &r->err);
+    }
+    return rc;
+}
+
+static void ack(struct repl_down *d);
+
+static void
+job_done(struct wreq *r, void *arg)
+{
+    struct repl_down *d = arg;
+    struct job *j = r->fn_arg;
+    d->inflight--;
+    if (r->rc) {
+        log_error("applying the upstream's changes failed: %s", r->err.msg);
+        snprintf(d->last_error, sizeof d->last_error, "%s", r->err.msg);
+        if (d->state != US_IDLE) peer_fail(&d->peer, "apply_failed", "%s", r->err.msg);
+    } else if (j && j->fork_at != 0) {
+        d->fork_pending = 0;
+        if (d->state != US_IDLE) peer_fail(&d->peer, NULL, "resynchronizing after a fork");
+    } else if (d->state >= US_SYNC) {
+        ack(d);
+    }
+    if (d->state != US_IDLE && d->inflight < MAX_INFLIGHT) peer_pause(&d->peer, 0);
+    free(j);
+    wreq_free(r);
+}
+
+static void
+submit(struct repl_down *d, struct wreq *r)
+{
+    r->done = job_done;
+    r->arg = d;
+    r->max_body = UINT64_MAX;
+    d->inflight++;
+    if (d->inflight >= MAX_INFLIGHT) peer_pause(&d->peer, 1);
+    writer_submit(d->srv->writer, r);
+}
+
+static void
+submit_job(struct repl_down *d, struct job *j)
+{
+    struct wreq *r = calloc(1, sizeof *r);
+    r->type = WREQ_CUSTOM;
+    r->fn = run_job;
+    r->fn_arg = j;
+    submit(d, r);
+}
+
+static void
+ack(struct repl_down *d)
+{
+    struct wbuf w;
+    wbuf_init(&w, 16);
+    put_varint(&w, (uint64_t)d->srv->pos.seq);
+    peer_send(&d->peer, F_ACK, w.p, w.len);
+    wbuf_release(&w);
+}
+
+/* ---------------------------------------------------------------- records */
+
+static int
+to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
+{
+    op_init(op);
+    op->type = e->op;
+    op->path = e->path;
+    op->to = e->to;
+    e->path = e->to = NULL;
+    op->seq = e->seq;
+    op->mtime = e->ts;
+    op->tolerant = 1;
+    op->no_log = snapshot;
+    if (e->op == LS_OP_PUBLISH) op->version = e->version;
+    if (e->op != LS_OP_PUT) return 0;
+    op->version = e->version;
+    op->kind = e->kind;
+    op->meta = e->meta;
+    e->kind = e->meta = NULL;
+    op->publish = (e->flags & REC_PUBLISHED) != 0;
+    op->has_sha = 1;
+    memcpy(op->sha, e->sha, 32);
+    if (e->body_kind == BODY_INLINE) {
+        op->body_owned = malloc(e->body_len + 1);
+        if (!op->body_owned) return LS_ENOMEM;
+        memcpy(op->body_owned, e->body, e->body_len);
+        op->body = op->body_owned;
+        op->body_len = e->body_len;
+    } else {
+        char path[4300], hex[65];
+        store_blob_path(d->srv->reader, e->sha, path, sizeof path);
+        op->body_file_size = e->size;
+        if (e->body_kind == BODY_BLOB && access(path, F_OK) != 0) {
+            hex_encode(e->sha, 32, hex);
+            snprintf(path, sizeof path, "%s/blobs/tmp/in-%s", store_dir(d->srv->reader), hex);
+            if (access(path, F_OK) == 0) op->body_file = strdup(path);
+            else op->body_absent = 1; /* the upstream no longer has it either */
+        } else {
+            op->body_absent = 1; /* already stored here, or a placeholder */
+        }
+    }
+    return 0;
+}
+
+static void
+on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot)
+{
+    struct rbuf rb = {payload, len, 0, 0};
+    struct wreq *r = calloc(1, sizeof *r);
+    size_t cap = 0;
+    if (!r) {
+        peer_fail(&d->peer, NULL, "out of memory");
+        return;
+    }
+    r->type = WREQ_OPS;
+    if (!snapshot) {
+        r->set_seq = (int64_t)get_varint(&rb);
+        if (rb.failed) goto bad;
+    }
+    while (rb.pos < rb.len) {
+        struct ls_entry e;
+        if (rec_decode(&rb, &e)) goto bad;
+        if (r->nops == cap) {
+            cap = cap ? cap * 2 : 64;
+            r->ops = realloc(r->ops, cap * sizeof *r->ops);
+        }
+        if (to_op(d, &e, &r->ops[r->nops], snapshot)) {
+            rec_release(&e);
+            goto bad;
+        }
+        r->nops++;
+        rec_release(&e);
+        if (!snapshot && r->ops[r->nops - 1].seq > r->set_seq) goto bad;
+    }
+    submit(d, r);
+    return;
+bad:
+    wreq_free(r);
+    peer_fail(&d->peer, "protocol_error", "malformed records");
+}
+
+static void
+on_blob(struct repl_down *d, const uint8_t *payload, size_t len)
+{
+    struct rbuf rb = {payload, len, 0, 0};
+    size_t n;
+    const uint8_t *sha = get_bytes(&rb, &n, 32);
+    uint64_t size = get_varint(&rb), off = get_varint(&rb);
+    const uint8_t *data;
+    size_t dlen;
+    data = get_bytes(&rb, &dlen, LS_FRAME_MAX);
+    if (rb.failed || n != 32 || off + dlen > size) {
+        peer_fail(&d->peer, "protocol_error", "malformed BLOB frame");
+        return;
+    }
+    if (off == 0) {
+        char hex[65];
+        blob_reset(d);
+        hex_encode(sha, 32, hex);
+        snprintf(d->blob_tmp, sizeof d->blob_tmp, "%s/blobs/tmp/in-%s.part",
+                 store_dir(d->srv->reader), hex);
+        d->blob_fd = open(d->blob_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (d->blob_fd < 0) {
+            peer_fail(&d->peer, NULL, "cannot write %s: %s", d->blob_tmp, strerror(errno));
+            return;
+        }
+        memcpy(d->blob_sha, sha, 32);
+        d->blob_size = size;
+        d->blob_off = 0;
+        if (!d->blob_md) d->blob_md = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(d->blob_md, EVP_sha256(), NULL);
+    } else if (d->blob_fd < 0 || off != d->blob_off || memcmp(sha, d->blob_sha, 32) != 0) {
+        peer_fail(&d->peer, "protocol_error", "BLOB frame out of order");
+        return;
+    }
+    if (write_all(d->blob_fd, data, dlen) < 0) {
+        peer_fail(&d->peer, NULL, "cannot write a blob: %s", strerror(errno));
+        return;
+    }
+    EVP_DigestUpdate(d->blob_md, data, dlen);
+    d->blob_off += dlen;
+    if (d->blob_off == d->blob_size) {
+        unsigned char got[32];
+        char done_path[4300];
+        EVP_DigestFinal_ex(d->blob_md, got, NULL);
+        if (memcmp(got, d->blob_sha, 32) != 0 || fsync(d->blob_fd) < 0) {
+            blob_reset(d);
+            peer_fail(&d->peer, "protocol_error", "a blob does not match its hash");
+            return;
+        }
+        close(d->blob_fd);
+        d->blob_fd = -1;
+        snprintf(done_path, sizeof done_path, "%.*s", (int)(strlen(d->blob_tmp) - 5), d->blob_tmp);
+        rename(d->blob_tmp, done_path);
+    }
+}
+
+/* ---------------------------------------------------------------- handshake */
+
+static int
+parse_epochs(json_t *a, struct job *j)
+{
+    size_t i;
+    json_t *v;
+    j->nepochs = 0;
+    json_array_foreach(a, i, v)
+    {
+        if (j->nepochs >= 64) break;
+        j->epochs[j->nepochs][0] = json_integer_value(json_array_get(v, 0));
+        j->epochs[j->nepochs][1] = json_integer_value(json_array_get(v, 1));
+        j->nepochs++;
+    }
+    return j->nepochs > 0 ? 0 : -1;
+}
+
+static void
+send_sync(struct repl_down *d)
+{
+    struct ls_position pos;
+    char pending[8] = "0";
+    json_t *inc = json_array(), *o;
+    store_position(d->srv->reader, &pos);
+    store_meta_get(d->srv->reader, "snapshot_pending", pending, sizeof pending);
+    for (int i = 0; i < d->srv->cfg.ninclude; i++)
+        json_array_append_new(inc, json_string(d->srv->cfg.include[i]));
+    o = json_pack("{s:s,s:I,s:I,s:b,s:{s:b,s:o}}", "store_id", pos.store_id, "epoch",
+                  (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "snapshot_pending",
+                  strcmp(pending, "1") == 0, "filter", "published_only",
+                  strcmp(d->srv->cfg.role, "staging") == 0, "include", inc);
+    if (d->resync_from >= 0) json_object_set_new(o, "resync_from_seq", json_integer(d->resync_from));
+    if (d->resync_since >= 0)
+        json_object_set_new(o, "resync_since_ms", json_integer(d->resync_since));
+    d->resync_from = d->resync_since = -1;
+    peer_send_json(&d->peer, F_SYNC, o);
+    d->state = US_SYNC;
+}
+
+static void
+on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
+{
+    struct repl_down *d = p->owner;
+    json_t *o = NULL;
+    if (type != F_CHANGES && type != F_SNAP_ITEMS && type != F_BLOB) {
+        o = json_loadb((const char *)payload, len, 0, NULL);
+        if (!json_is_object(o)) {
+            json_decref(o);
+            peer_fail(p, "protocol_error", "%s frame is not a JSON object", frame_type_name(type));
+            return;
+        }
+    }
+    d->up_seen_ms = mono_ms();
+    switch (type) {
+    case F_WELCOME:
+        if (d->state != US_HELLO) goto unexpected;
+        snprintf(d->up_name, sizeof d->up_name, "%s",
+                 json_string_value(json_object_get(o, "name")) ?: "?");
+        p->zstd = json_is_true(json_object_get(o, "zstd"));
+        d->backoff_ms = RETRY_MIN_MS;
+        send_sync(d);
+        break;
+    case F_CONTINUE: {
+        struct job *j = calloc(1, sizeof *j);
+        int64_t from = json_integer_value(json_object_get(o, "from"));
+        if (d->state != US_SYNC || !j) goto unexpected;
+        j->d = d;
+        snprintf(j->store_id, sizeof j->store_id, "%s",
+                 json_string_value(json_object_get(o, "store_id")) ?: "");
+        parse_epochs(json_object_get(o, "epochs"), j);
+        if (from < d->srv->pos.seq) {
+            j->truncate = 1;
+            j->seq = from;
+            log_info("resynchronizing from seq %lld", (long long)from);
+        }
+        submit_job(d, j);
+        d->last_sync = "continue";
+        d->last_sync_ms = now_ms();
+        d->state = US_STREAM;
+        log_info("following %s from seq %lld", d->up_name, (long long)from);
+        break;
+    }
+    case F_SNAPSHOT: {
+        struct job *j = calloc(1, sizeof *j);
+        if (d->state != US_SYNC || !j) goto unexpected;
+        j->d = d;
+        j->reset = 1;
+        snprintf(j->store_id, sizeof j->store_id, "%s",
+                 json_string_value(json_object_get(o, "store_id")) ?: "");
+        if (parse_epochs(json_object_get(o, "epochs"), j) || strlen(j->store_id) != 32) {
+            free(j);
+            goto unexpected;
+        }
+        submit_job(d, j);
+        d->last_sync = "snapshot";
+        d->last_sync_ms = now_ms();
+        d->state = US_SNAPSHOT;
+        log_info("receiving a snapshot from %s at seq %lld (%s)", d->up_name,
+                 (long long)json_integer_value(json_object_get(o, "seq")),
+                 json_string_value(json_object_get(o, "reason")) ?: "");
+        break;
+    }
+    case F_SNAP_ITEMS:
+        if (d->state != US_SNAPSHOT) goto unexpected;
+        on_records(d, payload, len, 1);
+        break;
+    case F_SNAPSHOT_END: {
+        struct job *j = calloc(1, sizeof *j);
+        if (d->state != US_SNAPSHOT || !j) goto unexpected;
+        j->d = d;
+        j->snapshot_done = 1;
+        j->seq = json_integer_value(json_object_get(o, "seq"));
+        submit_job(d, j);
+        d->state = US_STREAM;
+        log_info("snapshot received; following %s live", d->up_name);
+        break;
+    }
+    case F_CHANGES:
+        if (d->state != US_STREAM) goto unexpected;
+        on_records(d, payload, len, 0);
+        break;
+    case F_BLOB:
+        if (d->state != US_STREAM && d->state != US_SNAPSHOT) goto unexpected;
+        on_blob(d, payload, len);
+        break;
+    case F_FORK: {
+        struct job *j = calloc(1, sizeof *j);
+        if (d->state != US_SYNC || !j) goto unexpected;
+        j->d = d;
+        j->fork_at = json_integer_value(json_object_get(o, "at"));
+        if (j->fork_at <= 0) j->fork_at = 0;
+        d->fork_pending = 1;
+        if (j->fork_at == 0) j->fork_at = -1; /* nothing in common: save everything */
+        submit_job(d, j);
+        break;
+    }
+    case F_PING:
+        d->up_seq = json_integer_value(json_object_get(o, "seq"));
+        break;
+    case F_ERROR:
+        snprintf(d->last_error, sizeof d->last_error, "%s",
+                 json_string_value(json_object_get(o, "message")) ?: "?");
+        log_warn("upstream %s: %s", p->addr, d->last_error);
+        break;
+    default:
+        goto unexpected;
+    }
+    json_decref(o);
+    return;
+unexpected:
+    json_decref(o);
+    peer_fail(p, "protocol_error", "unexpected %s frame", frame_type_name(type));
+}
+
+static void
+on_connected(struct peer *p)
+{
+    struct repl_down *d = p->owner;
+    peer_send_json(p, F_HELLO,
+                   json_pack("{s:i,s:s,s:s,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+                             d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION,
+                             "zstd", strcmp(d->srv->cfg.compress, "zstd") == 0));
+    d->state = US_HELLO;
+}
+
+static void
+on_close(struct peer *p, const char *why)
+{
+    struct repl_down *d = p->owner;
+    blob_reset(d);
+    if (!d->stopping) {
+        log_info("upstream %s: %s; reconnecting", d->srv->cfg.upstream, why);
+        snprintf(d->last_error, sizeof d->last_error, "%s", why);
+    }
+    schedule_retry(d);
+}
+
+static const struct peer_ops down_ops = {
+    .on_frame = on_frame, .on_connected = on_connected, .on_close = on_close};
+
+static void
+connect_upstream(struct repl_down *d)
+{
+    struct sockaddr_storage ss;
+    int sslen;
+    struct bufferevent *bev;
+    if (d->stopping) return;
+    if (d->inflight > 0 || d->fork_pending) { /* let the writer finish first */
+        d->backoff_ms = RETRY_MIN_MS;
+        schedule_retry(d);
+        return;
+    }
+    if (parse_hostport(d->srv->cfg.upstream, &ss, &sslen)) {
+        log_error("--upstream %s: cannot resolve", d->srv->cfg.upstream);
+        schedule_retry(d);
+        return;
+    }
+    bev = bufferevent_socket_new(d->srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    peer_init(&d->peer, bev, &down_ops, d, d->srv->cfg.upstream,
+              d->srv->cfg.heartbeat_timeout_ms);
+    d->state = US_CONNECTING;
+    if (bufferevent_socket_connect(bev, (struct sockaddr *)&ss, sslen) < 0)
+        peer_fail(&d->peer, NULL, "cannot connect");
+}
+
+static void
+on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    connect_upstream(arg);
+}
+
+static void
+send_ping(evutil_socket_t fd, short what, void *arg)
+{
+    struct repl_down *d = arg;
+    struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
+    if (d->state >= US_SYNC && !d->peer.closed) {
+        struct ls_position *pos = &d->srv->pos;
+        peer_send_json(&d->peer, F_PING,
+                       json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "name", d->srv->cfg.name, "role",
+                                 d->srv->cfg.role, "version", LS_VERSION, "seq",
+                                 (json_int_t)pos->seq, "uptime_s",
+                                 (json_int_t)((mono_ms() - d->srv->started_ms) / 1000), "time_ms",
+                                 (json_int_t)now_ms()));
+    }
+    evtimer_add(d->ping, &tv);
+}
+
+/* ---------------------------------------------------------------- server interface */
+
+int
+repl_down_start(struct server *srv, struct ls_error *err)
+{
+    struct repl_down *d = calloc(1, sizeof *d);
+    struct timeval tv = {PING_MS / 1000, 0};
+    if (!d) return ls_error_set(err, LS_ENOMEM, NULL);
+    d->srv = srv;
+    d->blob_fd = -1;
+    d->backoff_ms = RETRY_MIN_MS;
+    d->resync_from = d->resync_since = -1;
+    d->last_sync = "none";
+    d->peer.closed = 1;
+    d->retry = evtimer_new(srv->base, on_retry, d);
+    d->ping = evtimer_new(srv->base, send_ping, d);
+    evtimer_add(d->ping, &tv);
+    srv->down = d;
+    connect_upstream(d);
+    return 0;
+}
+
+void
+repl_down_stop(struct server *srv)
+{
+    struct repl_down *d = srv->down;
+    if (!d) return;
+    d->stopping = 1;
+    if (!d->peer.closed) peer_release(&d->peer);
+    blob_reset(d);
+    event_free(d->retry);
+    event_free(d->ping);
+    if (d->blob_md) EVP_MD_CTX_free(d->blob_md);
+    srv->down = NULL;
+    /* Writer requests still in flight point at d: they finish before the writer stops, and
+     * job_done must not run after this; the server stops the writer before calling us. */
+    free(d);
+}
+
+void
+repl_down_status(struct server *srv, json_t *o)
+{
+    struct repl_down *d = srv->down;
+    const char *state = "down";
+    char t[40];
+    if (!d) return;
+    switch (d->state) {
+    case US_IDLE: state = "down"; break;
+    case US_CONNECTING:
+    case US_HELLO:
+    case US_SYNC: state = "connecting"; break;
+    case US_SNAPSHOT: state = "snapshot"; break;
+    case US_STREAM: state = srv->pos.seq >= d->up_seq ? "live" : "catching-up"; break;
+    }
+    json_object_set_new(o, "upstream", json_string(srv->cfg.upstream));
+    json_object_set_new(o, "upstream_name", json_string(d->up_name));
+    json_object_set_new(o, "state", json_string(state));
+    json_object_set_new(o, "last_sync", json_string(d->last_sync));
+    if (d->last_sync_ms) {
+        format_time(d->last_sync_ms, t, sizeof t);
+        json_object_set_new(o, "last_sync_time", json_string(t));
+    }
+    json_object_set_new(o, "upstream_seq", json_integer(d->up_seq));
+    json_object_set_new(o, "lag_changes",
+                        json_integer(d->up_seq > srv->pos.seq ? d->up_seq - srv->pos.seq : 0));
+    if (d->last_error[0]) json_object_set_new(o, "last_error", json_string(d->last_error));
+}
+
+void
+repl_down_halt(struct server *srv)
+{
+    struct repl_down *d = srv->down;
+    if (!d) return;
+    d->stopping = 1;
+    evtimer_del(d->retry);
+    if (!d->peer.closed) peer_release(&d->peer);
+    d->state = US_IDLE;
+}
+
+int
+repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err)
+{
+    struct repl_down *d = srv->down;
+    if (!d) return ls_error_set(err, LS_EINVAL, "this server follows no upstream");
+    d->resync_from = from_seq;
+    d->resync_since = since_ms;
+    log_info("resync requested (%s %lld)", from_seq >= 0 ? "from seq" : "since",
+             (long long)(from_seq >= 0 ? from_seq : since_ms));
+    if (!d->peer.closed) peer_fail(&d->peer, NULL, "resynchronizing on request");
+    return 0;
+}

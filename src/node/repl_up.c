@@ -1,0 +1,795 @@
+/*
+ * repl_up.c - the upstream side of replication: every server (primary or replica) accepts
+ * downstreams on its peer port and feeds each one from a position in its own log.
+ *
+ * One struct downstream per connection, with an explicit state:
+ *   DS_HELLO -> DS_SYNC -> DS_SNAPSHOT -> DS_STREAM          (closing: DS_DOWN)
+ * The log is read at the downstream's pace: more entries are read only when the connection's
+ * output buffer has drained below PEER_HIGH_WATER/2, so a downstream a million changes behind,
+ * or stalled, costs the same memory as a live one. Blobs travel in BLOB frames ahead of the
+ * records that use them.
+ *
+ * The registry (GET /v1/nodes) remembers every downstream seen since start, connected or not.
+ */
+#include "node/net.h"
+#include "node/peer.h"
+#include "node/server.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BATCH_ENTRIES 2000
+#define BATCH_BYTES (512u << 10)
+#define BLOB_CHUNK (1u << 20)
+#define MAX_INCLUDE 16
+#define PING_MS 1000
+
+enum ds_state { DS_HELLO, DS_SYNC, DS_SNAPSHOT, DS_STREAM, DS_DOWN };
+static const char *const ds_state_names[] = {"connecting", "connecting", "snapshot", "live",
+                                             "down"};
+
+/* What the registry keeps of a downstream, whether or not it is connected. */
+struct node {
+    struct node *next;
+    char name[64], role[16], version[32], addr[80];
+    int64_t acked_seq, acked_ms, last_heartbeat_ms, connected_ms;
+    struct downstream *conn; /* NULL when down */
+    int64_t disconnected_ms;
+    char last_error[200];
+};
+
+struct downstream {
+    struct peer peer;
+    struct server *srv;
+    struct repl_up *up;
+    struct downstream *next;
+    enum ds_state state;
+    struct node *node;
+    int published_only;
+    char *include[MAX_INCLUDE];
+    int ninclude;
+    int64_t sent_seq; /* everything up to here has been read and queued */
+    struct store_snapshot *snap;
+    struct wbuf frame; /* records not yet sent */
+    int frame_type;
+    int64_t frame_upto;
+    unsigned char (*blobs)[32]; /* blobs to send before the pending records */
+    int nblobs, blobs_cap;
+    int blob_fd;
+    uint64_t blob_off, blob_size;
+    unsigned char blob_sha[32];
+    struct seq_waiter w;
+    struct event *ping;
+    int pumping;
+};
+
+struct repl_up {
+    struct server *srv;
+    struct evconnlistener *listener;
+    struct downstream *conns;
+    struct node *nodes;
+};
+
+static void pump(struct downstream *ds);
+
+/* ---------------------------------------------------------------- filters */
+
+static int
+under(const char *path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    while (n > 1 && prefix[n - 1] == '/') n--;
+    if (n == 1 && prefix[0] == '/') return 1;
+    return strncmp(path, prefix, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+static int
+included(void *arg, const char *path)
+{
+    struct downstream *ds = arg;
+    if (ds->ninclude == 0) return 1;
+    for (int i = 0; i < ds->ninclude; i++)
+        if (under(path, ds->include[i])) return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sending records */
+
+static void
+queue_blob(struct downstream *ds, const unsigned char sha[32])
+{
+    for (int i = 0; i < ds->nblobs; i++)
+        if (memcmp(ds->blobs[i], sha, 32) == 0) return;
+    if (ds->nblobs == ds->blobs_cap) {
+        int cap = ds->blobs_cap ? ds->blobs_cap * 2 : 8;
+        void *p = realloc(ds->blobs, (size_t)cap * 32);
+        if (!p) return;
+        ds->blobs = p;
+        ds->blobs_cap = cap;
+    }
+    memcpy(ds->blobs[ds->nblobs++], sha, 32);
+}
+
+static void
+add_record(struct downstream *ds, const struct ls_entry *e)
+{
+    if ((e->flags & REC_DATA) && e->body_kind == BODY_BLOB) queue_blob(ds, e->sha);
+    rec_encode(&ds->frame, e);
+}
+
+/* A log entry as this downstream should see it (its filter), or nothing. */
+static int
+on_log_entry(void *arg, const struct ls_entry *e)
+{
+    struct downstream *ds = arg;
+    struct ls_entry t = *e;
+    int in = included(ds, e->path);
+
+    ds->frame_upto = e->seq;
+    if (e->op == LS_OP_MOVE && ds->ninclude) {
+        int to_in = included(ds, e->to);
+        if (in && !to_in) { /* leaves the subtree: gone from here */
+            t.op = LS_OP_PURGE;
+            t.flags = 0;
+            add_record(ds, &t);
+            return 0;
+        }
+        if (!in && to_in) { /* enters it: send the item as it is now */
+            struct ls_item it;
+            struct ls_error err;
+            int64_t v = 0;
+            if (store_get(ds->srv->reader, e->to, 0, 1, &it, &err) == 0) {
+                v = ds->published_only ? it.published_version : it.version;
+                if (v > 0 && v != it.version) {
+                    item_release(&it);
+                    if (store_get(ds->srv->reader, e->to, v, 1, &it, &err)) return 0;
+                }
+                if (v > 0) {
+                    memset(&t, 0, sizeof t);
+                    t.seq = e->seq;
+                    t.op = LS_OP_PUT;
+                    t.ts = it.mtime;
+                    t.path = it.path;
+                    t.version = it.version;
+                    t.flags = REC_DATA | (it.published_version == it.version ? REC_PUBLISHED : 0);
+                    t.kind = it.kind;
+                    t.meta = it.meta;
+                    t.size = it.size;
+                    memcpy(t.sha, it.sha, 32);
+                    t.body_kind = it.in_blob ? BODY_BLOB : BODY_INLINE;
+                    t.body = it.body;
+                    t.body_len = it.in_blob ? 0 : it.size;
+                    add_record(ds, &t);
+                }
+                item_release(&it);
+            }
+            return 0;
+        }
+    }
+    if (!in) return 0;
+    if (ds->published_only) {
+        switch (e->op) {
+        case LS_OP_PUT:
+            if (!(e->flags & REC_PUBLISHED)) return 0; /* drafts never reach staging */
+            break;
+        case LS_OP_PUBLISH: /* staging gets the published version as its only version */
+            t.op = LS_OP_PUT;
+            t.flags |= REC_PUBLISHED;
+            if (!(t.flags & REC_DATA)) return 0;
+            break;
+        case LS_OP_UNPUBLISH:
+        case LS_OP_DELETE:
+            t.op = LS_OP_PURGE;
+            t.flags = 0;
+            break;
+        default: break;
+        }
+    } else if (e->op == LS_OP_PUBLISH) {
+        t.flags &= ~REC_DATA; /* a replica has the version already */
+    }
+    add_record(ds, &t);
+    return 0;
+}
+
+static int
+on_snap_entry(void *arg, const struct ls_entry *e)
+{
+    add_record(arg, e);
+    return 0;
+}
+
+/* Sends the next piece of the blob in progress. Returns 1 while the blob is unfinished. */
+static int
+send_blob_piece(struct downstream *ds)
+{
+    struct wbuf w;
+    uint8_t *chunk;
+    ssize_t n;
+    if (ds->blob_fd < 0) {
+        char path[4300];
+        struct stat sb;
+        if (ds->nblobs == 0) return 0;
+        memcpy(ds->blob_sha, ds->blobs[0], 32);
+        memmove(ds->blobs, ds->blobs + 1, (size_t)(ds->nblobs - 1) * 32);
+        ds->nblobs--;
+        store_blob_path(ds->srv->reader, ds->blob_sha, path, sizeof path);
+        ds->blob_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (ds->blob_fd < 0 || fstat(ds->blob_fd, &sb) < 0) {
+            /* Pruned or purged meanwhile: the record will arrive as a placeholder. */
+            if (ds->blob_fd >= 0) close(ds->blob_fd);
+            ds->blob_fd = -1;
+            return 1;
+        }
+        ds->blob_size = (uint64_t)sb.st_size;
+        ds->blob_off = 0;
+    }
+    wbuf_init(&w, BLOB_CHUNK + 128);
+    put_bytes(&w, ds->blob_sha, 32);
+    put_varint(&w, ds->blob_size);
+    put_varint(&w, ds->blob_off);
+    chunk = malloc(BLOB_CHUNK);
+    n = chunk ? read(ds->blob_fd, chunk, BLOB_CHUNK) : -1;
+    if (n < 0) n = 0;
+    put_bytes(&w, chunk, (size_t)n);
+    free(chunk);
+    peer_send(&ds->peer, F_BLOB, w.p, w.len);
+    wbuf_release(&w);
+    ds->blob_off += (uint64_t)n;
+    if (n == 0 || ds->blob_off >= ds->blob_size) {
+        close(ds->blob_fd);
+        ds->blob_fd = -1;
+    }
+    return 1;
+}
+
+/* Sends the records gathered so far; a CHANGES frame starts with how far it reaches (upto). */
+static void
+flush_records(struct downstream *ds)
+{
+    if (ds->frame.failed) {
+        peer_fail(&ds->peer, "internal", "a record does not fit in a frame");
+        return;
+    }
+    if (ds->frame_type == F_CHANGES) {
+        struct wbuf out;
+        wbuf_init(&out, LS_FRAME_MAX);
+        put_varint(&out, (uint64_t)ds->frame_upto);
+        put_raw(&out, ds->frame.p, ds->frame.len);
+        peer_send(&ds->peer, F_CHANGES, out.p, out.len);
+        wbuf_release(&out);
+    } else if (ds->frame.len > 0) {
+        peer_send(&ds->peer, ds->frame_type, ds->frame.p, ds->frame.len);
+    }
+    ds->frame.len = 0;
+}
+
+/* ---------------------------------------------------------------- the pump */
+
+static void
+on_commit_wait(struct seq_waiter *w, int timed_out)
+{
+    pump(w->arg);
+}
+
+static void
+finish_snapshot(struct downstream *ds, int64_t seq)
+{
+    store_snapshot_close(ds->snap);
+    ds->snap = NULL;
+    peer_send_json(&ds->peer, F_SNAPSHOT_END, json_pack("{s:I}", "seq", (json_int_t)seq));
+    log_info("snapshot for %s complete at seq %lld", ds->node->name, (long long)seq);
+    ds->sent_seq = seq;
+    ds->state = DS_STREAM;
+    ds->frame_type = F_CHANGES;
+}
+
+/* Reads more of the snapshot or the log while the connection has room for it. */
+static void
+pump(struct downstream *ds)
+{
+    if (ds->pumping || ds->peer.closed) return;
+    ds->pumping = 1;
+    while (!ds->peer.closed && peer_pending(&ds->peer) < PEER_HIGH_WATER) {
+        if (ds->blob_fd >= 0 || ds->nblobs > 0) {
+            send_blob_piece(ds);
+            continue;
+        }
+        if (ds->frame.len > 0 || (ds->frame_type == F_CHANGES && ds->frame_upto > ds->sent_seq)) {
+            flush_records(ds);
+            if (ds->frame_type == F_CHANGES) ds->sent_seq = ds->frame_upto;
+            continue;
+        }
+        if (ds->state == DS_SNAPSHOT) {
+            int rc = 0;
+            while (ds->frame.len < BATCH_BYTES && ds->nblobs == 0 &&
+                   (rc = store_snapshot_next(ds->snap, included, on_snap_entry, ds)) == 1) {
+            }
+            if (rc < 0) {
+                peer_fail(&ds->peer, "internal", "cannot read the snapshot");
+                break;
+            }
+            if (rc == 0 && ds->frame.len == 0 && ds->nblobs == 0)
+                finish_snapshot(ds, ds->sent_seq);
+            continue;
+        }
+        if (ds->state == DS_STREAM) {
+            int64_t first = store_log_first_seq(ds->srv->reader);
+            int n;
+            if (first > 0 && ds->sent_seq + 1 < first && ds->srv->pos.seq > ds->sent_seq) {
+                peer_fail(&ds->peer, "behind_retention",
+                          "this downstream fell behind the retained log; it will get a snapshot");
+                break;
+            }
+            ds->frame_upto = ds->sent_seq;
+            n = store_log_entries(ds->srv->reader, ds->sent_seq, BATCH_ENTRIES, BATCH_BYTES,
+                                  on_log_entry, ds);
+            if (n < 0) {
+                peer_fail(&ds->peer, "internal", "cannot read the log");
+                break;
+            }
+            if (n == 0) {
+                /* Caught up: a filtered replica may still need to hear how far we are. */
+                if (ds->srv->pos.seq > ds->sent_seq) {
+                    ds->frame_upto = ds->srv->pos.seq;
+                    continue;
+                }
+                ds->w.target = ds->sent_seq + 1;
+                if (!ds->w.next) server_wait_seq(ds->srv, &ds->w);
+                break;
+            }
+            continue;
+        }
+        break;
+    }
+    ds->pumping = 0;
+}
+
+static void
+on_drain(struct peer *p)
+{
+    pump(p->owner);
+}
+
+/* ---------------------------------------------------------------- handshake */
+
+static struct node *
+node_for(struct repl_up *up, const char *name)
+{
+    struct node *n;
+    for (n = up->nodes; n; n = n->next)
+        if (strcmp(n->name, name) == 0) return n;
+    n = calloc(1, sizeof *n);
+    if (!n) return NULL;
+    snprintf(n->name, sizeof n->name, "%s", name);
+    n->next = up->nodes;
+    up->nodes = n;
+    return n;
+}
+
+static json_t *
+epochs_json(struct store *st)
+{
+    int64_t ep[64][2];
+    int n = store_epochs(st, ep, 64);
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("[I,I]", (json_int_t)ep[i][0], (json_int_t)ep[i][1]));
+    return a;
+}
+
+static void
+on_hello(struct downstream *ds, json_t *o)
+{
+    const char *name = json_string_value(json_object_get(o, "name"));
+    const char *role = json_string_value(json_object_get(o, "role"));
+    json_int_t proto = json_integer_value(json_object_get(o, "proto"));
+    int zstd = json_is_true(json_object_get(o, "zstd")) &&
+               strcmp(ds->srv->cfg.compress, "zstd") == 0;
+    if (proto != LS_PROTO_VERSION) {
+        peer_fail(&ds->peer, "bad_version", "protocol version %lld, this server speaks %d",
+                  (long long)proto, LS_PROTO_VERSION);
+        return;
+    }
+    if (!name || !*name || strlen(name) >= 64 || !role ||
+        (strcmp(role, "replica") != 0 && strcmp(role, "staging") != 0)) {
+        peer_fail(&ds->peer, "bad_hello", "HELLO needs a name and the role replica or staging");
+        return;
+    }
+    if (!(ds->node = node_for(ds->up, name))) {
+        peer_fail(&ds->peer, NULL, "out of memory");
+        return;
+    }
+    if (ds->node->conn && ds->node->conn != ds) {
+        peer_fail(&ds->node->conn->peer, "replaced", "%s connected again", name);
+    }
+    ds->node->conn = ds;
+    snprintf(ds->node->role, sizeof ds->node->role, "%s", role);
+    snprintf(ds->node->version, sizeof ds->node->version, "%s",
+             json_string_value(json_object_get(o, "version")) ?: "?");
+    snprintf(ds->node->addr, sizeof ds->node->addr, "%s", ds->peer.addr);
+    ds->node->connected_ms = now_ms();
+    ds->node->last_heartbeat_ms = now_ms();
+    ds->node->last_error[0] = '\0';
+    ds->published_only = strcmp(role, "staging") == 0;
+    peer_send_json(&ds->peer, F_WELCOME,
+                   json_pack("{s:i,s:s,s:s,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+                             ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
+                             "zstd", zstd));
+    ds->peer.zstd = zstd;
+    ds->state = DS_SYNC;
+    log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
+}
+
+static void
+start_snapshot(struct downstream *ds, const char *why)
+{
+    struct ls_error err;
+    struct ls_position pos;
+    ds->snap = store_snapshot_open(store_dir(ds->srv->reader), ds->srv->cfg.sync_max_versions,
+                                   ds->published_only, &pos, &err);
+    if (!ds->snap) {
+        peer_fail(&ds->peer, "internal", "cannot start a snapshot: %s", err.msg);
+        return;
+    }
+    log_info("sending %s a snapshot at seq %lld (%s)", ds->node->name, (long long)pos.seq, why);
+    peer_send_json(&ds->peer, F_SNAPSHOT,
+                   json_pack("{s:s,s:I,s:I,s:o,s:s}", "store_id", pos.store_id, "epoch",
+                             (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "epochs",
+                             epochs_json(ds->srv->reader), "reason", why));
+    ds->sent_seq = pos.seq;
+    ds->state = DS_SNAPSHOT;
+    ds->frame_type = F_SNAP_ITEMS;
+    pump(ds);
+}
+
+static void
+start_stream(struct downstream *ds, int64_t from)
+{
+    struct ls_position *pos = &ds->srv->pos;
+    peer_send_json(&ds->peer, F_CONTINUE,
+                   json_pack("{s:s,s:I,s:I,s:o}", "store_id", pos->store_id, "epoch",
+                             (json_int_t)pos->epoch, "from", (json_int_t)from, "epochs",
+                             epochs_json(ds->srv->reader)));
+    log_info("%s continues from seq %lld (this server is at %lld)", ds->node->name,
+             (long long)from, (long long)pos->seq);
+    ds->sent_seq = from;
+    ds->node->acked_seq = from;
+    ds->state = DS_STREAM;
+    ds->frame_type = F_CHANGES;
+    pump(ds);
+}
+
+/* Where does this downstream's history stand against ours? (DESIGN.md: fork detection) */
+static void
+on_sync(struct downstream *ds, json_t *o)
+{
+    struct ls_position *pos = &ds->srv->pos;
+    const char *store_id = json_string_value(json_object_get(o, "store_id"));
+    int64_t epoch = json_integer_value(json_object_get(o, "epoch"));
+    int64_t seq = json_integer_value(json_object_get(o, "seq"));
+    int64_t first = store_log_first_seq(ds->srv->reader);
+    int64_t oldest = first > 0 ? first - 1 : pos->seq; /* continue needs seq >= oldest */
+    json_t *inc = json_object_get(json_object_get(o, "filter"), "include"), *v;
+    json_t *resync_from = json_object_get(o, "resync_from_seq");
+    json_t *resync_since = json_object_get(o, "resync_since_ms");
+    size_t i;
+
+    json_array_foreach(inc, i, v)
+    {
+        if (ds->ninclude < MAX_INCLUDE && json_is_string(v))
+            ds->include[ds->ninclude++] = strdup(json_string_value(v));
+    }
+    if (json_is_true(json_object_get(json_object_get(o, "filter"), "published_only")))
+        ds->published_only = 1;
+    if (json_is_true(json_object_get(o, "snapshot_pending")) || !store_id ||
+        strcmp(store_id, pos->store_id) != 0) {
+        start_snapshot(ds, store_id && strcmp(store_id, pos->store_id) == 0
+                               ? "its last snapshot did not finish"
+                               : "it holds another store");
+        return;
+    }
+    if (json_is_integer(resync_from) || json_is_integer(resync_since)) {
+        int64_t from = json_integer_value(resync_from);
+        if (json_is_integer(resync_since)) {
+            /* The first entry at or after that time: continue from just before it. */
+            int64_t lo = first, hi = pos->seq + 1;
+            while (lo > 0 && lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2, cum, ts;
+                if (store_log_cum_at(ds->srv->reader, mid, &cum, &ts) || ts >= json_integer_value(resync_since))
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            from = lo > 0 ? lo - 1 : 0;
+        }
+        if (from < oldest || from > pos->seq) start_snapshot(ds, "resync beyond the retained log");
+        else start_stream(ds, from);
+        return;
+    }
+    if (epoch > pos->epoch) {
+        start_snapshot(ds, "it comes from a newer epoch");
+        return;
+    }
+    if (epoch < pos->epoch) {
+        /* Our history left its epoch at the start of the next one. */
+        int64_t ep[64][2], fork_at = -1;
+        int n = store_epochs(ds->srv->reader, ep, 64);
+        for (int k = 0; k < n; k++)
+            if (ep[k][0] > epoch) {
+                fork_at = ep[k][1];
+                break;
+            }
+        if (fork_at >= 0 && seq > fork_at) {
+            log_warn("%s has %lld changes of epoch %lld after seq %lld that this history does "
+                     "not have: its history forked",
+                     ds->node->name, (long long)(seq - fork_at), (long long)epoch,
+                     (long long)fork_at);
+            peer_send_json(&ds->peer, F_FORK,
+                           json_pack("{s:I,s:I}", "at", (json_int_t)fork_at, "epoch",
+                                     (json_int_t)pos->epoch));
+            ds->state = DS_SYNC; /* it will save its changes and ask again */
+            return;
+        }
+    } else if (seq > pos->seq) {
+        peer_send_json(&ds->peer, F_FORK,
+                       json_pack("{s:I,s:I}", "at", (json_int_t)pos->seq, "epoch",
+                                 (json_int_t)pos->epoch));
+        return;
+    }
+    if (seq < oldest) {
+        start_snapshot(ds, "it is older than the retained log");
+        return;
+    }
+    start_stream(ds, seq);
+}
+
+/* ---------------------------------------------------------------- frames */
+
+static void
+on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
+{
+    struct downstream *ds = p->owner;
+    json_t *o = NULL;
+    if (type == F_HELLO || type == F_SYNC || type == F_PING || type == F_ERROR) {
+        o = json_loadb((const char *)payload, len, 0, NULL);
+        if (!json_is_object(o)) {
+            json_decref(o);
+            peer_fail(p, "protocol_error", "%s frame is not a JSON object", frame_type_name(type));
+            return;
+        }
+    }
+    if (ds->node) ds->node->last_heartbeat_ms = now_ms();
+    switch (type) {
+    case F_HELLO:
+        if (ds->state != DS_HELLO) goto unexpected;
+        on_hello(ds, o);
+        break;
+    case F_SYNC:
+        if (ds->state != DS_SYNC) goto unexpected;
+        on_sync(ds, o);
+        break;
+    case F_ACK: {
+        struct rbuf rb = {payload, len, 0, 0};
+        int64_t seq = (int64_t)get_varint(&rb);
+        if (rb.failed || ds->state < DS_SYNC) goto unexpected;
+        if (seq > ds->node->acked_seq) {
+            ds->node->acked_seq = seq;
+            ds->node->acked_ms = now_ms();
+            server_on_ack(ds->srv);
+        }
+        break;
+    }
+    case F_PING:
+        if (ds->state == DS_HELLO) goto unexpected;
+        break;
+    case F_ERROR:
+        log_warn("downstream %s reports: %s", ds->node ? ds->node->name : p->addr,
+                 json_string_value(json_object_get(o, "message")) ?: "?");
+        break;
+    default:
+        goto unexpected;
+    }
+    json_decref(o);
+    return;
+unexpected:
+    json_decref(o);
+    peer_fail(p, "protocol_error", "unexpected %s frame", frame_type_name(type));
+}
+
+static void
+send_ping(evutil_socket_t fd, short what, void *arg)
+{
+    struct downstream *ds = arg;
+    struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
+    if (ds->state >= DS_SYNC && !ds->peer.closed) {
+        struct ls_position *pos = &ds->srv->pos;
+        peer_send_json(&ds->peer, F_PING,
+                       json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "name", ds->srv->cfg.name,
+                                 "role", ds->srv->cfg.role, "version", LS_VERSION, "seq",
+                                 (json_int_t)pos->seq, "epoch", (json_int_t)pos->epoch,
+                                 "uptime_s", (json_int_t)((mono_ms() - ds->srv->started_ms) / 1000),
+                                 "time_ms", (json_int_t)now_ms()));
+    }
+    evtimer_add(ds->ping, &tv);
+}
+
+static void
+ds_free(struct downstream *ds)
+{
+    struct repl_up *up = ds->up;
+    for (struct downstream **pp = &up->conns; *pp; pp = &(*pp)->next)
+        if (*pp == ds) {
+            *pp = ds->next;
+            break;
+        }
+    server_cancel_wait(ds->srv, &ds->w);
+    if (ds->ping) event_free(ds->ping);
+    store_snapshot_close(ds->snap);
+    if (ds->blob_fd >= 0) close(ds->blob_fd);
+    for (int i = 0; i < ds->ninclude; i++) free(ds->include[i]);
+    free(ds->blobs);
+    wbuf_release(&ds->frame);
+    free(ds);
+}
+
+static void
+on_close(struct peer *p, const char *why)
+{
+    struct downstream *ds = p->owner;
+    if (ds->node && ds->node->conn == ds) {
+        ds->node->conn = NULL;
+        ds->node->disconnected_ms = now_ms();
+        snprintf(ds->node->last_error, sizeof ds->node->last_error, "%s", why);
+        log_info("downstream %s disconnected: %s", ds->node->name, why);
+    }
+    ds_free(ds);
+}
+
+static const struct peer_ops up_ops = {
+    .on_frame = on_frame, .on_drain = on_drain, .on_close = on_close};
+
+static void
+on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    struct repl_up *up = arg;
+    struct downstream *ds = calloc(1, sizeof *ds);
+    struct bufferevent *bev;
+    char addr[80];
+    struct timeval tv = {PING_MS / 1000, 0};
+
+    format_sockaddr(sa, addr, sizeof addr);
+    bev = ds ? bufferevent_socket_new(up->srv->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!bev) {
+        free(ds);
+        evutil_closesocket(fd);
+        return;
+    }
+    ds->srv = up->srv;
+    ds->up = up;
+    ds->blob_fd = -1;
+    ds->w.fire = on_commit_wait;
+    ds->w.arg = ds;
+    wbuf_init(&ds->frame, LS_FRAME_MAX - 64);
+    ds->frame_type = F_CHANGES;
+    peer_init(&ds->peer, bev, &up_ops, ds, addr, up->srv->cfg.heartbeat_timeout_ms);
+    ds->ping = evtimer_new(up->srv->base, send_ping, ds);
+    evtimer_add(ds->ping, &tv);
+    ds->next = up->conns;
+    up->conns = ds;
+}
+
+/* ---------------------------------------------------------------- server interface */
+
+int
+repl_up_start(struct server *srv, struct ls_error *err)
+{
+    struct repl_up *up = calloc(1, sizeof *up);
+    struct sockaddr_storage ss;
+    int sslen;
+    if (!up) return ls_error_set(err, LS_ENOMEM, NULL);
+    up->srv = srv;
+    if (parse_hostport(srv->cfg.listen, &ss, &sslen)) {
+        free(up);
+        return ls_error_set(err, LS_EINVAL, "--listen %s: expected HOST:PORT", srv->cfg.listen);
+    }
+    up->listener = evconnlistener_new_bind(srv->base, on_accept, up,
+                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 64,
+                                           (struct sockaddr *)&ss, sslen);
+    if (!up->listener) {
+        free(up);
+        return ls_error_set(err, LS_EIO, "cannot listen on %s: %s", srv->cfg.listen,
+                            strerror(errno));
+    }
+    srv->up = up;
+    return 0;
+}
+
+void
+repl_up_drop_all(struct server *srv, const char *why)
+{
+    if (!srv->up) return;
+    while (srv->up->conns) peer_fail(&srv->up->conns->peer, "reconnect", "%s", why);
+}
+
+void
+repl_up_stop(struct server *srv)
+{
+    struct repl_up *up = srv->up;
+    if (!up) return;
+    while (up->conns) {
+        struct downstream *ds = up->conns;
+        peer_release(&ds->peer);
+        if (ds->node) ds->node->conn = NULL;
+        ds_free(ds);
+    }
+    while (up->nodes) {
+        struct node *n = up->nodes;
+        up->nodes = n->next;
+        free(n);
+    }
+    evconnlistener_free(up->listener);
+    free(up);
+    srv->up = NULL;
+}
+
+int
+repl_up_acked(struct server *srv, int64_t seq)
+{
+    int n = 0;
+    if (!srv->up) return 0;
+    for (struct node *nd = srv->up->nodes; nd; nd = nd->next)
+        if (nd->conn && nd->acked_seq >= seq) n++;
+    return n;
+}
+
+json_t *
+repl_up_nodes(struct server *srv)
+{
+    json_t *a = json_array();
+    int64_t now = now_ms(), my_cum = 0, ts;
+    if (!srv->up) return a;
+    store_log_cum_at(srv->reader, srv->pos.seq, &my_cum, &ts);
+    for (struct node *n = srv->up->nodes; n; n = n->next) {
+        struct downstream *ds = n->conn;
+        const char *state = "down";
+        int64_t lag = srv->pos.seq - n->acked_seq, lag_bytes = 0, lag_s = 0, cum = 0;
+        char hb[40];
+        json_t *o;
+        if (lag < 0) lag = 0;
+        if (ds) {
+            state = ds_state_names[ds->state];
+            if (ds->state == DS_STREAM && ds->sent_seq < srv->pos.seq) state = "catching-up";
+            if (ds->state == DS_STREAM && lag > 0 && ds->sent_seq >= srv->pos.seq &&
+                now - n->acked_ms > 5000)
+                state = "catching-up";
+            if (now - n->last_heartbeat_ms > srv->cfg.heartbeat_timeout_ms) state = "down";
+        }
+        if (lag > 0 && store_log_cum_at(srv->reader, n->acked_seq + 1, &cum, &ts) == 0) {
+            lag_bytes = my_cum - cum;
+            lag_s = (now - ts) / 1000;
+            if (lag_bytes < 0) lag_bytes = 0;
+            if (lag_s < 0) lag_s = 0;
+        }
+        format_time(n->last_heartbeat_ms, hb, sizeof hb);
+        o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "name", n->name, "role",
+                      n->role, "address", n->addr, "version", n->version, "state", state,
+                      "applied_seq", (json_int_t)n->acked_seq, "lag_changes", (json_int_t)lag,
+                      "lag_bytes", (json_int_t)lag_bytes, "lag_seconds", (json_int_t)lag_s,
+                      "last_heartbeat", hb);
+        if (!ds && n->last_error[0])
+            json_object_set_new(o, "last_error", json_string(n->last_error));
+        json_array_append_new(a, o);
+    }
+    return a;
+}

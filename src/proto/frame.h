@@ -1,0 +1,85 @@
+/*
+ * frame.h - the peer protocol's wire format (docs/protocol.md): frames in, structs out.
+ * Pure functions over byte buffers; no sockets, no store. Every length read from the wire is
+ * checked against a cap before anything is allocated.
+ *
+ * A frame is: u32 length (big-endian; type byte + payload) | u8 type | payload.
+ * The type's high bit marks a payload compressed with zstd (when both sides agreed to it).
+ * Control frames carry JSON; CHANGES, SNAP_ITEMS and BLOB carry the binary records below.
+ */
+#ifndef LS_FRAME_H
+#define LS_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/item.h"
+
+#define LS_PROTO_VERSION 1
+#define LS_FRAME_MAX (8u << 20)      /* largest frame accepted, after decompression */
+#define LS_FRAME_HEADER 5
+#define LS_FRAME_COMPRESSED 0x80
+
+enum ls_frame_type {
+    F_HELLO = 1,     /* down -> up, JSON: proto, name, role, version, zstd, token */
+    F_WELCOME,       /* up -> down, JSON: proto, name, role, version, zstd */
+    F_SYNC,          /* down -> up, JSON: position, filter, resync request */
+    F_CONTINUE,      /* up -> down, JSON: from seq, epochs */
+    F_SNAPSHOT,      /* up -> down, JSON: snapshot begins at seq, epochs */
+    F_SNAP_ITEMS,    /* up -> down, binary: records of items as of the snapshot */
+    F_SNAPSHOT_END,  /* up -> down, JSON: seq */
+    F_CHANGES,       /* up -> down, binary: upto seq, then records */
+    F_BLOB,          /* up -> down, binary: sha256, total size, offset, data */
+    F_ACK,           /* down -> up, binary: applied seq */
+    F_PING,          /* both, JSON: server info */
+    F_ERROR,         /* both, JSON: code, message; the sender closes */
+    F_FORK,          /* up -> down, JSON: histories diverge after seq */
+    F_TYPE_MAX
+};
+
+const char *frame_type_name(int type);
+
+/* ---- framing ---- */
+
+/*
+ * Looks at the start of buf. Returns the frame's total size when a whole frame is there,
+ * 0 when more bytes are needed, or a negative LS_E* code for a frame that breaks the protocol
+ * (too large, unknown type). *type, *payload and *len describe the frame when whole.
+ */
+long frame_peek(const uint8_t *buf, size_t n, uint32_t max, int *type, const uint8_t **payload,
+                size_t *len);
+void frame_header(uint8_t out[LS_FRAME_HEADER], int type, size_t payload_len);
+
+/* ---- primitive encoding: LEB128 varints and length-prefixed strings ---- */
+
+struct wbuf { /* a growing output buffer with a cap */
+    uint8_t *p;
+    size_t len, cap, max;
+    int failed;
+};
+void wbuf_init(struct wbuf *w, size_t max);
+void wbuf_release(struct wbuf *w);
+void put_u8(struct wbuf *w, uint8_t v);
+void put_varint(struct wbuf *w, uint64_t v);
+void put_bytes(struct wbuf *w, const void *data, size_t n);
+void put_str(struct wbuf *w, const char *s); /* NULL is sent as the empty string */
+void put_raw(struct wbuf *w, const void *data, size_t n); /* no length prefix */
+
+struct rbuf {
+    const uint8_t *p;
+    size_t len, pos;
+    int failed;
+};
+uint8_t get_u8(struct rbuf *r);
+uint64_t get_varint(struct rbuf *r);
+/* Returns a pointer into the buffer; *n is its length. Fails when n exceeds max. */
+const uint8_t *get_bytes(struct rbuf *r, size_t *n, size_t max);
+
+/* ---- change records (struct ls_entry, core/item.h) ---- */
+
+void rec_encode(struct wbuf *w, const struct ls_entry *r);
+/* Decodes one record; the strings are malloc'd (rec_release frees them). 0 or LS_EPROTO. */
+int rec_decode(struct rbuf *rb, struct ls_entry *r);
+void rec_release(struct ls_entry *r);
+
+#endif

@@ -31,6 +31,9 @@ static const struct command commands[] = {
     {"changes", cmd_changes, "print or follow the change log"},
     {"digest", cmd_digest, "digest of the live items"},
     {"status", cmd_status, "show the server's status"},
+    {"nodes", cmd_nodes, "list the servers following this one"},
+    {"promote", cmd_promote, "turn a replica into the primary"},
+    {"resync", cmd_resync, "re-synchronize a replica from a point in time or seq"},
 };
 
 static void

@@ -13,7 +13,34 @@
 #include <unistd.h>
 
 enum { O_SERVER = 1000, O_KIND, O_META, O_PUBLISH, O_VERSION, O_JSON, O_HELP, O_DELETED,
-       O_IFVERSION };
+       O_IFVERSION, O_WAIT, O_MINSEQ };
+
+/* Options shared by the commands that write, and by those that read. */
+static const char *wait_replicas, *min_seq;
+
+static void
+append_wait(char **url)
+{
+    char *u;
+    if (!wait_replicas) return;
+    if (asprintf(&u, "%s%cwait_replicas=%s", *url, strchr(*url, '?') ? '&' : '?',
+                 wait_replicas) < 0)
+        return;
+    free(*url);
+    *url = u;
+}
+
+static void
+append_min_seq(char **url)
+{
+    char *u;
+    if (!min_seq) return;
+    if (asprintf(&u, "%s%cmin_seq=%s&wait_ms=10000", *url, strchr(*url, '?') ? '&' : '?',
+                 min_seq) < 0)
+        return;
+    free(*url);
+    *url = u;
+}
 
 /* Parses the options every command shares plus its own; returns -1 to go on, else an exit code. */
 static int
@@ -24,6 +51,8 @@ parse_opts(struct client *cl, int argc, char **argv, const struct option *extra,
     int n = 0, ch;
     opts[n++] = (struct option){"server", required_argument, NULL, O_SERVER};
     opts[n++] = (struct option){"help", no_argument, NULL, O_HELP};
+    opts[n++] = (struct option){"wait-replicas", required_argument, NULL, O_WAIT};
+    opts[n++] = (struct option){"min-seq", required_argument, NULL, O_MINSEQ};
     for (int i = 0; extra && extra[i].name; i++) opts[n++] = extra[i];
     opts[n] = (struct option){NULL, 0, NULL, 0};
     optind = 1;
@@ -34,6 +63,13 @@ parse_opts(struct client *cl, int argc, char **argv, const struct option *extra,
             return EXIT_OK;
         } else if (ch == O_SERVER) {
             cl->server = optarg;
+        } else if (ch == O_WAIT || ch == O_MINSEQ) {
+            int64_t v;
+            if (parse_i64(optarg, &v) || v < 0)
+                return cli_usage_error(cl->cmd, "--%s needs a number",
+                                       ch == O_WAIT ? "wait-replicas" : "min-seq");
+            if (ch == O_WAIT) wait_replicas = optarg;
+            else min_seq = optarg;
         } else if (ch == '?' || ch == ':') {
             return cli_usage_error(cl->cmd, "%s '%s'",
                                    ch == ':' ? "missing value for" : "unknown option",
@@ -59,6 +95,8 @@ bad_path(const char *cmd, const char *path)
 
 #define COMMON_HELP                                                                               \
     "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"         \
+    "  --wait-replicas N  (writes) answer only once N replicas applied the change\n"            \
+    "  --min-seq SEQ    (reads) wait until this server has applied SEQ\n"                       \
     "  --help           this text\n"
 
 /* ---------------------------------------------------------------- put */
@@ -147,7 +185,9 @@ cmd_put(int argc, char **argv)
     }
     if (n < UPLOAD_PART && feof(in)) {
         char *url;
-        if (asprintf(&url, "/v1/items%s?%s", epath, q[0] ? q + 1 : "") < 0) goto out;
+        if (asprintf(&url, "/v1/items%s%s%s", epath, q[0] ? "?" : "", q[0] ? q + 1 : "") < 0)
+            goto out;
+        append_wait(&url);
         o = client_json(&cl, "PUT", url, part, n, headers, &code);
         free(url);
     } else {
@@ -161,6 +201,7 @@ cmd_put(int argc, char **argv)
         }
         if (asprintf(&url, "/v1/uploads/%s/commit?path=%s%s", id, eq, q) < 0) goto out;
         free(eq);
+        append_wait(&url);
         o = client_json(&cl, "POST", url, NULL, 0, headers, &code);
         free(url);
     }
@@ -221,6 +262,7 @@ cmd_get(int argc, char **argv)
                  a.version ? a.version : "") < 0)
         return EXIT_ERR;
     free(epath);
+    append_min_seq(&url);
     resp_init(&r);
     r.sink = stdout;
     if (a.out) {
@@ -314,6 +356,7 @@ cmd_stat(int argc, char **argv)
                  a.version ? a.version : "") < 0)
         return EXIT_ERR;
     free(epath);
+    append_min_seq(&url);
     o = client_json(&cl, "GET", url, NULL, 0, NULL, &rc);
     free(url);
     if (!o) return rc;
@@ -462,6 +505,7 @@ simple(int argc, char **argv, const char *cmd, const char *method, const char *e
         return EXIT_ERR;
     free(epath);
     free(to);
+    append_wait(&url);
     o = client_json(&cl, method, url, NULL, 0, NULL, &rc);
     free(url);
     if (o) {

@@ -185,6 +185,7 @@ parse_size(const char *s, uint64_t *out)
     case 'M': mul = 1ULL << 20; end++; break;
     case 'G': mul = 1ULL << 30; end++; break;
     case 'T': mul = 1ULL << 40; end++; break;
+    case 'B': break;
     default: return LS_EINVAL;
     }
     if (*end == 'i' || *end == 'I') end++;

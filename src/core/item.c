@@ -158,7 +158,17 @@ decode_base64(const char *in, size_t n, void **out, size_t *outlen, struct ls_er
 {
     unsigned char *buf;
     int len, pad = 0;
+    /* Strict RFC 4648: the alphabet only, '=' only as the last one or two characters.
+     * (EVP_DecodeBlock alone takes '=' anywhere as zero bits and skips whitespace.) */
     if (n % 4) return ls_error_set(err, LS_EBATCH, "\"body_base64\" is not valid base64");
+    if (n >= 1 && in[n - 1] == '=') pad++;
+    if (n >= 2 && in[n - 2] == '=') pad++;
+    for (size_t i = 0; i < n - (size_t)pad; i++) {
+        char c = in[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/'))
+            return ls_error_set(err, LS_EBATCH, "\"body_base64\" is not valid base64");
+    }
     buf = malloc(n / 4 * 3 + 1);
     if (!buf) return ls_error_set(err, LS_ENOMEM, NULL);
     len = n ? EVP_DecodeBlock(buf, (const unsigned char *)in, (int)n) : 0;
@@ -166,8 +176,6 @@ decode_base64(const char *in, size_t n, void **out, size_t *outlen, struct ls_er
         free(buf);
         return ls_error_set(err, LS_EBATCH, "\"body_base64\" is not valid base64");
     }
-    if (n >= 1 && in[n - 1] == '=') pad++;
-    if (n >= 2 && in[n - 2] == '=') pad++;
     *out = buf;
     *outlen = (size_t)len - (size_t)pad;
     return 0;
@@ -293,7 +301,9 @@ op_parse_json(const char *line, size_t len, struct ls_op *op, struct ls_error *e
 out:
     json_decref(obj);
     if (rc) {
-        if (err && err->code != LS_EBATCH && err->code != LS_ENOMEM) err->code = LS_EBATCH;
+        /* Whatever was wrong inside it, the line is a malformed batch line. */
+        if (rc != LS_ENOMEM) rc = LS_EBATCH;
+        if (err) err->code = rc;
         op_release(op);
     }
     return rc;

@@ -63,8 +63,10 @@ static const char *const stmt_sql[N_STMT] = {
                          "body, mtime, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [S_VERSION_EXISTS] = "SELECT 1 FROM versions WHERE item=?1 AND version=?2",
     [S_VERSION_PRUNE] = "DELETE FROM versions WHERE item=?1 AND (version<=?2 OR version>?4) "
-                        "AND version IS NOT ?3 RETURNING sha256, body IS NULL",
-    [S_VERSION_PURGE] = "DELETE FROM versions WHERE item=?1 RETURNING sha256, body IS NULL",
+                        "AND version IS NOT ?3 RETURNING sha256, typeof(body)='null'",
+    /* typeof(), not IS NULL: SQLite 3.38-3.40 gets "IS NULL" wrong in RETURNING when NOT NULL
+     * columns precede the column, and every blob would leak. */
+    [S_VERSION_PURGE] = "DELETE FROM versions WHERE item=?1 RETURNING sha256, typeof(body)='null'",
     [S_LOG_INSERT] = "INSERT INTO log(seq, ts, op, item, path, version, flags, arg, cum) "
                      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [S_META_SET_SEQ] = "UPDATE meta SET value=?1 WHERE key='seq'",
@@ -454,7 +456,7 @@ store_collect_garbage(struct store *st)
     st->ngarbage = 0;
 }
 
-/* Runs a DELETE ... RETURNING sha256, body IS NULL and notes blobs that may be unreferenced. */
+/* Runs a DELETE ... RETURNING sha256, is-in-a-blob and notes blobs that may be unreferenced. */
 static int
 delete_versions(struct store *st, sqlite3_stmt *s, struct ls_error *err)
 {
@@ -664,6 +666,9 @@ apply_move(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op
     if ((rc = require_live(&src, op->path, err))) return rc;
     if (strcmp(op->path, op->to) == 0)
         return ls_error_set(err, LS_EINVAL, "cannot move %s onto itself", op->path);
+    if (op->if_version > 0 && src.version != op->if_version)
+        return ls_error_set(err, LS_ECONFLICT, "%s is at version %lld, not %lld", op->path,
+                            (long long)src.version, (long long)op->if_version);
     if ((rc = item_lookup(st, op->to, &dst, err))) return rc;
     if (dst.exists && !dst.deleted) return ls_error_set(err, LS_EEXISTS, "%s exists", op->to);
     /* A tombstone at the destination is replaced: the moved item takes its path. */

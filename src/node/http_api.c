@@ -187,11 +187,19 @@ require_writable(struct ctx *c)
     if (!server_is_primary(c->srv)) {
         /* The primary is at the top of the chain; name the server this one follows. */
         struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-        if (c->srv->cfg.upstream) evhttp_add_header(h, "X-Lockstep-Primary", c->srv->cfg.upstream);
-        reply_error(c->req, LS_EREADONLY,
-                    "this server is a %s and does not accept writes; write to the primary "
-                    "(this server follows %s)",
-                    c->srv->cfg.role, c->srv->cfg.upstream ? c->srv->cfg.upstream : "?");
+        const char *primary = server_primary_http(c->srv);
+        if (*primary) {
+            evhttp_add_header(h, "X-Lockstep-Primary", primary);
+            reply_error(c->req, LS_EREADONLY,
+                        "this server is a %s and does not accept writes; write to the primary "
+                        "at http://%s",
+                        c->srv->cfg.role, primary);
+        } else {
+            reply_error(c->req, LS_EREADONLY,
+                        "this server is a %s and does not accept writes; write to the primary "
+                        "(this server follows %s and has not reached it yet)",
+                        c->srv->cfg.role, c->srv->cfg.upstream);
+        }
         return -1;
     }
     return 0;

@@ -41,6 +41,7 @@ struct repl_down {
     struct event *retry, *ping;
     int backoff_ms;
     char up_name[64];
+    char primary_http[128]; /* where writes go: the top of the chain */
     int64_t up_seq, up_seen_ms;
     const char *last_sync;
     int64_t last_sync_ms;
@@ -418,6 +419,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         snprintf(d->up_name, sizeof d->up_name, "%s",
                  json_string_value(json_object_get(o, "name")) ?: "?");
         p->zstd = json_is_true(json_object_get(o, "zstd"));
+        snprintf(d->primary_http, sizeof d->primary_http, "%s",
+                 json_string_value(json_object_get(o, "primary")) ?: "");
         d->backoff_ms = RETRY_MIN_MS;
         send_sync(d);
         break;
@@ -497,6 +500,9 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     }
     case F_PING:
         d->up_seq = json_integer_value(json_object_get(o, "seq"));
+        if (json_is_string(json_object_get(o, "primary")))
+            snprintf(d->primary_http, sizeof d->primary_http, "%s",
+                     json_string_value(json_object_get(o, "primary")));
         break;
     case F_ERROR:
         snprintf(d->last_error, sizeof d->last_error, "%s",
@@ -643,6 +649,7 @@ repl_down_status(struct server *srv, json_t *o)
     }
     json_object_set_new(o, "upstream", json_string(srv->cfg.upstream));
     json_object_set_new(o, "upstream_name", json_string(d->up_name));
+    json_object_set_new(o, "primary", json_string(d->primary_http));
     json_object_set_new(o, "state", json_string(state));
     json_object_set_new(o, "last_sync", json_string(d->last_sync));
     if (d->last_sync_ms) {
@@ -653,6 +660,12 @@ repl_down_status(struct server *srv, json_t *o)
     json_object_set_new(o, "lag_changes",
                         json_integer(d->up_seq > srv->pos.seq ? d->up_seq - srv->pos.seq : 0));
     if (d->last_error[0]) json_object_set_new(o, "last_error", json_string(d->last_error));
+}
+
+const char *
+repl_down_primary(struct server *srv)
+{
+    return srv->down && srv->down->primary_http[0] ? srv->down->primary_http : NULL;
 }
 
 void

@@ -423,9 +423,9 @@ on_hello(struct downstream *ds, json_t *o)
     ds->node->last_error[0] = '\0';
     ds->published_only = strcmp(role, "staging") == 0;
     peer_send_json(&ds->peer, F_WELCOME,
-                   json_pack("{s:i,s:s,s:s,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+                   json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
                              ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
-                             "zstd", zstd));
+                             "zstd", zstd, "primary", server_primary_http(ds->srv)));
     ds->peer.zstd = zstd;
     ds->state = DS_SYNC;
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
@@ -615,8 +615,9 @@ send_ping(evutil_socket_t fd, short what, void *arg)
     if (ds->state >= DS_SYNC && !ds->peer.closed) {
         struct ls_position *pos = &ds->srv->pos;
         peer_send_json(&ds->peer, F_PING,
-                       json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "name", ds->srv->cfg.name,
-                                 "role", ds->srv->cfg.role, "version", LS_VERSION, "seq",
+                       json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "name", ds->srv->cfg.name,
+                                 "role", ds->srv->cfg.role, "primary", server_primary_http(ds->srv),
+                                 "version", LS_VERSION, "seq",
                                  (json_int_t)pos->seq, "epoch", (json_int_t)pos->epoch,
                                  "uptime_s", (json_int_t)((mono_ms() - ds->srv->started_ms) / 1000),
                                  "time_ms", (json_int_t)now_ms()));

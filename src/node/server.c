@@ -125,6 +125,15 @@ server_is_primary(const struct server *srv)
     return strcmp(srv->cfg.role, "primary") == 0;
 }
 
+const char *
+server_primary_http(struct server *srv)
+{
+    const char *p;
+    if (server_is_primary(srv)) return srv->cfg.http;
+    p = repl_down_primary(srv);
+    return p ? p : "";
+}
+
 static void
 on_waiter_timer(evutil_socket_t fd, short what, void *arg)
 {

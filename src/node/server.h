@@ -65,6 +65,8 @@ struct ack_waiter {
 void server_wait_acks(struct server *srv, struct ack_waiter *w);
 void server_on_ack(struct server *srv); /* a downstream acknowledged something */
 int server_is_primary(const struct server *srv);
+/* The primary's HTTP address as far as this server knows ("" when unknown). */
+const char *server_primary_http(struct server *srv);
 
 /* ---- repl_up.c: serving downstreams ---- */
 struct repl_up;
@@ -78,7 +80,8 @@ void repl_up_drop_all(struct server *srv, const char *why);
 struct repl_down;
 int repl_down_start(struct server *srv, struct ls_error *err);
 void repl_down_stop(struct server *srv);
-void repl_down_halt(struct server *srv); /* stop following; repl_down_stop frees later */
+void repl_down_halt(struct server *srv);
+const char *repl_down_primary(struct server *srv); /* NULL when unknown */ /* stop following; repl_down_stop frees later */
 void repl_down_status(struct server *srv, json_t *status);
 int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);
 

@@ -1,0 +1,142 @@
+/*
+ * cmd_cluster.c - the commands about the servers of a site rather than its items:
+ * nodes (the registry of downstreams), promote, resync.
+ */
+#include "cli/cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { O_SERVER = 1000, O_HELP, O_JSON, O_SINCE, O_FROM };
+
+#define COMMON_HELP                                                                               \
+    "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"         \
+    "  --help           this text\n"
+
+struct cluster_args {
+    int json;
+    const char *since, *from;
+};
+
+static int
+parse(struct client *cl, int argc, char **argv, const char *usage, struct cluster_args *a)
+{
+    static const struct option opts[] = {{"server", required_argument, NULL, O_SERVER},
+                                         {"help", no_argument, NULL, O_HELP},
+                                         {"json", no_argument, NULL, O_JSON},
+                                         {"since", required_argument, NULL, O_SINCE},
+                                         {"from-seq", required_argument, NULL, O_FROM},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    optind = 1;
+    opterr = 0;
+    memset(a, 0, sizeof *a);
+    while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (ch) {
+        case O_HELP: printf("%s", usage); return EXIT_OK;
+        case O_SERVER: cl->server = optarg; break;
+        case O_JSON: a->json = 1; break;
+        case O_SINCE: a->since = optarg; break;
+        case O_FROM: a->from = optarg; break;
+        default:
+            return cli_usage_error(cl->cmd, "%s '%s'",
+                                   ch == ':' ? "missing value for" : "unknown option",
+                                   argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage_error(cl->cmd, "unexpected argument '%s'", argv[optind]);
+    client_init(cl, cl->cmd);
+    return -1;
+}
+
+int
+cmd_nodes(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: lockstep nodes [--json]\n\n"
+        "Lists the servers that follow this one: name, role, address, version, applied seq,\n"
+        "lag (changes, bytes, seconds), state (snapshot, catching-up, live, down) and last\n"
+        "heartbeat.\n\n"
+        "  --json           print JSON\n" COMMON_HELP;
+    struct client cl = {.cmd = "nodes"};
+    struct cluster_args a;
+    json_t *o, *n;
+    size_t i;
+    int rc;
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (!(o = client_json(&cl, "GET", "/v1/nodes", NULL, 0, NULL, &rc))) return rc;
+    if (a.json) {
+        char *text = json_dumps(o, JSON_INDENT(2));
+        puts(text);
+        free(text);
+    } else {
+        printf("%-16s %-8s %-12s %10s %8s %10s %6s  %s\n", "NAME", "ROLE", "STATE", "APPLIED",
+               "LAG", "LAG_BYTES", "LAG_S", "ADDRESS");
+        json_array_foreach(json_object_get(o, "nodes"), i, n)
+        {
+            printf("%-16s %-8s %-12s %10lld %8lld %10lld %6lld  %s\n",
+                   json_string_value(json_object_get(n, "name")),
+                   json_string_value(json_object_get(n, "role")),
+                   json_string_value(json_object_get(n, "state")),
+                   (long long)json_integer_value(json_object_get(n, "applied_seq")),
+                   (long long)json_integer_value(json_object_get(n, "lag_changes")),
+                   (long long)json_integer_value(json_object_get(n, "lag_bytes")),
+                   (long long)json_integer_value(json_object_get(n, "lag_seconds")),
+                   json_string_value(json_object_get(n, "address")));
+        }
+    }
+    json_decref(o);
+    return EXIT_OK;
+}
+
+int
+cmd_promote(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: lockstep promote --server URL\n\n"
+        "Turns a replica into the primary: it stops following, starts a new epoch at its seq\n"
+        "and accepts writes. Point the other servers at it (--upstream); those whose history\n"
+        "is a prefix of its history continue without a snapshot.\n\n" COMMON_HELP;
+    struct client cl = {.cmd = "promote"};
+    struct cluster_args a;
+    json_t *o;
+    int rc;
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (!(o = client_json(&cl, "POST", "/v1/promote", NULL, 0, NULL, &rc))) return rc;
+    printf("promoted: epoch %lld begins at seq %lld\n",
+           (long long)json_integer_value(json_object_get(o, "epoch")),
+           (long long)json_integer_value(json_object_get(o, "seq")));
+    json_decref(o);
+    return EXIT_OK;
+}
+
+int
+cmd_resync(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: lockstep resync (--since TIME | --from-seq SEQ) --server URL\n\n"
+        "On a replica: re-synchronizes from that point of the upstream's log, re-applying\n"
+        "every change after it (a snapshot when the point is older than the retained log).\n\n"
+        "  --since TIME     e.g. 2026-11-21T10:00:00Z\n"
+        "  --from-seq SEQ   the seq to continue after\n" COMMON_HELP;
+    struct client cl = {.cmd = "resync"};
+    struct cluster_args a;
+    char url[256], *v;
+    json_t *o;
+    int rc;
+    int64_t n;
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (!!a.since == !!a.from) return cli_usage_error("resync", "give --since or --from-seq");
+    if (a.from && (parse_i64(a.from, &n) || n < 0))
+        return cli_usage_error("resync", "--from-seq must be a seq (a number from 0)");
+    if (a.since && parse_time(a.since, &n))
+        return cli_usage_error("resync", "--since must be a time such as 2026-11-21T10:00:00Z");
+    v = url_query_value(a.since ? a.since : a.from);
+    snprintf(url, sizeof url, "/v1/resync?%s=%s", a.since ? "since" : "from_seq", v);
+    free(v);
+    if (!(o = client_json(&cl, "POST", url, NULL, 0, NULL, &rc))) return rc;
+    printf("resync requested\n");
+    json_decref(o);
+    return EXIT_OK;
+}

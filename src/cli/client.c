@@ -267,7 +267,7 @@ client_upload(struct client *cl, FILE *in, const void *head, size_t head_len, ch
             client_call(cl, "PUT", q, part + off, part_len - off, NULL, &r);
             if (r.status == 200) {
                 sent = part_start + part_len;
-            } else if (r.transport_failed || r.status >= 500 || r.status == 409) {
+            } else if (r.transport_failed || r.status >= 500 || r.status == 416) {
                 /* Ask what the server holds, then resend from there. */
                 json_t *st;
                 int ignored;

@@ -138,22 +138,6 @@ meta_canonical(const char *text, size_t len, char **out, struct ls_error *err)
 /* ---------------------------------------------------------------- NDJSON operations */
 
 static int
-take_path(json_t *obj, const char *key, char **out, struct ls_error *err)
-{
-    json_t *v = json_object_get(obj, key);
-    const char *s;
-    size_t n;
-    int rc;
-    if (!v) return ls_error_set(err, LS_EBATCH, "missing \"%s\"", key);
-    if (!json_is_string(v)) return ls_error_set(err, LS_EBATCH, "\"%s\" must be a string", key);
-    s = json_string_value(v);
-    n = json_string_length(v);
-    if ((rc = path_check(s, n, err))) return rc;
-    *out = strdup(s);
-    return *out ? 0 : ls_error_set(err, LS_ENOMEM, NULL);
-}
-
-static int
 decode_base64(const char *in, size_t n, void **out, size_t *outlen, struct ls_error *err)
 {
     unsigned char *buf;
@@ -181,125 +165,330 @@ decode_base64(const char *in, size_t n, void **out, size_t *outlen, struct ls_er
     return 0;
 }
 
-static const char *const known_keys[] = {"op",   "path",   "to",      "body",       "body_base64",
-                                         "kind", "meta",   "status",  "version",    "if_version",
-                                         NULL};
+/*
+ * A reader for the flat JSON objects of operation lines. Imports are millions of lines of
+ * mostly body text, and a general JSON parser spends most of its time building values we copy
+ * out again; this one decodes strings straight into the op. Only "meta" (any JSON object) is
+ * handed to jansson, through meta_canonical. Strict: UTF-8 is checked, control characters
+ * must be escaped, duplicate and unknown keys are refused.
+ */
+struct jr {
+    const char *p, *end;
+    struct ls_error *err;
+};
+
+static int
+jr_fail(struct jr *r, const char *what)
+{
+    return ls_error_set(r->err, LS_EBATCH, "not valid JSON: %s", what);
+}
+
+static void
+jr_ws(struct jr *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+        r->p++;
+}
+
+static int
+hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Decodes a JSON string at r->p (at its opening quote) into a new NUL-terminated buffer. */
+static int
+jr_string(struct jr *r, char **out, size_t *outlen)
+{
+    const char *p = r->p + 1, *run;
+    char *buf, *o;
+    if (r->p >= r->end || *r->p != '"') return jr_fail(r, "expected a string");
+    /* Decoded text is never longer than the raw text. */
+    {
+        const char *q = p;
+        while (q < r->end && *q != '"') q += (*q == '\\' && q + 1 < r->end) ? 2 : 1;
+        if (q >= r->end) return jr_fail(r, "unterminated string");
+        if (!(buf = malloc((size_t)(q - p) + 1))) return ls_error_set(r->err, LS_ENOMEM, NULL);
+    }
+    o = buf;
+    for (;;) {
+        run = p;
+        while (p < r->end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
+        if (!utf8_valid(run, (size_t)(p - run))) {
+            free(buf);
+            return jr_fail(r, "invalid UTF-8 in a string");
+        }
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (p >= r->end || (unsigned char)*p < 0x20) {
+            free(buf);
+            return jr_fail(r, p >= r->end ? "unterminated string" : "control character in a string");
+        }
+        if (*p == '"') break;
+        /* an escape */
+        if (++p >= r->end) break;
+        switch (*p++) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (r->end - p < 4 || hex4(p, &cp)) goto bad_escape;
+            p += 4;
+            if (cp == 0) { /* as jansson: text has no NUL; binary bodies use body_base64 */
+                free(buf);
+                return jr_fail(r, "\\u0000 in a string (send binary bodies as body_base64)");
+            }
+            if (cp >= 0xD800 && cp <= 0xDBFF) { /* a surrogate pair */
+                if (r->end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    goto bad_escape;
+                p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                goto bad_escape;
+            }
+            if (cp < 0x80) *o++ = (char)cp;
+            else if (cp < 0x800) *o++ = (char)(0xC0 | cp >> 6), *o++ = (char)(0x80 | (cp & 0x3F));
+            else if (cp < 0x10000)
+                *o++ = (char)(0xE0 | cp >> 12), *o++ = (char)(0x80 | ((cp >> 6) & 0x3F)),
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            else
+                *o++ = (char)(0xF0 | cp >> 18), *o++ = (char)(0x80 | ((cp >> 12) & 0x3F)),
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F)), *o++ = (char)(0x80 | (cp & 0x3F));
+            break;
+        }
+        default:
+            goto bad_escape;
+        }
+    }
+    *o = '\0';
+    r->p = p + 1;
+    *out = buf;
+    *outlen = (size_t)(o - buf);
+    return 0;
+bad_escape:
+    free(buf);
+    return jr_fail(r, "invalid escape in a string");
+}
+
+/* Skips any JSON value, returning its raw span (for meta, which jansson then checks). */
+static int
+jr_skip(struct jr *r)
+{
+    int depth = 0;
+    do {
+        jr_ws(r);
+        if (r->p >= r->end) return jr_fail(r, "unexpected end");
+        switch (*r->p) {
+        case '{':
+        case '[':
+            if (++depth > LS_JSON_DEPTH_MAX - 1) /* the operation's own object is one level */
+                return ls_error_set(r->err, LS_EBATCH, "nested deeper than %d levels",
+                                    LS_JSON_DEPTH_MAX);
+            r->p++;
+            break;
+        case '}':
+        case ']': depth--; r->p++; break;
+        case '"': {
+            const char *q = r->p + 1;
+            while (q < r->end && *q != '"') q += (*q == '\\') ? 2 : 1;
+            if (q >= r->end) return jr_fail(r, "unterminated string");
+            r->p = q + 1;
+            break;
+        }
+        case ',':
+        case ':': r->p++; break;
+        default: /* a number or a literal: jansson checks it */
+            while (r->p < r->end && !strchr(",:{}[]\" \t\r\n", *r->p)) r->p++;
+            break;
+        }
+    } while (depth > 0);
+    return 0;
+}
+
+static int
+jr_int(struct jr *r, int64_t *v, const char *key)
+{
+    const char *start = r->p;
+    int neg = 0;
+    uint64_t n = 0;
+    if (r->p < r->end && *r->p == '-') neg = 1, r->p++;
+    if (r->p >= r->end || *r->p < '0' || *r->p > '9') goto bad;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
+        if (n > (uint64_t)INT64_MAX / 10) goto bad;
+        n = n * 10 + (uint64_t)(*r->p++ - '0');
+    }
+    if (r->p < r->end && (*r->p == '.' || *r->p == 'e' || *r->p == 'E')) goto bad;
+    if (n > (uint64_t)INT64_MAX) goto bad;
+    *v = neg ? -(int64_t)n : (int64_t)n;
+    return 0;
+bad:
+    r->p = start;
+    return ls_error_set(r->err, LS_EBATCH, "\"%s\" must be a positive integer", key);
+}
+
+enum {
+    K_OP, K_PATH, K_TO, K_BODY, K_B64, K_KIND, K_META, K_STATUS, K_VERSION, K_IFVERSION, K_N
+};
+static const char *const keys[K_N] = {"op",   "path", "to",     "body",    "body_base64",
+                                      "kind", "meta", "status", "version", "if_version"};
 
 int
 op_parse_json(const char *line, size_t len, struct ls_op *op, struct ls_error *err)
 {
-    json_error_t jerr;
-    json_t *obj, *v;
-    const char *key;
+    struct jr r = {line, line + len, err};
+    char *str[K_N] = {NULL};
+    size_t slen[K_N] = {0};
+    const char *meta_at = NULL;
+    size_t meta_len = 0;
+    int64_t num[K_N] = {0};
+    unsigned seen = 0;
     int rc = 0;
 
     op_init(op);
-    if (!json_depth_ok(line, len))
-        return ls_error_set(err, LS_EBATCH, "nested deeper than %d levels", LS_JSON_DEPTH_MAX);
-    obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!obj) return ls_error_set(err, LS_EBATCH, "not valid JSON: %s", jerr.text);
-    if (!json_is_object(obj)) {
-        rc = ls_error_set(err, LS_EBATCH, "an operation must be a JSON object");
+    jr_ws(&r);
+    if (r.p >= r.end || *r.p != '{') {
+        rc = r.p < r.end && *r.p == '['
+                 ? ls_error_set(err, LS_EBATCH, "an operation must be a JSON object")
+                 : jr_fail(&r, "expected a JSON object");
         goto out;
     }
-    json_object_foreach(obj, key, v)
-    {
-        int known = 0;
-        for (int i = 0; known_keys[i]; i++) known |= strcmp(key, known_keys[i]) == 0;
-        if (!known) {
-            rc = ls_error_set(err, LS_EBATCH, "unknown field \"%s\"", key);
+    r.p++;
+    jr_ws(&r);
+    if (r.p < r.end && *r.p == '}') r.p++;
+    else
+        for (;;) {
+            char *key;
+            size_t klen;
+            int k;
+            jr_ws(&r);
+            if ((rc = jr_string(&r, &key, &klen))) goto out;
+            for (k = 0; k < K_N; k++)
+                if (strcmp(key, keys[k]) == 0) break;
+            if (k == K_N) {
+                rc = ls_error_set(err, LS_EBATCH, "unknown field \"%.64s\"", key);
+                free(key);
+                goto out;
+            }
+            free(key);
+            if (seen & (1u << k)) {
+                rc = ls_error_set(err, LS_EBATCH, "duplicate field \"%s\"", keys[k]);
+                goto out;
+            }
+            seen |= 1u << k;
+            jr_ws(&r);
+            if (r.p >= r.end || *r.p++ != ':') {
+                rc = jr_fail(&r, "expected ':'");
+                goto out;
+            }
+            jr_ws(&r);
+            if (k == K_META) {
+                meta_at = r.p;
+                if ((rc = jr_skip(&r))) goto out;
+                meta_len = (size_t)(r.p - meta_at);
+            } else if (k == K_VERSION || k == K_IFVERSION) {
+                if ((rc = jr_int(&r, &num[k], keys[k]))) goto out;
+                if (num[k] < 1) {
+                    rc = ls_error_set(err, LS_EBATCH, "\"%s\" must be a positive integer",
+                                      keys[k]);
+                    goto out;
+                }
+            } else {
+                if (r.p >= r.end || *r.p != '"') {
+                    rc = ls_error_set(err, LS_EBATCH, "\"%s\" must be a string", keys[k]);
+                    goto out;
+                }
+                if ((rc = jr_string(&r, &str[k], &slen[k]))) goto out;
+            }
+            jr_ws(&r);
+            if (r.p < r.end && *r.p == ',') {
+                r.p++;
+                continue;
+            }
+            if (r.p < r.end && *r.p == '}') {
+                r.p++;
+                break;
+            }
+            rc = jr_fail(&r, "expected ',' or '}'");
             goto out;
         }
+    jr_ws(&r);
+    if (r.p != r.end) {
+        rc = jr_fail(&r, "text after the object");
+        goto out;
     }
-    v = json_object_get(obj, "op");
-    if (!json_is_string(v) || !(op->type = op_from_name(json_string_value(v)))) {
+
+    if (!str[K_OP] || !(op->type = op_from_name(str[K_OP]))) {
         rc = ls_error_set(err, LS_EBATCH,
                           "\"op\" must be one of put, delete, purge, move, publish, unpublish");
         goto out;
     }
-    if ((rc = take_path(obj, "path", &op->path, err))) goto out;
-
-    switch (op->type) {
-    case LS_OP_MOVE:
-        if ((rc = take_path(obj, "to", &op->to, err))) goto out;
-        break;
-    case LS_OP_PUT: {
-        json_t *body = json_object_get(obj, "body"), *b64 = json_object_get(obj, "body_base64");
-        json_t *kind = json_object_get(obj, "kind"), *meta = json_object_get(obj, "meta");
-        json_t *status = json_object_get(obj, "status");
-        if (body && b64) {
+    if (!str[K_PATH]) {
+        rc = ls_error_set(err, LS_EBATCH, "missing \"path\"");
+        goto out;
+    }
+    if ((rc = path_check(str[K_PATH], slen[K_PATH], err))) goto out;
+    op->path = str[K_PATH], str[K_PATH] = NULL;
+    if (op->type == LS_OP_MOVE) {
+        if (!str[K_TO]) {
+            rc = ls_error_set(err, LS_EBATCH, "missing \"to\"");
+            goto out;
+        }
+        if ((rc = path_check(str[K_TO], slen[K_TO], err))) goto out;
+        op->to = str[K_TO], str[K_TO] = NULL;
+    }
+    if (op->type == LS_OP_PUT) {
+        if (str[K_BODY] && str[K_B64]) {
             rc = ls_error_set(err, LS_EBATCH, "give \"body\" or \"body_base64\", not both");
             goto out;
         }
-        if (body) {
-            if (!json_is_string(body)) {
-                rc = ls_error_set(err, LS_EBATCH, "\"body\" must be a string");
+        if (str[K_B64]) {
+            if ((rc = decode_base64(str[K_B64], slen[K_B64], &op->body_owned, &op->body_len,
+                                    err)))
                 goto out;
-            }
-            op->body_len = json_string_length(body);
-            op->body_owned = malloc(op->body_len + 1);
-            if (!op->body_owned) {
-                rc = ls_error_set(err, LS_ENOMEM, NULL);
-                goto out;
-            }
-            memcpy(op->body_owned, json_string_value(body), op->body_len);
-            op->body = op->body_owned;
-        } else if (b64) {
-            if (!json_is_string(b64)) {
-                rc = ls_error_set(err, LS_EBATCH, "\"body_base64\" must be a string");
-                goto out;
-            }
-            rc = decode_base64(json_string_value(b64), json_string_length(b64), &op->body_owned,
-                               &op->body_len, err);
-            if (rc) goto out;
-            op->body = op->body_owned;
-        } else {
-            op->body = "";
+        } else if (str[K_BODY]) {
+            op->body_owned = str[K_BODY], str[K_BODY] = NULL;
+            op->body_len = slen[K_BODY];
         }
-        if (kind) {
-            if (!json_is_string(kind) || json_string_length(kind) == 0 ||
-                json_string_length(kind) > LS_KIND_MAX ||
-                !utf8_valid(json_string_value(kind), json_string_length(kind))) {
+        op->body = op->body_owned ? op->body_owned : "";
+        if (str[K_KIND]) {
+            if (slen[K_KIND] == 0 || slen[K_KIND] > LS_KIND_MAX ||
+                strlen(str[K_KIND]) != slen[K_KIND]) {
                 rc = ls_error_set(err, LS_EBATCH, "\"kind\" must be a string of 1 to %d bytes",
                                   LS_KIND_MAX);
                 goto out;
             }
-            op->kind = strdup(json_string_value(kind));
+            op->kind = str[K_KIND], str[K_KIND] = NULL;
         }
-        if (meta && (rc = meta_from_json(meta, &op->meta, err))) goto out;
-        if (status) {
-            const char *s = json_is_string(status) ? json_string_value(status) : "";
-            if (strcmp(s, "published") == 0) op->publish = 1;
-            else if (strcmp(s, "draft") != 0) {
+        if (meta_at && (rc = meta_canonical(meta_at, meta_len, &op->meta, err))) goto out;
+        if (str[K_STATUS]) {
+            if (strcmp(str[K_STATUS], "published") == 0) op->publish = 1;
+            else if (strcmp(str[K_STATUS], "draft") != 0) {
                 rc = ls_error_set(err, LS_EBATCH, "\"status\" must be \"draft\" or \"published\"");
                 goto out;
             }
         }
-        break;
     }
-    case LS_OP_PUBLISH:
-        v = json_object_get(obj, "version");
-        if (v) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1) {
-                rc = ls_error_set(err, LS_EBATCH, "\"version\" must be a positive integer");
-                goto out;
-            }
-            op->version = json_integer_value(v);
-        }
-        break;
-    default:
-        break;
-    }
-    v = json_object_get(obj, "if_version");
-    if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1) {
-            rc = ls_error_set(err, LS_EBATCH, "\"if_version\" must be a positive integer");
-            goto out;
-        }
-        op->if_version = json_integer_value(v);
-    }
+    if (op->type == LS_OP_PUBLISH) op->version = num[K_VERSION];
+    op->if_version = num[K_IFVERSION];
 out:
-    json_decref(obj);
+    for (int k = 0; k < K_N; k++) free(str[k]);
     if (rc) {
         /* Whatever was wrong inside it, the line is a malformed batch line. */
         if (rc != LS_ENOMEM) rc = LS_EBATCH;

@@ -54,6 +54,7 @@ struct ls_op {
     int no_log;            /* loading a snapshot: no log entry, the seq does not move */
     int tolerant;          /* filtered downstream: an operation on a missing item is skipped */
     int body_absent;       /* replicated put whose body the upstream no longer holds */
+    uint32_t line;         /* its line in a batch, for error messages (0: not from a batch) */
 };
 
 /*

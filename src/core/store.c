@@ -13,6 +13,7 @@
 #include "core/store.h"
 #include "common/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -943,7 +944,7 @@ store_changes(struct store *st, int64_t since, int limit, store_change_cb cb, vo
 
 /*
  * The digest of the live items: SHA-256 over one record per item, in path order:
- *   path NUL kind NUL version NUL status NUL sha256-hex NUL meta LF
+ *   path NUL kind NUL version NUL status NUL sha256-hex NUL meta NUL LF
  * Two stores holding the same live state compute the same digest whatever their history.
  */
 int
@@ -1144,7 +1145,7 @@ store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
             e.meta = "{}";
             e.body_kind = BODY_MISSING;
         }
-        bytes += 64 + e.body_len;
+        bytes += 64 + e.body_len + strlen(e.path) + (e.meta ? strlen(e.meta) : 0);
         n++;
         if (cb(arg, &e)) break;
     }
@@ -1238,8 +1239,8 @@ store_snapshot_open(const char *dir, int64_t max_versions, int published_only,
                            -1, &sn->lowest, NULL) ||
         sqlite3_prepare_v2(sn->st->db,
                            "SELECT version, kind, meta, size, sha256, body IS NULL, body, mtime, "
-                           "seq FROM versions WHERE item=?1 AND version>=?2 AND (?3=0 OR version=?3) "
-                           "ORDER BY version",
+                           "seq FROM versions WHERE item=?1 AND (version>=?2 OR version=?4) "
+                           "AND (?3=0 OR version=?3) ORDER BY version",
                            -1, &sn->versions, NULL)) {
         sql_error(sn->st, SQLITE_ERROR, err, "snapshot");
         goto fail;
@@ -1304,6 +1305,7 @@ store_snapshot_next(struct store_snapshot *sn, int (*keep)(void *arg, const char
         sqlite3_bind_int64(sn->versions, 1, id);
         sqlite3_bind_int64(sn->versions, 2, lowest);
         sqlite3_bind_int64(sn->versions, 3, sn->published_only ? published : 0);
+        sqlite3_bind_int64(sn->versions, 4, published); /* never left out, however old */
         while ((rc = sqlite3_step(sn->versions)) == SQLITE_ROW) {
             memset(&e, 0, sizeof e);
             e.op = LS_OP_PUT;
@@ -1350,4 +1352,49 @@ store_truncate_log(struct store *st, int64_t seq, struct ls_error *err)
     char sql[80];
     snprintf(sql, sizeof sql, "DELETE FROM log WHERE seq>%lld", (long long)seq);
     return exec(st, sql, err);
+}
+
+/* Walks blobs/ and removes every file no version refers to (after a snapshot replaced the
+ * store's content). */
+void
+store_collect_all_garbage(struct store *st)
+{
+    char dir[4200], path[4500];
+    DIR *top, *sub;
+    struct dirent *de, *fe;
+    snprintf(dir, sizeof dir, "%s/blobs", st->dir);
+    if (!(top = opendir(dir))) return;
+    while ((de = readdir(top))) {
+        if (strlen(de->d_name) != 2) continue; /* the xx/ fan-out directories */
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (!(sub = opendir(path))) continue;
+        while ((fe = readdir(sub))) {
+            unsigned char sha[32];
+            char hex[65];
+            if (strlen(fe->d_name) != 62) continue;
+            snprintf(hex, sizeof hex, "%.2s%.62s", de->d_name, fe->d_name);
+            if (hex_decode(hex, sha, 32) == 0) garbage_add(st, sha);
+        }
+        closedir(sub);
+    }
+    closedir(top);
+    store_collect_garbage(st);
+}
+
+/* Leftovers of writes and transfers a crash interrupted (at start, before anything runs). */
+void
+store_clean_tmp(struct store *st)
+{
+    char dir[4200], path[4500];
+    DIR *top;
+    struct dirent *de;
+    snprintf(dir, sizeof dir, "%s/blobs/tmp", st->dir);
+    if ((top = opendir(dir))) {
+        while ((de = readdir(top))) {
+            if (de->d_name[0] == '.') continue;
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            unlink(path);
+        }
+        closedir(top);
+    }
 }

@@ -92,6 +92,8 @@ int store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *r
                 struct ls_error *err);
 /* Removes blob files that the last commit left unreferenced. Call after store_commit. */
 void store_collect_garbage(struct store *st);
+void store_collect_all_garbage(struct store *st); /* a full scan of blobs/ */
+void store_clean_tmp(struct store *st);           /* at start: interrupted writes */
 
 /* ---- identity and position ---- */
 int store_position(struct store *st, struct ls_position *pos); /* as committed */

@@ -142,6 +142,24 @@ decode_path(struct ctx *c, const char *raw)
     return path;
 }
 
+/* Checks a path that is already decoded (a query parameter). */
+static char *
+checked_path(struct ctx *c, const char *path)
+{
+    struct ls_error err;
+    char *copy;
+    if (!path) {
+        reply_error(c->req, LS_EPATH, "path is missing");
+        return NULL;
+    }
+    if (path_check(path, strlen(path), &err)) {
+        reply_lserror(c->req, &err);
+        return NULL;
+    }
+    if (!(copy = strdup(path))) reply_error(c->req, LS_ENOMEM, NULL);
+    return copy;
+}
+
 static char *
 item_path(struct ctx *c)
 {
@@ -950,6 +968,7 @@ h_batch(struct ctx *c)
     struct ls_error err;
     struct wreq *r;
 
+    ls_error_clear(&err);
     if (c->method != EVHTTP_REQ_POST) {
         reply_error(c->req, LS_EINVAL, "use POST for /v1/batch");
         goto out;
@@ -983,11 +1002,13 @@ h_batch(struct ctx *c)
                     cap = cap ? cap * 2 : 64;
                     r->ops = realloc(r->ops, cap * sizeof *r->ops);
                 }
+                r->ops[r->nops].line = 0;
                 if (op_parse_json(p, n, &r->ops[r->nops], &err) == 0 &&
                     r->ops[r->nops].body_len > c->srv->cfg.max_body)
                     ls_error_set(&err, LS_ETOOBIG, "body is larger than --max-body"),
                         op_release(&r->ops[r->nops]);
                 else if (err.code == 0) {
+                    r->ops[r->nops].line = (uint32_t)lineno;
                     r->nops++;
                     goto next;
                 }
@@ -1053,7 +1074,7 @@ h_uploads(struct ctx *c)
             if (err.code == LS_ERANGE) {
                 json_t *o = json_pack("{s:{s:s,s:s},s:I}", "error", "code", ls_errcode(err.code),
                                       "message", err.msg, "size", (json_int_t)info.size);
-                reply_json(c->req, 409, o);
+                reply_json(c->req, ls_errstatus(LS_ERANGE), o);
             } else {
                 reply_lserror(c->req, &err);
             }
@@ -1069,7 +1090,7 @@ h_uploads(struct ctx *c)
         const char *want = qget(c, "sha256");
         char *path;
         if (require_writable(c)) goto out;
-        if (!(path = decode_path(c, qget(c, "path")))) goto out;
+        if (!(path = checked_path(c, qget(c, "path")))) goto out; /* already decoded */
         r = wreq_one(LS_OP_PUT);
         op = &r->ops[0];
         op->path = path;
@@ -1118,11 +1139,7 @@ h_status(struct ctx *c)
                           "uptime_s", (json_int_t)((mono_ms() - srv->started_ms) / 1000), "http",
                           srv->cfg.http);
     json_object_set_new(o, "peer", json_string(srv->cfg.listen));
-    {
-        json_t *nodes = repl_up_nodes(srv);
-        json_object_set_new(o, "downstreams", json_integer((json_int_t)json_array_size(nodes)));
-        json_decref(nodes);
-    }
+    json_object_set_new(o, "downstreams", json_integer(repl_up_connected(srv)));
     if (server_is_primary(srv)) json_object_set_new(o, "state", json_string("live"));
     else repl_down_status(srv, o);
     reply_json(c->req, 200, o);
@@ -1137,6 +1154,15 @@ h_digest(struct ctx *c)
     int pub = qflag(c, "published_only");
     char hex[65];
     int64_t count, seq;
+    if (prefix && *prefix && strcmp(prefix, "/") != 0) {
+        size_t len = strlen(prefix);
+        while (len > 1 && prefix[len - 1] == '/') len--;
+        if (path_check(prefix, len, &err)) {
+            reply_error(c->req, LS_EPATH, "prefix: %s", err.msg);
+            ctx_free(c);
+            return;
+        }
+    }
     if (store_digest(c->srv->reader, prefix, pub, hex, &count, &seq, &err)) {
         reply_lserror(c->req, &err);
     } else {
@@ -1171,6 +1197,7 @@ promote_done(struct wreq *r, void *arg)
     struct write_ctx *w = arg;
     struct server *srv = w->srv;
     if (r->rc) {
+        repl_down_resume(srv); /* still a replica: follow again */
         reply_lserror(w->req, &r->err);
     } else {
         repl_down_stop(srv);

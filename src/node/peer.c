@@ -40,6 +40,48 @@ peer_release(struct peer *p)
     p->closed = 1;
 }
 
+/* After an ERROR frame: the socket lives on, alone, until the frame has left (or 2 s). */
+#define LINGER_MAX 64
+static struct bufferevent *lingering[LINGER_MAX];
+
+static void
+linger_end(struct bufferevent *bev)
+{
+    for (int i = 0; i < LINGER_MAX; i++)
+        if (lingering[i] == bev) lingering[i] = NULL;
+    bufferevent_free(bev);
+}
+
+static void
+linger_write(struct bufferevent *bev, void *arg)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) linger_end(bev);
+}
+
+static void
+linger_event(struct bufferevent *bev, short what, void *arg)
+{
+    linger_end(bev);
+}
+
+static int
+linger_add(struct bufferevent *bev)
+{
+    for (int i = 0; i < LINGER_MAX; i++)
+        if (!lingering[i]) {
+            lingering[i] = bev;
+            return 0;
+        }
+    return -1;
+}
+
+void
+peer_linger_release_all(void)
+{
+    for (int i = 0; i < LINGER_MAX; i++)
+        if (lingering[i]) linger_end(lingering[i]);
+}
+
 void
 peer_fail(struct peer *p, const char *code, const char *fmt, ...)
 {
@@ -50,10 +92,17 @@ peer_fail(struct peer *p, const char *code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     log_warn("peer %s: %s; closing the connection", p->addr, msg);
-    if (code && p->bev) {
+    if (code && p->bev && linger_add(p->bev) == 0) {
+        struct timeval tv = {2, 0};
+        struct bufferevent *bev = p->bev;
         json_t *o = json_pack("{s:s,s:s}", "code", code, "message", msg);
         peer_send_json(p, F_ERROR, o);
-        bufferevent_flush(p->bev, EV_WRITE, BEV_FLUSH);
+        p->bev = NULL; /* handed to the lingering close */
+        bufferevent_disable(bev, EV_READ);
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        bufferevent_setcb(bev, NULL, linger_write, linger_event, NULL);
+        bufferevent_set_timeouts(bev, NULL, &tv);
+        bufferevent_enable(bev, EV_WRITE);
     }
     peer_close(p, msg);
 }

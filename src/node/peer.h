@@ -46,6 +46,8 @@ void peer_pause(struct peer *p, int paused); /* stop or resume reading */
 /* Sends an ERROR frame (best effort), logs why, and closes. Calls on_close. */
 void peer_fail(struct peer *p, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Closes the sockets still sending a last ERROR frame (at shutdown). */
+void peer_linger_release_all(void);
 /* Frees the connection without calling on_close. */
 void peer_release(struct peer *p);
 

@@ -96,28 +96,46 @@ struct job {
     int64_t fork_at;   /* > 0: save the changes after it and ask for a snapshot */
 };
 
+struct export_ctx {
+    FILE *f;
+    struct store *st;
+};
+
 static int
 export_entry(void *arg, const struct ls_entry *e)
 {
-    FILE *f = arg;
+    struct export_ctx *x = arg;
+    FILE *f = x->f;
     json_t *o = json_pack("{s:s,s:s}", "op", op_name(e->op), "path", e->path);
     char *text;
     if (e->op == LS_OP_MOVE) json_object_set_new(o, "to", json_string(e->to));
-    if (e->op == LS_OP_PUBLISH) json_object_set_new(o, "version", json_integer(e->version));
+    /* Lines `lockstep import` takes: bodies inline, no version numbers (they would name this
+     * history's versions, not the new one's). */
     if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
+        const void *body = e->body;
+        size_t len = e->body_len;
+        void *file_body = NULL;
+        char *b64;
         json_object_set_new(o, "kind", json_string(e->kind));
         json_object_set_new(o, "meta", json_loads(e->meta, 0, NULL));
         if (e->flags & REC_PUBLISHED) json_object_set_new(o, "status", json_string("published"));
-        if (e->body_kind == BODY_INLINE) {
-            char *b64 = malloc(4 * ((e->body_len + 2) / 3) + 1);
-            EVP_EncodeBlock((unsigned char *)b64, e->body, (int)e->body_len);
+        if (e->body_kind == BODY_BLOB) {
+            char path[4300];
+            FILE *bf;
+            store_blob_path(x->st, e->sha, path, sizeof path);
+            len = 0;
+            if ((bf = fopen(path, "rb")) && (file_body = malloc(e->size ? e->size : 1)))
+                len = fread(file_body, 1, e->size, bf);
+            if (bf) fclose(bf);
+            body = file_body;
+        }
+        if (e->body_kind == BODY_INLINE || file_body) {
+            b64 = malloc(4 * ((len + 2) / 3) + 1);
+            EVP_EncodeBlock((unsigned char *)b64, body ? body : (const void *)"", (int)len);
             json_object_set_new(o, "body_base64", json_string(b64));
             free(b64);
-        } else {
-            char hex[65];
-            hex_encode(e->sha, 32, hex);
-            json_object_set_new(o, "body_sha256", json_string(hex)); /* in blobs/ */
         }
+        free(file_body);
     }
     text = json_dumps(o, JSON_COMPACT);
     fprintf(f, "%s\n", text);
@@ -142,7 +160,10 @@ run_job(struct store *st, struct wreq *r)
                  (long long)pos.epoch, (long long)after, (long long)now_ms());
         if (!(f = fopen(path, "w")))
             return ls_error_set(&r->err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
-        n = store_log_entries(st, after, 1 << 30, (size_t)1 << 62, export_entry, f);
+        {
+            struct export_ctx x = {f, st};
+            n = store_log_entries(st, after, 1 << 30, (size_t)1 << 62, export_entry, &x);
+        }
         if (fclose(f) != 0 || n < 0)
             return ls_error_set(&r->err, LS_EIO, "cannot write %s", path);
         log_warn("this server's history forked from its upstream's after seq %lld: its %d "
@@ -163,6 +184,8 @@ run_job(struct store *st, struct wreq *r)
     if (j->snapshot_done) {
         store_set_seq(st, j->seq);
         rc = store_meta_set(st, "snapshot_pending", "0", &r->err);
+        /* Bodies of the store before the snapshot that nothing refers to any more. */
+        if (rc == 0) store_collect_all_garbage(st);
     }
     return rc;
 }
@@ -254,13 +277,15 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
         char path[4300], hex[65];
         store_blob_path(d->srv->reader, e->sha, path, sizeof path);
         op->body_file_size = e->size;
+        char tmp[4300];
+        hex_encode(e->sha, 32, hex);
+        snprintf(tmp, sizeof tmp, "%s/blobs/tmp/in-%s", store_dir(d->srv->reader), hex);
         if (e->body_kind == BODY_BLOB && access(path, F_OK) != 0) {
-            hex_encode(e->sha, 32, hex);
-            snprintf(path, sizeof path, "%s/blobs/tmp/in-%s", store_dir(d->srv->reader), hex);
-            if (access(path, F_OK) == 0) op->body_file = strdup(path);
+            if (access(tmp, F_OK) == 0) op->body_file = strdup(tmp);
             else op->body_absent = 1; /* the upstream no longer has it either */
         } else {
             op->body_absent = 1; /* already stored here, or a placeholder */
+            if (e->body_kind == BODY_BLOB) unlink(tmp); /* sent although we had it */
         }
     }
     return 0;
@@ -666,6 +691,16 @@ const char *
 repl_down_primary(struct server *srv)
 {
     return srv->down && srv->down->primary_http[0] ? srv->down->primary_http : NULL;
+}
+
+void
+repl_down_resume(struct server *srv)
+{
+    struct repl_down *d = srv->down;
+    if (!d) return;
+    d->stopping = 0;
+    d->backoff_ms = RETRY_MIN_MS;
+    schedule_retry(d);
 }
 
 void

@@ -59,19 +59,30 @@ struct downstream {
     int published_only;
     char *include[MAX_INCLUDE];
     int ninclude;
-    int64_t sent_seq; /* everything up to here has been read and queued */
+    int64_t sent_seq; /* the upto of the last CHANGES frame sent */
     struct store_snapshot *snap;
-    struct wbuf frame; /* records not yet sent */
+    struct qrec *queue, **queue_tail; /* records read, not yet in a frame */
+    struct wbuf frame;                /* records not yet sent */
     int frame_type;
-    int64_t frame_upto;
-    unsigned char (*blobs)[32]; /* blobs to send before the pending records */
-    int nblobs, blobs_cap;
+    int64_t read_upto;  /* how far the log has been read for this downstream */
+    int64_t frame_seq;  /* seq of the last record in the frame */
     int blob_fd;
     uint64_t blob_off, blob_size;
     unsigned char blob_sha[32];
     struct seq_waiter w;
     struct event *ping;
     int pumping;
+    int dead; /* closed; freed from the loop, never while its callbacks run */
+};
+
+/* A record encoded and waiting for its frame; blob records send their blob first. */
+struct qrec {
+    struct qrec *next;
+    int64_t seq;
+    int has_blob;
+    unsigned char sha[32];
+    size_t len;
+    uint8_t data[];
 };
 
 struct repl_up {
@@ -107,25 +118,37 @@ included(void *arg, const char *path)
 /* ---------------------------------------------------------------- sending records */
 
 static void
-queue_blob(struct downstream *ds, const unsigned char sha[32])
+add_record(struct downstream *ds, const struct ls_entry *e)
 {
-    for (int i = 0; i < ds->nblobs; i++)
-        if (memcmp(ds->blobs[i], sha, 32) == 0) return;
-    if (ds->nblobs == ds->blobs_cap) {
-        int cap = ds->blobs_cap ? ds->blobs_cap * 2 : 8;
-        void *p = realloc(ds->blobs, (size_t)cap * 32);
-        if (!p) return;
-        ds->blobs = p;
-        ds->blobs_cap = cap;
+    struct wbuf w;
+    struct qrec *q;
+    wbuf_init(&w, LS_FRAME_MAX / 2);
+    rec_encode(&w, e);
+    if (w.failed || !(q = malloc(sizeof *q + w.len))) {
+        wbuf_release(&w);
+        ds->frame.failed = 1; /* reported when the frame is flushed */
+        return;
     }
-    memcpy(ds->blobs[ds->nblobs++], sha, 32);
+    q->next = NULL;
+    q->seq = e->seq;
+    q->has_blob = (e->flags & REC_DATA) && e->body_kind == BODY_BLOB;
+    memcpy(q->sha, e->sha, 32);
+    q->len = w.len;
+    memcpy(q->data, w.p, w.len);
+    wbuf_release(&w);
+    *ds->queue_tail = q;
+    ds->queue_tail = &q->next;
 }
 
 static void
-add_record(struct downstream *ds, const struct ls_entry *e)
+queue_clear(struct downstream *ds)
 {
-    if ((e->flags & REC_DATA) && e->body_kind == BODY_BLOB) queue_blob(ds, e->sha);
-    rec_encode(&ds->frame, e);
+    while (ds->queue) {
+        struct qrec *q = ds->queue;
+        ds->queue = q->next;
+        free(q);
+    }
+    ds->queue_tail = &ds->queue;
 }
 
 /* A log entry as this downstream should see it (its filter), or nothing. */
@@ -136,7 +159,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
     struct ls_entry t = *e;
     int in = included(ds, e->path);
 
-    ds->frame_upto = e->seq;
+    ds->read_upto = e->seq;
     if (e->op == LS_OP_MOVE && ds->ninclude) {
         int to_in = included(ds, e->to);
         if (in && !to_in) { /* leaves the subtree: gone from here */
@@ -209,38 +232,39 @@ on_snap_entry(void *arg, const struct ls_entry *e)
     return 0;
 }
 
-/* Sends the next piece of the blob in progress. Returns 1 while the blob is unfinished. */
+/* Opens the blob a record needs. 0 when there is nothing to send (then the record goes out as
+ * it is: the downstream, finding no blob, keeps a placeholder that a later entry replaces). */
 static int
-send_blob_piece(struct downstream *ds)
+blob_open(struct downstream *ds, const unsigned char sha[32])
+{
+    char path[4300];
+    struct stat sb;
+    store_blob_path(ds->srv->reader, sha, path, sizeof path);
+    ds->blob_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (ds->blob_fd < 0) return 0;
+    if (fstat(ds->blob_fd, &sb) < 0) {
+        close(ds->blob_fd);
+        ds->blob_fd = -1;
+        return 0;
+    }
+    memcpy(ds->blob_sha, sha, 32);
+    ds->blob_size = (uint64_t)sb.st_size;
+    ds->blob_off = 0;
+    return 1;
+}
+
+/* Sends the next piece (at most BLOB_CHUNK) of the blob in progress. */
+static void
+blob_send_piece(struct downstream *ds)
 {
     struct wbuf w;
-    uint8_t *chunk;
-    ssize_t n;
-    if (ds->blob_fd < 0) {
-        char path[4300];
-        struct stat sb;
-        if (ds->nblobs == 0) return 0;
-        memcpy(ds->blob_sha, ds->blobs[0], 32);
-        memmove(ds->blobs, ds->blobs + 1, (size_t)(ds->nblobs - 1) * 32);
-        ds->nblobs--;
-        store_blob_path(ds->srv->reader, ds->blob_sha, path, sizeof path);
-        ds->blob_fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (ds->blob_fd < 0 || fstat(ds->blob_fd, &sb) < 0) {
-            /* Pruned or purged meanwhile: the record will arrive as a placeholder. */
-            if (ds->blob_fd >= 0) close(ds->blob_fd);
-            ds->blob_fd = -1;
-            return 1;
-        }
-        ds->blob_size = (uint64_t)sb.st_size;
-        ds->blob_off = 0;
-    }
+    uint8_t *chunk = malloc(BLOB_CHUNK);
+    ssize_t n = chunk ? read(ds->blob_fd, chunk, BLOB_CHUNK) : -1;
+    if (n < 0) n = 0;
     wbuf_init(&w, BLOB_CHUNK + 128);
     put_bytes(&w, ds->blob_sha, 32);
     put_varint(&w, ds->blob_size);
     put_varint(&w, ds->blob_off);
-    chunk = malloc(BLOB_CHUNK);
-    n = chunk ? read(ds->blob_fd, chunk, BLOB_CHUNK) : -1;
-    if (n < 0) n = 0;
     put_bytes(&w, chunk, (size_t)n);
     free(chunk);
     peer_send(&ds->peer, F_BLOB, w.p, w.len);
@@ -250,10 +274,13 @@ send_blob_piece(struct downstream *ds)
         close(ds->blob_fd);
         ds->blob_fd = -1;
     }
-    return 1;
 }
 
-/* Sends the records gathered so far; a CHANGES frame starts with how far it reaches (upto). */
+/*
+ * Sends the records gathered so far. A CHANGES frame starts with how far it reaches (upto):
+ * the last record's seq while more records wait, or everything read (including entries the
+ * filter dropped) once the queue is empty. A downstream never skips an entry it has not got.
+ */
 static void
 flush_records(struct downstream *ds)
 {
@@ -263,11 +290,13 @@ flush_records(struct downstream *ds)
     }
     if (ds->frame_type == F_CHANGES) {
         struct wbuf out;
+        int64_t upto = ds->queue ? ds->frame_seq : ds->read_upto;
         wbuf_init(&out, LS_FRAME_MAX);
-        put_varint(&out, (uint64_t)ds->frame_upto);
+        put_varint(&out, (uint64_t)upto);
         put_raw(&out, ds->frame.p, ds->frame.len);
         peer_send(&ds->peer, F_CHANGES, out.p, out.len);
         wbuf_release(&out);
+        ds->sent_seq = upto;
     } else if (ds->frame.len > 0) {
         peer_send(&ds->peer, ds->frame_type, ds->frame.p, ds->frame.len);
     }
@@ -283,74 +312,92 @@ on_commit_wait(struct seq_waiter *w, int timed_out)
 }
 
 static void
-finish_snapshot(struct downstream *ds, int64_t seq)
+finish_snapshot(struct downstream *ds)
 {
     store_snapshot_close(ds->snap);
     ds->snap = NULL;
-    peer_send_json(&ds->peer, F_SNAPSHOT_END, json_pack("{s:I}", "seq", (json_int_t)seq));
-    log_info("snapshot for %s complete at seq %lld", ds->node->name, (long long)seq);
-    ds->sent_seq = seq;
+    peer_send_json(&ds->peer, F_SNAPSHOT_END, json_pack("{s:I}", "seq", (json_int_t)ds->sent_seq));
+    log_info("snapshot for %s complete at seq %lld", ds->node->name, (long long)ds->sent_seq);
     ds->state = DS_STREAM;
     ds->frame_type = F_CHANGES;
+    ds->read_upto = ds->sent_seq;
 }
 
-/* Reads more of the snapshot or the log while the connection has room for it. */
+/* Reads more of the snapshot or the log (one batch into the queue). 0: nothing more now. */
+static int
+refill(struct downstream *ds)
+{
+    if (ds->state == DS_SNAPSHOT) {
+        int rc = store_snapshot_next(ds->snap, included, on_snap_entry, ds);
+        if (rc < 0) {
+            peer_fail(&ds->peer, "internal", "cannot read the snapshot");
+            return 0;
+        }
+        if (rc == 0) {
+            if (ds->frame.len > 0) flush_records(ds); /* the last items before the end */
+            finish_snapshot(ds);
+        }
+        return 1;
+    }
+    if (ds->state == DS_STREAM) {
+        int64_t first = store_log_first_seq(ds->srv->reader);
+        int n;
+        if (first > 0 && ds->read_upto + 1 < first && ds->srv->pos.seq > ds->read_upto) {
+            peer_fail(&ds->peer, "behind_retention",
+                      "this downstream fell behind the retained log; it will get a snapshot");
+            return 0;
+        }
+        n = store_log_entries(ds->srv->reader, ds->read_upto, BATCH_ENTRIES, BATCH_BYTES,
+                              on_log_entry, ds);
+        if (n < 0) {
+            peer_fail(&ds->peer, "internal", "cannot read the log");
+            return 0;
+        }
+        if (n > 0) return 1;
+        /* Caught up. A filtered downstream may still need to hear how far we are. */
+        if (ds->srv->pos.seq > ds->read_upto) {
+            ds->read_upto = ds->srv->pos.seq;
+            return 1;
+        }
+        ds->w.target = ds->read_upto + 1;
+        if (!ds->w.next) server_wait_seq(ds->srv, &ds->w);
+    }
+    return 0;
+}
+
+/*
+ * Moves records from the queue into frames while the connection has room: a record's blob
+ * goes first, frames go out at BATCH_BYTES, and the queue is refilled from the snapshot or the
+ * log only when empty. Memory: the output buffer, one frame, and one batch of records.
+ */
 static void
 pump(struct downstream *ds)
 {
-    if (ds->pumping || ds->peer.closed) return;
+    if (ds->pumping || ds->dead) return;
     ds->pumping = 1;
-    while (!ds->peer.closed && peer_pending(&ds->peer) < PEER_HIGH_WATER) {
-        if (ds->blob_fd >= 0 || ds->nblobs > 0) {
-            send_blob_piece(ds);
-            continue;
-        }
-        if (ds->frame.len > 0 || (ds->frame_type == F_CHANGES && ds->frame_upto > ds->sent_seq)) {
+    while (!ds->dead && peer_pending(&ds->peer) < PEER_HIGH_WATER) {
+        if (ds->blob_fd >= 0) {
+            blob_send_piece(ds);
+        } else if (ds->queue) {
+            struct qrec *q = ds->queue;
+            if (q->has_blob) {
+                q->has_blob = 0;
+                if (blob_open(ds, q->sha)) continue;
+            }
+            put_raw(&ds->frame, q->data, q->len);
+            ds->frame_seq = q->seq;
+            ds->queue = q->next;
+            if (!ds->queue) ds->queue_tail = &ds->queue;
+            free(q);
+            if (ds->frame.len >= BATCH_BYTES) flush_records(ds);
+        } else if (ds->frame.len < BATCH_BYTES && refill(ds)) {
+            continue; /* fill the frame before sending it */
+        } else if (ds->frame.len > 0 ||
+                   (ds->frame_type == F_CHANGES && ds->read_upto > ds->sent_seq)) {
             flush_records(ds);
-            if (ds->frame_type == F_CHANGES) ds->sent_seq = ds->frame_upto;
-            continue;
+        } else {
+            break;
         }
-        if (ds->state == DS_SNAPSHOT) {
-            int rc = 0;
-            while (ds->frame.len < BATCH_BYTES && ds->nblobs == 0 &&
-                   (rc = store_snapshot_next(ds->snap, included, on_snap_entry, ds)) == 1) {
-            }
-            if (rc < 0) {
-                peer_fail(&ds->peer, "internal", "cannot read the snapshot");
-                break;
-            }
-            if (rc == 0 && ds->frame.len == 0 && ds->nblobs == 0)
-                finish_snapshot(ds, ds->sent_seq);
-            continue;
-        }
-        if (ds->state == DS_STREAM) {
-            int64_t first = store_log_first_seq(ds->srv->reader);
-            int n;
-            if (first > 0 && ds->sent_seq + 1 < first && ds->srv->pos.seq > ds->sent_seq) {
-                peer_fail(&ds->peer, "behind_retention",
-                          "this downstream fell behind the retained log; it will get a snapshot");
-                break;
-            }
-            ds->frame_upto = ds->sent_seq;
-            n = store_log_entries(ds->srv->reader, ds->sent_seq, BATCH_ENTRIES, BATCH_BYTES,
-                                  on_log_entry, ds);
-            if (n < 0) {
-                peer_fail(&ds->peer, "internal", "cannot read the log");
-                break;
-            }
-            if (n == 0) {
-                /* Caught up: a filtered replica may still need to hear how far we are. */
-                if (ds->srv->pos.seq > ds->sent_seq) {
-                    ds->frame_upto = ds->srv->pos.seq;
-                    continue;
-                }
-                ds->w.target = ds->sent_seq + 1;
-                if (!ds->w.next) server_wait_seq(ds->srv, &ds->w);
-                break;
-            }
-            continue;
-        }
-        break;
     }
     ds->pumping = 0;
 }
@@ -447,7 +494,7 @@ start_snapshot(struct downstream *ds, const char *why)
                    json_pack("{s:s,s:I,s:I,s:o,s:s}", "store_id", pos.store_id, "epoch",
                              (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "epochs",
                              epochs_json(ds->srv->reader), "reason", why));
-    ds->sent_seq = pos.seq;
+    ds->sent_seq = pos.seq; /* where the log continues after the snapshot */
     ds->state = DS_SNAPSHOT;
     ds->frame_type = F_SNAP_ITEMS;
     pump(ds);
@@ -463,7 +510,7 @@ start_stream(struct downstream *ds, int64_t from)
                              epochs_json(ds->srv->reader)));
     log_info("%s continues from seq %lld (this server is at %lld)", ds->node->name,
              (long long)from, (long long)pos->seq);
-    ds->sent_seq = from;
+    ds->sent_seq = ds->read_upto = from;
     ds->node->acked_seq = from;
     ds->state = DS_STREAM;
     ds->frame_type = F_CHANGES;
@@ -499,6 +546,39 @@ on_sync(struct downstream *ds, json_t *o)
                                : "it holds another store");
         return;
     }
+    /* Fork detection comes first: nothing, not even a resync, may paper over a fork. */
+    if (epoch > pos->epoch) {
+        peer_fail(&ds->peer, "newer_history",
+                  "%s is at epoch %lld, newer than this server's %lld: it may have been promoted; "
+                  "refusing to overwrite it (point it at the current primary)",
+                  ds->node->name, (long long)epoch, (long long)pos->epoch);
+        return;
+    }
+    {
+        int64_t fork_at = -1;
+        if (epoch < pos->epoch) {
+            /* Our history left its epoch where the next one began. */
+            int64_t ep[64][2];
+            int n = store_epochs(ds->srv->reader, ep, 64);
+            for (int k = 0; k < n; k++)
+                if (ep[k][0] > epoch) {
+                    fork_at = ep[k][1];
+                    break;
+                }
+        } else {
+            fork_at = pos->seq;
+        }
+        if (fork_at >= 0 && seq > fork_at) {
+            log_warn("%s has %lld changes after seq %lld (epoch %lld) that this history does not "
+                     "have: its history forked",
+                     ds->node->name, (long long)(seq - fork_at), (long long)fork_at,
+                     (long long)epoch);
+            peer_send_json(&ds->peer, F_FORK,
+                           json_pack("{s:I,s:I}", "at", (json_int_t)fork_at, "epoch",
+                                     (json_int_t)pos->epoch));
+            return; /* it saves its changes, then asks again for a snapshot */
+        }
+    }
     if (json_is_integer(resync_from) || json_is_integer(resync_since)) {
         int64_t from = json_integer_value(resync_from);
         if (json_is_integer(resync_since)) {
@@ -506,45 +586,17 @@ on_sync(struct downstream *ds, json_t *o)
             int64_t lo = first, hi = pos->seq + 1;
             while (lo > 0 && lo < hi) {
                 int64_t mid = lo + (hi - lo) / 2, cum, ts;
-                if (store_log_cum_at(ds->srv->reader, mid, &cum, &ts) || ts >= json_integer_value(resync_since))
+                if (store_log_cum_at(ds->srv->reader, mid, &cum, &ts) ||
+                    ts >= json_integer_value(resync_since))
                     hi = mid;
                 else
                     lo = mid + 1;
             }
             from = lo > 0 ? lo - 1 : 0;
         }
-        if (from < oldest || from > pos->seq) start_snapshot(ds, "resync beyond the retained log");
+        if (from > seq) from = seq; /* never past what it has: that would skip changes */
+        if (from < oldest) start_snapshot(ds, "resync beyond the retained log");
         else start_stream(ds, from);
-        return;
-    }
-    if (epoch > pos->epoch) {
-        start_snapshot(ds, "it comes from a newer epoch");
-        return;
-    }
-    if (epoch < pos->epoch) {
-        /* Our history left its epoch at the start of the next one. */
-        int64_t ep[64][2], fork_at = -1;
-        int n = store_epochs(ds->srv->reader, ep, 64);
-        for (int k = 0; k < n; k++)
-            if (ep[k][0] > epoch) {
-                fork_at = ep[k][1];
-                break;
-            }
-        if (fork_at >= 0 && seq > fork_at) {
-            log_warn("%s has %lld changes of epoch %lld after seq %lld that this history does "
-                     "not have: its history forked",
-                     ds->node->name, (long long)(seq - fork_at), (long long)epoch,
-                     (long long)fork_at);
-            peer_send_json(&ds->peer, F_FORK,
-                           json_pack("{s:I,s:I}", "at", (json_int_t)fork_at, "epoch",
-                                     (json_int_t)pos->epoch));
-            ds->state = DS_SYNC; /* it will save its changes and ask again */
-            return;
-        }
-    } else if (seq > pos->seq) {
-        peer_send_json(&ds->peer, F_FORK,
-                       json_pack("{s:I,s:I}", "at", (json_int_t)pos->seq, "epoch",
-                                 (json_int_t)pos->epoch));
         return;
     }
     if (seq < oldest) {
@@ -625,10 +677,12 @@ send_ping(evutil_socket_t fd, short what, void *arg)
     evtimer_add(ds->ping, &tv);
 }
 
+/* Unlinks a closed downstream and lets go of what it holds; the memory goes in ds_free. */
 static void
-ds_free(struct downstream *ds)
+ds_detach(struct downstream *ds)
 {
     struct repl_up *up = ds->up;
+    ds->dead = 1;
     for (struct downstream **pp = &up->conns; *pp; pp = &(*pp)->next)
         if (*pp == ds) {
             *pp = ds->next;
@@ -636,25 +690,40 @@ ds_free(struct downstream *ds)
         }
     server_cancel_wait(ds->srv, &ds->w);
     if (ds->ping) event_free(ds->ping);
+    ds->ping = NULL;
     store_snapshot_close(ds->snap);
+    ds->snap = NULL;
     if (ds->blob_fd >= 0) close(ds->blob_fd);
+    ds->blob_fd = -1;
+    queue_clear(ds);
+}
+
+static void
+ds_free(evutil_socket_t fd, short what, void *arg)
+{
+    struct downstream *ds = arg;
     for (int i = 0; i < ds->ninclude; i++) free(ds->include[i]);
-    free(ds->blobs);
     wbuf_release(&ds->frame);
     free(ds);
 }
 
+/*
+ * The connection is gone. This can happen deep inside our own callbacks (a pump that failed,
+ * a frame that broke the protocol), so the memory is freed from the loop afterwards.
+ */
 static void
 on_close(struct peer *p, const char *why)
 {
     struct downstream *ds = p->owner;
+    struct timeval now = {0, 0};
     if (ds->node && ds->node->conn == ds) {
         ds->node->conn = NULL;
         ds->node->disconnected_ms = now_ms();
         snprintf(ds->node->last_error, sizeof ds->node->last_error, "%s", why);
         log_info("downstream %s disconnected: %s", ds->node->name, why);
     }
-    ds_free(ds);
+    ds_detach(ds);
+    event_base_once(ds->srv->base, -1, EV_TIMEOUT, ds_free, ds, &now);
 }
 
 static const struct peer_ops up_ops = {
@@ -682,6 +751,7 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     ds->w.fire = on_commit_wait;
     ds->w.arg = ds;
     wbuf_init(&ds->frame, LS_FRAME_MAX - 64);
+    ds->queue_tail = &ds->queue;
     ds->frame_type = F_CHANGES;
     peer_init(&ds->peer, bev, &up_ops, ds, addr, up->srv->cfg.heartbeat_timeout_ms);
     ds->ping = evtimer_new(up->srv->base, send_ping, ds);
@@ -732,7 +802,8 @@ repl_up_stop(struct server *srv)
         struct downstream *ds = up->conns;
         peer_release(&ds->peer);
         if (ds->node) ds->node->conn = NULL;
-        ds_free(ds);
+        ds_detach(ds);
+        ds_free(-1, 0, ds);
     }
     while (up->nodes) {
         struct node *n = up->nodes;
@@ -742,6 +813,15 @@ repl_up_stop(struct server *srv)
     evconnlistener_free(up->listener);
     free(up);
     srv->up = NULL;
+}
+
+int
+repl_up_connected(struct server *srv)
+{
+    int n = 0;
+    for (struct downstream *ds = srv->up ? srv->up->conns : NULL; ds; ds = ds->next)
+        if (ds->node && !ds->dead) n++;
+    return n;
 }
 
 int

@@ -6,6 +6,7 @@
  * never talks to a server that cannot answer. Shutdown is the reverse: stop listening, let the
  * writer finish and answer what it committed, then close the store.
  */
+#include "node/peer.h"
 #include "node/server.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -58,7 +59,8 @@ server_cancel_wait(struct server *srv, struct seq_waiter *w)
     w->next = w->prev = NULL;
 }
 
-/* Fires, in order, every waiter that is due; a waiter may add new waiters as it fires. */
+/* Fires, in order, every waiter that is due; a waiter may add new waiters as it fires.
+ * At shutdown (now < 0) every waiter fires as timed out. */
 static void
 fire_waiters(struct server *srv, int64_t seq, int64_t now)
 {
@@ -66,7 +68,7 @@ fire_waiters(struct server *srv, int64_t seq, int64_t now)
     struct seq_waiter *w, *next;
     for (w = srv->waiters.next; w != &srv->waiters; w = next) {
         next = w->next;
-        if (w->target <= seq || (w->deadline_ms && w->deadline_ms <= now)) {
+        if (now < 0 || w->target <= seq || (w->deadline_ms && w->deadline_ms <= now)) {
             server_cancel_wait(srv, w);
             w->next = &due;
             w->prev = due.prev;
@@ -77,7 +79,7 @@ fire_waiters(struct server *srv, int64_t seq, int64_t now)
     for (w = due.next; w != &due; w = next) {
         next = w->next;
         w->next = w->prev = NULL;
-        w->fire(w, w->target > seq);
+        w->fire(w, now < 0 || w->target > seq);
     }
     arm_waiter_timer(srv);
 }
@@ -219,10 +221,11 @@ shutdown_begin(struct server *srv)
     if (srv->http_socket) evhttp_del_accept_socket(srv->http, srv->http_socket);
     srv->http_socket = NULL;
     repl_up_stop(srv);
+    repl_down_halt(srv);      /* no new work from the upstream while the writer drains */
     writer_stop(srv->writer); /* its last completions may still talk to the upstream link */
     srv->writer = NULL;
     repl_down_stop(srv);
-    fire_waiters(srv, INT64_MAX, 0);
+    fire_waiters(srv, srv->pos.seq, -1);
     fire_ack_waiters(srv, INT64_MAX);
     http_followers_stop(srv);
 }
@@ -351,6 +354,7 @@ serve_main(int argc, char **argv)
         log_error("cannot open the store in %s: %s", srv.cfg.data, err.msg);
         goto out;
     }
+    store_clean_tmp(wstore);
     opt.readonly = 1;
     if (!(srv.reader = store_open(srv.cfg.data, &opt, &err))) {
         log_error("cannot open the store in %s: %s", srv.cfg.data, err.msg);
@@ -387,6 +391,7 @@ serve_main(int argc, char **argv)
     rc = 0;
 out:
     if (srv.base) shutdown_begin(&srv);
+    peer_linger_release_all();
     if (srv.http) evhttp_free(srv.http);
     if (srv.waiter_timer) event_free(srv.waiter_timer);
     if (srv.retention_timer) event_free(srv.retention_timer);

@@ -74,13 +74,15 @@ int repl_up_start(struct server *srv, struct ls_error *err);
 void repl_up_stop(struct server *srv);
 json_t *repl_up_nodes(struct server *srv);
 int repl_up_acked(struct server *srv, int64_t seq); /* downstreams that applied seq */
+int repl_up_connected(struct server *srv);
 void repl_up_drop_all(struct server *srv, const char *why);
 
 /* ---- repl_down.c: following an upstream ---- */
 struct repl_down;
 int repl_down_start(struct server *srv, struct ls_error *err);
 void repl_down_stop(struct server *srv);
-void repl_down_halt(struct server *srv);
+void repl_down_halt(struct server *srv);   /* stop following; repl_down_stop frees later */
+void repl_down_resume(struct server *srv); /* follow again after a halt */
 const char *repl_down_primary(struct server *srv); /* NULL when unknown */ /* stop following; repl_down_stop frees later */
 void repl_down_status(struct server *srv, json_t *status);
 int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);

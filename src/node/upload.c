@@ -20,9 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define UPLOADS_MAX 256
+#define UPLOAD_EXPIRE_S (24 * 3600) /* a session untouched this long is abandoned */
 
 struct session {
     struct session *next;
@@ -38,6 +40,8 @@ struct uploads {
     int count;
 };
 
+static void expire(struct uploads *u);
+
 struct uploads *
 uploads_new(const char *dir, uint64_t max_size)
 {
@@ -49,6 +53,7 @@ uploads_new(const char *dir, uint64_t max_size)
         free(u);
         return NULL;
     }
+    expire(u);
     return u;
 }
 
@@ -151,12 +156,38 @@ fill_info(struct uploads *u, struct session *s, struct upload_info *info)
     file_of(u, s->id, info->file, sizeof info->file);
 }
 
+/* Removes sessions nobody has touched for UPLOAD_EXPIRE_S. */
+static void
+expire(struct uploads *u)
+{
+    DIR *dir = opendir(u->dir);
+    struct dirent *de;
+    time_t now = time(NULL);
+    if (!dir) return;
+    while ((de = readdir(dir))) {
+        char path[4200];
+        struct stat sb;
+        if (!valid_id(de->d_name)) continue;
+        file_of(u, de->d_name, path, sizeof path);
+        if (stat(path, &sb) == 0 && now - sb.st_mtime > UPLOAD_EXPIRE_S) {
+            for (struct session *s = u->list; s; s = s->next)
+                if (strcmp(s->id, de->d_name) == 0) {
+                    forget(u, s);
+                    break;
+                }
+            unlink(path);
+        }
+    }
+    closedir(dir);
+}
+
 int
 upload_create(struct uploads *u, struct upload_info *info, struct ls_error *err)
 {
     char id[33], path[4200];
     struct session *s;
     int fd;
+    if (u->count >= UPLOADS_MAX) expire(u);
     if (u->count >= UPLOADS_MAX)
         return ls_error_set(err, LS_EUNAVAIL, "too many upload sessions in progress");
     random_hex(id, 16);

@@ -53,7 +53,7 @@ apply_ops(struct writer *w, struct wreq *r)
     for (size_t i = 0; i < r->nops; i++) {
         int rc = store_apply(w->st, &r->ops[i], &r->last, &r->err);
         if (rc) {
-            if (r->nops > 1) ls_error_prefix(&r->err, "line %zu: ", i + 1);
+            if (r->ops[i].line > 0) ls_error_prefix(&r->err, "line %u: ", r->ops[i].line);
             return rc;
         }
         if (i == 0) r->first_seq = r->last.seq;
@@ -221,6 +221,11 @@ void
 writer_submit(struct writer *w, struct wreq *r)
 {
     r->next = NULL;
+    if (w->stop) { /* shutting down: refuse rather than strand the request */
+        r->rc = ls_error_set(&r->err, LS_EUNAVAIL, "the server is stopping");
+        r->done(r, r->arg);
+        return;
+    }
     pthread_mutex_lock(&w->mu);
     *w->queue_tail = r;
     w->queue_tail = &r->next;

@@ -21,8 +21,8 @@
 #define LS_FRAME_COMPRESSED 0x80
 
 enum ls_frame_type {
-    F_HELLO = 1,     /* down -> up, JSON: proto, name, role, version, zstd, token */
-    F_WELCOME,       /* up -> down, JSON: proto, name, role, version, zstd */
+    F_HELLO = 1,     /* down -> up, JSON: proto, name, role, version, zstd */
+    F_WELCOME,       /* up -> down, JSON: proto, name, role, version, zstd, primary */
     F_SYNC,          /* down -> up, JSON: position, filter, resync request */
     F_CONTINUE,      /* up -> down, JSON: from seq, epochs */
     F_SNAPSHOT,      /* up -> down, JSON: snapshot begins at seq, epochs */

@@ -222,9 +222,26 @@ jr_string(struct jr *r, char **out, size_t *outlen)
     }
     o = buf;
     for (;;) {
+        int ascii = 1;
         run = p;
-        while (p < r->end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
-        if (!utf8_valid(run, (size_t)(p - run))) {
+        /* Eight bytes at a time while they are plain printable ASCII (no quote, backslash,
+         * control character or high bit): the common case of body text. */
+        while (r->end - p >= 8) {
+            uint64_t w, quote, bslash, low;
+            memcpy(&w, p, 8);
+            quote = w ^ 0x2222222222222222ULL;
+            bslash = w ^ 0x5c5c5c5c5c5c5c5cULL;
+            low = w - 0x2020202020202020ULL; /* sets the high bit of bytes below 0x20 */
+            if (((quote - 0x0101010101010101ULL) & ~quote) & 0x8080808080808080ULL) break;
+            if (((bslash - 0x0101010101010101ULL) & ~bslash) & 0x8080808080808080ULL) break;
+            if ((low | w) & 0x8080808080808080ULL) break;
+            p += 8;
+        }
+        while (p < r->end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) {
+            if ((unsigned char)*p >= 0x80) ascii = 0;
+            p++;
+        }
+        if (!ascii && !utf8_valid(run, (size_t)(p - run))) {
             free(buf);
             return jr_fail(r, "invalid UTF-8 in a string");
         }

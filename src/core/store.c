@@ -269,7 +269,12 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
         if (exec(st, schema, err)) goto fail;
         if (init_identity(st, err)) goto fail;
     }
-    if (exec(st, "PRAGMA cache_size=-8000", err)) goto fail; /* 8 MB page cache */
+    /* The writer keeps more pages: a large import otherwise spills and rewrites index pages. */
+    if (exec(st, st->opt.readonly ? "PRAGMA cache_size=-8000" : "PRAGMA cache_size=-32000", err))
+        goto fail;
+    /* Reads through a memory map: no copy per page read (the map is address space, not RSS
+     * beyond the pages touched, which the kernel can drop). */
+    if (exec(st, "PRAGMA mmap_size=1073741824", err)) goto fail;
     for (int i = 0; i < N_STMT; i++) {
         if (!stmt(st, i)) {
             sql_error(st, SQLITE_ERROR, err, "prepare");

@@ -298,14 +298,98 @@ check_config(struct config *c)
     return 0;
 }
 
+/*
+ * Opens everything a configured server needs: stores, writer, ports, replication. On failure
+ * it logs why and returns -1; server_close() releases whatever was opened either way.
+ * srv->cfg must be filled in and checked. listen_peer: 0 leaves the peer port closed (tests).
+ */
+int
+server_open(struct server *srv, int listen_peer)
+{
+    struct store_options opt;
+    struct ls_error err;
+    char path[4200];
+
+    srv->started_ms = mono_ms();
+    srv->waiters.next = srv->waiters.prev = &srv->waiters;
+    srv->retention_interval_ms = 10000;
+    {
+        const char *ri = getenv("LOCKSTEP_RETENTION_INTERVAL_MS"); /* tests make it fast */
+        int64_t v;
+        if (ri && parse_i64(ri, &v) == 0 && v > 0) srv->retention_interval_ms = v;
+    }
+    ls_error_clear(&err);
+    memset(&opt, 0, sizeof opt);
+    opt.max_versions = srv->cfg.max_versions;
+    /* Staging keeps only the published version of each item. */
+    if (strcmp(srv->cfg.role, "staging") == 0) opt.max_versions = 1;
+    opt.sync_full = strcmp(srv->cfg.sync, "full") == 0;
+    if (parse_retention(srv->cfg.log_retention, &srv->retention_age_ms, &srv->retention_bytes)) {
+        log_error("--log-retention %s: expected an age (7d), a size (1G) or both (7d,1G)",
+                  srv->cfg.log_retention);
+        return -1;
+    }
+    if (mkdir_p(srv->cfg.data, 0755) < 0) {
+        log_error("cannot create data directory %s", srv->cfg.data);
+        return -1;
+    }
+    if (!(srv->wstore = store_open(srv->cfg.data, &opt, &err))) {
+        log_error("cannot open the store in %s: %s", srv->cfg.data, err.msg);
+        return -1;
+    }
+    store_clean_tmp(srv->wstore);
+    opt.readonly = 1;
+    if (!(srv->reader = store_open(srv->cfg.data, &opt, &err))) {
+        log_error("cannot open the store in %s: %s", srv->cfg.data, err.msg);
+        return -1;
+    }
+    store_position(srv->reader, &srv->pos);
+    snprintf(path, sizeof path, "%s/uploads", srv->cfg.data);
+    if (!(srv->uploads = uploads_new(path, srv->cfg.max_body))) {
+        log_error("cannot create %s", path);
+        return -1;
+    }
+    srv->base = event_base_new();
+    srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
+    if (!(srv->writer = writer_start(srv, srv->wstore, &err)) || http_api_start(srv, &err) ||
+        (listen_peer && repl_up_start(srv, &err)) ||
+        (!server_is_primary(srv) && repl_down_start(srv, &err))) {
+        log_error("%s", err.msg);
+        return -1;
+    }
+    srv->retention_timer = event_new(srv->base, -1, EV_PERSIST, on_retention_timer, srv);
+    {
+        struct timeval tv = {srv->retention_interval_ms / 1000,
+                             (srv->retention_interval_ms % 1000) * 1000};
+        event_add(srv->retention_timer, &tv);
+    }
+    return 0;
+}
+
+void
+server_close(struct server *srv)
+{
+    if (srv->base) shutdown_begin(srv);
+    peer_linger_release_all();
+    if (srv->http) evhttp_free(srv->http);
+    if (srv->waiter_timer) event_free(srv->waiter_timer);
+    if (srv->retention_timer) event_free(srv->retention_timer);
+    if (srv->sigint) event_free(srv->sigint);
+    if (srv->sigterm) event_free(srv->sigterm);
+    if (srv->base) event_base_free(srv->base);
+    uploads_free(srv->uploads);
+    store_free(srv->reader);
+    store_free(srv->wstore);
+    srv->http = NULL;
+    srv->base = NULL;
+    srv->uploads = NULL;
+    srv->reader = srv->wstore = NULL;
+}
+
 int
 serve_main(int argc, char **argv)
 {
     struct server srv;
-    struct store *wstore = NULL;
-    struct store_options opt;
-    struct ls_error err;
-    char path[4200];
     int help = 0, rc = 1;
 
     memset(&srv, 0, sizeof srv);
@@ -326,81 +410,19 @@ serve_main(int argc, char **argv)
     log_setup(srv.cfg.name, log_level_of(srv.cfg.log_level));
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
-    srv.started_ms = mono_ms();
-    srv.waiters.next = srv.waiters.prev = &srv.waiters;
-    srv.retention_interval_ms = 10000;
-    {
-        const char *ri = getenv("LOCKSTEP_RETENTION_INTERVAL_MS"); /* tests make it fast */
-        int64_t v;
-        if (ri && parse_i64(ri, &v) == 0 && v > 0) srv.retention_interval_ms = v;
+    if (server_open(&srv, 1) == 0) {
+        srv.sigint = evsignal_new(srv.base, SIGINT, on_signal, &srv);
+        srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
+        event_add(srv.sigint, NULL);
+        event_add(srv.sigterm, NULL);
+        log_info("lockstep %s %s serving %s on http://%s, peers on %s (store %s, epoch %lld, "
+                 "seq %lld)",
+                 LS_VERSION, srv.cfg.role, srv.cfg.data, srv.cfg.http, srv.cfg.listen,
+                 srv.pos.store_id, (long long)srv.pos.epoch, (long long)srv.pos.seq);
+        event_base_dispatch(srv.base);
+        rc = 0;
     }
-    ls_error_clear(&err);
-
-    memset(&opt, 0, sizeof opt);
-    opt.max_versions = srv.cfg.max_versions;
-    /* Staging keeps only the published version of each item. */
-    if (strcmp(srv.cfg.role, "staging") == 0) opt.max_versions = 1;
-    opt.sync_full = strcmp(srv.cfg.sync, "full") == 0;
-    if (parse_retention(srv.cfg.log_retention, &srv.retention_age_ms, &srv.retention_bytes)) {
-        log_error("--log-retention %s: expected an age (7d), a size (1G) or both (7d,1G)",
-                  srv.cfg.log_retention);
-        goto out;
-    }
-    if (mkdir_p(srv.cfg.data, 0755) < 0) {
-        log_error("cannot create data directory %s", srv.cfg.data);
-        goto out;
-    }
-    if (!(wstore = store_open(srv.cfg.data, &opt, &err))) {
-        log_error("cannot open the store in %s: %s", srv.cfg.data, err.msg);
-        goto out;
-    }
-    store_clean_tmp(wstore);
-    opt.readonly = 1;
-    if (!(srv.reader = store_open(srv.cfg.data, &opt, &err))) {
-        log_error("cannot open the store in %s: %s", srv.cfg.data, err.msg);
-        goto out;
-    }
-    store_position(srv.reader, &srv.pos);
-    snprintf(path, sizeof path, "%s/uploads", srv.cfg.data);
-    if (!(srv.uploads = uploads_new(path, srv.cfg.max_body))) {
-        log_error("cannot create %s", path);
-        goto out;
-    }
-    srv.base = event_base_new();
-    srv.waiter_timer = evtimer_new(srv.base, on_waiter_timer, &srv);
-    srv.sigint = evsignal_new(srv.base, SIGINT, on_signal, &srv);
-    srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
-    event_add(srv.sigint, NULL);
-    event_add(srv.sigterm, NULL);
-    if (!(srv.writer = writer_start(&srv, wstore, &err)) || http_api_start(&srv, &err) ||
-        repl_up_start(&srv, &err) ||
-        (!server_is_primary(&srv) && repl_down_start(&srv, &err))) {
-        log_error("%s", err.msg);
-        goto out;
-    }
-    srv.retention_timer = event_new(srv.base, -1, EV_PERSIST, on_retention_timer, &srv);
-    {
-        struct timeval tv = {srv.retention_interval_ms / 1000,
-                             (srv.retention_interval_ms % 1000) * 1000};
-        event_add(srv.retention_timer, &tv);
-    }
-    log_info("lockstep %s %s serving %s on http://%s, peers on %s (store %s, epoch %lld, seq %lld)",
-             LS_VERSION, srv.cfg.role, srv.cfg.data, srv.cfg.http, srv.cfg.listen,
-             srv.pos.store_id, (long long)srv.pos.epoch, (long long)srv.pos.seq);
-    event_base_dispatch(srv.base);
-    rc = 0;
-out:
-    if (srv.base) shutdown_begin(&srv);
-    peer_linger_release_all();
-    if (srv.http) evhttp_free(srv.http);
-    if (srv.waiter_timer) event_free(srv.waiter_timer);
-    if (srv.retention_timer) event_free(srv.retention_timer);
-    if (srv.sigint) event_free(srv.sigint);
-    if (srv.sigterm) event_free(srv.sigterm);
-    if (srv.base) event_base_free(srv.base);
-    uploads_free(srv.uploads);
-    store_free(srv.reader);
-    store_free(wstore);
+    server_close(&srv);
     if (rc == 0) log_info("stopped");
     config_release(&srv.cfg);
     return rc;

@@ -34,6 +34,7 @@ struct server {
     struct config cfg;
     struct event_base *base;
     struct evhttp *http;
+    struct store *wstore;   /* the writer thread's handle */
     struct evhttp_bound_socket *http_socket;
     struct store *reader;   /* the event loop's read handle */
     struct writer *writer;
@@ -88,6 +89,9 @@ void repl_down_status(struct server *srv, json_t *status);
 int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);
 
 int serve_main(int argc, char **argv);
+/* For embedding (the HTTP fuzz target): open with srv->cfg filled in, run srv->base, close. */
+int server_open(struct server *srv, int listen_peer);
+void server_close(struct server *srv);
 
 /* Called on the loop thread after every commit that advanced the seq. */
 void server_on_commit(struct server *srv, int64_t seq);

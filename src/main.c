@@ -34,6 +34,7 @@ static const struct command commands[] = {
     {"nodes", cmd_nodes, "list the servers following this one"},
     {"promote", cmd_promote, "turn a replica into the primary"},
     {"resync", cmd_resync, "re-synchronize a replica from a point in time or seq"},
+    {"token", cmd_token, "create, list and revoke access tokens"},
 };
 
 static void
@@ -43,6 +44,9 @@ usage(FILE *out)
                  "in step.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\nEvery client command takes --server URL, --token TOKEN, and for https:// "
+                 "servers\n--cacert FILE, --cert FILE and --key FILE (or $LOCKSTEP_SERVER, "
+                 "$LOCKSTEP_TOKEN,\n$LOCKSTEP_CACERT, $LOCKSTEP_CERT, $LOCKSTEP_KEY).\n");
     fprintf(out, "\n'lockstep COMMAND --help' describes a command.\n");
 }
 
@@ -65,6 +69,7 @@ main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
+        if (commands[i].run != serve_main && client_take_global_options(&argc, argv)) return 2;
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rc = commands[i].run(argc - 1, argv + 1);
         curl_global_cleanup();

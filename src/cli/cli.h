@@ -31,6 +31,17 @@ struct resp {
 
 /* Common flags: every command takes --server and --help; cli_common handles them. */
 void client_init(struct client *cl, const char *cmd);
+
+/* Options for every command, taken out of argv by main(): --token, --cacert, --cert, --key
+ * (or $LOCKSTEP_TOKEN, $LOCKSTEP_CACERT, $LOCKSTEP_CERT, $LOCKSTEP_KEY). */
+struct client_auth {
+    const char *token, *cacert, *cert, *key;
+};
+extern struct client_auth client_auth;
+int client_take_global_options(int *argc, char **argv);
+/* Applies the token and TLS options to a curl easy handle; headers gets the token. */
+struct curl_slist;
+struct curl_slist *client_apply_auth(void *curl, struct curl_slist *headers);
 /* Percent-encodes an item path for a URL, keeping its slashes. Caller frees. */
 char *url_path(const char *path);
 char *url_query_value(const char *v);
@@ -71,6 +82,7 @@ int cmd_status(int argc, char **argv);
 int cmd_nodes(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
 int cmd_resync(int argc, char **argv);
+int cmd_token(int argc, char **argv);
 
 /* Uploads a file (or stdin) through an upload session; returns the session id in id[33]. */
 int client_upload(struct client *cl, FILE *in, const void *head, size_t head_len, char id[33],

@@ -15,6 +15,61 @@
 
 #define REPLY_MAX (256u << 20)
 
+struct client_auth client_auth;
+
+/*
+ * Removes --token, --cacert, --cert and --key (with their values) from argv wherever they
+ * are, so every command takes them. Returns -1 (after a message) when a value is missing.
+ */
+int
+client_take_global_options(int *argc, char **argv)
+{
+    static const char *const names[] = {"--token", "--cacert", "--cert", "--key"};
+    const char **slots[] = {&client_auth.token, &client_auth.cacert, &client_auth.cert,
+                            &client_auth.key};
+    int out = 1;
+    client_auth.token = getenv("LOCKSTEP_TOKEN");
+    client_auth.cacert = getenv("LOCKSTEP_CACERT");
+    client_auth.cert = getenv("LOCKSTEP_CERT");
+    client_auth.key = getenv("LOCKSTEP_KEY");
+    for (int i = 1; i < *argc; i++) {
+        int taken = 0;
+        for (int k = 0; k < 4 && !taken; k++) {
+            size_t n = strlen(names[k]);
+            if (strcmp(argv[i], names[k]) == 0) {
+                if (i + 1 >= *argc) {
+                    fprintf(stderr, "lockstep: %s needs a value\n", names[k]);
+                    return -1;
+                }
+                *slots[k] = argv[++i];
+                taken = 1;
+            } else if (strncmp(argv[i], names[k], n) == 0 && argv[i][n] == '=') {
+                *slots[k] = argv[i] + n + 1;
+                taken = 1;
+            }
+        }
+        if (!taken) argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    *argc = out;
+    return 0;
+}
+
+struct curl_slist *
+client_apply_auth(void *curl, struct curl_slist *headers)
+{
+    CURL *c = curl;
+    if (client_auth.token) {
+        char h[600];
+        snprintf(h, sizeof h, "Authorization: Bearer %s", client_auth.token);
+        headers = curl_slist_append(headers, h);
+    }
+    if (client_auth.cacert) curl_easy_setopt(c, CURLOPT_CAINFO, client_auth.cacert);
+    if (client_auth.cert) curl_easy_setopt(c, CURLOPT_SSLCERT, client_auth.cert);
+    if (client_auth.key) curl_easy_setopt(c, CURLOPT_SSLKEY, client_auth.key);
+    return headers;
+}
+
 void
 client_init(struct client *cl, const char *cmd)
 {
@@ -134,6 +189,7 @@ client_call(struct client *cl, const char *method, const char *path_query, const
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     hl = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip */
+    hl = client_apply_auth(c, hl);
     for (int i = 0; headers && headers[i]; i++) hl = curl_slist_append(hl, headers[i]);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
     if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {

@@ -159,7 +159,12 @@ follow(struct client *cl, int64_t since, int json)
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_follow_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &f);
     curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-    rc = curl_easy_perform(c);
+    {
+        struct curl_slist *hl = client_apply_auth(c, NULL);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+        rc = curl_easy_perform(c);
+        curl_slist_free_all(hl);
+    }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
     buf_release(&f.line);

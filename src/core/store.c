@@ -115,7 +115,10 @@ static const char schema[] =
     "  path TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0, flags INTEGER NOT NULL DEFAULT 0,"
     "  arg TEXT, cum INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS epochs(epoch INTEGER PRIMARY KEY, start_seq INTEGER NOT NULL,"
-    "  ts INTEGER NOT NULL);";
+    "  ts INTEGER NOT NULL);"
+    /* Access tokens of this server (not replicated): only their SHA-256 is kept. */
+    "CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, role TEXT NOT NULL,"
+    "  hash BLOB NOT NULL, created INTEGER NOT NULL);";
 
 struct store {
     sqlite3 *db;
@@ -1402,4 +1405,59 @@ store_clean_tmp(struct store *st)
         }
         closedir(top);
     }
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+int
+store_token_add(struct store *st, const char *name, const char *role, const unsigned char hash[32],
+                struct ls_error *err)
+{
+    sqlite3_stmt *s;
+    int rc;
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO tokens VALUES(?1, ?2, ?3, ?4)", -1, &s, NULL))
+        return sql_error(st, SQLITE_ERROR, err, "tokens");
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, role, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 3, hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, now_ms());
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc == SQLITE_CONSTRAINT)
+        return ls_error_set(err, LS_EEXISTS, "a token named %s exists already", name);
+    return rc == SQLITE_DONE ? 0 : sql_error(st, rc, err, "tokens");
+}
+
+int
+store_token_del(struct store *st, const char *name, struct ls_error *err)
+{
+    sqlite3_stmt *s;
+    int rc;
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM tokens WHERE name=?1", -1, &s, NULL))
+        return sql_error(st, SQLITE_ERROR, err, "tokens");
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) return sql_error(st, rc, err, "tokens");
+    if (sqlite3_changes(st->db) == 0)
+        return ls_error_set(err, LS_ENOTFOUND, "no token named %s", name);
+    return 0;
+}
+
+int
+store_tokens(struct store *st, store_token_cb cb, void *arg)
+{
+    sqlite3_stmt *s;
+    int n = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT name, role, hash, created FROM tokens ORDER BY name",
+                           -1, &s, NULL))
+        return LS_EIO;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(s, 2) != 32) continue;
+        cb(arg, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+           sqlite3_column_blob(s, 2), sqlite3_column_int64(s, 3));
+        n++;
+    }
+    sqlite3_finalize(s);
+    return n;
 }

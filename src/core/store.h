@@ -136,6 +136,14 @@ int store_log_cum_at(struct store *st, int64_t seq, int64_t *cum, int64_t *ts);
 int store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *removed,
                      struct ls_error *err);
 
+/* ---- access tokens (local to this store; only hashes are kept) ---- */
+typedef void (*store_token_cb)(void *arg, const char *name, const char *role,
+                               const unsigned char hash[32], int64_t created_ms);
+int store_token_add(struct store *st, const char *name, const char *role,
+                    const unsigned char hash[32], struct ls_error *err);
+int store_token_del(struct store *st, const char *name, struct ls_error *err);
+int store_tokens(struct store *st, store_token_cb cb, void *arg);
+
 /* A snapshot: one read transaction on its own connection, consistent at one seq. */
 struct store_snapshot;
 struct store_snapshot *store_snapshot_open(const char *dir, int64_t max_versions,

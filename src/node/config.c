@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { T_STR, T_INT, T_SIZE, T_DURATION, T_LIST };
+enum opt_type { T_STR, T_INT, T_SIZE, T_DURATION, T_LIST, T_FLAG };
 
 struct option_def {
     const char *name;
@@ -45,6 +45,21 @@ static const struct option_def defs[] = {
     {"sync-max-versions", T_INT, OFF(sync_max_versions), "0", "N",
      "versions per item a snapshot carries (0: all retained)"},
     {"compress", T_STR, OFF(compress), "zstd", "zstd|none", "compress the replication stream"},
+    {"tls-cert", T_STR, OFF(tls_cert), NULL, "FILE", "TLS certificate (PEM) for both ports"},
+    {"tls-key", T_STR, OFF(tls_key), NULL, "FILE", "its private key"},
+    {"tls-ca", T_STR, OFF(tls_ca), NULL, "FILE",
+     "CA that clients and peers must present a certificate from (mutual TLS)"},
+    {"allow", T_LIST, OFF(allow), NULL, "CIDR", "accept HTTP clients only from here (repeatable)"},
+    {"peer-allow", T_LIST, OFF(peer_allow), NULL, "CIDR",
+     "accept downstream servers only from here (repeatable)"},
+    {"upstream-token", T_STR, OFF(upstream_token), NULL, "TOKEN",
+     "token (role replicate) sent to the upstream; or $LOCKSTEP_UPSTREAM_TOKEN"},
+    {"insecure", T_FLAG, OFF(insecure), NULL, "",
+     "allow non-loopback addresses without TLS and tokens"},
+    {"max-conns-per-addr", T_INT, OFF(max_conns_per_addr), "64", "N",
+     "connections one address may hold open"},
+    {"request-timeout", T_DURATION, OFF(request_timeout_ms), "30s", "DURATION",
+     "a request must arrive whole within this long (against slow senders)"},
     {"idle-timeout", T_DURATION, OFF(idle_timeout_ms), "60s", "DURATION",
      "close idle HTTP connections after this long"},
 };
@@ -62,9 +77,15 @@ set_value(struct config *c, const struct option_def *d, const char *value)
         return 0;
     }
     case T_LIST: {
-        char **list = (char **)field;
-        if (c->ninclude >= LS_LIST_MAX) return LS_EINVAL;
-        list[c->ninclude++] = strdup(value);
+        struct strlist *list = (struct strlist *)field;
+        if (list->n >= LS_LIST_MAX) return LS_EINVAL;
+        list->v[list->n++] = strdup(value);
+        return 0;
+    }
+    case T_FLAG: {
+        char **s = (char **)field;
+        free(*s);
+        *s = strdup(value && *value ? value : "yes");
         return 0;
     }
     case T_INT: return parse_i64(value, (int64_t *)field);
@@ -85,9 +106,13 @@ config_init(struct config *c)
 void
 config_release(struct config *c)
 {
-    for (size_t i = 0; i < NDEFS; i++)
-        if (defs[i].type == T_STR) free(*(char **)((char *)c + defs[i].offset));
-    for (int i = 0; i < c->ninclude; i++) free(c->include[i]);
+    for (size_t i = 0; i < NDEFS; i++) {
+        void *field = (char *)c + defs[i].offset;
+        if (defs[i].type == T_STR || defs[i].type == T_FLAG) free(*(char **)field);
+        if (defs[i].type == T_LIST)
+            for (int k = 0; k < ((struct strlist *)field)->n; k++)
+                free(((struct strlist *)field)->v[k]);
+    }
     memset(c, 0, sizeof *c);
 }
 
@@ -168,7 +193,7 @@ config_parse(struct config *c, int argc, char **argv, int *want_help)
     }
     for (size_t i = 0; i < NDEFS; i++) {
         longopts[i].name = defs[i].name;
-        longopts[i].has_arg = required_argument;
+        longopts[i].has_arg = defs[i].type == T_FLAG ? no_argument : required_argument;
         longopts[i].flag = NULL;
         longopts[i].val = 1000 + (int)i;
     }
@@ -184,7 +209,7 @@ config_parse(struct config *c, int argc, char **argv, int *want_help)
                     ch == ':' ? "missing value for" : "unknown option", argv[optind - 1]);
             return LS_EINVAL;
         }
-        if (set_value(c, &defs[ch - 1000], optarg)) {
+        if (set_value(c, &defs[ch - 1000], optarg ? optarg : "yes")) {
             fprintf(stderr, "lockstep serve: bad value for --%s: %s\n", defs[ch - 1000].name,
                     optarg);
             return LS_EINVAL;

@@ -9,6 +9,11 @@
 
 #define LS_LIST_MAX 16
 
+struct strlist {
+    char *v[LS_LIST_MAX];
+    int n;
+};
+
 struct config {
     char *data;
     char *http;
@@ -16,8 +21,7 @@ struct config {
     char *role;
     char *upstream;
     char *listen;
-    char *include[LS_LIST_MAX];
-    int ninclude;
+    struct strlist include;
     int64_t max_versions;
     uint64_t max_body;
     uint64_t max_request;
@@ -28,6 +32,12 @@ struct config {
     char *log_retention;
     int64_t sync_max_versions;
     char *compress;
+    char *tls_cert, *tls_key, *tls_ca;
+    struct strlist allow, peer_allow;
+    char *upstream_token;
+    char *insecure;
+    int64_t max_conns_per_addr;
+    int64_t request_timeout_ms;
 };
 
 void config_init(struct config *c);

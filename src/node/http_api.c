@@ -9,12 +9,15 @@
  *
  * Not for: applying operations (writer.c and the store) or the peer protocol.
  */
+#include "node/net.h"
 #include "node/server.h"
+#include "node/tls.h"
 #include "common/log.h"
 #include "common/util.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <fcntl.h>
@@ -32,7 +35,6 @@
 #define WAIT_MAX_MS 60000
 #define HEARTBEAT_MS 15000
 
-enum role { ROLE_READ, ROLE_WRITE, ROLE_ADMIN };
 
 struct ctx {
     struct server *srv;
@@ -1268,6 +1270,105 @@ out:
     ctx_free(c);
 }
 
+/* ---------------------------------------------------------------- tokens */
+
+struct token_job {
+    struct write_ctx w;
+    char name[65], role[16];
+    char token[TOKEN_LEN + 1];
+    int create;
+};
+
+static int
+token_job_run(struct store *st, struct wreq *r)
+{
+    struct token_job *j = r->fn_arg;
+    unsigned char hash[32];
+    if (!j->create) return store_token_del(st, j->name, &r->err);
+    token_hash(j->token, hash);
+    return store_token_add(st, j->name, j->role, hash, &r->err);
+}
+
+static void
+token_job_done(struct wreq *r, void *arg)
+{
+    struct token_job *j = arg;
+    auth_invalidate(j->w.srv->auth);
+    if (r->rc) reply_lserror(j->w.req, &r->err);
+    else if (j->create)
+        reply_json(j->w.req, 201,
+                   json_pack("{s:s,s:s,s:s}", "name", j->name, "role", j->role, "token", j->token));
+    else
+        reply_json(j->w.req, 200, json_pack("{s:s}", "revoked", j->name));
+    log_info("token %s %s", j->name, j->create ? "created" : "revoked"); /* never the token */
+    wreq_free(r);
+    free(j);
+}
+
+static void
+token_list_cb(void *arg, const char *name, const char *role, const unsigned char hash[32],
+              int64_t created)
+{
+    char t[40];
+    format_time(created, t, sizeof t);
+    json_array_append_new(arg, json_pack("{s:s,s:s,s:s}", "name", name, "role", role, "created", t));
+}
+
+static void
+h_tokens(struct ctx *c)
+{
+    struct token_job *j;
+    struct wreq *r;
+    const char *name = c->rest[0] == '/' ? c->rest + 1 : c->rest;
+    if (c->method == EVHTTP_REQ_GET && !*name) {
+        json_t *list = json_array();
+        store_tokens(c->srv->reader, token_list_cb, list);
+        reply_json(c->req, 200, json_pack("{s:o}", "tokens", list));
+        goto out;
+    }
+    if (!(j = calloc(1, sizeof *j)) || !(r = calloc(1, sizeof *r))) {
+        free(j);
+        reply_error(c->req, LS_ENOMEM, NULL);
+        goto out;
+    }
+    if (c->method == EVHTTP_REQ_POST && !*name) {
+        const char *role = qget(c, "role"), *nm = qget(c, "name");
+        if (!role || !role_valid(role)) {
+            reply_error(c->req, LS_EINVAL,
+                        "role must be one of admin, write, read, replicate, notify, report");
+            goto fail;
+        }
+        j->create = 1;
+        snprintf(j->role, sizeof j->role, "%s", role);
+        token_generate(j->token);
+        if (nm) snprintf(j->name, sizeof j->name, "%s", nm);
+        else snprintf(j->name, sizeof j->name, "%s-%.8s", role, j->token + 4 + 56);
+    } else if (c->method == EVHTTP_REQ_DELETE && *name) {
+        snprintf(j->name, sizeof j->name, "%s", name);
+    } else {
+        reply_error(c->req, LS_EINVAL, "use GET or POST /v1/tokens, DELETE /v1/tokens/NAME");
+        goto fail;
+    }
+    if (!*j->name || strlen(j->name) > 64 || !utf8_valid(j->name, strlen(j->name))) {
+        reply_error(c->req, LS_EINVAL, "a token name is 1 to 64 bytes of UTF-8");
+        goto fail;
+    }
+    j->w.req = c->req;
+    j->w.srv = c->srv;
+    r->type = WREQ_CUSTOM;
+    r->fn = token_job_run;
+    r->fn_arg = j;
+    r->done = token_job_done;
+    r->arg = j;
+    writer_submit(c->srv->writer, r);
+    goto out;
+fail:
+    free(j);
+    free(r);
+out:
+    ctx_free(c);
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 #define M_GET (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
@@ -1276,29 +1377,110 @@ out:
 struct route {
     const char *prefix; /* ends with '/' when it takes a rest */
     int methods;
-    enum role role;     /* least role a token needs (the security issue enforces it) */
+    enum need read_need, write_need; /* what a token must allow for GET/HEAD, and otherwise */
     handler_fn fn;
 };
 
 static const struct route routes[] = {
-    {"/v1/items/", M_ANY, ROLE_READ, h_items}, /* writes check ROLE_WRITE below */
-    {"/v1/stat/", M_GET, ROLE_READ, h_stat},
-    {"/v1/history/", M_GET, ROLE_READ, h_history},
-    {"/v1/publish/", EVHTTP_REQ_POST, ROLE_WRITE, h_publish},
-    {"/v1/unpublish/", EVHTTP_REQ_POST, ROLE_WRITE, h_unpublish},
-    {"/v1/purge/", EVHTTP_REQ_POST, ROLE_WRITE, h_purge},
-    {"/v1/move/", EVHTTP_REQ_POST, ROLE_WRITE, h_move},
-    {"/v1/list", M_GET, ROLE_READ, h_list},
-    {"/v1/changes", M_GET, ROLE_READ, h_changes},
-    {"/v1/batch", EVHTTP_REQ_POST, ROLE_WRITE, h_batch},
-    {"/v1/uploads", M_ANY, ROLE_WRITE, h_uploads},
-    {"/v1/uploads/", M_ANY, ROLE_WRITE, h_uploads},
-    {"/v1/status", M_GET, ROLE_READ, h_status},
-    {"/v1/digest", M_GET, ROLE_READ, h_digest},
-    {"/v1/nodes", M_GET, ROLE_READ, h_nodes},
-    {"/v1/promote", EVHTTP_REQ_POST, ROLE_ADMIN, h_promote},
-    {"/v1/resync", EVHTTP_REQ_POST, ROLE_ADMIN, h_resync},
+    {"/v1/items/", M_ANY, NEED_READ, NEED_WRITE, h_items},
+    {"/v1/stat/", M_GET, NEED_READ, NEED_READ, h_stat},
+    {"/v1/history/", M_GET, NEED_READ, NEED_READ, h_history},
+    {"/v1/publish/", EVHTTP_REQ_POST, NEED_WRITE, NEED_WRITE, h_publish},
+    {"/v1/unpublish/", EVHTTP_REQ_POST, NEED_WRITE, NEED_WRITE, h_unpublish},
+    {"/v1/purge/", EVHTTP_REQ_POST, NEED_WRITE, NEED_WRITE, h_purge},
+    {"/v1/move/", EVHTTP_REQ_POST, NEED_WRITE, NEED_WRITE, h_move},
+    {"/v1/list", M_GET, NEED_READ, NEED_READ, h_list},
+    {"/v1/changes", M_GET, NEED_READ, NEED_READ, h_changes},
+    {"/v1/batch", EVHTTP_REQ_POST, NEED_WRITE, NEED_WRITE, h_batch},
+    {"/v1/uploads", M_ANY, NEED_WRITE, NEED_WRITE, h_uploads},
+    {"/v1/uploads/", M_ANY, NEED_WRITE, NEED_WRITE, h_uploads},
+    {"/v1/status", M_GET, NEED_REPORT, NEED_REPORT, h_status},
+    {"/v1/digest", M_GET, NEED_READ, NEED_READ, h_digest},
+    {"/v1/nodes", M_GET, NEED_REPORT, NEED_REPORT, h_nodes},
+    {"/v1/promote", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, h_promote},
+    {"/v1/resync", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, h_resync},
+    {"/v1/tokens", M_ANY, NEED_ADMIN, NEED_ADMIN, h_tokens},
+    {"/v1/tokens/", EVHTTP_REQ_DELETE, NEED_ADMIN, NEED_ADMIN, h_tokens},
 };
+
+/* A 401 answered late: each failure from an address makes the next answer slower. */
+struct late_reply {
+    struct evhttp_request *req;
+    char msg[128];
+};
+
+static void
+late_401(evutil_socket_t fd, short what, void *arg)
+{
+    struct late_reply *l = arg;
+    evhttp_add_header(evhttp_request_get_output_headers(l->req), "WWW-Authenticate",
+                      "Bearer realm=\"lockstep\"");
+    reply_error(l->req, LS_EAUTH, "%s", l->msg);
+    free(l);
+}
+
+/* Authorization: Bearer TOKEN -> TOKEN (NULL when absent or malformed). */
+static const char *
+bearer(struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
+    h += 7;
+    while (*h == ' ') h++;
+    return h;
+}
+
+/* The allow-list and the token. 0: go on; otherwise the request has been (or will be) answered. */
+static int
+check_access(struct server *srv, struct evhttp_request *req, const struct route *r, int method)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const struct sockaddr *sa = evcon ? evhttp_connection_get_addr(evcon) : NULL;
+    enum need need = method & M_GET ? r->read_need : r->write_need;
+    const char *token = bearer(req), *role;
+    char addr[80] = "?";
+    int rc;
+
+    if (sa) format_sockaddr(sa, addr, sizeof addr);
+    if (sa && !cidr_match(srv->allow, srv->nallow, sa)) {
+        log_warn("refused an HTTP request from %s: not in --allow", addr);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_error(req, LS_EDENIED, "this address may not use this server");
+        return -1;
+    }
+    rc = auth_check(srv->auth, token, need, &role);
+    if (rc == LS_EAUTH) {
+        struct late_reply *l = calloc(1, sizeof *l);
+        int64_t delay = sa ? auth_failed(srv->auth, sa) : 0;
+        struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+        /* The token itself is never logged. */
+        log_warn("authentication failed from %s: %s", addr, token ? "unknown token" : "no token");
+        if (!l) {
+            reply_error(req, LS_EAUTH, NULL);
+            return -1;
+        }
+        l->req = req;
+        snprintf(l->msg, sizeof l->msg, "%s",
+                 token ? "unknown token" : "this server needs a token (Authorization: Bearer)");
+        event_base_once(srv->base, -1, EV_TIMEOUT, late_401, l, &tv);
+        return -1;
+    }
+    if (rc == LS_EDENIED) {
+        reply_error(req, LS_EDENIED, "a %s token may not %s here", role, need_name(need));
+        return -1;
+    }
+    return 0;
+}
+
+static struct bufferevent *
+https_bev(struct event_base *base, void *arg)
+{
+    struct server *srv = arg;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, -1, SSL_new(srv->tls_server), BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
 
 /*
  * The one entrance of every HTTP request: route, method, then the checks every handler relies on.
@@ -1333,6 +1515,7 @@ http_dispatch(struct evhttp_request *req, void *arg)
             reply_error(req, LS_EINVAL, "method not allowed on %s", r->prefix);
             return;
         }
+        if (check_access(srv, req, r, method)) return;
         c = calloc(1, sizeof *c);
         if (!c) {
             reply_error(req, LS_ENOMEM, NULL);
@@ -1342,7 +1525,7 @@ http_dispatch(struct evhttp_request *req, void *arg)
         c->req = req;
         c->method = method;
         c->rest = has_rest ? path + n - 1 : "";
-        if (r->fn == h_uploads && has_rest) c->rest = path + n;
+        if ((r->fn == h_uploads || r->fn == h_tokens) && has_rest) c->rest = path + n;
         TAILQ_INIT(&c->query);
         if (query && evhttp_parse_query_str(query, &c->query) < 0) {
             reply_error(req, LS_EINVAL, "malformed query string");
@@ -1389,6 +1572,7 @@ http_api_start(struct server *srv, struct ls_error *err)
     tv.tv_usec = (srv->cfg.idle_timeout_ms % 1000) * 1000;
     evhttp_set_timeout_tv(srv->http, &tv);
     evhttp_set_gencb(srv->http, http_dispatch, srv);
+    if (srv->tls_server) evhttp_set_bevcb(srv->http, https_bev, srv);
     if (!(srv->http_socket = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port)))
         return ls_error_set(err, LS_EIO, "cannot listen on %s: %s", srv->cfg.http,
                             strerror(errno));

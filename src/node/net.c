@@ -49,3 +49,11 @@ format_sockaddr(const struct sockaddr *sa, char *out, size_t n)
         snprintf(out, n, "?");
     }
 }
+
+int
+same_host(const char *a, const char *b)
+{
+    const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
+    size_t na = ca ? (size_t)(ca - a) : strlen(a), nb = cb ? (size_t)(cb - b) : strlen(b);
+    return na == nb && memcmp(a, b, na) == 0;
+}

@@ -6,5 +6,7 @@
 
 int parse_hostport(const char *addr, struct sockaddr_storage *ss, int *sslen);
 void format_sockaddr(const struct sockaddr *sa, char *out, size_t n);
+/* Do two "host:port" strings name the same host? */
+int same_host(const char *a, const char *b);
 
 #endif

@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,12 +180,22 @@ on_event(struct bufferevent *bev, short what, void *arg)
         if (p->ops->on_connected) p->ops->on_connected(p);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & BEV_EVENT_TIMEOUT) {
         peer_fail(p, "timeout", "no data for %lld ms (stalled peer)", (long long)p->timeout_ms);
-    else if (what & BEV_EVENT_EOF)
+    } else if (what & BEV_EVENT_EOF) {
         peer_close(p, "connection closed by the peer");
-    else
-        peer_close(p, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    } else {
+        unsigned long tls = bufferevent_get_openssl_error(bev);
+        char msg[300];
+        if (tls) {
+            snprintf(msg, sizeof msg, "TLS: ");
+            ERR_error_string_n(tls, msg + 5, sizeof msg - 5);
+            log_warn("peer %s: %s", p->addr, msg);
+            peer_close(p, msg);
+        } else {
+            peer_close(p, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        }
+    }
 }
 
 void

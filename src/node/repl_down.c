@@ -14,11 +14,13 @@
 #include "node/net.h"
 #include "node/peer.h"
 #include "node/server.h"
+#include "node/tls.h"
 #include "common/log.h"
 #include "common/util.h"
 
 #include <errno.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -410,8 +412,8 @@ send_sync(struct repl_down *d)
     json_t *inc = json_array(), *o;
     store_position(d->srv->reader, &pos);
     store_meta_get(d->srv->reader, "snapshot_pending", pending, sizeof pending);
-    for (int i = 0; i < d->srv->cfg.ninclude; i++)
-        json_array_append_new(inc, json_string(d->srv->cfg.include[i]));
+    for (int i = 0; i < d->srv->cfg.include.n; i++)
+        json_array_append_new(inc, json_string(d->srv->cfg.include.v[i]));
     o = json_pack("{s:s,s:I,s:I,s:b,s:{s:b,s:o}}", "store_id", pos.store_id, "epoch",
                   (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "snapshot_pending",
                   strcmp(pending, "1") == 0, "filter", "published_only",
@@ -548,10 +550,12 @@ static void
 on_connected(struct peer *p)
 {
     struct repl_down *d = p->owner;
-    peer_send_json(p, F_HELLO,
-                   json_pack("{s:i,s:s,s:s,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
-                             d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION,
-                             "zstd", strcmp(d->srv->cfg.compress, "zstd") == 0));
+    json_t *hello = json_pack("{s:i,s:s,s:s,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+                              d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION,
+                              "zstd", strcmp(d->srv->cfg.compress, "zstd") == 0);
+    if (d->srv->upstream_token)
+        json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
+    peer_send_json(p, F_HELLO, hello);
     d->state = US_HELLO;
 }
 
@@ -587,7 +591,20 @@ connect_upstream(struct repl_down *d)
         schedule_retry(d);
         return;
     }
-    bev = bufferevent_socket_new(d->srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (d->srv->tls_client) {
+        char host[256];
+        const char *colon = strrchr(d->srv->cfg.upstream, ':');
+        const char *h = d->srv->cfg.upstream;
+        size_t n = colon ? (size_t)(colon - h) : strlen(h);
+        if (*h == '[') h++, n -= 2;
+        snprintf(host, sizeof host, "%.*s", (int)n, h);
+        bev = bufferevent_openssl_socket_new(d->srv->base, -1,
+                                             tls_client_ssl(d->srv->tls_client, host),
+                                             BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+        if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(d->srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     peer_init(&d->peer, bev, &down_ops, d, d->srv->cfg.upstream,
               d->srv->cfg.heartbeat_timeout_ms);
     d->state = US_CONNECTING;

@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -453,6 +454,18 @@ on_hello(struct downstream *ds, json_t *o)
         peer_fail(&ds->peer, "bad_hello", "HELLO needs a name and the role replica or staging");
         return;
     }
+    {
+        const char *token = json_string_value(json_object_get(o, "token")), *trole;
+        int rc = auth_check(ds->srv->auth, token, NEED_REPLICATE, &trole);
+        if (rc) {
+            /* The token itself is never logged. */
+            peer_fail(&ds->peer, "unauthorized", "%s from %s: %s", name, ds->peer.addr,
+                      rc == LS_EDENIED ? "the token's role may not replicate"
+                      : token          ? "unknown token"
+                                       : "this server needs a token with the role replicate");
+            return;
+        }
+    }
     if (!(ds->node = node_for(ds->up, name))) {
         peer_fail(&ds->peer, NULL, "out of memory");
         return;
@@ -739,7 +752,34 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     struct timeval tv = {PING_MS / 1000, 0};
 
     format_sockaddr(sa, addr, sizeof addr);
-    bev = ds ? bufferevent_socket_new(up->srv->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!cidr_match(up->srv->peer_allow, up->srv->npeer_allow, sa)) {
+        log_warn("refused a peer connection from %s: not in --peer-allow", addr);
+        free(ds);
+        evutil_closesocket(fd);
+        return;
+    }
+    {
+        int same = 0;
+        for (struct downstream *o = up->conns; o; o = o->next)
+            if (!o->dead && same_host(o->peer.addr, addr)) same++;
+        if (same >= up->srv->cfg.max_conns_per_addr) {
+            log_warn("refused a peer connection from %s: it holds %d already", addr, same);
+            free(ds);
+            evutil_closesocket(fd);
+            return;
+        }
+    }
+    if (!ds) {
+        evutil_closesocket(fd);
+        return;
+    }
+    if (up->srv->tls_server) {
+        bev = bufferevent_openssl_socket_new(up->srv->base, fd, SSL_new(up->srv->tls_server),
+                                             BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+        if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(up->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!bev) {
         free(ds);
         evutil_closesocket(fd);

@@ -7,6 +7,7 @@
  * writer finish and answer what it committed, then close the store.
  */
 #include "node/peer.h"
+#include "node/tls.h"
 #include "node/server.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -266,12 +267,20 @@ check_config(struct config *c)
                 c->role);
         return -1;
     }
-    if (strcmp(c->role, "primary") == 0 && c->ninclude > 0) {
+    if (strcmp(c->role, "primary") == 0 && c->include.n > 0) {
         fprintf(stderr, "lockstep serve: --include is for replicas\n");
         return -1;
     }
     if (strcmp(c->compress, "zstd") != 0 && strcmp(c->compress, "none") != 0) {
         fprintf(stderr, "lockstep serve: --compress must be zstd or none\n");
+        return -1;
+    }
+    if ((c->tls_cert != NULL) != (c->tls_key != NULL)) {
+        fprintf(stderr, "lockstep serve: --tls-cert and --tls-key go together\n");
+        return -1;
+    }
+    if (c->tls_ca && !c->tls_cert) {
+        fprintf(stderr, "lockstep serve: --tls-ca needs --tls-cert and --tls-key\n");
         return -1;
     }
     if (c->heartbeat_timeout_ms < 1000) {
@@ -294,6 +303,63 @@ check_config(struct config *c)
         char host[HOST_NAME_MAX + 1] = "lockstep";
         gethostname(host, sizeof host);
         c->name = strdup(host);
+    }
+    return 0;
+}
+
+static int
+is_loopback(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "localhost:", 10) == 0 ||
+           strncmp(addr, "[::1]:", 6) == 0;
+}
+
+/*
+ * TLS contexts, tokens, allow-lists, and the secure default: a server reachable from other
+ * machines must have TLS and tokens, unless the operator says --insecure.
+ */
+static int
+security_setup(struct server *srv)
+{
+    struct config *c = &srv->cfg;
+    struct ls_error err;
+    const char *exposed = NULL;
+    if (!(srv->auth = auth_new(srv->reader))) return -1;
+    for (int i = 0; i < c->allow.n; i++)
+        if (cidr_parse(c->allow.v[i], &srv->allow[srv->nallow++])) {
+            log_error("--allow %s: expected an address or network such as 10.0.0.0/8",
+                      c->allow.v[i]);
+            return -1;
+        }
+    for (int i = 0; i < c->peer_allow.n; i++)
+        if (cidr_parse(c->peer_allow.v[i], &srv->peer_allow[srv->npeer_allow++])) {
+            log_error("--peer-allow %s: expected an address or network such as 10.0.0.0/8",
+                      c->peer_allow.v[i]);
+            return -1;
+        }
+    if (c->tls_cert) {
+        if (!(srv->tls_server = tls_server_ctx(c->tls_cert, c->tls_key, c->tls_ca, &err)) ||
+            !(srv->tls_client = tls_client_ctx(c->tls_cert, c->tls_key, c->tls_ca, &err))) {
+            log_error("%s", err.msg);
+            return -1;
+        }
+    }
+    srv->upstream_token = c->upstream_token ? c->upstream_token : getenv("LOCKSTEP_UPSTREAM_TOKEN");
+    if (!is_loopback(c->http)) exposed = c->http;
+    else if (!is_loopback(c->listen)) exposed = c->listen;
+    if (exposed && !c->insecure && (!c->tls_cert || !auth_enabled(srv->auth))) {
+        log_error("refusing to listen on %s without %s: add %s, or pass --insecure to do it "
+                  "anyway",
+                  exposed,
+                  !c->tls_cert && !auth_enabled(srv->auth) ? "TLS and tokens"
+                  : !c->tls_cert                            ? "TLS"
+                                                            : "tokens",
+                  !c->tls_cert && !auth_enabled(srv->auth)
+                      ? "--tls-cert FILE --tls-key FILE and a token (lockstep token create "
+                        "--data DIR --role admin)"
+                  : !c->tls_cert ? "--tls-cert FILE --tls-key FILE"
+                                 : "a token (lockstep token create --data DIR --role admin)");
+        return -1;
     }
     return 0;
 }
@@ -344,6 +410,7 @@ server_open(struct server *srv, int listen_peer)
         return -1;
     }
     store_position(srv->reader, &srv->pos);
+    if (security_setup(srv)) return -1;
     snprintf(path, sizeof path, "%s/uploads", srv->cfg.data);
     if (!(srv->uploads = uploads_new(path, srv->cfg.max_body))) {
         log_error("cannot create %s", path);
@@ -369,6 +436,11 @@ server_open(struct server *srv, int listen_peer)
 void
 server_close(struct server *srv)
 {
+    auth_free(srv->auth);
+    srv->auth = NULL;
+    SSL_CTX_free(srv->tls_server);
+    SSL_CTX_free(srv->tls_client);
+    srv->tls_server = srv->tls_client = NULL;
     if (srv->base) shutdown_begin(srv);
     peer_linger_release_all();
     if (srv->http) evhttp_free(srv->http);

@@ -11,8 +11,10 @@
 #include <stdatomic.h>
 
 #include <jansson.h>
+#include <openssl/ssl.h>
 
 #include "core/store.h"
+#include "node/auth.h"
 #include "node/config.h"
 
 #define LS_VERSION "0.1.0"
@@ -52,6 +54,11 @@ struct server {
     struct store_options store_opt;
     int64_t retention_age_ms, retention_bytes, retention_interval_ms;
     struct event *retention_timer;
+    struct auth *auth;
+    struct cidr allow[LS_LIST_MAX], peer_allow[LS_LIST_MAX];
+    int nallow, npeer_allow;
+    SSL_CTX *tls_server, *tls_client; /* NULL: plain TCP */
+    const char *upstream_token;
 };
 
 /* A write waiting until N downstreams have applied its seq (wait_replicas). */

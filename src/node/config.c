@@ -58,7 +58,7 @@ static const struct option_def defs[] = {
      "allow non-loopback addresses without TLS and tokens"},
     {"max-conns-per-addr", T_INT, OFF(max_conns_per_addr), "64", "N",
      "connections one address may hold open"},
-    {"request-timeout", T_DURATION, OFF(request_timeout_ms), "30s", "DURATION",
+    {"request-timeout", T_DURATION, OFF(request_timeout_ms), "60s", "DURATION",
      "a request must arrive whole within this long (against slow senders)"},
     {"idle-timeout", T_DURATION, OFF(idle_timeout_ms), "60s", "DURATION",
      "close idle HTTP connections after this long"},

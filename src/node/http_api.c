@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <fcntl.h>
@@ -1472,15 +1471,6 @@ check_access(struct server *srv, struct evhttp_request *req, const struct route 
     return 0;
 }
 
-static struct bufferevent *
-https_bev(struct event_base *base, void *arg)
-{
-    struct server *srv = arg;
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        base, -1, SSL_new(srv->tls_server), BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
-}
 
 /*
  * The one entrance of every HTTP request: route, method, then the checks every handler relies on.
@@ -1500,6 +1490,7 @@ http_dispatch(struct evhttp_request *req, void *arg)
         reply_error(req, LS_EUNAVAIL, "the server is stopping");
         return;
     }
+    http_conns_request(srv, req);
     if (!path) {
         reply_error(req, LS_EINVAL, "malformed request URI");
         return;
@@ -1572,7 +1563,7 @@ http_api_start(struct server *srv, struct ls_error *err)
     tv.tv_usec = (srv->cfg.idle_timeout_ms % 1000) * 1000;
     evhttp_set_timeout_tv(srv->http, &tv);
     evhttp_set_gencb(srv->http, http_dispatch, srv);
-    if (srv->tls_server) evhttp_set_bevcb(srv->http, https_bev, srv);
+    if (http_conns_start(srv)) return ls_error_set(err, LS_ENOMEM, NULL);
     if (!(srv->http_socket = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port)))
         return ls_error_set(err, LS_EIO, "cannot listen on %s: %s", srv->cfg.http,
                             strerror(errno));

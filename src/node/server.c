@@ -444,6 +444,7 @@ server_close(struct server *srv)
     if (srv->base) shutdown_begin(srv);
     peer_linger_release_all();
     if (srv->http) evhttp_free(srv->http);
+    http_conns_stop(srv);
     if (srv->waiter_timer) event_free(srv->waiter_timer);
     if (srv->retention_timer) event_free(srv->retention_timer);
     if (srv->sigint) event_free(srv->sigint);

@@ -59,7 +59,13 @@ struct server {
     int nallow, npeer_allow;
     SSL_CTX *tls_server, *tls_client; /* NULL: plain TCP */
     const char *upstream_token;
+    struct http_conns *conns;
 };
+
+/* ---- http_conns.c: per-address limits and slow-request timeouts on the HTTP port ---- */
+int http_conns_start(struct server *srv);
+void http_conns_request(struct server *srv, struct evhttp_request *req);
+void http_conns_stop(struct server *srv);
 
 /* A write waiting until N downstreams have applied its seq (wait_replicas). */
 struct ack_waiter {

@@ -64,6 +64,15 @@ json_t *client_json(struct client *cl, const char *method, const char *path_quer
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Parses a command's options: --server and --help for every command, the command's own
+ * (extra, getopt_long style, ending with a zero entry) through on_opt, which returns -1 to go
+ * on or an exit code to stop. Returns -1 when the command should run, else its exit code.
+ */
+struct option;
+int cli_parse(struct client *cl, int argc, char **argv, const struct option *extra,
+              const char *usage, int (*on_opt)(int ch, const char *arg, void *ctx), void *ctx);
+
 /* commands */
 int cmd_put(int argc, char **argv);
 int cmd_get(int argc, char **argv);

@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,4 +363,39 @@ client_upload(struct client *cl, FILE *in, const void *head, size_t head_len, ch
 out:
     free(part);
     return rc;
+}
+
+/* ---------------------------------------------------------------- options */
+
+enum { O_CLI_SERVER = 2000, O_CLI_HELP };
+
+int
+cli_parse(struct client *cl, int argc, char **argv, const struct option *extra, const char *usage,
+          int (*on_opt)(int ch, const char *arg, void *ctx), void *ctx)
+{
+    struct option opts[32];
+    int n = 0, ch;
+    opts[n++] = (struct option){"server", required_argument, NULL, O_CLI_SERVER};
+    opts[n++] = (struct option){"help", no_argument, NULL, O_CLI_HELP};
+    for (int i = 0; extra && extra[i].name && n < 31; i++) opts[n++] = extra[i];
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
+        if (ch == O_CLI_HELP) {
+            printf("%s", usage);
+            return EXIT_OK;
+        } else if (ch == O_CLI_SERVER) {
+            cl->server = optarg;
+        } else if (ch == '?' || ch == ':') {
+            return cli_usage_error(cl->cmd, "%s '%s'",
+                                   ch == ':' ? "missing value for" : "unknown option",
+                                   argv[optind - 1]);
+        } else {
+            int rc = on_opt(ch, optarg, ctx);
+            if (rc >= 0) return rc;
+        }
+    }
+    client_init(cl, cl->cmd);
+    return -1;
 }

@@ -20,33 +20,26 @@ struct cluster_args {
 };
 
 static int
+cluster_opt(int ch, const char *arg, void *ctx)
+{
+    struct cluster_args *a = ctx;
+    if (ch == O_JSON) a->json = 1;
+    else if (ch == O_SINCE) a->since = arg;
+    else if (ch == O_FROM) a->from = arg;
+    return -1;
+}
+
+static int
 parse(struct client *cl, int argc, char **argv, const char *usage, struct cluster_args *a)
 {
-    static const struct option opts[] = {{"server", required_argument, NULL, O_SERVER},
-                                         {"help", no_argument, NULL, O_HELP},
-                                         {"json", no_argument, NULL, O_JSON},
+    static const struct option opts[] = {{"json", no_argument, NULL, O_JSON},
                                          {"since", required_argument, NULL, O_SINCE},
                                          {"from-seq", required_argument, NULL, O_FROM},
                                          {NULL, 0, NULL, 0}};
-    int ch;
-    optind = 1;
-    opterr = 0;
+    int rc;
     memset(a, 0, sizeof *a);
-    while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (ch) {
-        case O_HELP: printf("%s", usage); return EXIT_OK;
-        case O_SERVER: cl->server = optarg; break;
-        case O_JSON: a->json = 1; break;
-        case O_SINCE: a->since = optarg; break;
-        case O_FROM: a->from = optarg; break;
-        default:
-            return cli_usage_error(cl->cmd, "%s '%s'",
-                                   ch == ':' ? "missing value for" : "unknown option",
-                                   argv[optind - 1]);
-        }
-    }
+    if ((rc = cli_parse(cl, argc, argv, opts, usage, cluster_opt, a)) >= 0) return rc;
     if (optind < argc) return cli_usage_error(cl->cmd, "unexpected argument '%s'", argv[optind]);
-    client_init(cl, cl->cmd);
     return -1;
 }
 

@@ -42,45 +42,39 @@ append_min_seq(char **url)
     *url = u;
 }
 
-/* Parses the options every command shares plus its own; returns -1 to go on, else an exit code. */
+/* The item commands all take --wait-replicas (writes) and --min-seq (reads) besides their own. */
+struct items_opt_ctx {
+    const char *cmd;
+    int (*on_opt)(int ch, const char *arg, void *ctx);
+    void *ctx;
+};
+
+static int
+items_opt(int ch, const char *arg, void *vctx)
+{
+    struct items_opt_ctx *x = vctx;
+    int64_t v;
+    if (ch != O_WAIT && ch != O_MINSEQ) return x->on_opt(ch, arg, x->ctx);
+    if (parse_i64(arg, &v) || v < 0)
+        return cli_usage_error(x->cmd, "--%s needs a number",
+                               ch == O_WAIT ? "wait-replicas" : "min-seq");
+    if (ch == O_WAIT) wait_replicas = arg;
+    else min_seq = arg;
+    return -1;
+}
+
 static int
 parse_opts(struct client *cl, int argc, char **argv, const struct option *extra, const char *usage,
            int (*on_opt)(int ch, const char *arg, void *ctx), void *ctx)
 {
     struct option opts[24];
-    int n = 0, ch;
-    opts[n++] = (struct option){"server", required_argument, NULL, O_SERVER};
-    opts[n++] = (struct option){"help", no_argument, NULL, O_HELP};
+    struct items_opt_ctx x = {cl->cmd, on_opt, ctx};
+    int n = 0;
     opts[n++] = (struct option){"wait-replicas", required_argument, NULL, O_WAIT};
     opts[n++] = (struct option){"min-seq", required_argument, NULL, O_MINSEQ};
-    for (int i = 0; extra && extra[i].name; i++) opts[n++] = extra[i];
+    for (int i = 0; extra && extra[i].name && n < 23; i++) opts[n++] = extra[i];
     opts[n] = (struct option){NULL, 0, NULL, 0};
-    optind = 1;
-    opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
-        if (ch == O_HELP) {
-            printf("%s", usage);
-            return EXIT_OK;
-        } else if (ch == O_SERVER) {
-            cl->server = optarg;
-        } else if (ch == O_WAIT || ch == O_MINSEQ) {
-            int64_t v;
-            if (parse_i64(optarg, &v) || v < 0)
-                return cli_usage_error(cl->cmd, "--%s needs a number",
-                                       ch == O_WAIT ? "wait-replicas" : "min-seq");
-            if (ch == O_WAIT) wait_replicas = optarg;
-            else min_seq = optarg;
-        } else if (ch == '?' || ch == ':') {
-            return cli_usage_error(cl->cmd, "%s '%s'",
-                                   ch == ':' ? "missing value for" : "unknown option",
-                                   argv[optind - 1]);
-        } else {
-            int rc = on_opt(ch, optarg, ctx);
-            if (rc >= 0) return rc;
-        }
-    }
-    client_init(cl, cl->cmd);
-    return -1;
+    return cli_parse(cl, argc, argv, opts, usage, items_opt, &x);
 }
 
 /* Checks a path argument the way the server will, to fail before sending anything. */

@@ -22,34 +22,28 @@ struct log_args {
 };
 
 static int
+log_opt(int ch, const char *arg, void *ctx)
+{
+    struct log_args *a = ctx;
+    switch (ch) {
+    case O_JSON: a->json = 1; break;
+    case O_SINCE: a->since = arg; break;
+    case O_FOLLOW: a->follow = 1; break;
+    case O_PUB: a->pub = 1; break;
+    case O_PROGRESS: a->progress = 1; break;
+    }
+    return -1;
+}
+
+static int
 parse(struct client *cl, int argc, char **argv, const char *usage, struct log_args *a)
 {
     static const struct option opts[] = {
-        {"server", required_argument, NULL, O_SERVER}, {"help", no_argument, NULL, O_HELP},
-        {"json", no_argument, NULL, O_JSON},           {"since", required_argument, NULL, O_SINCE},
-        {"follow", no_argument, NULL, O_FOLLOW},       {"published-only", no_argument, NULL, O_PUB},
-        {"progress", no_argument, NULL, O_PROGRESS},   {NULL, 0, NULL, 0}};
-    int ch;
-    optind = 1;
-    opterr = 0;
+        {"json", no_argument, NULL, O_JSON},         {"since", required_argument, NULL, O_SINCE},
+        {"follow", no_argument, NULL, O_FOLLOW},     {"published-only", no_argument, NULL, O_PUB},
+        {"progress", no_argument, NULL, O_PROGRESS}, {NULL, 0, NULL, 0}};
     memset(a, 0, sizeof *a);
-    while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (ch) {
-        case O_HELP: printf("%s", usage); return EXIT_OK;
-        case O_SERVER: cl->server = optarg; break;
-        case O_JSON: a->json = 1; break;
-        case O_SINCE: a->since = optarg; break;
-        case O_FOLLOW: a->follow = 1; break;
-        case O_PUB: a->pub = 1; break;
-        case O_PROGRESS: a->progress = 1; break;
-        default:
-            return cli_usage_error(cl->cmd, "%s '%s'",
-                                   ch == ':' ? "missing value for" : "unknown option",
-                                   argv[optind - 1]);
-        }
-    }
-    client_init(cl, cl->cmd);
-    return -1;
+    return cli_parse(cl, argc, argv, opts, usage, log_opt, a);
 }
 
 /* ---------------------------------------------------------------- import */

@@ -623,15 +623,8 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 {
     struct repl_down *d = arg;
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
-    if (d->state >= US_SYNC && !d->peer.closed) {
-        struct ls_position *pos = &d->srv->pos;
-        peer_send_json(&d->peer, F_PING,
-                       json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "name", d->srv->cfg.name, "role",
-                                 d->srv->cfg.role, "version", LS_VERSION, "seq",
-                                 (json_int_t)pos->seq, "uptime_s",
-                                 (json_int_t)((mono_ms() - d->srv->started_ms) / 1000), "time_ms",
-                                 (json_int_t)now_ms()));
-    }
+    if (d->state >= US_SYNC && !d->peer.closed)
+        peer_send_json(&d->peer, F_PING, server_info(d->srv));
     evtimer_add(d->ping, &tv);
 }
 

@@ -677,16 +677,8 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 {
     struct downstream *ds = arg;
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
-    if (ds->state >= DS_SYNC && !ds->peer.closed) {
-        struct ls_position *pos = &ds->srv->pos;
-        peer_send_json(&ds->peer, F_PING,
-                       json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "name", ds->srv->cfg.name,
-                                 "role", ds->srv->cfg.role, "primary", server_primary_http(ds->srv),
-                                 "version", LS_VERSION, "seq",
-                                 (json_int_t)pos->seq, "epoch", (json_int_t)pos->epoch,
-                                 "uptime_s", (json_int_t)((mono_ms() - ds->srv->started_ms) / 1000),
-                                 "time_ms", (json_int_t)now_ms()));
-    }
+    if (ds->state >= DS_SYNC && !ds->peer.closed)
+        peer_send_json(&ds->peer, F_PING, server_info(ds->srv));
     evtimer_add(ds->ping, &tv);
 }
 

@@ -137,6 +137,17 @@ server_primary_http(struct server *srv)
     return p ? p : "";
 }
 
+/* What a PING says about this server (both directions of the peer protocol). */
+json_t *
+server_info(struct server *srv)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "name", srv->cfg.name, "role",
+                     srv->cfg.role, "primary", server_primary_http(srv), "version", LS_VERSION,
+                     "seq", (json_int_t)srv->pos.seq, "epoch", (json_int_t)srv->pos.epoch,
+                     "uptime_s", (json_int_t)((mono_ms() - srv->started_ms) / 1000), "time_ms",
+                     (json_int_t)now_ms());
+}
+
 static void
 on_waiter_timer(evutil_socket_t fd, short what, void *arg)
 {

@@ -81,6 +81,7 @@ void server_on_ack(struct server *srv); /* a downstream acknowledged something *
 int server_is_primary(const struct server *srv);
 /* The primary's HTTP address as far as this server knows ("" when unknown). */
 const char *server_primary_http(struct server *srv);
+json_t *server_info(struct server *srv); /* name, role, version, seq, epoch, uptime (PING) */
 
 /* ---- repl_up.c: serving downstreams ---- */
 struct repl_up;

@@ -1,11 +1,12 @@
 # lockstep: `make` builds build/lockstep; `make run` starts a local site; `make test` runs every
-# test under AddressSanitizer and UndefinedBehaviorSanitizer; `make bench` prints the figures.
+# test under AddressSanitizer and UndefinedBehaviorSanitizer, then each fuzz target briefly;
+# `make fuzz` fuzzes each target for FUZZ_SECONDS (60); `make bench` prints the figures.
 # CMake does the building; this file is the front door and installs missing Debian packages.
 
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all run test bench fuzz deps clean format FORCE
+.PHONY: all run test bench fuzz fuzz-run deps clean format FORCE
 
 all: build/lockstep
 
@@ -22,10 +23,29 @@ test:
 	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DLS_SANITIZE=ON -DLS_TESTS=ON -DLS_BIN_DIR=$(CURDIR)/build/asan $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/asan -j $(JOBS)
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 ctest --output-on-failure -j 2 $(CTEST_ARGS)
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
+
+# Fuzzing (tests/fuzz, libFuzzer, clang): `make fuzz` fuzzes each target for FUZZ_SECONDS, after
+# replaying every saved crash (tests/fuzz/regressions) and the seeds; `make test` does the same
+# briefly (TEST_FUZZ_SECONDS per target, two targets at a time). FUZZ_ARGS=-R fuzz/http/ picks.
+FUZZ_SECONDS ?= 60
+TEST_FUZZ_SECONDS ?= 10
+FUZZ_JOBS ?= 2
+FUZZ_ARGS ?=
+
+fuzz:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory fuzz-run
+
+fuzz-run:
+	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DLS_FUZZ=ON -DLS_FUZZ_SECONDS=$(FUZZ_SECONDS) -DLS_BIN_DIR=$(CURDIR)/build/fuzz $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build/fuzz -j $(JOBS)
+	@cd build/fuzz && ctest --output-on-failure -j $(FUZZ_JOBS) -R '^fuzz/' $(FUZZ_ARGS)
 
 bench: build/lockstep
 	@scripts/deps.sh bench
-	@cmake --build build/release -j $(JOBS) --target bench_all >/dev/null 2>&1 || true
+	@cmake --build build/release -j $(JOBS) --target $(patsubst bench/%.c,bench_%,$(wildcard bench/*.c)) \
+		>build/release/bench-build.log 2>&1 || { tail -n 30 build/release/bench-build.log; exit 1; }
 	@bench/run.sh
 
 clean:

@@ -15,6 +15,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@ enum {
     S_ITEM_BY_PATH,
     S_VERSION_KINDMETA,
     S_ITEM_INSERT,
+    S_ITEM_INSERT_NEW,
     S_ITEM_UPDATE,
     S_ITEM_MOVE,
     S_ITEM_DELETE,
@@ -56,6 +58,8 @@ static const char *const stmt_sql[N_STMT] = {
     [S_VERSION_KINDMETA] = "SELECT kind, meta FROM versions WHERE item=?1 AND version=?2",
     [S_ITEM_INSERT] = "INSERT INTO items(path, version, published, deleted, seq, mtime) "
                       "VALUES(?1, ?2, ?3, 0, ?4, ?5)",
+    [S_ITEM_INSERT_NEW] = "INSERT INTO items(path, version, published, deleted, seq, mtime) "
+                          "VALUES(?1, ?2, ?3, 0, ?4, ?5) ON CONFLICT(path) DO NOTHING",
     [S_ITEM_UPDATE] = "UPDATE items SET version=?2, published=?3, deleted=?4, seq=?5, mtime=?6 "
                       "WHERE id=?1",
     [S_ITEM_MOVE] = "UPDATE items SET path=?2, seq=?3, mtime=?4 WHERE id=?1",
@@ -133,7 +137,83 @@ struct store {
     int64_t log_cum, log_cum_at_begin, log_cum_at_savepoint; /* cumulative bytes logged */
     unsigned char (*garbage)[32]; /* blobs that may have lost their last reference */
     size_t ngarbage, garbage_cap;
+    /* Checkpoints run on their own thread and connection, never inside a commit. */
+    sqlite3 *ckpt_db;
+    pthread_t ckpt_thread;
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cv;
+    int ckpt_wanted, ckpt_stop, ckpt_running;
 };
+
+#define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */
+
+static void *
+checkpoint_main(void *arg)
+{
+    struct store *st = arg;
+    pthread_mutex_lock(&st->ckpt_mu);
+    for (;;) {
+        while (!st->ckpt_wanted && !st->ckpt_stop) pthread_cond_wait(&st->ckpt_cv, &st->ckpt_mu);
+        if (st->ckpt_stop) break;
+        st->ckpt_wanted = 0;
+        pthread_mutex_unlock(&st->ckpt_mu);
+        /* PASSIVE: copies what it can without waiting for readers or blocking the writer. */
+        sqlite3_wal_checkpoint_v2(st->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&st->ckpt_mu);
+    }
+    pthread_mutex_unlock(&st->ckpt_mu);
+    return NULL;
+}
+
+/* Called by SQLite after each commit of the writer's connection. */
+static int
+on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct store *st = arg;
+    if (pages >= CHECKPOINT_PAGES) {
+        pthread_mutex_lock(&st->ckpt_mu);
+        st->ckpt_wanted = 1;
+        pthread_cond_signal(&st->ckpt_cv);
+        pthread_mutex_unlock(&st->ckpt_mu);
+    }
+    return SQLITE_OK;
+}
+
+static int
+checkpoint_start(struct store *st, const char *path)
+{
+    if (sqlite3_open_v2(path, &st->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL))
+        return -1;
+    sqlite3_busy_timeout(st->ckpt_db, 1000);
+    sqlite3_exec(st->ckpt_db,
+                 st->opt.sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
+                 NULL, NULL);
+    pthread_mutex_init(&st->ckpt_mu, NULL);
+    pthread_cond_init(&st->ckpt_cv, NULL);
+    if (pthread_create(&st->ckpt_thread, NULL, checkpoint_main, st)) return -1;
+    st->ckpt_running = 1;
+    /* The writer no longer checkpoints by itself; the hook hands the work over. */
+    sqlite3_wal_autocheckpoint(st->db, 0);
+    sqlite3_wal_hook(st->db, on_wal_commit, st);
+    return 0;
+}
+
+static void
+checkpoint_stop(struct store *st)
+{
+    if (st->ckpt_running) {
+        pthread_mutex_lock(&st->ckpt_mu);
+        st->ckpt_stop = 1;
+        pthread_cond_signal(&st->ckpt_cv);
+        pthread_mutex_unlock(&st->ckpt_mu);
+        pthread_join(st->ckpt_thread, NULL);
+        pthread_mutex_destroy(&st->ckpt_mu);
+        pthread_cond_destroy(&st->ckpt_cv);
+        st->ckpt_running = 0;
+    }
+    sqlite3_close(st->ckpt_db);
+    st->ckpt_db = NULL;
+}
 
 const char *
 status_name(int status)
@@ -271,6 +351,12 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
             goto fail;
         if (exec(st, schema, err)) goto fail;
         if (init_identity(st, err)) goto fail;
+        /* After a large import the WAL file shrinks back to this once checkpointed. */
+        if (exec(st, "PRAGMA journal_size_limit=67108864", err)) goto fail;
+        if (checkpoint_start(st, path)) {
+            ls_error_set(err, LS_EIO, "cannot start the checkpoint thread");
+            goto fail;
+        }
     }
     /* The writer keeps more pages: a large import otherwise spills and rewrites index pages. */
     if (exec(st, st->opt.readonly ? "PRAGMA cache_size=-8000" : "PRAGMA cache_size=-32000", err))
@@ -303,6 +389,7 @@ void
 store_free(struct store *st)
 {
     if (!st) return;
+    checkpoint_stop(st);
     for (int i = 0; i < N_STMT; i++) sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
     free(st->garbage);
@@ -559,11 +646,29 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     char *prev_kind = NULL, *prev_meta = NULL;
     int64_t version, published;
     uint64_t size = op->body_file || op->body_absent ? op->body_file_size : op->body_len;
+    int inserted = 0;
     int in_blob = op->body_file != NULL || op->body_absent || op->body_len > st->opt.inline_max;
     sqlite3_stmt *s;
     int rc;
 
-    if ((rc = item_lookup(st, op->path, &c, err))) return rc;
+    /* Most puts of an import make new items: try the insert first, and look the path up
+     * only when it exists (one index search instead of two). */
+    memset(&c, 0, sizeof c);
+    if (op->if_version == 0) {
+        int64_t v = op->version > 0 ? op->version : 1;
+        s = stmt(st, S_ITEM_INSERT_NEW);
+        sqlite3_bind_text(s, 1, op->path, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, v);
+        if (op->publish) sqlite3_bind_int64(s, 3, v);
+        sqlite3_bind_int64(s, 4, st->op_seq);
+        sqlite3_bind_int64(s, 5, mtime);
+        if ((rc = step_done(st, s, err, "insert item"))) return rc;
+        if (sqlite3_changes(st->db) == 1) {
+            inserted = 1;
+            c.id = sqlite3_last_insert_rowid(st->db);
+        }
+    }
+    if (!inserted && (rc = item_lookup(st, op->path, &c, err))) return rc;
     if (op->if_version > 0 && (!c.exists || c.deleted ? 0 : c.version) != op->if_version)
         return ls_error_set(err, LS_ECONFLICT, "%s is at version %lld, not %lld", op->path,
                             (long long)(c.exists && !c.deleted ? c.version : 0),
@@ -596,7 +701,9 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     if (rc) goto out;
 
     published = op->publish ? version : (c.exists && !c.deleted ? c.published : 0);
-    if (c.exists) {
+    if (inserted) {
+        rc = 0; /* the row is in already */
+    } else if (c.exists) {
         rc = item_update(st, &c, version, published, 0, mtime, err);
     } else {
         s = stmt(st, S_ITEM_INSERT);

@@ -125,6 +125,8 @@ meta_canonical(const char *text, size_t len, char **out, struct ls_error *err)
 
     if (len > LS_META_MAX)
         return ls_error_set(err, LS_EMETA, "meta is larger than %d bytes", LS_META_MAX);
+    /* JSON has no raw NUL (only \u0000 in strings), and jansson reads one as the end */
+    if (memchr(text, '\0', len)) return ls_error_set(err, LS_EMETA, "meta contains a NUL byte");
     if (!json_depth_ok(text, len))
         return ls_error_set(err, LS_EMETA, "meta is nested deeper than %d levels",
                             LS_JSON_DEPTH_MAX);
@@ -321,7 +323,11 @@ jr_skip(struct jr *r)
             r->p++;
             break;
         case '}':
-        case ']': depth--; r->p++; break;
+        case ']':
+            if (depth == 0) return jr_fail(r, "expected a value");
+            depth--;
+            r->p++;
+            break;
         case '"': {
             const char *q = r->p + 1;
             while (q < r->end && *q != '"') q += (*q == '\\') ? 2 : 1;
@@ -330,10 +336,16 @@ jr_skip(struct jr *r)
             break;
         }
         case ',':
-        case ':': r->p++; break;
-        default: /* a number or a literal: jansson checks it */
-            while (r->p < r->end && !strchr(",:{}[]\" \t\r\n", *r->p)) r->p++;
+        case ':':
+            if (depth == 0) return jr_fail(r, "expected a value");
+            r->p++;
             break;
+        default: { /* a number or a literal: jansson checks it */
+            /* memchr, not strchr: strchr would find a NUL byte in the set's terminator */
+            static const char stop[] = ",:{}[]\" \t\r\n";
+            while (r->p < r->end && !memchr(stop, *r->p, sizeof stop - 1)) r->p++;
+            break;
+        }
         }
     } while (depth > 0);
     return 0;
@@ -347,6 +359,8 @@ jr_int(struct jr *r, int64_t *v, const char *key)
     uint64_t n = 0;
     if (r->p < r->end && *r->p == '-') neg = 1, r->p++;
     if (r->p >= r->end || *r->p < '0' || *r->p > '9') goto bad;
+    /* JSON has no leading zeros: 01 is not a number */
+    if (*r->p == '0' && r->p + 1 < r->end && r->p[1] >= '0' && r->p[1] <= '9') goto bad;
     while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
         if (n > (uint64_t)INT64_MAX / 10) goto bad;
         n = n * 10 + (uint64_t)(*r->p++ - '0');
@@ -493,7 +507,6 @@ op_parse_json(const char *line, size_t len, struct ls_op *op, struct ls_error *e
             }
             op->kind = str[K_KIND], str[K_KIND] = NULL;
         }
-        if (meta_at && (rc = meta_canonical(meta_at, meta_len, &op->meta, err))) goto out;
         if (str[K_STATUS]) {
             if (strcmp(str[K_STATUS], "published") == 0) op->publish = 1;
             else if (strcmp(str[K_STATUS], "draft") != 0) {
@@ -501,6 +514,12 @@ op_parse_json(const char *line, size_t len, struct ls_op *op, struct ls_error *e
                 goto out;
             }
         }
+    }
+    /* Checked whatever the operation (a line is valid JSON or refused), kept only by a put. */
+    if (meta_at && (rc = meta_canonical(meta_at, meta_len, &op->meta, err))) goto out;
+    if (op->type != LS_OP_PUT) {
+        free(op->meta);
+        op->meta = NULL;
     }
     if (op->type == LS_OP_PUBLISH) op->version = num[K_VERSION];
     op->if_version = num[K_IFVERSION];

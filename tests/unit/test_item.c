@@ -625,6 +625,27 @@ test_op_release_twice(void **state)
     assert_null(op.body_owned);
 }
 
+/* meta is raw JSON skipped by a small scanner, then checked by jansson; both bugs below were
+ * found by tests/fuzz/fuzz_ops (the first hung the server, the second took ']' as a value). */
+static void
+test_op_meta_scanner(void **state)
+{
+    struct ls_op op;
+    (void)state;
+    PARSE_BAD("{\"op\":\"put\",\"path\":\"/a\",\"meta\":{\0}}", NULL);
+    PARSE_BAD("{\"op\":\"put\",\"path\":\"/a\",\"meta\":{\"k\":1\0}}", NULL);
+    PARSE_BAD("{\"op\":\"delete\",\"path\":\"/a\",\"meta\":]}", "expected a value");
+    PARSE_BAD("{\"op\":\"delete\",\"path\":\"/a\",\"meta\":,}", "expected a value");
+    PARSE_BAD("{\"op\":\"put\",\"path\":\"/a\",\"meta\":}", "expected a value");
+    PARSE_BAD("{\"op\":\"publish\",\"path\":\"/a\",\"version\":01}", "integer");
+    /* meta is checked on every operation, and kept only by a put */
+    PARSE_BAD("{\"op\":\"delete\",\"path\":\"/a\",\"meta\":[1]}", "meta");
+    PARSE_OK("{\"op\":\"delete\",\"path\":\"/a\",\"meta\":{\"k\":1}}", &op);
+    assert_int_equal(op.type, LS_OP_DELETE);
+    assert_null(op.meta);
+    op_release(&op);
+}
+
 int
 main(void)
 {
@@ -645,6 +666,7 @@ main(void)
         cmocka_unit_test(test_op_shape_errors),
         cmocka_unit_test(test_op_error_return_matches_code),
         cmocka_unit_test(test_op_release_twice),
+        cmocka_unit_test(test_op_meta_scanner),
     };
     return cmocka_run_group_tests_name("item", tests, NULL, NULL);
 }

@@ -1402,16 +1402,18 @@ static const struct route routes[] = {
     {"/v1/tokens/", EVHTTP_REQ_DELETE, NEED_ADMIN, NEED_ADMIN, h_tokens},
 };
 
-/* A 401 answered late: each failure from an address makes the next answer slower. */
+/* A 401 answered late: each failure from an address makes the next answer slower. It waits as a
+ * seq waiter that only its deadline fires, so a stopping server answers it and frees it too. */
 struct late_reply {
+    struct seq_waiter w;
     struct evhttp_request *req;
     char msg[128];
 };
 
 static void
-late_401(evutil_socket_t fd, short what, void *arg)
+late_401(struct seq_waiter *w, int timed_out)
 {
-    struct late_reply *l = arg;
+    struct late_reply *l = w->arg;
     evhttp_add_header(evhttp_request_get_output_headers(l->req), "WWW-Authenticate",
                       "Bearer realm=\"lockstep\"");
     reply_error(l->req, LS_EAUTH, "%s", l->msg);
@@ -1451,7 +1453,6 @@ check_access(struct server *srv, struct evhttp_request *req, const struct route 
     if (rc == LS_EAUTH) {
         struct late_reply *l = calloc(1, sizeof *l);
         int64_t delay = sa ? auth_failed(srv->auth, sa) : 0;
-        struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
         /* The token itself is never logged. */
         log_warn("authentication failed from %s: %s", addr, token ? "unknown token" : "no token");
         if (!l) {
@@ -1461,7 +1462,11 @@ check_access(struct server *srv, struct evhttp_request *req, const struct route 
         l->req = req;
         snprintf(l->msg, sizeof l->msg, "%s",
                  token ? "unknown token" : "this server needs a token (Authorization: Bearer)");
-        event_base_once(srv->base, -1, EV_TIMEOUT, late_401, l, &tv);
+        l->w.target = INT64_MAX;
+        l->w.deadline_ms = mono_ms() + delay;
+        l->w.fire = late_401;
+        l->w.arg = l;
+        server_wait_seq(srv, &l->w);
         return -1;
     }
     if (rc == LS_EDENIED) {

@@ -157,11 +157,21 @@ cmd_put(int argc, char **argv)
         fprintf(stderr, "lockstep put: cannot open %s: %m\n", file);
         return EXIT_ERR;
     }
-    epath = url_path(path);
+    /* Checked here as the server would (an empty header would not even reach it), and sent
+     * canonical: compact JSON has no raw newline to break the header. */
     if (a.meta) {
-        if (asprintf(&hdr, "X-Lockstep-Meta: %s", a.meta) < 0) goto out;
+        struct ls_error err;
+        char *canon;
+        if (meta_canonical(a.meta, strlen(a.meta), &canon, &err)) {
+            fprintf(stderr, "lockstep put: %s\n", err.msg);
+            goto out;
+        }
+        rc = asprintf(&hdr, "X-Lockstep-Meta: %s", canon);
+        free(canon);
+        if (rc < 0) goto out;
         headers[0] = hdr;
     }
+    epath = url_path(path);
     {
         char *kind = a.kind ? url_query_value(a.kind) : NULL;
         rc = asprintf(&q, "%s%s%s%s%s%s", a.publish ? "&publish=1" : "", kind ? "&kind=" : "",

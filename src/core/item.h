@@ -65,6 +65,7 @@ struct ls_op {
 enum { BODY_NONE, BODY_INLINE, BODY_BLOB, BODY_MISSING };
 #define REC_PUBLISHED 1 /* put: this version is (or becomes) the published one */
 #define REC_DATA 2      /* carries kind, meta, size, sha and body */
+#define REC_NOLOG 4     /* apply without a log entry (a second record for the same seq) */
 
 struct ls_entry {
     int64_t seq;

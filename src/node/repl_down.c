@@ -259,7 +259,7 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
     op->seq = e->seq;
     op->mtime = e->ts;
     op->tolerant = 1;
-    op->no_log = snapshot;
+    op->no_log = snapshot || (e->flags & REC_NOLOG);
     if (e->op == LS_OP_PUBLISH) op->version = e->version;
     if (e->op != LS_OP_PUT) return 0;
     op->version = e->version;

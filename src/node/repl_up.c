@@ -152,6 +152,53 @@ queue_clear(struct downstream *ds)
     ds->queue_tail = &ds->queue;
 }
 
+/* Sends version v of the item at path as a put (published when it is the published one). */
+static void
+send_version(struct downstream *ds, int64_t seq, const char *path, int64_t v, int flags)
+{
+    struct ls_item it;
+    struct ls_error err;
+    struct ls_entry t;
+    if (v <= 0 || store_get(ds->srv->reader, path, v, 1, &it, &err)) return;
+    memset(&t, 0, sizeof t);
+    t.seq = seq;
+    t.op = LS_OP_PUT;
+    t.ts = it.mtime;
+    t.path = it.path;
+    t.version = it.version;
+    t.flags = flags | REC_DATA | (it.published_version == it.version ? REC_PUBLISHED : 0);
+    t.kind = it.kind;
+    t.meta = it.meta;
+    t.size = it.size;
+    memcpy(t.sha, it.sha, 32);
+    t.body_kind = it.in_blob ? BODY_BLOB : BODY_INLINE;
+    t.body = it.body;
+    t.body_len = it.in_blob ? 0 : it.size;
+    add_record(ds, &t);
+    item_release(&it);
+}
+
+/*
+ * An item moved into an --include subtree: the downstream never had it, so it gets the item as
+ * it is now: the published version (flagged, so it stays the published one) and then the
+ * latest, when that is newer. Earlier history is not sent; live state and digests agree.
+ */
+static void
+enter_subtree(struct downstream *ds, const struct ls_entry *e)
+{
+    struct ls_item it;
+    struct ls_error err;
+    int64_t published, latest;
+    if (store_get(ds->srv->reader, e->to, 0, 0, &it, &err)) return;
+    published = it.published_version;
+    latest = it.version;
+    item_release(&it);
+    /* Two records, one seq: the first is applied without a log entry. */
+    int second = !ds->published_only && latest != published;
+    if (published > 0) send_version(ds, e->seq, e->to, published, second ? REC_NOLOG : 0);
+    if (second) send_version(ds, e->seq, e->to, latest, 0);
+}
+
 /* A log entry as this downstream should see it (its filter), or nothing. */
 static int
 on_log_entry(void *arg, const struct ls_entry *e)
@@ -170,34 +217,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
             return 0;
         }
         if (!in && to_in) { /* enters it: send the item as it is now */
-            struct ls_item it;
-            struct ls_error err;
-            int64_t v = 0;
-            if (store_get(ds->srv->reader, e->to, 0, 1, &it, &err) == 0) {
-                v = ds->published_only ? it.published_version : it.version;
-                if (v > 0 && v != it.version) {
-                    item_release(&it);
-                    if (store_get(ds->srv->reader, e->to, v, 1, &it, &err)) return 0;
-                }
-                if (v > 0) {
-                    memset(&t, 0, sizeof t);
-                    t.seq = e->seq;
-                    t.op = LS_OP_PUT;
-                    t.ts = it.mtime;
-                    t.path = it.path;
-                    t.version = it.version;
-                    t.flags = REC_DATA | (it.published_version == it.version ? REC_PUBLISHED : 0);
-                    t.kind = it.kind;
-                    t.meta = it.meta;
-                    t.size = it.size;
-                    memcpy(t.sha, it.sha, 32);
-                    t.body_kind = it.in_blob ? BODY_BLOB : BODY_INLINE;
-                    t.body = it.body;
-                    t.body_len = it.in_blob ? 0 : it.size;
-                    add_record(ds, &t);
-                }
-                item_release(&it);
-            }
+            enter_subtree(ds, e);
             return 0;
         }
     }

@@ -18,6 +18,7 @@
 #   BENCH_PUT_RUNS (3) BENCH_PUTS_CONC (4000) BENCH_IMPORT_DOCS (100000) BENCH_MEDIA ("shm disk")
 #   BENCH_DISK_DIR (/tmp) BENCH_STEP_LIMIT (seconds per step, 120) BENCH_PERF (1: perf profile
 #   of the server during the shm import, when perf works) LOCKSTEP (the binary)
+#   BENCH_REPL (1; 0 skips the replication figures of bench/repl.sh, which runs last)
 #
 # It stops every process it started (by PID) and removes its directories, whatever happens.
 # It never fails a CI run: it exits 0 unless it cannot run at all (nothing built).
@@ -405,5 +406,8 @@ row "lockstep import / bare (1 txn)" "$(ratio shm.cli shm.bare1)" "$(ratio disk.
 echo
 echo "disk = $(v disk.where); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other load skews the"
 echo "throughput figures; the CPU/doc figures are steadier)"
-echo "total bench time: $(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s"
+echo "write-path bench time: $(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s"
+
+# Replication next to Redis (bench/repl.sh), unless BENCH_REPL=0.
+[ "${BENCH_REPL:-1}" = 0 ] || "$ROOT/bench/repl.sh"
 exit 0

@@ -1,0 +1,706 @@
+#!/usr/bin/env bash
+# bench/repl.sh - replication figures: lockstep next to Redis replication, same workload, same
+# run, same machine (bench/README.md, "Replication"). run.sh calls it last; it also runs alone.
+#
+# Both sides run at once and each phase runs lockstep, then Redis, so that whatever else the
+# machine does weighs on both alike. Documents are 1 KiB with unique keys; data dirs and AOF files
+# are on BENCH_REPL_DIR (/dev/shm: fsync is free, what is measured is CPU and protocol).
+#   throughput  BENCH_REPL_DOCS (200k) docs written as fast as possible to the primary, timed
+#               until the replica has applied them all (lockstep: replica seq == primary seq;
+#               Redis: replica's slave_repl_offset == master_repl_offset, then DBSIZE checked).
+#               Once per lockstep replica --sync mode in BENCH_REPL_SYNC ("full normal"); Redis
+#               runs the same workload each time (so the data sizes match).
+#   catch-up    the replica goes away, BENCH_REPL_CATCHUP (100k) docs are written, it comes back:
+#               time until caught up. lockstep: SIGTERM and restart (must report last_sync
+#               "continue"). Redis: a restart when that gives a partial resync (Redis 7.0 with
+#               appendonly yes does not: checked first, on a few keys); otherwise REPLICAOF to a
+#               dead port and back, and "Successful partial resynchronization" is checked in its log.
+#   snapshot    the primaries filled to BENCH_REPL_SNAPSHOT (1M) docs, then a fresh replica:
+#               time until live; peak RSS (VmHWM; the primary's reset just before) of both sides.
+#   stalled     that replica SIGSTOPped, BENCH_REPL_STALL (1M) more docs written; the primary's
+#               RSS sampled every second. The lockstep primary runs with --heartbeat-timeout 10m
+#               so that the stalled replica stays connected (the default 10s would drop it).
+#               Redis: --client-output-buffer-limit "replica 256mb 64mb 60" (its default).
+# Then a table of figures and lockstep/Redis ratios.
+#
+# Redis: Debian's redis-server, never the system service: both instances on free 127.0.0.1
+# ports with their own dirs, appendonly yes + appendfsync everysec on both (the same durability
+# class as lockstep's primary), save "" (no RDB snapshots), repl-backlog-size 256mb,
+# repl-diskless-sync-delay 0 (the default 5 s would only add a wait to the full sync).
+#
+# Environment: BENCH_REPL_DOCS BENCH_REPL_CATCHUP BENCH_REPL_SNAPSHOT BENCH_REPL_STALL
+#   BENCH_REPL_SYNC ("full normal") BENCH_REPL_LS_FLAGS (extra flags for every lockstep serve)
+#   BENCH_REPL_DIR (/dev/shm) BENCH_REPL_BUDGET (seconds, 480:
+#   later phases are skipped past it) BENCH_BATCH (1000) BENCH_CONNS (2) BENCH_STEP_LIMIT (120)
+#   LOCKSTEP BENCH_BUILD_DIR
+# It stops every process it started (by PID), removes its directories, and exits 0 unless it
+# cannot run at all.
+set -u
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BENCH_BUILD_DIR:-$ROOT/build/release}
+LOCKSTEP=${LOCKSTEP:-$ROOT/build/lockstep}
+LOADGEN=$BUILD/bench_loadgen
+
+DOCS=${BENCH_REPL_DOCS:-200000}
+CATCHUP=${BENCH_REPL_CATCHUP:-100000}
+SNAP=${BENCH_REPL_SNAPSHOT:-1000000}
+STALL=${BENCH_REPL_STALL:-1000000}
+MODES=${BENCH_REPL_SYNC:-full normal}
+BASE=${BENCH_REPL_DIR:-/dev/shm}
+BUDGET=${BENCH_REPL_BUDGET:-480}
+BATCH=${BENCH_BATCH:-1000}
+CONNS=${BENCH_CONNS:-2}
+LIMIT=${BENCH_STEP_LIMIT:-120}
+BIG_LIMIT=$((LIMIT * 2)) # the 1M-document steps
+BODY=1024
+LS_FLAGS=${BENCH_REPL_LS_FLAGS:-} # extra serve flags for every lockstep server, e.g. --compress none
+REDIS_LIMIT="replica 256mb 64mb 60"
+
+PIDS=() # everything running that we started
+DIRS=() # everything to remove
+declare -A R # figures: R[key] = value
+
+say() { printf '%s\n' "$*" >&2; }
+
+cleanup() {
+    local pid i
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+        kill -CONT "$pid" 2>/dev/null # a stopped process handles nothing
+    done
+    for pid in "${PIDS[@]}"; do
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    PIDS=()
+    for d in "${DIRS[@]}"; do
+        [ -n "$d" ] && rm -rf -- "$d"
+    done
+    DIRS=()
+}
+trap cleanup EXIT
+trap 'say "repl bench: interrupted"; exit 130' INT TERM HUP
+
+forget_pid() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# stop_pid PID: SIGTERM (and SIGCONT), up to 15 s, then SIGKILL
+stop_pid() {
+    local pid=$1 i
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null
+    kill -CONT "$pid" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    forget_pid "$pid"
+}
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e6 }'; }           # secs T0 T1
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { if (b > a) printf "%.0f", n * 1e6 / (b - a) }'; }
+T_START=$(now_us)
+elapsed() { echo $((($(now_us) - T_START) / 1000000)); }
+over_budget() { [ "$(elapsed)" -ge "$BUDGET" ]; }
+
+# poll_until SECONDS CMD...: CMD every 50 ms until it succeeds (0), or 1 after SECONDS
+poll_until() {
+    local limit=$1 end i
+    shift
+    end=$(($(now_us) + limit * 1000000))
+    for ((i = 0; i < limit * 20 + 1; i++)); do
+        "$@" && return 0
+        [ "$(now_us)" -gt "$end" ] && return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+USED_PORTS=" "
+pick_port() { # sets PORT to a free port not handed out before
+    local try
+    for ((try = 0; try < 50; try++)); do
+        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        [[ $USED_PORTS == *" $PORT "* ]] && continue
+        port_free "$PORT" || continue
+        USED_PORTS+="$PORT "
+        return 0
+    done
+    return 1
+}
+
+# /proc figures
+kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null; } # kb PID FIELD
+mb() { awk -v k="${1:-}" 'BEGIN { if (k != "") printf "%.0f", k / 1024 }'; }
+reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null; } # VmHWM := VmRSS (Linux >= 4.0)
+proc_cpu() { # CPU seconds of PID, its threads and its reaped children (Redis forks)
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null |
+        awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13 + $14 + $15) / t }'
+}
+us_per() { awk -v a="${1:-}" -v b="${2:-}" -v n="$3" 'BEGIN { if (a != "" && b != "") printf "%.1f", (b - a) * 1e6 / n }'; }
+
+# ---------------------------------------------------------------- checks
+
+[ -x "$LOCKSTEP" ] || { say "repl bench: $LOCKSTEP is missing: cannot run"; exit 1; }
+[ -x "$LOADGEN" ] || { say "repl bench: $LOADGEN is missing (make bench): cannot run"; exit 1; }
+command -v timeout >/dev/null || { say "repl bench: timeout(1) is missing: cannot run"; exit 1; }
+HAVE_REDIS=1
+for t in redis-server redis-cli; do
+    command -v $t >/dev/null || { HAVE_REDIS=0; say "repl bench: $t is missing (scripts/deps.sh bench; redis-tools): lockstep figures only"; }
+done
+HAVE_CURL=1
+command -v curl >/dev/null || HAVE_CURL=0
+
+# Space: what the stores, the AOF files and the Redis datasets take at their largest (measured:
+# ~1.6 KB a document in a lockstep store, ~1.4 KB in Redis' memory, ~1.1 KB in an AOF), with
+# each side's 1M-document phases run one after the other. Halve the big phases until it fits.
+nmodes=$(wc -w <<<"$MODES")
+fits() {
+    local p=$((nmodes * (DOCS + CATCHUP))) s t need a b avail shm
+    s=$((SNAP > p ? SNAP : p))
+    t=$((s + STALL))
+    a=$((16 * (t + s) + (14 + 22 + 14 + 11) * s)) # lockstep stalled: its stores, Redis at s docs
+    b=$(((14 + 22) * t + (14 + 11) * s + 11 * STALL)) # Redis stalled (lockstep gone): + the RESP file
+    need=$(((a > b ? a : b) / 10)) # KiB
+    avail=$(sed -n 's/^MemAvailable: *\([0-9]*\) kB/\1/p' /proc/meminfo)
+    shm=$(df -Pk "$BASE" 2>/dev/null | awk 'NR == 2 { print $4 }')
+    [ "$need" -lt "$((avail * 8 / 10))" ] && [ "$need" -lt "${shm:-0}" ]
+}
+SCALED=
+while ! fits && [ "$SNAP" -gt 100000 ]; do
+    SNAP=$((SNAP / 2))
+    STALL=$((STALL / 2))
+    SCALED="scaled down to fit memory/$BASE: snapshot $SNAP, stalled $STALL"
+done
+[ -n "$SCALED" ] && say "repl bench: $SCALED"
+
+if ! WORK=$(mktemp -d "$BASE/lockstep-repl.XXXXXX"); then
+    say "repl bench: cannot create a directory in $BASE: cannot run"
+    exit 1
+fi
+DIRS+=("$WORK")
+FSTYPE=$(stat -f -c %T "$WORK" 2>/dev/null || echo '?')
+
+# ---------------------------------------------------------------- lockstep
+
+LS_P= LS_R= LS_P_HTTP= LS_P_PEER= LS_R_HTTP= LS_R_PEER=
+
+# ls_start VAR NAME DATA HTTPPORT PEERPORT LOG [ARGS...]: sets VAR to the server's pid
+ls_start() {
+    local var=$1 name=$2 data=$3 hp=$4 pp=$5 log=$6 pid
+    shift 6
+    "$LOCKSTEP" serve --data "$data" --http "127.0.0.1:$hp" --listen "127.0.0.1:$pp" --name "$name" \
+        --log-level info $LS_FLAGS "$@" >>"$log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    printf -v "$var" '%s' "$pid"
+}
+
+ls_status() {
+    if [ $HAVE_CURL = 1 ]; then
+        curl -s --max-time 3 "http://127.0.0.1:$1/v1/status"
+    else
+        "$LOCKSTEP" status --json --server "http://127.0.0.1:$1" 2>/dev/null
+    fi
+}
+jget() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$2" | head -n 1; } # jget KEY JSON
+
+LS_FIRST_UP= # when a replica being watched first answered
+# ls_caught_up PORT TARGET [live]: the server's seq >= TARGET (and state live)
+ls_caught_up() {
+    local s seq
+    s=$(ls_status "$1") || return 1
+    [ -n "$s" ] || return 1
+    [ -n "$LS_FIRST_UP" ] || LS_FIRST_UP=$(now_us)
+    seq=$(jget seq "$s")
+    [ "${seq:-0}" -ge "$2" ] || return 1
+    [ "${3:-}" != live ] || [ "$(jget state "$s")" = live ]
+}
+ls_seq() { jget seq "$(ls_status "$1")"; }
+
+# ls_write TAG N OUT: N docs to the primary via POST /v1/batch; sets WROTE (docs applied)
+ls_write() {
+    local lim=$LIMIT
+    [ "$2" -ge 500000 ] && lim=$BIG_LIMIT
+    timeout -k 5 "$((lim + 10))" "$LOADGEN" batch --port "$LS_P_HTTP" --docs "$2" --batch "$BATCH" \
+        --conns "$CONNS" --body "$BODY" --tag "$1" --time-limit "$lim" >"$3" 2>&1
+    WROTE=$(sed -n 's/^RESULT.* docs=\([0-9]*\).*/\1/p' "$3")
+    [ -n "$WROTE" ] || { say "  lockstep write FAILED:"; tail -n 3 "$3" >&2; WROTE=0; return 1; }
+    [ "$WROTE" = "$2" ] || say "  (lockstep: time limit, $WROTE of $2 written)"
+    return 0
+}
+
+# ---------------------------------------------------------------- Redis
+
+RD_M= RD_R= RD_M_PORT= RD_R_PORT= RD_DEAD_PORT=
+
+# rd_start VAR PORT DIR [ARGS...]
+rd_start() {
+    local var=$1 port=$2 dir=$3 pid
+    shift 3
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --logfile "$dir/redis.log" \
+        --daemonize no --save '' --appendonly yes --appendfsync everysec "$@" >/dev/null 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    printf -v "$var" '%s' "$pid"
+    poll_until 15 rd_ping "$port"
+}
+rcli() { local p=$1; shift; timeout -k 2 10 redis-cli -p "$p" "$@" 2>/dev/null | tr -d '\r'; }
+rd_ping() { [ "$(rcli "$1" ping)" = PONG ]; }
+rget() { sed -n "s/^$1:\(.*\)/\1/p" <<<"$2" | head -n 1; } # rget KEY INFO-TEXT
+rd_moff() { rget master_repl_offset "$(rcli "$1" info replication)"; }
+# rd_caught_up REPLICAPORT TARGET-OFFSET: link up and the replica has processed up to TARGET
+rd_caught_up() {
+    local i
+    i=$(rcli "$1" info replication)
+    [ "$(rget master_link_status "$i")" = up ] && [ "$(rget slave_repl_offset "$i")" -ge "$2" ] 2>/dev/null
+}
+rd_linked() { [ "$(rget master_link_status "$(rcli "$1" info replication)")" = up ]; }
+rd_no_replicas() { [ "$(rget connected_slaves "$(rcli "$1" info replication)")" = 0 ]; }
+rd_synced() { rd_caught_up "$1" "$(rd_moff "$2")"; } # rd_synced REPLICAPORT MASTERPORT
+
+# gen_resp FILE TAG N: N SET commands of 1 KiB values with unique keys bench:TAG:NNNNNNNNN
+gen_resp() {
+    awk -v n="$3" -v tag="$2" -v body="$BODY" 'BEGIN {
+        srand(42); al = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-"
+        for (i = 0; i < body; i++) p = p substr(al, int(rand() * length(al)) + 1, 1)
+        for (d = 0; d < n; d++) {
+            k = sprintf("bench:%s:%09d", tag, d); v = sprintf("doc %d ", d); v = v substr(p, length(v) + 1)
+            printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, length(v), v
+        } }' >"$1"
+}
+# rd_pipe FILE N OUT: redis-cli --pipe of FILE to the master; 0 when all N replies came back clean
+rd_pipe() {
+    local lim=$LIMIT
+    [ "$2" -ge 500000 ] && lim=$BIG_LIMIT
+    timeout -k 5 "$lim" redis-cli -p "$RD_M_PORT" --pipe <"$1" >"$3" 2>&1
+    grep -q "errors: 0, replies: $2\$" "$3" || { say "  redis write FAILED:"; tail -n 3 "$3" >&2; return 1; }
+}
+# rd_write TAG N: generates (not timed) then pipes; sets T0/T1 around the pipe
+rd_write() {
+    local f=$WORK/resp.$1
+    gen_resp "$f" "$1" "$2"
+    T0=$(now_us)
+    rd_pipe "$f" "$2" "$WORK/redis-pipe.$1.out"
+    local rc=$?
+    T1=$(now_us)
+    rm -f "$f"
+    return $rc
+}
+
+# ---------------------------------------------------------------- start the primaries
+
+say ""
+say "== replication: lockstep vs Redis ($(nproc) CPUs, $BASE ($FSTYPE), load average $(cut -d' ' -f1-3 /proc/loadavg))"
+[ "$FSTYPE" = tmpfs ] || say "   (not a tmpfs: fsync costs count on both sides)"
+R[load0]=$(cut -d' ' -f1-3 /proc/loadavg)
+
+pick_port && LS_P_HTTP=$PORT && pick_port && LS_P_PEER=$PORT && pick_port && LS_R_HTTP=$PORT &&
+    pick_port && LS_R_PEER=$PORT || { say "repl bench: no free ports"; exit 0; }
+ls_start LS_P ls-p "$WORK/ls-p" "$LS_P_HTTP" "$LS_P_PEER" "$WORK/ls-p.log" --heartbeat-timeout 10m
+if ! "$LOADGEN" status --port "$LS_P_HTTP" --time-limit 15 >/dev/null 2>&1; then
+    say "repl bench: the lockstep primary does not start:"
+    tail -n 5 "$WORK/ls-p.log" >&2
+    exit 0
+fi
+
+if [ $HAVE_REDIS = 1 ]; then
+    say "   $(redis-server --version | cut -d' ' -f1-3)"
+    pick_port && RD_M_PORT=$PORT && pick_port && RD_R_PORT=$PORT && pick_port && RD_DEAD_PORT=$PORT
+    if ! rd_start RD_M "$RD_M_PORT" "$WORK/rd-m" --repl-backlog-size 256mb \
+        --repl-diskless-sync-delay 0 --client-output-buffer-limit "$REDIS_LIMIT"; then
+        say "repl bench: redis-server does not start: lockstep figures only"
+        tail -n 5 "$WORK/rd-m/redis.log" >&2
+        HAVE_REDIS=0
+    fi
+fi
+
+# How Redis comes back after missing changes. A restart is the natural way (it is lockstep's),
+# but Redis 7.0 with appendonly yes loads the AOF, which carries no replication id: the restart
+# asks for a full resync. Checked here on a few keys; when it is so, the catch-up figure uses
+# REPLICAOF to a dead port and back (a dropped link: PSYNC, partial resync from the backlog).
+RD_CATCHUP_HOW=
+if [ $HAVE_REDIS = 1 ]; then
+    rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
+    gen_resp "$WORK/resp.probe" probe 2000
+    if poll_until 20 rd_synced "$RD_R_PORT" "$RD_M_PORT" &&
+        rd_pipe "$WORK/resp.probe" 2000 "$WORK/probe1.out"; then
+        poll_until 20 rd_synced "$RD_R_PORT" "$RD_M_PORT"
+        rcli "$RD_R_PORT" shutdown >/dev/null
+        stop_pid "$RD_R"
+        sed -i 's/bench:probe:/bench:probf:/' "$WORK/resp.probe"
+        rd_pipe "$WORK/resp.probe" 2000 "$WORK/probe2.out"
+        rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
+        poll_until 30 rd_synced "$RD_R_PORT" "$RD_M_PORT"
+        if grep -q 'Successful partial resynchronization' "$WORK/rd-r1/redis.log"; then
+            RD_CATCHUP_HOW=restart
+            say "   Redis: a replica restart continues with a partial resync: catch-up by restart"
+        else
+            RD_CATCHUP_HOW=redirect
+            say "   Redis: a replica restart (appendonly yes) asks for a full resync:"
+            grep -E 'Partial resynchronization not possible|Full resync from master' "$WORK/rd-r1/redis.log" |
+                head -n 2 | sed 's/^[0-9]*:S [^*#]*/     redis replica log: /' >&2
+            say "   so the catch-up figure drops the link instead (REPLICAOF to a dead port and back)"
+        fi
+    fi
+    rm -f "$WORK/resp.probe"
+    # start the throughput rounds from an empty keyspace on both sides
+    rcli "$RD_M_PORT" flushall >/dev/null
+    poll_until 20 rd_synced "$RD_R_PORT" "$RD_M_PORT"
+fi
+
+# ---------------------------------------------------------------- throughput and catch-up
+
+round=0
+for mode in $MODES; do
+    round=$((round + 1))
+    if [ $round -gt 1 ] && over_budget; then
+        say "   (skipping the --sync $mode round: past BENCH_REPL_BUDGET=$BUDGET s)"
+        continue
+    fi
+    if [ $round -gt 1 ] && [ "$(elapsed)" -gt $((BUDGET / 4)) ]; then
+        say "   (skipping the --sync $mode round: the machine is slow, the round before took $(elapsed) s; the 1M phases come first)"
+        continue
+    fi
+    say ""
+    say "-- round $round: lockstep replica --sync $mode; $DOCS docs, then catch-up after $CATCHUP"
+    # lockstep replica: started (or restarted) with this mode, then caught up with the primary
+    stop_pid "$LS_R"
+    ls_start LS_R ls-r1 "$WORK/ls-r1" "$LS_R_HTTP" "$LS_R_PEER" "$WORK/ls-r1.log" --role replica \
+        --upstream "127.0.0.1:$LS_P_PEER" --sync "$mode"
+    target=$(ls_seq "$LS_P_HTTP")
+    if ! poll_until 60 ls_caught_up "$LS_R_HTTP" "${target:-0}" live; then
+        say "  lockstep replica does not come up:"; tail -n 5 "$WORK/ls-r1.log" >&2
+        continue
+    fi
+
+    # --- lockstep throughput
+    cpu_p0=$(proc_cpu "$LS_P"); cpu_r0=$(proc_cpu "$LS_R")
+    T0=$(now_us)
+    ls_write "tput$round" "$DOCS" "$WORK/ls-tput$round.out"
+    T1=$(now_us)
+    target=$(ls_seq "$LS_P_HTTP")
+    if [ "$WROTE" -gt 0 ] && poll_until "$LIMIT" ls_caught_up "$LS_R_HTTP" "${target:-0}"; then
+        T2=$(now_us)
+        R[ls.$mode.e2e]=$(rate "$WROTE" "$T0" "$T2")
+        R[ls.$mode.prim]=$(rate "$WROTE" "$T0" "$T1")
+        R[ls.$mode.tail]=$(secs "$T1" "$T2")
+        R[ls.$mode.cpu_p]=$(us_per "$cpu_p0" "$(proc_cpu "$LS_P")" "$WROTE")
+        R[ls.$mode.cpu_r]=$(us_per "$cpu_r0" "$(proc_cpu "$LS_R")" "$WROTE")
+        R[ls.$mode.hwm_r]=$(mb "$(kb "$LS_R" VmHWM)")
+        say "  lockstep: $WROTE docs on the primary in $(secs "$T0" "$T1") s, on the replica (seq $target) after $(secs "$T0" "$T2") s: ${R[ls.$mode.e2e]} docs/s end to end; CPU/doc primary ${R[ls.$mode.cpu_p]} us, replica ${R[ls.$mode.cpu_r]} us"
+    else
+        say "  lockstep replica did not catch up (seq $(ls_seq "$LS_R_HTTP") of ${target:-?})"
+    fi
+
+    # --- Redis throughput (the same workload)
+    if [ $HAVE_REDIS = 1 ]; then
+        cpu_p0=$(proc_cpu "$RD_M"); cpu_r0=$(proc_cpu "$RD_R")
+        keys0=$(rcli "$RD_M_PORT" dbsize)
+        if rd_write "tput$round" "$DOCS"; then
+            target=$(rd_moff "$RD_M_PORT")
+            if poll_until "$LIMIT" rd_caught_up "$RD_R_PORT" "${target:-0}"; then
+                T2=$(now_us)
+                n=$(($(rcli "$RD_R_PORT" dbsize) - keys0))
+                R[rd.$round.e2e]=$(rate "$DOCS" "$T0" "$T2")
+                R[rd.$round.prim]=$(rate "$DOCS" "$T0" "$T1")
+                R[rd.$round.tail]=$(secs "$T1" "$T2")
+                R[rd.$round.cpu_p]=$(us_per "$cpu_p0" "$(proc_cpu "$RD_M")" "$DOCS")
+                R[rd.$round.cpu_r]=$(us_per "$cpu_r0" "$(proc_cpu "$RD_R")" "$DOCS")
+                R[rd.$round.hwm_r]=$(mb "$(kb "$RD_R" VmHWM)")
+                [ "$n" = "$DOCS" ] || say "  WARNING: the Redis replica has $n new keys, not $DOCS"
+                say "  redis:    $DOCS docs on the master in $(secs "$T0" "$T1") s, on the replica (offset $target, +$n keys) after $(secs "$T0" "$T2") s: ${R[rd.$round.e2e]} docs/s end to end; CPU/doc master ${R[rd.$round.cpu_p]} us, replica ${R[rd.$round.cpu_r]} us"
+            else
+                say "  redis replica did not catch up"
+            fi
+        fi
+    fi
+
+    # --- lockstep catch-up: SIGTERM, CATCHUP docs, restart
+    stop_pid "$LS_R"
+    LS_R=
+    ls_write "catch$round" "$CATCHUP" "$WORK/ls-catch$round.out"
+    target=$(ls_seq "$LS_P_HTTP")
+    LS_FIRST_UP=
+    T0=$(now_us)
+    ls_start LS_R ls-r1 "$WORK/ls-r1" "$LS_R_HTTP" "$LS_R_PEER" "$WORK/ls-r1.log" --role replica \
+        --upstream "127.0.0.1:$LS_P_PEER" --sync "$mode"
+    if poll_until "$LIMIT" ls_caught_up "$LS_R_HTTP" "${target:-0}"; then
+        T1=$(now_us)
+        st=$(ls_status "$LS_R_HTTP")
+        R[ls.$mode.catch]=$(secs "$T0" "$T1")
+        R[ls.$mode.catch_up]=$(secs "$T0" "${LS_FIRST_UP:-$T0}")
+        R[ls.$mode.catch_how]=$(jget last_sync "$st")
+        say "  lockstep: restarted after missing $WROTE changes: caught up (seq $target) in ${R[ls.$mode.catch]} s (answering HTTP after ${R[ls.$mode.catch_up]} s); last_sync \"${R[ls.$mode.catch_how]}\""
+        [ "${R[ls.$mode.catch_how]}" = continue ] || say "  WARNING: last_sync is not \"continue\""
+    else
+        say "  lockstep replica did not catch up after the restart"; tail -n 5 "$WORK/ls-r1.log" >&2
+    fi
+
+    # --- Redis catch-up
+    if [ $HAVE_REDIS = 1 ] && [ -n "$RD_CATCHUP_HOW" ]; then
+        nps=$(grep -c 'Successful partial resynchronization' "$WORK/rd-r1/redis.log")
+        nfull=$(grep -c 'Full resync from master' "$WORK/rd-r1/redis.log")
+        if [ "$RD_CATCHUP_HOW" = restart ]; then
+            rcli "$RD_R_PORT" shutdown >/dev/null
+            stop_pid "$RD_R"
+        else
+            rcli "$RD_R_PORT" replicaof 127.0.0.1 "$RD_DEAD_PORT" >/dev/null
+            poll_until 10 rd_no_replicas "$RD_M_PORT"
+        fi
+        if rd_write "catch$round" "$CATCHUP"; then
+            target=$(rd_moff "$RD_M_PORT")
+            T0=$(now_us)
+            if [ "$RD_CATCHUP_HOW" = restart ]; then
+                rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
+            else
+                rcli "$RD_R_PORT" replicaof 127.0.0.1 "$RD_M_PORT" >/dev/null
+            fi
+            if poll_until "$LIMIT" rd_caught_up "$RD_R_PORT" "${target:-0}"; then
+                T1=$(now_us)
+                R[rd.$round.catch]=$(secs "$T0" "$T1")
+                if [ "$(grep -c 'Successful partial resynchronization' "$WORK/rd-r1/redis.log")" -gt "$nps" ]; then
+                    R[rd.$round.catch_how]="partial ($RD_CATCHUP_HOW)"
+                elif [ "$(grep -c 'Full resync from master' "$WORK/rd-r1/redis.log")" -gt "$nfull" ]; then
+                    R[rd.$round.catch_how]="FULL resync ($RD_CATCHUP_HOW)"
+                else
+                    R[rd.$round.catch_how]="? ($RD_CATCHUP_HOW)"
+                fi
+                say "  redis:    replica back after missing $CATCHUP changes: caught up in ${R[rd.$round.catch]} s: ${R[rd.$round.catch_how]}"
+                grep 'Partial resynchronization request' "$WORK/rd-m/redis.log" | tail -n 1 |
+                    sed 's/^[0-9]*:M [^*#]*[*#] /    redis master log: /' >&2
+            else
+                say "  redis replica did not catch up"
+            fi
+        fi
+    fi
+done
+
+# ---------------------------------------------------------------- snapshot
+
+# The round replicas are done with; their memory and directories go now.
+stop_pid "$LS_R"; LS_R=
+rm -rf "$WORK/ls-r1"
+if [ $HAVE_REDIS = 1 ]; then
+    stop_pid "$RD_R"; RD_R=
+    rm -rf "$WORK/rd-r1"
+fi
+
+SNAP_DOCS=
+if over_budget; then
+    say "   (skipping the snapshot and stalled-replica phases: past BENCH_REPL_BUDGET=$BUDGET s)"
+else
+    say ""
+    have=$(ls_seq "$LS_P_HTTP")
+    fill=$((SNAP - ${have:-0}))
+    say "-- snapshot: primaries filled to $SNAP docs (+$((fill > 0 ? fill : 0)) with no replica), then a fresh replica"
+    if [ "$fill" -gt 0 ]; then
+        T0=$(now_us)
+        ls_write fill "$fill" "$WORK/ls-fill.out"
+        T1=$(now_us)
+        say "  lockstep: $WROTE docs, primary alone: $(rate "$WROTE" "$T0" "$T1") docs/s"
+        if [ $HAVE_REDIS = 1 ]; then
+            rd_write fill "$fill" &&
+                say "  redis:    $fill docs, master alone: $(rate "$fill" "$T0" "$T1") docs/s"
+        fi
+    fi
+    SNAP_DOCS=$(ls_seq "$LS_P_HTTP")
+
+    # --- lockstep
+    pick_port && LS_R_HTTP=$PORT && pick_port && LS_R_PEER=$PORT
+    target=$(ls_seq "$LS_P_HTTP")
+    reset_hwm "$LS_P" && hwm_note="reset before" || hwm_note="since start"
+    cpu_p0=$(proc_cpu "$LS_P")
+    T0=$(now_us)
+    ls_start LS_R ls-r2 "$WORK/ls-r2" "$LS_R_HTTP" "$LS_R_PEER" "$WORK/ls-r2.log" --role replica \
+        --upstream "127.0.0.1:$LS_P_PEER"
+    if poll_until "$BIG_LIMIT" ls_caught_up "$LS_R_HTTP" "${target:-0}" live; then
+        T1=$(now_us)
+        R[ls.snap]=$(secs "$T0" "$T1")
+        R[ls.snap_hwm_p]=$(mb "$(kb "$LS_P" VmHWM)")
+        R[ls.snap_hwm_r]=$(mb "$(kb "$LS_R" VmHWM)")
+        R[ls.snap_cpu_p]=$(us_per "$cpu_p0" "$(proc_cpu "$LS_P")" "$target")
+        R[ls.snap_cpu_r]=$(us_per 0 "$(proc_cpu "$LS_R")" "$target")
+        say "  lockstep: fresh replica live at seq $target after ${R[ls.snap]} s ($(rate "$target" "$T0" "$T1") docs/s); peak RSS primary ${R[ls.snap_hwm_p]} MB ($hwm_note), replica ${R[ls.snap_hwm_r]} MB; store $(du -sm "$WORK/ls-r2" | cut -f1) MB"
+        grep -E 'snapshot' "$WORK/ls-r2.log" | head -n 2 | sed 's/^/    replica log: /' >&2
+    else
+        say "  lockstep: the fresh replica is not live after $BIG_LIMIT s"; tail -n 5 "$WORK/ls-r2.log" >&2
+    fi
+
+    # --- Redis
+    if [ $HAVE_REDIS = 1 ]; then
+        pick_port && RD_R_PORT=$PORT
+        reset_hwm "$RD_M"
+        cpu_p0=$(proc_cpu "$RD_M")
+        T0=$(now_us)
+        if rd_start RD_R "$RD_R_PORT" "$WORK/rd-r2" --replicaof 127.0.0.1 "$RD_M_PORT" &&
+            poll_until "$BIG_LIMIT" rd_synced "$RD_R_PORT" "$RD_M_PORT"; then
+            T1=$(now_us)
+            n=$(rcli "$RD_R_PORT" dbsize)
+            R[rd.snap]=$(secs "$T0" "$T1")
+            R[rd.snap_hwm_p]=$(mb "$(kb "$RD_M" VmHWM)")
+            R[rd.snap_hwm_r]=$(mb "$(kb "$RD_R" VmHWM)")
+            R[rd.snap_cow]=$(awk -v b="$(rget rdb_last_cow_size "$(rcli "$RD_M_PORT" info persistence)")" 'BEGIN { printf "%.0f", b / 1048576 }')
+            R[rd.snap_cpu_p]=$(us_per "$cpu_p0" "$(proc_cpu "$RD_M")" "$n")
+            R[rd.snap_cpu_r]=$(us_per 0 "$(proc_cpu "$RD_R")" "$n")
+            say "  redis:    fresh replica synced ($n keys) after ${R[rd.snap]} s ($(rate "$n" "$T0" "$T1") docs/s); peak RSS master ${R[rd.snap_hwm_p]} MB (+ its fork child's copy-on-write ${R[rd.snap_cow]} MB), replica ${R[rd.snap_hwm_r]} MB"
+        else
+            say "  redis: the fresh replica did not sync"; tail -n 5 "$WORK/rd-r2/redis.log" >&2
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------- stalled replica
+
+# sampler PID OUT [REDISPORT]: every second "VmRSS RssAnon RssFile RssShmem [mem_clients_slaves
+# connected_slaves]" (kB, bytes) until PID is gone or BIG_LIMIT s; sets SAMPLER
+sampler() {
+    (
+        for ((i = 0; i < BIG_LIMIT + 30; i++)); do
+            kill -0 "$1" 2>/dev/null || break
+            line="$(kb "$1" VmRSS) $(kb "$1" RssAnon) $(kb "$1" RssFile) $(kb "$1" RssShmem)"
+            if [ -n "${3:-}" ]; then
+                m=$(rcli "$3" info memory)
+                r=$(rcli "$3" info replication)
+                line+=" $(rget mem_clients_slaves "$m") $(rget connected_slaves "$r")"
+            fi
+            echo "$line"
+            sleep 1
+        done
+    ) >"$2" &
+    SAMPLER=$!
+    PIDS+=("$SAMPLER")
+}
+col_max() { awk -v c="$1" '$c > m { m = $c } END { printf "%.0f", m / (c <= 4 ? 1024 : 1048576) }' "$2"; }
+
+if [ -n "$SNAP_DOCS" ] && ! over_budget; then
+    say ""
+    say "-- stalled replica: SIGSTOP, then $STALL docs to the primary"
+    if [ -n "$LS_R" ] && kill -0 "$LS_R" 2>/dev/null; then
+        kill -STOP "$LS_R"
+        sleep 1
+        before=$(kb "$LS_P" VmRSS); before_anon=$(kb "$LS_P" RssAnon)
+        sampler "$LS_P" "$WORK/ls-stall.rss"
+        T0=$(now_us)
+        ls_write stall "$STALL" "$WORK/ls-stall.out"
+        T1=$(now_us)
+        sleep 1
+        kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; forget_pid "$SAMPLER"
+        nodes=$(curl -s --max-time 3 "http://127.0.0.1:$LS_P_HTTP/v1/nodes" 2>/dev/null | sed -n 's/.*"name":"ls-r2"\([^}]*\)}.*/\1/p')
+        R[ls.stall_docs]=$WROTE
+        R[ls.stall_rate]=$(rate "$WROTE" "$T0" "$T1")
+        R[ls.stall_before]=$(mb "$before")
+        R[ls.stall_after]=$(mb "$(kb "$LS_P" VmRSS)")
+        R[ls.stall_max]=$(col_max 1 "$WORK/ls-stall.rss")
+        R[ls.stall_anon_before]=$(mb "$before_anon")
+        R[ls.stall_anon_max]=$(col_max 2 "$WORK/ls-stall.rss")
+        R[ls.stall_file_max]=$(col_max 3 "$WORK/ls-stall.rss")
+        R[ls.stall_shm_max]=$(col_max 4 "$WORK/ls-stall.rss")
+        R[ls.stall_state]="$(jget state "$nodes"), lag $(jget lag_changes "$nodes") changes"
+        say "  lockstep: $WROTE docs at ${R[ls.stall_rate]} docs/s; primary RSS ${R[ls.stall_before]} -> ${R[ls.stall_after]} MB (max ${R[ls.stall_max]}; anonymous ${R[ls.stall_anon_before]} -> max ${R[ls.stall_anon_max]}, file max ${R[ls.stall_file_max]}, shmem max ${R[ls.stall_shm_max]}); the replica on /v1/nodes: ${R[ls.stall_state]}"
+        say "    primary VmRSS every second (MB): $(awk '{ printf "%.0f ", $1 / 1024 }' "$WORK/ls-stall.rss")"
+    fi
+    # lockstep is done: its memory and stores go before Redis' stalled phase
+    stop_pid "$LS_R"; stop_pid "$LS_P"; LS_R= LS_P=
+    rm -rf "$WORK/ls-p" "$WORK/ls-r1" "$WORK/ls-r2"
+
+    if [ $HAVE_REDIS = 1 ] && [ -n "$RD_R" ] && kill -0 "$RD_R" 2>/dev/null; then
+        gen_resp "$WORK/resp.stall" stall "$STALL"
+        kill -STOP "$RD_R"
+        sleep 1
+        before=$(kb "$RD_M" VmRSS)
+        used0=$(rget used_memory "$(rcli "$RD_M_PORT" info memory)")
+        drops0=$(grep -c 'output buffer limits' "$WORK/rd-m/redis.log")
+        sampler "$RD_M" "$WORK/rd-stall.rss" "$RD_M_PORT"
+        T0=$(now_us)
+        rd_pipe "$WORK/resp.stall" "$STALL" "$WORK/redis-pipe.stall.out"
+        T1=$(now_us)
+        rm -f "$WORK/resp.stall"
+        sleep 1
+        kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; forget_pid "$SAMPLER"
+        used1=$(rget used_memory "$(rcli "$RD_M_PORT" info memory)")
+        R[rd.stall_rate]=$(rate "$STALL" "$T0" "$T1")
+        R[rd.stall_before]=$(mb "$before")
+        R[rd.stall_after]=$(mb "$(kb "$RD_M" VmRSS)")
+        R[rd.stall_max]=$(col_max 1 "$WORK/rd-stall.rss")
+        R[rd.stall_buf_max]=$(col_max 5 "$WORK/rd-stall.rss")
+        R[rd.stall_data]=$(awk -v a="$used0" -v b="$used1" 'BEGIN { printf "%.0f", (b - a) / 1048576 }')
+        drops=$(($(grep -c 'output buffer limits' "$WORK/rd-m/redis.log") - drops0))
+        R[rd.stall_state]="connected_slaves $(rget connected_slaves "$(rcli "$RD_M_PORT" info replication)")"
+        [ "$drops" -gt 0 ] && R[rd.stall_state]+=", dropped at the output buffer limit"
+        say "  redis:    $STALL docs at ${R[rd.stall_rate]} docs/s; master RSS ${R[rd.stall_before]} -> ${R[rd.stall_after]} MB (max ${R[rd.stall_max]}; used_memory +${R[rd.stall_data]} MB; replica output buffer max ${R[rd.stall_buf_max]} MB); ${R[rd.stall_state]}"
+        say "    client-output-buffer-limit: $(rcli "$RD_M_PORT" config get client-output-buffer-limit | tail -n 1)"
+        grep -E 'output buffer limits|Connection with replica' "$WORK/rd-m/redis.log" | tail -n 2 |
+            sed 's/^[0-9]*:M [^*#]*[*#] /    redis master log: /' >&2
+        say "    master VmRSS every second (MB): $(awk '{ printf "%.0f ", $1 / 1024 }' "$WORK/rd-stall.rss")"
+        say "    its replica output buffer (MB): $(awk '{ printf "%.0f ", $5 / 1048576 }' "$WORK/rd-stall.rss")"
+    fi
+fi
+
+# ---------------------------------------------------------------- the table
+
+v() { local x=${R[$1]:-}; [ -n "$x" ] && printf '%s' "$x" || printf 'n/a'; }
+# ratio A B: A/B as x.xx
+ratio() {
+    local a=${R[$1]:-} b=${R[$2]:-}
+    [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "n/a" }' || printf 'n/a'
+}
+# goal A B OP: ok / MISS / n/a for A/B OP 1
+goal() {
+    local a=${R[$1]:-} b=${R[$2]:-}
+    [ -n "$a" ] && [ -n "$b" ] || { printf 'n/a'; return; }
+    awk -v a="$a" -v b="$b" -v op="$3" 'BEGIN { r = b > 0 ? a / b : 0; ok = op == ">=" ? r >= 1 : r <= 1; printf ok ? "ok" : "MISS" }'
+}
+row() { printf '%-50s %14s %14s %10s   %s\n' "$@"; }
+
+echo
+echo "replication, lockstep vs Redis ($(nproc) CPUs, $BASE ($FSTYPE); 1 KiB docs; lockstep/Redis ratios)"
+row "figure" "lockstep" "Redis" "ratio" "goal"
+row "--------------------------------------------------" "--------------" "--------------" "----------" "----"
+round=0
+for mode in $MODES; do
+    round=$((round + 1))
+    row "throughput, $DOCS docs, replica --sync $mode (docs/s)" "$(v ls.$mode.e2e)" "$(v rd.$round.e2e)" \
+        "$(ratio ls.$mode.e2e rd.$round.e2e)" ">= 1 ($(goal ls.$mode.e2e rd.$round.e2e '>='))"
+    row "  acknowledged by the primary (docs/s)" "$(v ls.$mode.prim)" "$(v rd.$round.prim)" "$(ratio ls.$mode.prim rd.$round.prim)" ""
+    row "  replica behind when the writes ended (s)" "$(v ls.$mode.tail)" "$(v rd.$round.tail)" "" ""
+    row "  CPU/doc primary (us)" "$(v ls.$mode.cpu_p)" "$(v rd.$round.cpu_p)" "$(ratio ls.$mode.cpu_p rd.$round.cpu_p)" ""
+    row "  CPU/doc replica (us)" "$(v ls.$mode.cpu_r)" "$(v rd.$round.cpu_r)" "$(ratio ls.$mode.cpu_r rd.$round.cpu_r)" ""
+    row "  replica peak RSS (MB)" "$(v ls.$mode.hwm_r)" "$(v rd.$round.hwm_r)" "" ""
+    row "catch-up after $CATCHUP changes, --sync $mode (s)" "$(v ls.$mode.catch)" "$(v rd.$round.catch)" \
+        "$(ratio ls.$mode.catch rd.$round.catch)" "<= 1 ($(goal ls.$mode.catch rd.$round.catch '<='))"
+    row "  how" "$(v ls.$mode.catch_how)" "$(v rd.$round.catch_how)" "" ""
+    row "  of which the restart until HTTP answers (s)" "$(v ls.$mode.catch_up)" "" "" ""
+done
+row "snapshot of ${SNAP_DOCS:-n/a} docs to a fresh replica (s)" "$(v ls.snap)" "$(v rd.snap)" "$(ratio ls.snap rd.snap)" ""
+row "  peak RSS primary during it (MB)" "$(v ls.snap_hwm_p)" "$(v rd.snap_hwm_p)" "$(ratio ls.snap_hwm_p rd.snap_hwm_p)" ""
+row "  Redis fork child copy-on-write (MB)" "" "$(v rd.snap_cow)" "" ""
+row "  peak RSS replica (MB)" "$(v ls.snap_hwm_r)" "$(v rd.snap_hwm_r)" "$(ratio ls.snap_hwm_r rd.snap_hwm_r)" ""
+row "  CPU/doc primary (us)" "$(v ls.snap_cpu_p)" "$(v rd.snap_cpu_p)" "" ""
+row "  CPU/doc replica (us)" "$(v ls.snap_cpu_r)" "$(v rd.snap_cpu_r)" "" ""
+row "stalled replica, $STALL docs written: primary RSS" "" "" "" ""
+row "  before (MB)" "$(v ls.stall_before)" "$(v rd.stall_before)" "" ""
+row "  max (MB)" "$(v ls.stall_max)" "$(v rd.stall_max)" "" "flat"
+row "  after (MB)" "$(v ls.stall_after)" "$(v rd.stall_after)" "" ""
+row "  lockstep anonymous memory before -> max (MB)" "$(v ls.stall_anon_before)->$(v ls.stall_anon_max)" "" "" ""
+row "  lockstep mapped store pages, file/shmem max (MB)" "$(v ls.stall_file_max)/$(v ls.stall_shm_max)" "" "" ""
+row "  Redis dataset growth / replica buffer max (MB)" "" "$(v rd.stall_data)/$(v rd.stall_buf_max)" "" ""
+row "  write rate meanwhile (docs/s)" "$(v ls.stall_rate)" "$(v rd.stall_rate)" "$(ratio ls.stall_rate rd.stall_rate)" ""
+echo "  stalled replica at the end: lockstep: $(v ls.stall_state); Redis: $(v rd.stall_state)"
+echo "  Redis client-output-buffer-limit: $REDIS_LIMIT; repl-backlog-size 256mb; both Redis sides appendonly yes, appendfsync everysec"
+[ -n "$SCALED" ] && echo "  NOTE: $SCALED"
+echo "load average: at the start ${R[load0]}, at the end $(cut -d' ' -f1-3 /proc/loadavg); repl bench time: $(elapsed) s"
+exit 0

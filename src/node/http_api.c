@@ -475,6 +475,9 @@ write_done(struct wreq *r, void *arg)
     struct write_ctx *w = arg;
     json_t *o;
     if (r->rc) {
+        /* A committed upload that did not become a put is a session again: commit it anew. */
+        for (size_t i = 0; i < r->nops; i++)
+            if (r->ops[i].body_file) upload_reopen(r->ops[i].body_file);
         reply_lserror(w->req, &r->err);
         wreq_free(r);
         free(w);
@@ -1111,7 +1114,7 @@ h_uploads(struct ctx *c)
                 wreq_free(r);
                 reply_error(c->req, LS_EINVAL,
                             "upload %s has sha256 %s, not %s; send it again", id, got, want);
-                upload_abort(c->srv->uploads, id, &err);
+                unlink(info.file);
                 goto out;
             }
         }

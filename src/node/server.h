@@ -158,9 +158,11 @@ int upload_create(struct uploads *u, struct upload_info *info, struct ls_error *
 int upload_stat(struct uploads *u, const char *id, struct upload_info *info, struct ls_error *err);
 int upload_append(struct uploads *u, const char *id, uint64_t offset, const void *data, size_t n,
                   struct upload_info *info, struct ls_error *err);
-/* Hashes what was sent, syncs the file and forgets the session; the file stays for the caller. */
+/* Hashes what was sent, syncs the file and forgets the session. The file, renamed out of the
+ * session's reach, is the caller's (info->file); upload_reopen makes it a session again. */
 int upload_finish(struct uploads *u, const char *id, struct upload_info *info,
                   struct ls_error *err);
+void upload_reopen(const char *committed_file);
 int upload_abort(struct uploads *u, const char *id, struct ls_error *err);
 
 #endif

@@ -77,14 +77,30 @@ uploads_free(struct uploads *u)
     free(u);
 }
 
+#define COMMITTED ".commit" /* a finished session's file, waiting for the writer */
+
 static int
-valid_id(const char *id)
+valid_id_n(const char *id, size_t n)
 {
-    size_t n = strlen(id);
     if (n != 32) return 0;
     for (size_t i = 0; i < n; i++)
         if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) return 0;
     return 1;
+}
+
+static int
+valid_id(const char *id)
+{
+    return valid_id_n(id, strlen(id));
+}
+
+/* A session's file, or one that upload_finish renamed: both expire. */
+static int
+upload_file_name(const char *name)
+{
+    size_t n = strlen(name);
+    return valid_id(name) ||
+           (n == 32 + sizeof COMMITTED - 1 && valid_id_n(name, 32) && strcmp(name + 32, COMMITTED) == 0);
 }
 
 static void
@@ -165,9 +181,9 @@ expire(struct uploads *u)
     time_t now = time(NULL);
     if (!dir) return;
     while ((de = readdir(dir))) {
-        char path[4200];
+        char path[sizeof u->dir + 256];
         struct stat sb;
-        if (!valid_id(de->d_name)) continue;
+        if (!upload_file_name(de->d_name)) continue;
         file_of(u, de->d_name, path, sizeof path);
         if (stat(path, &sb) == 0 && now - sb.st_mtime > UPLOAD_EXPIRE_S) {
             for (struct session *s = u->list; s; s = s->next)
@@ -245,6 +261,7 @@ upload_append(struct uploads *u, const char *id, uint64_t offset, const void *da
 int
 upload_finish(struct uploads *u, const char *id, struct upload_info *info, struct ls_error *err)
 {
+    char committed[sizeof info->file + sizeof COMMITTED];
     struct session *s;
     int fd, rc;
     if ((rc = lookup(u, id, &s, err))) return rc;
@@ -259,7 +276,24 @@ upload_finish(struct uploads *u, const char *id, struct upload_info *info, struc
     }
     close(fd);
     forget(u, s);
+    /* Out of the session's name: a part sent after the commit cannot reach the file that the
+     * hash was taken of (it finds no session instead). */
+    snprintf(committed, sizeof committed, "%s%s", info->file, COMMITTED);
+    if (strlen(committed) >= sizeof info->file || rename(info->file, committed) < 0)
+        return ls_error_set(err, LS_EIO, "upload: cannot rename %s", info->file);
+    memcpy(info->file, committed, strlen(committed) + 1);
     return 0;
+}
+
+void
+upload_reopen(const char *committed)
+{
+    char file[4200];
+    size_t n = strlen(committed), k = sizeof COMMITTED - 1;
+    if (n <= k || n - k >= sizeof file || strcmp(committed + n - k, COMMITTED) != 0) return;
+    memcpy(file, committed, n - k);
+    file[n - k] = '\0';
+    rename(committed, file); /* gone already when the writer adopted it: nothing to do */
 }
 
 int

@@ -168,6 +168,31 @@ http_json POST "/v1/uploads/0123456789abcdef0123456789abcdef/commit?path=/x"
 expect_error 404 not_found
 unchanged "unknown endpoints"
 
+# --- an upload session after its commit: a failed commit leaves it committable, a good one
+# closes it, and a part sent afterwards cannot change what was stored under its hash
+printf 'first part;' >"$T/p1"
+printf 'late part' >"$T/p2"
+http_json POST /v1/uploads
+assert_eq 201 "$CODE" "create an upload ($BODY)"
+up=$(jq -r .id <<<"$BODY")
+http_json PUT "/v1/uploads/$up?offset=0" --data-binary @"$T/p1"
+assert_eq 200 "$CODE" "append ($BODY)"
+http_json POST "/v1/uploads/$up/commit?path=/up/late&if_version=7"
+expect_error 409 conflict
+assert_exit 3 "$LOCKSTEP" get /up/late
+http_json GET "/v1/uploads/$up"
+assert_eq "200 11" "$CODE $(jq -r .size <<<"$BODY")" "the session after a failed commit ($BODY)"
+http_json POST "/v1/uploads/$up/commit?path=/up/late"
+assert_eq 200 "$CODE" "commit ($BODY)"
+http_json PUT "/v1/uploads/$up?offset=11" --data-binary @"$T/p2"
+expect_error 404 not_found
+"$LOCKSTEP" get /up/late | cmp - "$T/p1" || fail "the committed upload changed after its commit"
+assert_eq "$(sha256sum <"$T/p1" | cut -d' ' -f1) 11" \
+    "$("$LOCKSTEP" stat /up/late --json | jq -r '"\(.sha256) \(.size)"')" "hash and size of the upload"
+assert_exit 0 "$LOCKSTEP" purge /up/late
+S=$(seq_of bad) # the new baseline for unchanged
+D=$(digest_of bad)
+
 # --- bodies over --max-body (a server with --max-body 1K)
 start_server small --max-body 1K
 head -c 1024 /dev/urandom >"$T/1024"

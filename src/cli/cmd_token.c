@@ -41,7 +41,7 @@ create_offline(const char *dir, const char *role, const char *name)
     token_generate(token);
     token_hash(token, hash);
     if (!name) {
-        snprintf(defname, sizeof defname, "%s-%.8s", role, token + 4 + 56);
+        token_default_name(role, hash, defname, sizeof defname);
         name = defname;
     }
     rc = store_token_add(st, name, role, hash, &err);

@@ -1539,7 +1539,22 @@ int
 store_token_del(struct store *st, const char *name, struct ls_error *err)
 {
     sqlite3_stmt *s;
-    int rc;
+    int rc, last_admin;
+    /* The last admin token stays: without it a server that has tokens could not be
+     * administered, and without any it would be open to everyone. */
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT role = 'admin' AND (SELECT count(*) FROM tokens WHERE "
+                           "role = 'admin') = 1 FROM tokens WHERE name=?1",
+                           -1, &s, NULL))
+        return sql_error(st, SQLITE_ERROR, err, "tokens");
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    last_admin = rc == SQLITE_ROW && sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sql_error(st, rc, err, "tokens");
+    if (last_admin)
+        return ls_error_set(err, LS_ECONFLICT,
+                            "%s is the last admin token: create another admin token first", name);
     if (sqlite3_prepare_v2(st->db, "DELETE FROM tokens WHERE name=?1", -1, &s, NULL))
         return sql_error(st, SQLITE_ERROR, err, "tokens");
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
@@ -1555,16 +1570,16 @@ int
 store_tokens(struct store *st, store_token_cb cb, void *arg)
 {
     sqlite3_stmt *s;
-    int n = 0;
+    int n = 0, rc;
     if (sqlite3_prepare_v2(st->db, "SELECT name, role, hash, created FROM tokens ORDER BY name",
                            -1, &s, NULL))
         return LS_EIO;
-    while (sqlite3_step(s) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(s, 2) != 32) continue;
         cb(arg, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
            sqlite3_column_blob(s, 2), sqlite3_column_int64(s, 3));
         n++;
     }
     sqlite3_finalize(s);
-    return n;
+    return rc == SQLITE_DONE ? n : LS_EIO;
 }

@@ -76,6 +76,14 @@ token_hash(const char *token, unsigned char out[32])
     sha256(token, strlen(token), out);
 }
 
+void
+token_default_name(const char *role, const unsigned char hash[32], char *out, size_t n)
+{
+    char hex[9];
+    hex_encode(hash, 4, hex); /* of the stored hash, never of the token */
+    snprintf(out, n, "%s-%s", role, hex);
+}
+
 /* ---------------------------------------------------------------- the token cache */
 
 struct cached {
@@ -98,6 +106,13 @@ struct auth {
     struct fail_slot fails[FAIL_SLOTS];
 };
 
+static void
+list_release(struct cached *v, int cap)
+{
+    if (v) OPENSSL_cleanse(v, (size_t)cap * sizeof *v);
+    free(v);
+}
+
 struct auth *
 auth_new(struct store *reader)
 {
@@ -110,8 +125,7 @@ void
 auth_free(struct auth *a)
 {
     if (!a) return;
-    OPENSSL_cleanse(a->tokens, (size_t)a->cap * sizeof *a->tokens);
-    free(a->tokens);
+    list_release(a->tokens, a->cap);
     free(a);
 }
 
@@ -121,31 +135,48 @@ auth_invalidate(struct auth *a)
     a->loaded_ms = 0;
 }
 
+struct token_list {
+    struct cached *v;
+    int n, cap, failed;
+};
+
 static void
 add_cached(void *arg, const char *name, const char *role, const unsigned char hash[32],
            int64_t created)
 {
-    struct auth *a = arg;
-    if (a->ntokens == a->cap) {
-        int cap = a->cap ? a->cap * 2 : 8;
-        struct cached *p = realloc(a->tokens, (size_t)cap * sizeof *p);
-        if (!p) return;
-        a->tokens = p;
-        a->cap = cap;
+    struct token_list *l = arg;
+    if (l->failed) return;
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 8;
+        struct cached *p = realloc(l->v, (size_t)cap * sizeof *p);
+        if (!p) {
+            l->failed = 1;
+            return;
+        }
+        l->v = p;
+        l->cap = cap;
     }
-    snprintf(a->tokens[a->ntokens].role, sizeof a->tokens[0].role, "%s", role);
-    memcpy(a->tokens[a->ntokens].hash, hash, 32);
-    a->ntokens++;
+    snprintf(l->v[l->n].role, sizeof l->v[0].role, "%s", role);
+    memcpy(l->v[l->n].hash, hash, 32);
+    l->n++;
 }
 
+/* A failed read keeps the tokens known before: a server never opens up because of an error. */
 static void
 reload(struct auth *a)
 {
     int64_t now = mono_ms();
+    struct token_list l = {0};
     if (a->loaded_ms && now - a->loaded_ms < RELOAD_MS) return;
-    a->ntokens = 0;
-    store_tokens(a->reader, add_cached, a);
     a->loaded_ms = now;
+    if (store_tokens(a->reader, add_cached, &l) < 0 || l.failed) {
+        list_release(l.v, l.cap);
+        return;
+    }
+    list_release(a->tokens, a->cap);
+    a->tokens = l.v;
+    a->ntokens = l.n;
+    a->cap = l.cap;
 }
 
 int

@@ -5,6 +5,7 @@
 #ifndef LS_AUTH_H
 #define LS_AUTH_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -23,6 +24,8 @@ const char *need_name(enum need need);
 #define TOKEN_LEN (4 + 64)
 void token_generate(char out[TOKEN_LEN + 1]);
 void token_hash(const char *token, unsigned char out[32]);
+/* "ROLE-" and the first 8 hex digits of the token's hash: a name that reveals nothing. */
+void token_default_name(const char *role, const unsigned char hash[32], char *out, size_t n);
 
 struct auth;
 struct auth *auth_new(struct store *reader);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum opt_type { T_STR, T_INT, T_SIZE, T_DURATION, T_LIST, T_FLAG };
 
@@ -82,10 +83,18 @@ set_value(struct config *c, const struct option_def *d, const char *value)
         list->v[list->n++] = strdup(value);
         return 0;
     }
-    case T_FLAG: {
+    case T_FLAG: { /* set: "yes"; unset: NULL. A bare flag or an empty value sets it. */
         char **s = (char **)field;
+        static const char *const yes[] = {"", "yes", "true", "on", "1"};
+        static const char *const no[] = {"no", "false", "off", "0"};
+        int set = -1;
+        for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+            if (strcasecmp(value ? value : "", yes[i]) == 0) set = 1;
+        for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+            if (value && strcasecmp(value, no[i]) == 0) set = 0;
+        if (set < 0) return LS_EINVAL;
         free(*s);
-        *s = strdup(value && *value ? value : "yes");
+        *s = set ? strdup("yes") : NULL;
         return 0;
     }
     case T_INT: return parse_i64(value, (int64_t *)field);

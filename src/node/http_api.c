@@ -914,7 +914,7 @@ static void
 h_changes(struct ctx *c)
 {
     int64_t since, limit, wait_ms;
-    if (qint(c, "since", 0, 0, INT64_MAX, &since) ||
+    if (qint(c, "since", 0, 0, INT64_MAX - 1, &since) ||
         qint(c, "limit", 1000, 1, CHANGES_LIMIT_MAX, &limit) ||
         qint(c, "wait_ms", 0, 0, WAIT_MAX_MS, &wait_ms))
         goto out;
@@ -1343,10 +1343,18 @@ h_tokens(struct ctx *c)
         j->create = 1;
         snprintf(j->role, sizeof j->role, "%s", role);
         token_generate(j->token);
+        if (nm && strlen(nm) >= sizeof j->name) nm = ""; /* refused below */
         if (nm) snprintf(j->name, sizeof j->name, "%s", nm);
-        else snprintf(j->name, sizeof j->name, "%s-%.8s", role, j->token + 4 + 56);
+        else {
+            unsigned char hash[32];
+            token_hash(j->token, hash);
+            token_default_name(role, hash, j->name, sizeof j->name);
+        }
     } else if (c->method == EVHTTP_REQ_DELETE && *name) {
-        snprintf(j->name, sizeof j->name, "%s", name);
+        size_t n = 0;
+        char *decoded = evhttp_uridecode(name, 0, &n); /* the CLI sends it percent-encoded */
+        if (decoded && n == strlen(decoded) && n < sizeof j->name) memcpy(j->name, decoded, n + 1);
+        free(decoded);
     } else {
         reply_error(c->req, LS_EINVAL, "use GET or POST /v1/tokens, DELETE /v1/tokens/NAME");
         goto fail;

@@ -88,6 +88,14 @@ for which in http listen; do
     assert_contains "$MSG" --tls-key "refusal (--$which 0.0.0.0 with a token, no TLS)"
     assert_contains "$MSG" --insecure "refusal (--$which 0.0.0.0 with a token, no TLS)"
 
+    # insecure = no in a config file is no --insecure; a value that is not a yes or a no fails
+    printf 'insecure = no\n' >"$T/no.ini"
+    refuses_to_start "--$which 0.0.0.0, insecure = no" "$data" "${ADDR[@]}" --name "N_$which" --config "$T/no.ini"
+    assert_contains "$MSG" --insecure "refusal (--$which 0.0.0.0 with insecure = no)"
+    printf 'insecure = maybe\n' >"$T/maybe.ini"
+    assert_exit 2 "$LOCKSTEP" serve --data "$data" "${ADDR[@]}" --config "$T/maybe.ini"
+    assert_contains "$ERR" "bad value for 'insecure': maybe" "insecure = maybe"
+
     # --insecure: starts, with neither TLS nor tokens (a data dir of its own)
     name=I_$which
     start_exposed "$name" "$which" status_ok "$T/open-$which" --insecure

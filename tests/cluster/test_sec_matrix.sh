@@ -271,8 +271,10 @@ LS_OUT=$OUT
 for role in "${ROLES[@]}"; do
     grep -qE "^tok-$role +$role " <<<"$LS_OUT" || fail "token ls does not show tok-$role with role $role: $LS_OUT"
 done
-unnamed="report-${TOK[unnamed]: -8}"
+# the default name is the role and the start of the token's hash: nothing of the token itself
+unnamed="report-$(printf '%s' "${TOK[unnamed]}" | sha256sum | cut -c1-8)"
 grep -qE "^$unnamed +report " <<<"$LS_OUT" || fail "token ls does not show the default name $unnamed: $LS_OUT"
+assert_not_contains "$LS_OUT" "${TOK[unnamed]: -8}" "token ls (the unnamed token's last digits)"
 assert_exit 0 lsc P token ls --json
 LS_JSON=$OUT
 for t in "${TOK[@]}"; do
@@ -325,6 +327,19 @@ log "revoked token refused after ${ms} ms"
 assert_exit 3 lsc P token revoke short-lived
 assert_exit 1 env LOCKSTEP_TOKEN="${TOK[write]}" "$LOCKSTEP" token revoke tok-read --server "$U"
 assert_eq 200 "$(http_code -H "Authorization: Bearer ${TOK[read]}" "$U/v1/status")" "tok-read after a write token's revoke"
+# a name that needs percent-encoding is revoked by that name
+assert_exit 0 lsc P token create --role read --name "ci bot/é"
+assert_exit 0 lsc P token revoke "ci bot/é"
+assert_exit 0 lsc P token ls
+assert_not_contains "$OUT" "ci bot" "token ls after revoking 'ci bot/é'"
+# the last admin token stays: revoking it would leave a server nobody can administer (or one
+# open to all once no token is left); tok-admin is the last once made-by-admin is gone too
+assert_eq made-by-admin,tok-admin "$(lsc P token ls --json | jq -r '[.tokens[] | select(.role == "admin") | .name] | join(",")')" \
+    "admin tokens"
+assert_exit 0 lsc P token revoke made-by-admin
+assert_exit 1 lsc P token revoke tok-admin
+assert_contains "$ERR" "tok-admin is the last admin token" "revoking the last admin token"
+assert_eq 200 "$(http_code -H "Authorization: Bearer ${TOK[admin]}" "$U/v1/tokens")" "tok-admin after the refused revoke"
 
 # a token made offline while the server runs works within about a second
 assert_exit 0 "$LOCKSTEP" token create --data "$DATA_P" --role read --name offline-late

@@ -1225,7 +1225,7 @@ store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
 {
     sqlite3_stmt *s = NULL;
     size_t bytes = 0;
-    int rc, n = 0;
+    int rc = SQLITE_DONE, n = 0;
     if (sqlite3_prepare_v3(st->db, log_entries_sql, -1, 0, &s, NULL)) return LS_EIO;
     sqlite3_bind_int64(s, 1, since);
     sqlite3_bind_int(s, 2, limit);
@@ -1265,7 +1265,8 @@ store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
         if (cb(arg, &e)) break;
     }
     sqlite3_finalize(s);
-    return n;
+    /* A failed step is an error, never the end of the log: a reader would skip what follows. */
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
 }
 
 /* Reads one position of the log (for lag and retention). */

@@ -1192,6 +1192,12 @@ h_nodes(struct ctx *c)
 static int
 promote_job(struct store *st, struct wreq *r)
 {
+    char pending[8] = "0";
+    store_meta_get(st, "snapshot_pending", pending, sizeof pending);
+    if (strcmp(pending, "1") == 0)
+        return ls_error_set(&r->err, LS_ECONFLICT,
+                            "this server is loading a snapshot and holds only part of the store: "
+                            "promote another replica, or wait until the snapshot ends");
     return store_new_epoch(st, &r->last.version, &r->err);
 }
 

@@ -48,6 +48,7 @@ struct repl_down {
     const char *last_sync;
     int64_t last_sync_ms;
     int inflight;
+    int chain_failed; /* a batch failed: the writer fails those after it (wreq.chain_failed) */
     int stopping;
     int64_t resync_from, resync_since; /* -1: none */
     int fork_pending;
@@ -95,6 +96,7 @@ struct job {
     int reset;         /* snapshot begins: empty the store */
     int snapshot_done; /* snapshot ends at seq */
     int truncate;      /* continue from seq < ours: forget the log after it */
+    int new_history;   /* the store's history is replaced or re-based: drop our downstreams */
     int64_t fork_at;   /* > 0: save the changes after it and ask for a snapshot */
 };
 
@@ -201,6 +203,7 @@ job_done(struct wreq *r, void *arg)
     struct job *j = r->fn_arg;
     d->inflight--;
     if (r->rc) {
+        if (j && j->fork_at != 0) d->fork_pending = 0; /* the next handshake tries again */
         log_error("applying the upstream's changes failed: %s", r->err.msg);
         snprintf(d->last_error, sizeof d->last_error, "%s", r->err.msg);
         if (d->state != US_IDLE) peer_fail(&d->peer, "apply_failed", "%s", r->err.msg);
@@ -210,6 +213,11 @@ job_done(struct wreq *r, void *arg)
     } else if (d->state >= US_SYNC) {
         ack(d);
     }
+    /* Servers following this one hold positions in the history that was just replaced (a
+     * snapshot, a truncated log, a new epoch): they must handshake again to learn where they
+     * stand. (Until the snapshot ends they are refused.) */
+    if (r->rc == 0 && j && j->new_history)
+        repl_up_drop_all(d->srv, "this server's history was replaced by its upstream's");
     if (d->state != US_IDLE && d->inflight < MAX_INFLIGHT) peer_pause(&d->peer, 0);
     free(j);
     wreq_free(r);
@@ -221,6 +229,7 @@ submit(struct repl_down *d, struct wreq *r)
     r->done = job_done;
     r->arg = d;
     r->max_body = UINT64_MAX;
+    r->chain_failed = &d->chain_failed;
     d->inflight++;
     if (d->inflight >= MAX_INFLIGHT) peer_pause(&d->peer, 1);
     writer_submit(d->srv->writer, r);
@@ -276,19 +285,16 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
         op->body = op->body_owned;
         op->body_len = e->body_len;
     } else {
-        char path[4300], hex[65];
-        store_blob_path(d->srv->reader, e->sha, path, sizeof path);
+        char tmp[4300], hex[65];
         op->body_file_size = e->size;
-        char tmp[4300];
         hex_encode(e->sha, 32, hex);
         snprintf(tmp, sizeof tmp, "%s/blobs/tmp/in-%s", store_dir(d->srv->reader), hex);
-        if (e->body_kind == BODY_BLOB && access(path, F_OK) != 0) {
-            if (access(tmp, F_OK) == 0) op->body_file = strdup(tmp);
-            else op->body_absent = 1; /* the upstream no longer has it either */
-        } else {
-            op->body_absent = 1; /* already stored here, or a placeholder */
-            if (e->body_kind == BODY_BLOB) unlink(tmp); /* sent although we had it */
-        }
+        /* A blob that came is handed to the writer even when the store has it now: a batch
+         * still queued may drop the store's copy before this one applies (the writer's adopt
+         * keeps one copy). Without one it is a placeholder (the upstream no longer had it) or
+         * a body this store holds from before (a snapshot's or a restart's). */
+        if (e->body_kind == BODY_BLOB && access(tmp, F_OK) == 0) op->body_file = strdup(tmp);
+        else op->body_absent = 1;
     }
     return 0;
 }
@@ -464,6 +470,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             j->seq = from;
             log_info("resynchronizing from seq %lld", (long long)from);
         }
+        j->new_history = j->truncate ||
+                         (j->nepochs && j->epochs[j->nepochs - 1][0] != d->srv->pos.epoch);
         submit_job(d, j);
         d->last_sync = "continue";
         d->last_sync_ms = now_ms();
@@ -476,6 +484,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         if (d->state != US_SYNC || !j) goto unexpected;
         j->d = d;
         j->reset = 1;
+        j->new_history = 1;
         snprintf(j->store_id, sizeof j->store_id, "%s",
                  json_string_value(json_object_get(o, "store_id")) ?: "");
         if (parse_epochs(json_object_get(o, "epochs"), j) || strlen(j->store_id) != 32) {
@@ -586,6 +595,7 @@ connect_upstream(struct repl_down *d)
         schedule_retry(d);
         return;
     }
+    d->chain_failed = 0; /* nothing in flight: the next session starts from the position */
     if (parse_hostport(d->srv->cfg.upstream, &ss, &sslen)) {
         log_error("--upstream %s: cannot resolve", d->srv->cfg.upstream);
         schedule_retry(d);

@@ -66,6 +66,7 @@ struct downstream {
     struct wbuf frame;                /* records not yet sent */
     int frame_type;
     int64_t read_upto;  /* how far the log has been read for this downstream */
+    int64_t read_first; /* the first seq the last read returned (0: none) */
     int64_t frame_seq;  /* seq of the last record in the frame */
     int blob_fd;
     uint64_t blob_off, blob_size;
@@ -208,6 +209,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
     int in = included(ds, e->path);
 
     ds->read_upto = e->seq;
+    if (!ds->read_first) ds->read_first = e->seq;
     if (e->op == LS_OP_MOVE && ds->ninclude) {
         int to_in = included(ds, e->to);
         if (in && !to_in) { /* leaves the subtree: gone from here */
@@ -361,17 +363,21 @@ refill(struct downstream *ds)
         return 1;
     }
     if (ds->state == DS_STREAM) {
-        int64_t first = store_log_first_seq(ds->srv->reader);
+        int64_t from = ds->read_upto, first;
         int n;
-        if (first > 0 && ds->read_upto + 1 < first && ds->srv->pos.seq > ds->read_upto) {
-            peer_fail(&ds->peer, "behind_retention",
-                      "this downstream fell behind the retained log; it will get a snapshot");
-            return 0;
-        }
-        n = store_log_entries(ds->srv->reader, ds->read_upto, BATCH_ENTRIES, BATCH_BYTES,
-                              on_log_entry, ds);
+        ds->read_first = 0;
+        n = store_log_entries(ds->srv->reader, from, BATCH_ENTRIES, BATCH_BYTES, on_log_entry, ds);
         if (n < 0) {
             peer_fail(&ds->peer, "internal", "cannot read the log");
+            return 0;
+        }
+        /* Checked after the read, which retention may have cut just before: what follows
+         * `from` was either just read, or it is gone and this downstream needs a snapshot. */
+        first = store_log_first_seq(ds->srv->reader);
+        if (first > 0 && from + 1 < first && ds->read_first != from + 1 &&
+            ds->srv->pos.seq > from) {
+            peer_fail(&ds->peer, "behind_retention",
+                      "this downstream fell behind the retained log; it will get a snapshot");
             return 0;
         }
         if (n > 0) return 1;
@@ -572,6 +578,16 @@ on_sync(struct downstream *ds, json_t *o)
     }
     if (json_is_true(json_object_get(json_object_get(o, "filter"), "published_only")))
         ds->published_only = 1;
+    {
+        /* A replica loading a snapshot has a partial store: nothing to serve from yet. */
+        char pending[8] = "0";
+        store_meta_get(ds->srv->reader, "snapshot_pending", pending, sizeof pending);
+        if (strcmp(pending, "1") == 0) {
+            peer_fail(&ds->peer, "unavailable",
+                      "this server is loading a snapshot from its own upstream; try again soon");
+            return;
+        }
+    }
     if (json_is_true(json_object_get(o, "snapshot_pending")) || !store_id ||
         strcmp(store_id, pos->store_id) != 0) {
         start_snapshot(ds, store_id && strcmp(store_id, pos->store_id) == 0

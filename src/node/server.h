@@ -126,6 +126,11 @@ struct wreq {
     int64_t set_seq; /* WREQ_OPS: afterwards the position is this seq (a replica's upto) */
     int (*fn)(struct store *st, struct wreq *r); /* WREQ_CUSTOM: runs inside the transaction */
     void *fn_arg;
+    /* Requests that must apply in order or not at all share this flag (a replica's batches:
+     * one that fails must not let a later one move the position past it). The writer sets it
+     * when one fails and fails every later one while it is set; the owner clears it when none
+     * is in flight. */
+    int *chain_failed;
     /* results, valid in done() */
     int rc;
     struct ls_error err;

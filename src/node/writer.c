@@ -115,8 +115,13 @@ run_group(struct writer *w, struct wreq *group)
             r->err = err;
             continue;
         }
+        if (r->chain_failed && *r->chain_failed) {
+            r->rc = ls_error_set(&r->err, LS_EUNAVAIL, "an earlier request of its chain failed");
+            continue;
+        }
         if ((r->rc = store_savepoint(w->st))) {
             ls_error_set(&r->err, r->rc, "cannot start the request's transaction");
+            if (r->chain_failed) *r->chain_failed = 1;
             continue;
         }
         if (r->type == WREQ_OPS) r->rc = apply_ops(w, r);
@@ -126,6 +131,7 @@ run_group(struct writer *w, struct wreq *group)
         if (r->rc) {
             store_savepoint_rollback(w->st);
             r->applied = 0;
+            if (r->chain_failed) *r->chain_failed = 1;
         } else {
             store_savepoint_release(w->st);
         }
@@ -134,6 +140,7 @@ run_group(struct writer *w, struct wreq *group)
         /* Nothing of the group is durable: every request fails with the commit's error. */
         log_error("commit failed: %s", err.msg);
         for (struct wreq *r = group; r; r = r->next) {
+            if (r->chain_failed) *r->chain_failed = 1;
             if (r->rc == 0) {
                 r->rc = rc;
                 r->err = err;

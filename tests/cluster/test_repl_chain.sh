@@ -3,7 +3,8 @@
 # Writes on P reach R2 with the same seqs (R2's change log is P's), all digests are equal, S
 # holds P's published versions; `nodes` on P lists R1 only and on R1 lists R2 and S, all live;
 # R2 knows the primary at the top of the chain (writes on it name P). R1 restarting (clean, then
-# kill -9) leaves R2 continuing without a snapshot.
+# kill -9) leaves R2 continuing without a snapshot; R1 coming back empty (a snapshot from P)
+# leaves R2 and S converging.
 set -euo pipefail
 source "$(dirname "$0")/lib_repl.sh"
 
@@ -95,6 +96,29 @@ assert_same_digest P R2
 lsc P changes --json | jq -c '{seq,op,path,to,version,published}' >"$T/chg.P"
 lsc R2 changes --json | jq -c '{seq,op,path,to,version,published}' >"$T/chg.R2"
 assert_same_file "$T/chg.P" "$T/chg.R2" "R2's change log after R1's restarts"
+
+# --- R1 loses its store and comes back empty: it takes a snapshot from P while R2 and S keep
+# trying to follow it. R1 refuses them until its snapshot ends, then drops them so that they
+# learn where they stand in its new history: both converge (nothing skipped, nothing kept).
+stop_server R1
+rm -rf "$DATA_R1"
+for ((b = 0; b < 4; b++)); do
+    for ((i = 0; i < 500; i++)); do
+        printf '{"op":"put","path":"/more/%d/%d","body":"%0200d","status":"published"}\n' "$b" "$i" "$i"
+    done >"$T/more.ndjson"
+    lsc P import "$T/more.ndjson" >/dev/null
+done
+start_node R1 --role replica --upstream "$PEER_P"
+echo "after the snapshot" | lsc P put /after-snapshot - >/dev/null
+wait_caught_up R1 P 30
+wait_caught_up R2 P 30
+wait_caught_up S P 30
+assert_eq snapshot "$(status_field R1 last_sync)" "R1's last_sync after losing its store"
+assert_same_digest P R1
+assert_same_digest P R2
+assert_eq "$(lsc P digest --published-only --json | jq -c '{seq,items,digest}')" \
+    "$(lsc S digest --json | jq -c '{seq,items,digest}')" "S after R1's snapshot"
+assert_eq "after the snapshot" "$(lsc R2 get /after-snapshot)" "R2 after R1's snapshot"
 
 stop_server S
 stop_server R2

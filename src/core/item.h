@@ -54,6 +54,7 @@ struct ls_op {
     int no_log;            /* loading a snapshot: no log entry, the seq does not move */
     int tolerant;          /* filtered downstream: an operation on a missing item is skipped */
     int body_absent;       /* replicated put whose body the upstream no longer holds */
+    int restore;           /* replicated put (REC_RESTORE): add this old version if missing */
     uint32_t line;         /* its line in a batch, for error messages (0: not from a batch) */
 };
 
@@ -66,6 +67,8 @@ enum { BODY_NONE, BODY_INLINE, BODY_BLOB, BODY_MISSING };
 #define REC_PUBLISHED 1 /* put: this version is (or becomes) the published one */
 #define REC_DATA 2      /* carries kind, meta, size, sha and body */
 #define REC_NOLOG 4     /* apply without a log entry (a second record for the same seq) */
+#define REC_RESTORE 8   /* put: a version the downstream may lack, sent before the publish that
+                         * needs it; only the version is added, the item stays as it is */
 
 struct ls_entry {
     int64_t seq;

@@ -636,6 +636,74 @@ item_update(struct store *st, const struct cur_item *c, int64_t version, int64_t
     return step_done(st, s, err, "update item");
 }
 
+/* Stores a put's body where it belongs (a blob file, or nothing yet for an inline one) and
+ * gives its hash. */
+static int
+store_body(struct store *st, const struct ls_op *op, int in_blob, unsigned char sha[32],
+           struct ls_error *err)
+{
+    if (op->has_sha) memcpy(sha, op->sha, 32);
+    else if (op->body_file || op->body_absent)
+        return ls_error_set(err, LS_EINTERNAL, "body file without its hash");
+    else sha256(op->body, op->body_len, sha);
+    if (op->body_absent) return 0; /* a placeholder: a later entry prunes or purges it */
+    if (op->body_file) return blob_adopt(st, op->body_file, sha, err);
+    if (in_blob) return blob_write(st, op->body, op->body_len, sha, err);
+    return 0;
+}
+
+static int
+version_insert(struct store *st, int64_t item, int64_t version, const char *kind,
+               const char *meta, uint64_t size, const unsigned char sha[32], int in_blob,
+               const struct ls_op *op, int64_t mtime, struct ls_error *err)
+{
+    sqlite3_stmt *s = stmt(st, S_VERSION_INSERT);
+    sqlite3_bind_int64(s, 1, item);
+    sqlite3_bind_int64(s, 2, version);
+    sqlite3_bind_text(s, 3, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, meta, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)size);
+    sqlite3_bind_blob(s, 6, sha, 32, SQLITE_STATIC);
+    if (!in_blob)
+        sqlite3_bind_blob(s, 7, op->body_len ? op->body : "", (int)op->body_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, mtime);
+    sqlite3_bind_int64(s, 9, st->op_seq);
+    return step_done(st, s, err, "insert version");
+}
+
+static int
+version_exists(struct store *st, int64_t item, int64_t version)
+{
+    sqlite3_stmt *s = stmt(st, S_VERSION_EXISTS);
+    int found;
+    sqlite3_bind_int64(s, 1, item);
+    sqlite3_bind_int64(s, 2, version);
+    found = sqlite3_step(s) == SQLITE_ROW;
+    done(s);
+    return found;
+}
+
+/*
+ * A replica gets a version it may lack just before the publish that needs it (REC_RESTORE):
+ * the version row is added when missing; the item, its latest version and the log stay as
+ * they are (the publish that follows is the change).
+ */
+static int
+apply_restore(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_error *err)
+{
+    struct cur_item c;
+    unsigned char sha[32];
+    uint64_t size = op->body_file || op->body_absent ? op->body_file_size : op->body_len;
+    int in_blob = op->body_file != NULL || op->body_absent || op->body_len > st->opt.inline_max;
+    int rc;
+    if ((rc = item_lookup(st, op->path, &c, err))) return rc;
+    if (!c.exists || c.deleted || op->version <= 0 || version_exists(st, c.id, op->version))
+        return 0;
+    if ((rc = store_body(st, op, in_blob, sha, err))) return rc;
+    return version_insert(st, c.id, op->version, op->kind ? op->kind : "document",
+                          op->meta ? op->meta : "{}", size, sha, in_blob, op, mtime, err);
+}
+
 static int
 apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_result *res,
           struct ls_error *err)
@@ -690,15 +758,7 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     if (!kind) kind = "document";
     if (!meta) meta = "{}";
 
-    if (op->has_sha) memcpy(sha, op->sha, 32);
-    else if (op->body_file || op->body_absent) {
-        rc = ls_error_set(err, LS_EINTERNAL, "body file without its hash");
-        goto out;
-    } else sha256(op->body, op->body_len, sha);
-    if (op->body_absent) rc = 0; /* a placeholder: a later entry prunes or purges it */
-    else if (op->body_file) rc = blob_adopt(st, op->body_file, sha, err);
-    else if (in_blob) rc = blob_write(st, op->body, op->body_len, sha, err);
-    if (rc) goto out;
+    if ((rc = store_body(st, op, in_blob, sha, err))) goto out;
 
     published = op->publish ? version : (c.exists && !c.deleted ? c.published : 0);
     if (inserted) {
@@ -717,18 +777,8 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     }
     if (rc) goto out;
 
-    s = stmt(st, S_VERSION_INSERT);
-    sqlite3_bind_int64(s, 1, c.id);
-    sqlite3_bind_int64(s, 2, version);
-    sqlite3_bind_text(s, 3, kind, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, meta, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 5, (sqlite3_int64)size);
-    sqlite3_bind_blob(s, 6, sha, 32, SQLITE_STATIC);
-    if (!in_blob) sqlite3_bind_blob(s, 7, op->body_len ? op->body : "", (int)op->body_len,
-                                    SQLITE_STATIC);
-    sqlite3_bind_int64(s, 8, mtime);
-    sqlite3_bind_int64(s, 9, st->op_seq);
-    if ((rc = step_done(st, s, err, "insert version"))) goto out;
+    if ((rc = version_insert(st, c.id, version, kind, meta, size, sha, in_blob, op, mtime, err)))
+        goto out;
 
     if ((rc = log_append(st, LS_OP_PUT, c.id, op->path, version, op->publish, NULL,
                          (int64_t)size, mtime, err)))
@@ -826,14 +876,8 @@ apply_other(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_o
         version = c.version;
         break;
     case LS_OP_PUBLISH: {
-        sqlite3_stmt *s = stmt(st, S_VERSION_EXISTS);
-        int found;
         version = op->version > 0 ? op->version : c.version;
-        sqlite3_bind_int64(s, 1, c.id);
-        sqlite3_bind_int64(s, 2, version);
-        found = sqlite3_step(s) == SQLITE_ROW;
-        done(s);
-        if (!found)
+        if (!version_exists(st, c.id, version))
             return ls_error_set(err, LS_ENOTFOUND, "%s has no version %lld", op->path,
                                 (long long)version);
         rc = item_update(st, &c, c.version, version, 0, mtime, err);
@@ -865,7 +909,9 @@ store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
     st->op_seq = op->seq > 0 ? op->seq : st->seq + 1;
     st->op_nolog = op->no_log;
     switch (op->type) {
-    case LS_OP_PUT: rc = apply_put(st, op, mtime, res, err); break;
+    case LS_OP_PUT:
+        rc = op->restore ? apply_restore(st, op, mtime, err) : apply_put(st, op, mtime, res, err);
+        break;
     case LS_OP_MOVE: rc = apply_move(st, op, mtime, res, err); break;
     default: rc = apply_other(st, op, mtime, res, err); break;
     }

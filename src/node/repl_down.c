@@ -276,6 +276,7 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
     op->meta = e->meta;
     e->kind = e->meta = NULL;
     op->publish = (e->flags & REC_PUBLISHED) != 0;
+    op->restore = (e->flags & REC_RESTORE) != 0;
     op->has_sha = 1;
     memcpy(op->sha, e->sha, 32);
     if (e->body_kind == BODY_INLINE) {

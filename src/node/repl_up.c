@@ -242,7 +242,25 @@ on_log_entry(void *arg, const struct ls_entry *e)
         default: break;
         }
     } else if (e->op == LS_OP_PUBLISH) {
-        t.flags &= ~REC_DATA; /* a replica has the version already */
+        /* A replica holds the latest version, and every version made since its snapshot; an
+         * older one it may lack (left out by --sync-max-versions, pruned by its own
+         * --max-versions, or before the item entered its --include): that one goes first, as
+         * a restore of the same seq. */
+        struct ls_item it;
+        struct ls_error err;
+        int older = 0;
+        if ((t.flags & REC_DATA) && t.body_kind != BODY_MISSING &&
+            store_get(ds->srv->reader, e->path, 0, 0, &it, &err) == 0) {
+            older = it.version != e->version;
+            item_release(&it);
+        }
+        if (older) {
+            struct ls_entry r = t;
+            r.op = LS_OP_PUT;
+            r.flags = REC_DATA | REC_NOLOG | REC_RESTORE;
+            add_record(ds, &r);
+        }
+        t.flags &= ~REC_DATA;
     }
     add_record(ds, &t);
     return 0;
@@ -416,7 +434,10 @@ pump(struct downstream *ds)
             ds->queue = q->next;
             if (!ds->queue) ds->queue_tail = &ds->queue;
             free(q);
-            if (ds->frame.len >= BATCH_BYTES) flush_records(ds);
+            /* Records of one seq (a restore and its publish, an item entering --include) go
+             * in one frame: a frame's upto covers its last seq whole. */
+            if (ds->frame.len >= BATCH_BYTES && !(ds->queue && ds->queue->seq == ds->frame_seq))
+                flush_records(ds);
         } else if (ds->frame.len < BATCH_BYTES && refill(ds)) {
             continue; /* fill the frame before sending it */
         } else if (ds->frame.len > 0 ||

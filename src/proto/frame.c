@@ -256,7 +256,9 @@ rec_decode(struct rbuf *rb, struct ls_entry *r)
             rb->failed = 1;
         }
     }
-    if (rb->failed || r->op < LS_OP_PUT || r->op > LS_OP_UNPUBLISH || r->seq < 0 ||
+    if ((r->flags & REC_RESTORE) && (r->op != LS_OP_PUT || !(r->flags & REC_NOLOG)))
+        rb->failed = 1; /* a restore is a put applied without a log entry */
+    if (rb->failed || r->flags > 15 || r->op < LS_OP_PUT || r->op > LS_OP_UNPUBLISH || r->seq < 0 ||
         r->version < 0 || r->ts < 0 || !r->path || (r->op == LS_OP_MOVE && !r->to)) {
         rec_release(r);
         return LS_EPROTO;

@@ -62,6 +62,33 @@ apply_ops(struct writer *w, struct wreq *r)
     return 0;
 }
 
+/*
+ * Reads the next line into *line (NUL-terminated, without its newline), growing it up to max
+ * bytes: the length, -1 at the end of the file, -2 for a longer line (getline would have
+ * allocated whatever the line asked for), -3 out of memory.
+ */
+static ssize_t
+read_line(FILE *f, char **line, size_t *cap, size_t max)
+{
+    size_t n = 0;
+    int c = EOF;
+    while ((c = getc_unlocked(f)) != EOF && c != '\n') {
+        if (n == max) return -2;
+        if (n + 2 > *cap) {
+            size_t want = *cap ? *cap * 2 : 4096;
+            char *p = realloc(*line, want > max + 2 ? max + 2 : want);
+            if (!p) return -3;
+            *line = p;
+            *cap = want > max + 2 ? max + 2 : want;
+        }
+        (*line)[n++] = (char)c;
+    }
+    if (n == 0 && c == EOF) return -1;
+    if (!*line && !(*line = malloc(*cap = 1))) return -3;
+    (*line)[n] = '\0';
+    return (ssize_t)n;
+}
+
 /* Applies an NDJSON file line by line: bounded memory whatever the file's size. */
 static int
 apply_file(struct writer *w, struct wreq *r)
@@ -73,16 +100,17 @@ apply_file(struct writer *w, struct wreq *r)
     int rc = 0;
 
     if (!f) return ls_error_set(&r->err, LS_EIO, "cannot read batch: %s", strerror(errno));
-    while ((n = getline(&line, &cap, f)) >= 0) {
+    while ((n = read_line(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
         struct ls_op op;
         lineno++;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
-        if (n == 0) continue;
-        if ((size_t)n > LINE_MAX_BYTES) {
-            rc = ls_error_set(&r->err, LS_EBATCH, "line %zu: longer than %u bytes", lineno,
-                              LINE_MAX_BYTES);
+        if (n < -1) {
+            rc = n == -3 ? ls_error_set(&r->err, LS_ENOMEM, "line %zu: out of memory", lineno)
+                         : ls_error_set(&r->err, LS_EBATCH, "line %zu: longer than %u bytes",
+                                        lineno, LINE_MAX_BYTES);
             break;
         }
+        while (n > 0 && line[n - 1] == '\r') n--;
+        if (n == 0) continue;
         rc = op_parse_json(line, (size_t)n, &op, &r->err);
         if (rc == 0 && op.body_len > r->max_body)
             rc = ls_error_set(&r->err, LS_ETOOBIG, "body is larger than --max-body");

@@ -206,4 +206,25 @@ assert_eq not_found "$(jq -r .error.code "$T/reply")" "error code"
 assert_eq "line 2: /http/nothing: not found" "$(jq -r .error.message "$T/reply")" "error message"
 assert_eq "$s" "$(seq_of bat)" "seq after a failed POST /v1/batch"
 
+# a line of 300 MiB in an imported file: refused as too long, nothing written, and the server
+# never holds much more of it than the 64 MiB a line may have (reading it whole would take more
+# than 512 MiB; a fresh server, and a sanitized build runs
+# it without ASan's quarantine of freed memory, see test_upload_resume.sh)
+{
+    printf '%s\n' "$good1"
+    printf '{"op":"put","path":"/huge","body":"'
+    head -c $((300 * 1048576)) /dev/zero | tr '\0' a
+    printf '"}\n'
+} >"$SHM/huge.ndjson"
+ASAN_OPTIONS="$ASAN_OPTIONS:quarantine_size_mb=0" DATA_ROOT=$SHM start_server huge
+assert_exit 1 "$LOCKSTEP" import "$SHM/huge.ndjson"
+assert_contains "$ERR" "line 2: longer than 67108864 bytes" "import of a 300 MiB line"
+hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$PID_huge/status")
+log "server VmHWM after the 300 MiB line: $hwm kB"
+((hwm < 200 * 1024)) || fail "the server's peak RSS was $hwm kB for a refused 300 MiB line"
+assert_eq 0 "$(seq_of huge)" "seq after the 300 MiB line"
+stop_server huge
+rm -f "$SHM/huge.ndjson"
+use_server bat
+
 stop_server bat

@@ -25,9 +25,12 @@
 
 struct conn {
     struct bufferevent *bev;
+    int64_t created_ms;
     int64_t since_ms; /* created, or last request finished */
     int busy;         /* a request is being served */
     int closing;
+    char addr[80];   /* "host:port", looked up once by the first sweep that sees the socket */
+    size_t host_len; /* of addr's host part: connections are counted per host */
 };
 
 struct http_conns {
@@ -65,11 +68,31 @@ kick(struct conn *c, const char *addr, const char *why)
     c->closing = 1;
 }
 
+static int
+same_host_conn(const struct conn *x, const struct conn *y)
+{
+    return x->host_len == y->host_len && memcmp(x->addr, y->addr, x->host_len) == 0;
+}
+
+/* Sorts connections by host, the oldest first within a host. */
+static int
+by_host_age(const void *a, const void *b)
+{
+    const struct conn *x = *(const struct conn *const *)a, *y = *(const struct conn *const *)b;
+    size_t n = x->host_len < y->host_len ? x->host_len : y->host_len;
+    int c = memcmp(x->addr, y->addr, n);
+    if (c) return c;
+    if (x->host_len != y->host_len) return x->host_len < y->host_len ? -1 : 1;
+    return (x->created_ms > y->created_ms) - (x->created_ms < y->created_ms);
+}
+
 static void
 on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conns *hc = arg;
     int64_t now = mono_ms();
+    struct conn **order;
+    int n = 0;
     for (int i = 0; i < hc->n;) {
         if (gone(hc->v[i].bev)) {
             bufferevent_decref(hc->v[i].bev);
@@ -78,32 +101,34 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
             i++;
         }
     }
+    order = hc->n ? malloc((size_t)hc->n * sizeof *order) : NULL;
     for (int i = 0; i < hc->n; i++) {
         struct conn *c = &hc->v[i];
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        char addr[80] = "?";
-        int same = 0;
         if (c->closing) continue;
-        if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &len) == 0)
-            format_sockaddr((struct sockaddr *)&ss, addr, sizeof addr);
+        if (!c->addr[0]) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof ss;
+            const char *colon;
+            if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &len) == 0)
+                format_sockaddr((struct sockaddr *)&ss, c->addr, sizeof c->addr);
+            else snprintf(c->addr, sizeof c->addr, "?");
+            colon = strrchr(c->addr, ':');
+            c->host_len = colon ? (size_t)(colon - c->addr) : strlen(c->addr);
+        }
         if (!c->busy && now - c->since_ms > hc->srv->cfg.request_timeout_ms) {
-            kick(c, addr, "no whole request within --request-timeout");
+            kick(c, c->addr, "no whole request within --request-timeout");
             continue;
         }
-        /* Older connections of the same address count first: the newest go. */
-        for (int k = 0; k < hc->n; k++) {
-            struct sockaddr_storage so;
-            socklen_t lo = sizeof so;
-            char other[80];
-            if (k == i || hc->v[k].closing) continue;
-            if (hc->v[k].since_ms > c->since_ms) continue;
-            if (getpeername(bufferevent_getfd(hc->v[k].bev), (struct sockaddr *)&so, &lo)) continue;
-            format_sockaddr((struct sockaddr *)&so, other, sizeof other);
-            if (same_host(addr, other)) same++;
-        }
-        if (same >= hc->srv->cfg.max_conns_per_addr) kick(c, addr, "too many connections");
+        if (order) order[n++] = c;
     }
+    /* Beyond the cap, the newest connections of a host go: older ones count first. */
+    if (order) qsort(order, (size_t)n, sizeof *order, by_host_age);
+    for (int i = 0, same = 0; i < n; i++) {
+        same = i > 0 && same_host_conn(order[i - 1], order[i]) ? same + 1 : 0;
+        if (same >= hc->srv->cfg.max_conns_per_addr)
+            kick(order[i], order[i]->addr, "too many connections");
+    }
+    free(order);
 }
 
 static struct bufferevent *
@@ -127,7 +152,7 @@ make_bev(struct event_base *base, void *arg)
         hc->cap = cap;
     }
     bufferevent_incref(bev);
-    hc->v[hc->n++] = (struct conn){bev, mono_ms(), 0, 0};
+    hc->v[hc->n++] = (struct conn){.bev = bev, .created_ms = mono_ms(), .since_ms = mono_ms()};
     return bev;
 }
 

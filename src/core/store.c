@@ -11,6 +11,7 @@
  *   epochs   where each epoch began (promotion starts a new one)
  */
 #include "core/store.h"
+#include "core/tail.h"
 #include "common/util.h"
 
 #include <dirent.h>
@@ -143,6 +144,10 @@ struct store {
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
     int ckpt_wanted, ckpt_stop, ckpt_running;
+    /* The writer feeds the log's newest entries to this (store_set_tail) as it logs them. */
+    struct log_tail *tail;
+    size_t tail_mark_at_savepoint;
+    const struct ls_entry *put_data; /* apply_put: what the put's log entry carries */
 };
 
 #define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */
@@ -434,6 +439,7 @@ store_commit(struct store *st, struct ls_error *err)
         store_rollback(st);
         return err ? err->code : LS_EIO;
     }
+    if (st->tail) tail_end(st->tail, 1, st->seq);
     return 0;
 }
 
@@ -444,6 +450,7 @@ store_rollback(struct store *st)
     st->seq = st->seq_at_begin;
     st->log_cum = st->log_cum_at_begin;
     st->ngarbage = 0;
+    if (st->tail) tail_end(st->tail, 0, st->seq);
 }
 
 int
@@ -451,6 +458,7 @@ store_savepoint(struct store *st)
 {
     st->seq_at_savepoint = st->seq;
     st->log_cum_at_savepoint = st->log_cum;
+    if (st->tail) st->tail_mark_at_savepoint = tail_mark(st->tail);
     return exec(st, "SAVEPOINT req", NULL);
 }
 
@@ -467,6 +475,7 @@ store_savepoint_rollback(struct store *st)
     exec(st, "RELEASE req", NULL);
     st->seq = st->seq_at_savepoint;
     st->log_cum = st->log_cum_at_savepoint;
+    if (st->tail) tail_undo(st->tail, st->tail_mark_at_savepoint);
 }
 
 /* ---------------------------------------------------------------- blobs */
@@ -619,7 +628,29 @@ log_append(struct store *st, int op, int64_t item, const char *path, int64_t ver
     if (arg) sqlite3_bind_text(s, 8, arg, -1, SQLITE_STATIC);
     if ((rc = step_done(st, s, err, "append to log"))) return rc;
     if (seq > st->seq) st->seq = seq;
+    if (st->tail) {
+        /* The entry as store_log_entries would read it back. A publish's would carry its
+         * version's data, which is not at hand here: the tail starts again after it. */
+        struct ls_entry e;
+        if (op == LS_OP_PUT && st->put_data) e = *st->put_data;
+        else memset(&e, 0, sizeof e);
+        e.seq = seq;
+        e.op = op;
+        e.ts = ts;
+        e.path = (char *)path;
+        e.to = (char *)arg;
+        e.version = version;
+        e.flags = (flags & 1 ? REC_PUBLISHED : 0) | (op == LS_OP_PUT ? REC_DATA : 0);
+        if (op == LS_OP_PUBLISH || (op == LS_OP_PUT && !st->put_data)) tail_break(st->tail);
+        else tail_add(st->tail, &e);
+    }
     return 0;
+}
+
+void
+store_set_tail(struct store *st, struct log_tail *tail)
+{
+    st->tail = tail;
 }
 
 static int
@@ -780,9 +811,18 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
     if ((rc = version_insert(st, c.id, version, kind, meta, size, sha, in_blob, op, mtime, err)))
         goto out;
 
-    if ((rc = log_append(st, LS_OP_PUT, c.id, op->path, version, op->publish, NULL,
-                         (int64_t)size, mtime, err)))
-        goto out;
+    {
+        struct ls_entry data = {.kind = (char *)kind, .meta = (char *)meta, .size = size,
+                                .body_kind = in_blob ? BODY_BLOB : BODY_INLINE,
+                                .body = in_blob ? NULL : (op->body_len ? op->body : ""),
+                                .body_len = in_blob ? 0 : op->body_len};
+        memcpy(data.sha, sha, 32);
+        st->put_data = &data;
+        rc = log_append(st, LS_OP_PUT, c.id, op->path, version, op->publish, NULL,
+                        (int64_t)size, mtime, err);
+        st->put_data = NULL;
+        if (rc) goto out;
+    }
 
     /* Keep the newest max_versions and the published one. A replicated put may also go back
      * to an older number (staging after a re-publish): then nothing newer may stay. */
@@ -1234,6 +1274,7 @@ store_reset(struct store *st, struct ls_error *err)
                   "DELETE FROM items; DELETE FROM versions; DELETE FROM log;"
                   "INSERT OR REPLACE INTO meta VALUES('snapshot_pending', 1);",
                   err);
+    if (st->tail) tail_break(st->tail);
     if (rc == 0) {
         st->seq = 0;
         st->log_cum = 0;
@@ -1513,6 +1554,7 @@ store_truncate_log(struct store *st, int64_t seq, struct ls_error *err)
 {
     char sql[80];
     snprintf(sql, sizeof sql, "DELETE FROM log WHERE seq>%lld", (long long)seq);
+    if (st->tail) tail_break(st->tail);
     return exec(st, sql, err);
 }
 

@@ -93,6 +93,9 @@ int store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *r
 /* Removes blob files that the last commit left unreferenced. Call after store_commit. */
 void store_collect_garbage(struct store *st);
 void store_collect_all_garbage(struct store *st); /* a full scan of blobs/ */
+/* From now on every entry this (writer's) handle logs goes to tail as well (core/tail.h). */
+struct log_tail;
+void store_set_tail(struct store *st, struct log_tail *tail);
 void store_clean_tmp(struct store *st);           /* at start: interrupted writes */
 
 /* ---- identity and position ---- */

@@ -18,20 +18,6 @@
 
 #define COMPRESS_MIN 512
 
-static void
-peer_close(struct peer *p, const char *why)
-{
-    if (p->closed) return;
-    p->closed = 1;
-    if (p->bev) {
-        bufferevent_free(p->bev);
-        p->bev = NULL;
-    }
-    free(p->zbuf);
-    p->zbuf = NULL;
-    if (p->ops->on_close) p->ops->on_close(p, why);
-}
-
 void
 peer_release(struct peer *p)
 {
@@ -39,7 +25,19 @@ peer_release(struct peer *p)
     p->bev = NULL;
     free(p->zbuf);
     p->zbuf = NULL;
+    ZSTD_freeCCtx(p->cctx);
+    ZSTD_freeDCtx(p->dctx);
+    p->cctx = NULL;
+    p->dctx = NULL;
     p->closed = 1;
+}
+
+static void
+peer_close(struct peer *p, const char *why)
+{
+    if (p->closed) return;
+    peer_release(p);
+    if (p->ops->on_close) p->ops->on_close(p, why);
 }
 
 /* After an ERROR frame: the socket lives on, alone, until the frame has left (or 2 s). */
@@ -145,11 +143,12 @@ on_read(struct bufferevent *bev, void *arg)
                 peer_fail(p, "protocol_error", "bad compressed frame");
                 return;
             }
-            if (!p->zbuf && !(p->zbuf = malloc(LS_FRAME_MAX))) {
+            if ((!p->zbuf && !(p->zbuf = malloc(LS_FRAME_MAX))) ||
+                (!p->dctx && !(p->dctx = ZSTD_createDCtx()))) {
                 peer_fail(p, NULL, "out of memory");
                 return;
             }
-            n = ZSTD_decompress(p->zbuf, LS_FRAME_MAX, payload, len);
+            n = ZSTD_decompressDCtx(p->dctx, p->zbuf, LS_FRAME_MAX, payload, len);
             if (ZSTD_isError(n) || n != size) {
                 peer_fail(p, "protocol_error", "bad compressed frame");
                 return;
@@ -222,19 +221,22 @@ peer_send(struct peer *p, int type, const void *payload, size_t len)
     struct evbuffer *out;
     if (p->closed || !p->bev) return LS_EIO;
     out = bufferevent_get_output(p->bev);
-    if (p->zstd && len >= COMPRESS_MIN) {
+    if (p->zstd && len >= COMPRESS_MIN && (p->cctx || (p->cctx = ZSTD_createCCtx()))) {
+        /* Straight into the output buffer, after room for the header; kept if it is smaller. */
         size_t bound = ZSTD_compressBound(len);
-        void *z = malloc(bound);
-        size_t n = z ? ZSTD_compress(z, bound, payload, len, 1) : 0;
-        if (z && !ZSTD_isError(n) && n < len) {
-            frame_header(head, type | LS_FRAME_COMPRESSED, n);
-            evbuffer_add(out, head, sizeof head);
-            evbuffer_add(out, z, n);
-            p->bytes_out += (int64_t)(sizeof head + n);
-            free(z);
-            return 0;
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(out, (ev_ssize_t)(sizeof head + bound), &v, 1) == 1) {
+            size_t n = ZSTD_compressCCtx(p->cctx, (uint8_t *)v.iov_base + sizeof head, bound,
+                                         payload, len, 1);
+            if (!ZSTD_isError(n) && n < len) {
+                frame_header(v.iov_base, type | LS_FRAME_COMPRESSED, n);
+                v.iov_len = sizeof head + n;
+                evbuffer_commit_space(out, &v, 1);
+                p->bytes_out += (int64_t)v.iov_len;
+                return 0;
+            }
+            /* not committed: the reservation is simply dropped */
         }
-        free(z);
     }
     frame_header(head, type, len);
     evbuffer_add(out, head, sizeof head);

@@ -34,6 +34,10 @@ struct peer {
     int64_t timeout_ms;
     int64_t bytes_in, bytes_out;
     void *zbuf; /* decompression buffer, LS_FRAME_MAX */
+    /* zstd contexts, made on first use and kept: making one per frame costs more than
+     * compressing a frame of small records */
+    struct ZSTD_CCtx_s *cctx;
+    struct ZSTD_DCtx_s *dctx;
 };
 
 /* Takes over bev (a connected or connecting bufferevent). */

@@ -384,7 +384,11 @@ refill(struct downstream *ds)
         int64_t from = ds->read_upto, first;
         int n;
         ds->read_first = 0;
-        n = store_log_entries(ds->srv->reader, from, BATCH_ENTRIES, BATCH_BYTES, on_log_entry, ds);
+        /* What was just committed is in memory; older changes are read from the store. */
+        n = tail_read(ds->srv->tail, from, BATCH_ENTRIES, BATCH_BYTES, on_log_entry, ds);
+        if (n < 0)
+            n = store_log_entries(ds->srv->reader, from, BATCH_ENTRIES, BATCH_BYTES, on_log_entry,
+                                  ds);
         if (n < 0) {
             peer_fail(&ds->peer, "internal", "cannot read the log");
             return 0;

@@ -415,6 +415,11 @@ server_open(struct server *srv, int listen_peer)
         return -1;
     }
     store_clean_tmp(srv->wstore);
+    if (!(srv->tail = tail_new(LOG_TAIL_BYTES))) {
+        log_error("out of memory");
+        return -1;
+    }
+    store_set_tail(srv->wstore, srv->tail);
     opt.readonly = 1;
     if (!(srv->reader = store_open(srv->cfg.data, &opt, &err))) {
         log_error("cannot open the store in %s: %s", srv->cfg.data, err.msg);
@@ -464,6 +469,8 @@ server_close(struct server *srv)
     uploads_free(srv->uploads);
     store_free(srv->reader);
     store_free(srv->wstore);
+    tail_free(srv->tail);
+    srv->tail = NULL;
     srv->http = NULL;
     srv->base = NULL;
     srv->uploads = NULL;

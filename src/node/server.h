@@ -14,10 +14,13 @@
 #include <openssl/ssl.h>
 
 #include "core/store.h"
+#include "core/tail.h"
 #include "node/auth.h"
 #include "node/config.h"
 
 #define LS_VERSION "0.1.0"
+/* What the in-memory log tail holds at most: live downstreams read there, not in SQLite. */
+#define LOG_TAIL_BYTES (16u << 20)
 
 struct wreq;
 struct writer;
@@ -39,6 +42,7 @@ struct server {
     struct store *wstore;   /* the writer thread's handle */
     struct evhttp_bound_socket *http_socket;
     struct store *reader;   /* the event loop's read handle */
+    struct log_tail *tail;  /* the log's newest entries, fed by the writer (core/tail.h) */
     struct writer *writer;
     struct uploads *uploads;
     struct ls_position pos; /* as last committed: the loop's copy */

@@ -1,0 +1,247 @@
+/*
+ * tail.c - the newest log entries in memory (see tail.h).
+ *
+ * Committed entries sit in a ring of pointers, oldest first, under a mutex; pending ones (the
+ * writer's open transaction) in a plain array only the writer touches. Each entry is one
+ * allocation holding its strings and inline body.
+ */
+#include "core/tail.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tent {
+    struct ls_entry e;
+    size_t bytes;
+    char data[];
+};
+
+struct log_tail {
+    pthread_mutex_t mu;
+    size_t max_bytes;
+    /* committed: ring[(head + i) % cap] for i < n, seqs increasing */
+    struct tent **ring;
+    size_t head, n, cap, bytes;
+    int64_t base; /* every entry with seq > base is in the ring */
+    /* the writer's own */
+    struct tent **pending;
+    size_t npending, pending_cap, pending_bytes;
+    int broken;
+    atomic_int wanted; /* a reader has come: until then entries are not even copied */
+};
+
+struct log_tail *
+tail_new(size_t max_bytes)
+{
+    struct log_tail *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    pthread_mutex_init(&t->mu, NULL);
+    t->max_bytes = max_bytes;
+    t->base = INT64_MAX; /* nothing is known until the first transaction ends */
+    t->broken = 1;
+    return t;
+}
+
+static void
+clear_ring(struct log_tail *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->ring[(t->head + i) % t->cap]);
+    t->head = t->n = t->bytes = 0;
+}
+
+static void
+clear_pending(struct log_tail *t)
+{
+    for (size_t i = 0; i < t->npending; i++)
+        free(t->pending[i]);
+    t->npending = 0;
+    t->pending_bytes = 0;
+}
+
+void
+tail_free(struct log_tail *t)
+{
+    if (!t) return;
+    clear_ring(t);
+    clear_pending(t);
+    free(t->ring);
+    free(t->pending);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+/* ---------------------------------------------------------------- the writer */
+
+static char *
+copy_str(char **at, const char *s)
+{
+    size_t n;
+    char *out;
+    if (!s) return NULL;
+    n = strlen(s) + 1;
+    out = memcpy(*at, s, n);
+    *at += n;
+    return out;
+}
+
+void
+tail_add(struct log_tail *t, const struct ls_entry *e)
+{
+    size_t body = e->body_kind == BODY_INLINE ? e->body_len : 0;
+    size_t strs = strlen(e->path) + 1 + (e->to ? strlen(e->to) + 1 : 0) +
+                  (e->kind ? strlen(e->kind) + 1 : 0) + (e->meta ? strlen(e->meta) + 1 : 0);
+    struct tent *x;
+    char *at;
+    if (!atomic_load_explicit(&t->wanted, memory_order_relaxed)) t->broken = 1;
+    if (t->broken) return;
+    if (t->pending_bytes + sizeof *x + strs + body > t->max_bytes) {
+        /* A transaction larger than the tail (a big import): it would only push everything
+         * out; readers find it in the store. */
+        clear_pending(t);
+        t->broken = 1;
+        return;
+    }
+    if (t->npending == t->pending_cap) {
+        size_t cap = t->pending_cap ? t->pending_cap * 2 : 256;
+        struct tent **p = realloc(t->pending, cap * sizeof *p);
+        if (!p) {
+            t->broken = 1;
+            return;
+        }
+        t->pending = p;
+        t->pending_cap = cap;
+    }
+    if (!(x = malloc(sizeof *x + strs + body))) {
+        t->broken = 1;
+        return;
+    }
+    x->e = *e;
+    at = x->data;
+    if (body) {
+        x->e.body = memcpy(at, e->body, body);
+        at += body;
+    } else if (e->body_kind == BODY_INLINE) {
+        x->e.body = "";
+    }
+    x->e.path = copy_str(&at, e->path);
+    x->e.to = copy_str(&at, e->to);
+    x->e.kind = copy_str(&at, e->kind);
+    x->e.meta = copy_str(&at, e->meta);
+    x->bytes = sizeof *x + strs + body;
+    t->pending[t->npending++] = x;
+    t->pending_bytes += x->bytes;
+}
+
+size_t
+tail_mark(struct log_tail *t)
+{
+    return t->npending;
+}
+
+void
+tail_undo(struct log_tail *t, size_t mark)
+{
+    while (t->npending > mark) {
+        struct tent *x = t->pending[--t->npending];
+        t->pending_bytes -= x->bytes;
+        free(x);
+    }
+}
+
+void
+tail_break(struct log_tail *t)
+{
+    t->broken = 1;
+}
+
+static int
+ring_push(struct log_tail *t, struct tent *x)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 1024;
+        struct tent **r = malloc(cap * sizeof *r);
+        if (!r) return -1;
+        for (size_t i = 0; i < t->n; i++)
+            r[i] = t->ring[(t->head + i) % t->cap];
+        free(t->ring);
+        t->ring = r;
+        t->head = 0;
+        t->cap = cap;
+    }
+    t->ring[(t->head + t->n) % t->cap] = x;
+    t->n++;
+    t->bytes += x->bytes;
+    return 0;
+}
+
+void
+tail_end(struct log_tail *t, int committed, int64_t seq)
+{
+    pthread_mutex_lock(&t->mu);
+    if (t->broken) {
+        clear_ring(t);
+        clear_pending(t);
+        t->base = seq;
+        t->broken = 0;
+    } else if (committed) {
+        size_t i;
+        for (i = 0; i < t->npending; i++)
+            if (ring_push(t, t->pending[i])) break;
+        if (i < t->npending) { /* out of memory: start again after this transaction */
+            for (; i < t->npending; i++)
+                free(t->pending[i]);
+            clear_ring(t);
+            t->base = seq;
+        }
+        t->npending = 0; /* the rest belong to the ring now */
+        t->pending_bytes = 0;
+        while (t->n > 0 && t->bytes > t->max_bytes) { /* the oldest go: the base moves up */
+            struct tent *x = t->ring[t->head];
+            t->base = x->e.seq;
+            t->bytes -= x->bytes;
+            t->head = (t->head + 1) % t->cap;
+            t->n--;
+            free(x);
+        }
+    } else {
+        clear_pending(t);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---------------------------------------------------------------- readers */
+
+int
+tail_read(struct log_tail *t, int64_t after, int limit, size_t max_bytes, store_entry_cb cb,
+          void *arg)
+{
+    size_t lo, hi, bytes = 0;
+    int n = 0;
+    if (!t) return -1;
+    atomic_store_explicit(&t->wanted, 1, memory_order_relaxed);
+    pthread_mutex_lock(&t->mu);
+    if (after < t->base) {
+        pthread_mutex_unlock(&t->mu);
+        return -1;
+    }
+    /* the first entry with seq > after */
+    lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->ring[(t->head + mid) % t->cap]->e.seq <= after)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < t->n && n < limit && bytes < max_bytes; lo++) {
+        struct tent *x = t->ring[(t->head + lo) % t->cap];
+        bytes += 64 + x->e.body_len + strlen(x->e.path) + (x->e.meta ? strlen(x->e.meta) : 0);
+        n++;
+        if (cb(arg, &x->e)) break;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}

@@ -1,0 +1,50 @@
+/*
+ * tail.h - the newest part of the change log, kept in memory as well, so that downstreams that
+ * are live read what was just committed without reading it back from SQLite.
+ *
+ * The writer thread adds each entry as the store logs it; entries become visible when their
+ * transaction commits, and go when the savepoint or transaction around them rolls back. The
+ * tail promises one thing: every log entry with a seq above its base is in it. A reader asking
+ * for entries after a position below the base is told to read the store instead. Memory is
+ * capped in bytes; the oldest entries go first (the base moves up), so a downstream far behind
+ * reads the store, at its own pace, as before. Until the first read, nothing is kept: a server
+ * that nobody follows pays nothing.
+ *
+ * Not for: anything but reading forward from a position. The store stays the truth.
+ */
+#ifndef LS_TAIL_H
+#define LS_TAIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/item.h"
+#include "core/store.h"
+
+struct log_tail;
+
+struct log_tail *tail_new(size_t max_bytes);
+void tail_free(struct log_tail *t);
+
+/* ---- the writer thread, inside a transaction ---- */
+/* Copies e (pending until tail_commit). A failed copy breaks the tail (see tail_break). */
+void tail_add(struct log_tail *t, const struct ls_entry *e);
+size_t tail_mark(struct log_tail *t);            /* before a savepoint */
+void tail_undo(struct log_tail *t, size_t mark); /* that savepoint rolled back */
+/* The log changed in a way the tail does not follow (an entry it cannot hold, a truncated or
+ * emptied log): when this transaction ends, the tail starts again, empty, at the store's seq. */
+void tail_break(struct log_tail *t);
+/* The transaction ended (committed or rolled back); seq is the store's seq afterwards. */
+void tail_end(struct log_tail *t, int committed, int64_t seq);
+
+/* ---- any thread ---- */
+/*
+ * Calls cb for the entries after seq `after`, in order, at most limit of them and about
+ * max_bytes, until cb returns nonzero: the number passed, or -1 when the tail cannot say what
+ * follows `after` (read the store). Entries are valid during the callback only; the tail is
+ * locked meanwhile, so cb must not block for long.
+ */
+int tail_read(struct log_tail *t, int64_t after, int limit, size_t max_bytes, store_entry_cb cb,
+              void *arg);
+
+#endif

@@ -127,12 +127,15 @@ poll_until() {
     return 1
 }
 
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "${EPHEMERAL_LOW:-0}" -gt 21000 ] 2>/dev/null || EPHEMERAL_LOW=32768
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 USED_PORTS=" "
 pick_port() { # sets PORT to a free port not handed out before
     local try
     for ((try = 0; try < 50; try++)); do
-        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        # below the ephemeral range, which outgoing connections take ports from
+        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % (EPHEMERAL_LOW - 20000)))
         [[ $USED_PORTS == *" $PORT "* ]] && continue
         port_free "$PORT" || continue
         USED_PORTS+="$PORT "

@@ -134,13 +134,16 @@ command -v timeout >/dev/null || { say "bench: timeout(1) is missing: cannot run
 
 # ---------------------------------------------------------------- the server
 
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "${EPHEMERAL_LOW:-0}" -gt 21000 ] 2>/dev/null || EPHEMERAL_LOW=32768
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_server DATA LOG: starts lockstep on a free port; sets SERVER_PID and PORT.
 start_server() {
     local data=$1 log=$2 try
     for ((try = 0; try < 8; try++)); do
-        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        # below the ephemeral range, which outgoing connections take ports from
+        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % (EPHEMERAL_LOW - 20000)))
         port_free "$PORT" || continue
         "$LOCKSTEP" serve --data "$data" --http "127.0.0.1:$PORT" --name bench --log-level warn \
             >>"$log" 2>&1 &

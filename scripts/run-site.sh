@@ -48,11 +48,11 @@ A lockstep site is running on 127.0.0.1 (logs and data in ./data):
   staging   http://127.0.0.1:7090   peer port 7091   published content only
 
 Try:
-  echo 'Hello' | build/lockstep put /site/hello.html --server $P
-  build/lockstep get /site/hello.html --server http://127.0.0.1:7080
+  echo 'Hello' | build/lockstep put /site/hello.html --server $P      # write on the primary
+  build/lockstep get /site/hello.html --server http://127.0.0.1:7080   # read it on the replica
   build/lockstep get /site/hello.html --server http://127.0.0.1:7090   # a draft: not on staging
-  build/lockstep publish /site/hello.html --server $P                   # now it is
-  build/lockstep nodes --server $P
+  build/lockstep publish /site/hello.html --server $P                  # now it is
+  build/lockstep nodes --server $P                                     # who follows the primary
 
 Ctrl-C stops all three.
 MSG

@@ -57,40 +57,9 @@ BODY=1024
 LS_FLAGS=${BENCH_REPL_LS_FLAGS:-} # extra serve flags for every lockstep server, e.g. --compress none
 REDIS_LIMIT="replica 256mb 64mb 60"
 
-PIDS=() # everything running that we started
-DIRS=() # everything to remove
 declare -A R # figures: R[key] = value
-
-say() { printf '%s\n' "$*" >&2; }
-
-cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-        kill -CONT "$pid" 2>/dev/null # a stopped process handles nothing
-    done
-    for pid in "${PIDS[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    PIDS=()
-    for d in "${DIRS[@]}"; do
-        [ -n "$d" ] && rm -rf -- "$d"
-    done
-    DIRS=()
-}
-trap cleanup EXIT
-trap 'say "repl bench: interrupted"; exit 130' INT TERM HUP
-
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
+BENCH_NAME="repl bench"
+source "$ROOT/bench/lib.sh"
 
 # stop_pid PID: SIGTERM (and SIGCONT), up to 15 s, then SIGKILL
 stop_pid() {
@@ -123,23 +92,6 @@ poll_until() {
         "$@" && return 0
         [ "$(now_us)" -gt "$end" ] && return 1
         sleep 0.05
-    done
-    return 1
-}
-
-EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-[ "${EPHEMERAL_LOW:-0}" -gt 21000 ] 2>/dev/null || EPHEMERAL_LOW=32768
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-USED_PORTS=" "
-pick_port() { # sets PORT to a free port not handed out before
-    local try
-    for ((try = 0; try < 50; try++)); do
-        # below the ephemeral range, which outgoing connections take ports from
-        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % (EPHEMERAL_LOW - 20000)))
-        [[ $USED_PORTS == *" $PORT "* ]] && continue
-        port_free "$PORT" || continue
-        USED_PORTS+="$PORT "
-        return 0
     done
     return 1
 }

@@ -43,40 +43,10 @@ DISK_DIR=${BENCH_DISK_DIR:-/tmp}
 LIMIT=${BENCH_STEP_LIMIT:-120}
 BODY=1024
 
-PIDS=()   # everything running that we started
-DIRS=()   # everything to remove
 SERVER_PID=
 PORT=
-
-say() { printf '%s\n' "$*" >&2; }
-
-cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    PIDS=()
-    for d in "${DIRS[@]}"; do
-        [ -n "$d" ] && rm -rf -- "$d"
-    done
-    DIRS=()
-}
-trap cleanup EXIT
-trap 'say "bench: interrupted"; exit 130' INT TERM HUP
-
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
+BENCH_NAME=bench
+source "$ROOT/bench/lib.sh"
 
 # run_step LOGFILE CMD...: runs CMD bounded by $LIMIT seconds, output to LOGFILE; returns its status.
 run_step() {
@@ -134,17 +104,11 @@ command -v timeout >/dev/null || { say "bench: timeout(1) is missing: cannot run
 
 # ---------------------------------------------------------------- the server
 
-EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-[ "${EPHEMERAL_LOW:-0}" -gt 21000 ] 2>/dev/null || EPHEMERAL_LOW=32768
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # start_server DATA LOG: starts lockstep on a free port; sets SERVER_PID and PORT.
 start_server() {
     local data=$1 log=$2 try
     for ((try = 0; try < 8; try++)); do
-        # below the ephemeral range, which outgoing connections take ports from
-        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % (EPHEMERAL_LOW - 20000)))
-        port_free "$PORT" || continue
+        pick_port || continue
         "$LOCKSTEP" serve --data "$data" --http "127.0.0.1:$PORT" --name bench --log-level warn \
             >>"$log" 2>&1 &
         SERVER_PID=$!

@@ -37,6 +37,7 @@ fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 unset LOCKSTEP_SERVER # never talk to a server this test did not start
+export CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)" # socks.py and friends
 
 TEST_NAME=$(basename "$0" .sh)
 T=$(mktemp -d "/tmp/lockstep-$TEST_NAME.XXXXXX")

@@ -123,30 +123,16 @@ launch_node M --max-conns-per-addr 2
 await_node M status_ok
 before=$(grep -c "it holds 2 already" "$T/M.log" || true)
 python3 - "${PEER_M##*:}" >"$T/conns.out" 2>&1 <<'PY' || fail "peer connection cap: $(cat "$T/conns.out")"
-import socket, sys, time
+import os, socket, sys, time
+sys.path.insert(0, os.environ["CLUSTER_DIR"])
+import socks
+from socks import closed_within
 port = int(sys.argv[1])
 
-def conn(src="127.0.0.1"):
-    s = socket.socket()
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    return s
 
-def closed_within(s, limit):
-    """True when the server closes s within limit seconds (data such as pings is skipped)."""
-    end = time.time() + limit
-    while True:
-        left = end - time.time()
-        if left <= 0:
-            return False
-        s.settimeout(left)
-        try:
-            if not s.recv(4096):
-                return True
-        except socket.timeout:
-            return False
-        except ConnectionResetError:
-            return True
+def conn(src="127.0.0.1"):
+    return socks.conn(port, src)
+
 
 bad = []
 a = conn(); time.sleep(0.3)

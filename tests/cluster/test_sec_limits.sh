@@ -12,15 +12,17 @@ source "$(dirname "$0")/lib.sh"
 start_server L --max-conns-per-addr 3 --request-timeout 2s
 
 python3 - "$PORT_L" >"$T/limits.out" 2>&1 <<'PY' || fail "HTTP limits: $(cat "$T/limits.out")"
-import socket, sys, time
+import os, socket, sys, time
+sys.path.insert(0, os.environ["CLUSTER_DIR"])
+import socks
+from socks import closed_within
 port = int(sys.argv[1])
-bad = []
+
 
 def conn(src="127.0.0.1"):
-    s = socket.socket()
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    return s
+    return socks.conn(port, src)
+bad = []
+
 
 def status(s):
     """One GET /v1/status on s: the HTTP status, or None when the server closed s."""
@@ -48,20 +50,6 @@ def status(s):
     except (ConnectionResetError, BrokenPipeError, socket.timeout):
         return None
 
-def closed_within(s, limit):
-    end = time.time() + limit
-    while True:
-        left = end - time.time()
-        if left <= 0:
-            return False
-        s.settimeout(left)
-        try:
-            if not s.recv(4096):
-                return True
-        except socket.timeout:
-            return False
-        except ConnectionResetError:
-            return True
 
 # 1. the per-address cap
 first = [conn() for _ in range(3)]

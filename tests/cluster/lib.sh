@@ -188,22 +188,25 @@ _listening() {
     return 1
 }
 
-# start_server_args NAME PORT ARGS...: runs `lockstep serve ARGS` (which must listen on
-# 127.0.0.1:PORT) and waits until it answers. Returns 1 (log kept) when it exits before that.
-start_server_args() {
-    local name=$1 port=$2 logf i pid
-    shift 2
+# start_server_ready NAME PORT READY SERVE-ARGS...: runs `lockstep serve SERVE-ARGS` (which must
+# listen on 127.0.0.1:PORT; https when they have --tls-cert) and waits until it listens there and
+# the shell command READY succeeds ($URL is the server's URL in it). Returns 1 (log kept) when
+# the server exits before that.
+start_server_ready() {
+    local name=$1 port=$2 ready=$3 logf i pid scheme=http a
+    shift 3
     [[ "$name" =~ ^[A-Za-z0-9_]+$ ]] || fail "server name '$name': use letters, digits and _"
     if [[ -n "${_PID[$name]:-}" ]] && _alive "${_PID[$name]}"; then
         fail "server $name is already running"
     fi
+    for a in "$@"; do [[ "$a" != --tls-cert ]] || scheme=https; done
     logf="$T/$name.log"
     echo "=== $(date +%T.%N) lockstep serve $*" >>"$logf"
     "$LOCKSTEP" serve "$@" >>"$logf" 2>&1 &
     pid=$!
     _PID[$name]=$pid
     _PORT[$name]=$port
-    _URL[$name]="http://127.0.0.1:$port"
+    _URL[$name]="$scheme://127.0.0.1:$port"
     _server_vars "$name"
     for ((i = 0; i < 200; i++)); do # 200 x 0.05 s = 10 s
         if ! _alive "$pid"; then
@@ -211,13 +214,19 @@ start_server_args() {
             _PID[$name]=""
             return 1
         fi
-        if _listening "$pid" "$port" &&
-            "$LOCKSTEP" status --server "${_URL[$name]}" >/dev/null 2>&1; then
+        if _listening "$pid" "$port" && URL="${_URL[$name]}" eval "$ready"; then
             return 0
         fi
         sleep 0.05
     done
     fail "server $name did not answer on ${_URL[$name]} within 10 s"
+}
+
+# start_server_args NAME PORT ARGS...: start_server_ready, ready once `lockstep status` answers.
+start_server_args() {
+    local name=$1 port=$2
+    shift 2
+    start_server_ready "$name" "$port" '"$LOCKSTEP" status --server "$URL" >/dev/null 2>&1' "$@"
 }
 
 # start_server NAME [FLAGS...]: see the top of this file. A server that ran before gets its data

@@ -12,10 +12,8 @@
 #       other-ca.pem other-ca.key    ANOTHER CA
 #       other.pem other.key          signed by the other CA, for IP 127.0.0.1 (both usages)
 #       expired.pem expired.key      signed by the CA, valid 2020-01-01 to 2020-01-02 (expired)
-#   start_server_ready NAME PORT READY -- SERVE ARGS...
-#                         like lib.sh's start_server_args, but the server counts as up when it
-#                         listens on PORT and `READY` (a command line, eval'd) succeeds; sets
-#                         URL_<NAME> to https:// when the args hold --tls-cert. 1 if it exited.
+#   (start_server_ready NAME PORT READY SERVE-ARGS... is lib.sh's: up when the server listens
+#                         on PORT and READY, a command line, succeeds; https with --tls-cert)
 #   start_node_sec NAME READY [serve flags...]
 #                         like lib_repl.sh's start_node (--data, --http 127.0.0.1:PORT, --listen
 #                         127.0.0.1:PEERPORT, --name; PEER_<NAME>), with READY as above. In
@@ -138,37 +136,6 @@ http_code() {
     local code
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$@") || true
     printf '%s' "${code:-000}"
-}
-
-# start_server_ready NAME PORT READY SERVE-ARGS...
-start_server_ready() {
-    local name=$1 port=$2 ready=$3 logf i pid scheme=http a
-    shift 3
-    [[ "$name" =~ ^[A-Za-z0-9_]+$ ]] || fail "server name '$name': use letters, digits and _"
-    if [[ -n "${_PID[$name]:-}" ]] && _alive "${_PID[$name]}"; then
-        fail "server $name is already running"
-    fi
-    for a in "$@"; do [[ "$a" != --tls-cert ]] || scheme=https; done
-    logf="$T/$name.log"
-    echo "=== $(date +%T.%N) lockstep serve $*" >>"$logf"
-    "$LOCKSTEP" serve "$@" >>"$logf" 2>&1 &
-    pid=$!
-    _PID[$name]=$pid
-    _PORT[$name]=$port
-    _URL[$name]="$scheme://127.0.0.1:$port"
-    _server_vars "$name"
-    for ((i = 0; i < 200; i++)); do # 10 s
-        if ! _alive "$pid"; then
-            wait "$pid" 2>/dev/null || true
-            _PID[$name]=""
-            return 1
-        fi
-        if _listening "$pid" "$port" && URL="${_URL[$name]}" eval "$ready"; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    fail "server $name did not answer on ${_URL[$name]} within 10 s"
 }
 
 # start_node_sec NAME READY [serve flags...]

@@ -18,6 +18,7 @@
 #include "common/util.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -332,6 +333,9 @@ flush_records(struct downstream *ds)
     if (ds->frame_type == F_CHANGES) {
         struct wbuf out;
         int64_t upto = ds->queue ? ds->frame_seq : ds->read_upto;
+        /* A position only moves forward, and only past what was read for this downstream. */
+        assert(upto >= ds->sent_seq && upto <= ds->read_upto);
+        assert(ds->frame.len == 0 || ds->frame_seq <= upto);
         wbuf_init(&out, LS_FRAME_MAX);
         put_varint(&out, (uint64_t)upto);
         put_raw(&out, ds->frame.p, ds->frame.len);
@@ -381,11 +385,15 @@ refill(struct downstream *ds)
         return 1;
     }
     if (ds->state == DS_STREAM) {
-        int64_t from = ds->read_upto, first;
+        int64_t from = ds->read_upto, first, seen = ds->srv->pos.seq;
         int n;
         ds->read_first = 0;
-        /* What was just committed is in memory; older changes are read from the store. */
+        /* What was just committed is in memory; older changes are read from the store. The
+         * writer commits a group before it hands it to the tail, and the loop's position may
+         * already include it: when the tail has nothing while the position says there is
+         * more, only the store can tell whether there is (a filtered replica's log has gaps). */
         n = tail_read(ds->srv->tail, from, BATCH_ENTRIES, BATCH_BYTES, on_log_entry, ds);
+        if (n == 0 && seen > from) n = -1;
         if (n < 0)
             n = store_log_entries(ds->srv->reader, from, BATCH_ENTRIES, BATCH_BYTES, on_log_entry,
                                   ds);
@@ -403,9 +411,11 @@ refill(struct downstream *ds)
             return 0;
         }
         if (n > 0) return 1;
-        /* Caught up. A filtered downstream may still need to hear how far we are. */
-        if (ds->srv->pos.seq > ds->read_upto) {
-            ds->read_upto = ds->srv->pos.seq;
+        /* Caught up. A filtered downstream may still need to hear how far we are: the store
+         * was read after `seen` was, and had nothing after `from`, so nothing lies between.
+         * Never further than that: a position moves only past what was read. */
+        if (seen > ds->read_upto) {
+            ds->read_upto = seen;
             return 1;
         }
         ds->w.target = ds->read_upto + 1;

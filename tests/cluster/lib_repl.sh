@@ -195,3 +195,37 @@ sys.exit(1 if bad else 0)
 PY
     ) || fail "[$(_at)] $what on $name: $out"
 }
+
+# ---------------------------------------------------------------- logs
+
+# assert_same_log A B: B's change log equals A's, entry by entry (seq, op, path, version, to,
+# published); names the first seq that is missing on one side or differs. Equal digests do not
+# show a replica that skipped a change later overwritten; equal logs do.
+assert_same_log() {
+    local a=$1 b=$2 out
+    out=$(python3 - "${_URL[$a]}" "${_URL[$b]}" "$a" "$b" <<'PY'
+import json, sys, urllib.request
+def log(base):
+    out, since = {}, 0
+    while True:
+        r = json.load(urllib.request.urlopen("%s/v1/changes?since=%d&limit=10000" % (base, since), timeout=30))
+        for c in r["changes"]:
+            out[c["seq"]] = (c["op"], c["path"], c.get("version"), c.get("to"), c.get("published", False))
+        if not r["changes"]:
+            return out
+        since = r["next"]
+la, lb = log(sys.argv[1]), log(sys.argv[2])
+na, nb = sys.argv[3], sys.argv[4]
+missing = sorted(set(la) - set(lb))
+extra = sorted(set(lb) - set(la))
+differ = sorted(s for s in set(la) & set(lb) if la[s] != lb[s])
+if missing or extra or differ:
+    if missing: print("%d seqs of %s missing on %s, first %s" % (len(missing), na, nb, missing[:10]))
+    if extra: print("%d seqs on %s not on %s, first %s" % (len(extra), nb, na, extra[:10]))
+    if differ: print("seq %d differs: %s %s, %s %s" % (differ[0], na, la[differ[0]], nb, lb[differ[0]]))
+    sys.exit(1)
+print("%d entries equal" % len(la))
+PY
+    ) || fail "[$(_at)] log of $b against $a: $out"
+    log "log of $b equals $a's: $out"
+}

@@ -118,12 +118,17 @@ format_time(int64_t ms, char *out, size_t n)
     snprintf(out + k, n - k, ".%03dZ", (int)(ms % 1000));
 }
 
+/*
+ * Reads what format_time writes, and the ISO 8601 forms people type: a date, a date and time
+ * with optional fractional seconds (milliseconds kept, further digits dropped), then `Z`, an
+ * offset (`+02:00`, `-0530`) or nothing (UTC). A plain number is milliseconds since the epoch.
+ */
 int
 parse_time(const char *s, int64_t *ms)
 {
     struct tm tm;
     const char *end;
-    int64_t v;
+    int64_t v, frac = 0, offset_s = 0;
 
     if (parse_i64(s, &v) == 0) {
         *ms = v;
@@ -131,14 +136,36 @@ parse_time(const char *s, int64_t *ms)
     }
     memset(&tm, 0, sizeof tm);
     end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (end && *end == '.') {
+        int digits = 0;
+        for (end++; isdigit((unsigned char)*end); end++, digits++)
+            if (digits < 3) frac = frac * 10 + (*end - '0');
+        if (digits == 0) return LS_EINVAL;
+        for (; digits < 3; digits++) frac *= 10;
+    }
     if (!end) {
         memset(&tm, 0, sizeof tm);
         end = strptime(s, "%Y-%m-%d", &tm);
+        if (!end) return LS_EINVAL;
     }
-    if (!end) return LS_EINVAL;
-    if (*end == 'Z') end++;
+    if (*end == 'Z') {
+        end++;
+    } else if (*end == '+' || *end == '-') {
+        int sign = *end == '-' ? -1 : 1, hh, mm;
+        const char *d = end + 1;
+        if (!isdigit((unsigned char)d[0]) || !isdigit((unsigned char)d[1])) return LS_EINVAL;
+        hh = (d[0] - '0') * 10 + (d[1] - '0');
+        d += 2;
+        if (*d == ':') d++;
+        if (!isdigit((unsigned char)d[0]) || !isdigit((unsigned char)d[1])) return LS_EINVAL;
+        mm = (d[0] - '0') * 10 + (d[1] - '0');
+        if (hh > 23 || mm > 59) return LS_EINVAL;
+        offset_s = sign * (hh * 3600 + mm * 60);
+        end = d + 2;
+    }
     if (*end) return LS_EINVAL;
-    *ms = (int64_t)timegm(&tm) * 1000;
+    /* 12:00+02:00 is 10:00 UTC */
+    *ms = ((int64_t)timegm(&tm) - offset_s) * 1000 + frac;
     return 0;
 }
 

@@ -162,6 +162,23 @@ test_parse_numbers_and_time(void **state)
     assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
     format_time(1709210096789LL, buf, sizeof buf);
     assert_string_equal(buf, "2024-02-29T12:34:56.789Z");
+
+    /* what format_time writes reads back to the same millisecond */
+    for (int64_t t = 0; t < 2000000000000LL; t += 123456789013LL) {
+        format_time(t, buf, sizeof buf);
+        assert_int_equal(parse_time(buf, &ms), 0);
+        assert_true(ms == t);
+    }
+    /* offsets and fractions people type */
+    assert_int_equal(parse_time("2024-02-29T14:34:56.789+02:00", &ms), 0);
+    assert_true(ms == 1709210096789LL);
+    assert_int_equal(parse_time("2024-02-29T07:04:56.7-0530", &ms), 0);
+    assert_true(ms == 1709210096700LL);
+    assert_int_equal(parse_time("2024-02-29T12:34:56.789123456Z", &ms), 0);
+    assert_true(ms == 1709210096789LL);
+    assert_int_equal(parse_time("2024-02-29T12:34:56.Z", &ms), LS_EINVAL);
+    assert_int_equal(parse_time("2024-02-29T12:34:56+2", &ms), LS_EINVAL);
+    assert_int_equal(parse_time("2024-02-29T12:34:56+25:00", &ms), LS_EINVAL);
 }
 
 /* ---------------------------------------------------------------- utf8_valid */

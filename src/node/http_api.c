@@ -1540,6 +1540,13 @@ http_dispatch(struct evhttp_request *req, void *arg)
         c->rest = has_rest ? path + n - 1 : "";
         if ((r->fn == h_uploads || r->fn == h_tokens) && has_rest) c->rest = path + n;
         TAILQ_INIT(&c->query);
+        /* evhttp decodes values into C strings: a %00 would cut one short silently
+         * (?to=/a%00b moving an item to /a). No parameter may hold a NUL. */
+        if (query && strstr(query, "%00")) {
+            reply_error(req, LS_EINVAL, "a query parameter holds a NUL byte (%%00)");
+            ctx_free(c);
+            return;
+        }
         if (query && evhttp_parse_query_str(query, &c->query) < 0) {
             reply_error(req, LS_EINVAL, "malformed query string");
             ctx_free(c);

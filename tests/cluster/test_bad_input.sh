@@ -143,6 +143,14 @@ http_json PUT "/v1/items/k?kind=$(printf 'k%.0s' $(seq 65))" --data-binary x
 expect_error 400 bad_request
 http_json POST "/v1/move/seed"
 expect_error 400 bad_request "move needs ?to=DESTINATION"
+# a NUL in a decoded value once cut it short: the move went to /u/a, the kind was "a"
+http_json POST "/v1/move/seed?to=/u/a%00b"
+expect_error 400 bad_request "a query parameter holds a NUL byte (%00)"
+http_json PUT "/v1/items/k?kind=a%00b" --data-binary x
+expect_error 400 bad_request "a query parameter holds a NUL byte (%00)"
+http_json POST "/v1/uploads/x/commit?path=/up/nul%00evil"
+expect_error 400 bad_request "a query parameter holds a NUL byte (%00)"
+assert_exit 3 "$LOCKSTEP" stat /u/a
 unchanged "bad query parameters"
 
 # --- unknown endpoints and methods: JSON errors

@@ -324,7 +324,8 @@ client_upload(struct client *cl, FILE *in, const void *head, size_t head_len, ch
             client_call(cl, "PUT", q, part + off, part_len - off, NULL, &r);
             if (r.status == 200) {
                 sent = part_start + part_len;
-            } else if (r.transport_failed || r.status >= 500 || r.status == 416) {
+            } else if (r.transport_failed || r.status >= 500 ||
+                       (r.status == 409 && r.body.p && strstr(r.body.p, "\"bad_offset\""))) {
                 /* Ask what the server holds, then resend from there. */
                 json_t *st;
                 int ignored;

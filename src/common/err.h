@@ -18,7 +18,7 @@
     X(CONFLICT, "conflict", 409, "version conflict")                                              \
     X(READONLY, "read_only", 409, "this server does not accept writes")                           \
     X(TOOBIG, "too_large", 413, "too large")                                                      \
-    X(RANGE, "bad_offset", 416, "offset does not match")                                          \
+    X(RANGE, "bad_offset", 409, "offset does not match")                                          \
     X(AUTH, "unauthorized", 401, "missing or invalid token")                                      \
     X(DENIED, "forbidden", 403, "not allowed for this token's role")                              \
     X(TIMEOUT, "timeout", 504, "timed out")                                                       \

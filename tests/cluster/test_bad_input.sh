@@ -185,6 +185,10 @@ assert_eq 201 "$CODE" "create an upload ($BODY)"
 up=$(jq -r .id <<<"$BODY")
 http_json PUT "/v1/uploads/$up?offset=0" --data-binary @"$T/p1"
 assert_eq 200 "$CODE" "append ($BODY)"
+# a part at the wrong offset: 409 bad_offset with the size held (as docs/api.md says)
+http_json PUT "/v1/uploads/$up?offset=5" --data-binary @"$T/p1"
+assert_eq "409 bad_offset 11" "$CODE $(jq -r '"\(.error.code) \(.size)"' <<<"$BODY")" \
+    "a part at the wrong offset ($BODY)"
 http_json POST "/v1/uploads/$up/commit?path=/up/late&if_version=7"
 expect_error 409 conflict
 assert_exit 3 "$LOCKSTEP" get /up/late

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -407,6 +408,19 @@ const char *
 store_dir(const struct store *st)
 {
     return st->dir;
+}
+
+static int
+interrupted(void *flag)
+{
+    return atomic_load((const atomic_int *)flag) != 0;
+}
+
+void
+store_set_interrupt(struct store *st, atomic_int *flag)
+{
+    /* every 1000 virtual-machine steps: well under a millisecond */
+    sqlite3_progress_handler(st->db, flag ? 1000 : 0, flag ? interrupted : NULL, flag);
 }
 
 /* ---------------------------------------------------------------- transactions */

@@ -15,6 +15,7 @@
 #ifndef LS_STORE_H
 #define LS_STORE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -80,6 +81,9 @@ struct ls_op_result {
 struct store *store_open(const char *dir, const struct store_options *opt, struct ls_error *err);
 void store_free(struct store *st);
 const char *store_dir(const struct store *st);
+/* While *flag is nonzero, the statement running on this handle stops with an error (a reader
+ * whose client went away). NULL: no more checks. */
+void store_set_interrupt(struct store *st, atomic_int *flag);
 
 /* ---- writing (one thread) ---- */
 int store_begin(struct store *st, struct ls_error *err);

@@ -234,6 +234,8 @@ shutdown_begin(struct server *srv)
     srv->http_socket = NULL;
     repl_up_stop(srv);
     repl_down_halt(srv);      /* no new work from the upstream while the writer drains */
+    readers_stop(srv->readers); /* before the writer: a finished upload commit submits a put */
+    srv->readers = NULL;
     writer_stop(srv->writer); /* its last completions may still talk to the upstream link */
     srv->writer = NULL;
     repl_down_stop(srv);
@@ -434,7 +436,8 @@ server_open(struct server *srv, int listen_peer)
     }
     srv->base = event_base_new();
     srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
-    if (!(srv->writer = writer_start(srv, srv->wstore, &err)) || http_api_start(srv, &err) ||
+    if (!(srv->writer = writer_start(srv, srv->wstore, &err)) ||
+        !(srv->readers = readers_start(srv, READER_THREADS, &err)) || http_api_start(srv, &err) ||
         (listen_peer && repl_up_start(srv, &err)) ||
         (!server_is_primary(srv) && repl_down_start(srv, &err))) {
         log_error("%s", err.msg);
@@ -460,6 +463,7 @@ server_close(struct server *srv)
     if (srv->base) shutdown_begin(srv);
     peer_linger_release_all();
     if (srv->http) evhttp_free(srv->http);
+    http_api_stop(srv);
     http_conns_stop(srv);
     if (srv->waiter_timer) event_free(srv->waiter_timer);
     if (srv->retention_timer) event_free(srv->retention_timer);

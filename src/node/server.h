@@ -64,6 +64,8 @@ struct server {
     SSL_CTX *tls_server, *tls_client; /* NULL: plain TCP */
     const char *upstream_token;
     struct http_conns *conns;
+    struct readers *readers;
+    struct http_router *router;
 };
 
 /* ---- http_conns.c: per-address limits and slow-request timeouts on the HTTP port ---- */
@@ -150,9 +152,28 @@ void writer_stop(struct writer *w);
 void writer_submit(struct writer *w, struct wreq *r);
 void wreq_free(struct wreq *r);
 
-/* ---- http_api.c ---- */
+/* ---- http/: the HTTP API ---- */
 int http_api_start(struct server *srv, struct ls_error *err);
+void http_api_stop(struct server *srv);
 void http_followers_stop(struct server *srv);
+
+/* ---- readers.c: long reads off the loop, each thread with its own read-only store ---- */
+struct readers;
+struct read_job {
+    struct read_job *next;
+    /* On a reader thread, with that thread's store handle. Not called when the job was
+     * cancelled before it began; a cancel while it runs interrupts its SQLite statements. */
+    void (*run)(struct store *st, struct read_job *j);
+    void (*done)(struct read_job *j); /* on the loop afterwards, whatever happened */
+    atomic_int cancelled;
+};
+#define READERS_QUEUE_MAX 4096
+#define READER_THREADS 2
+struct readers *readers_start(struct server *srv, int nthreads, struct ls_error *err);
+/* Waits for the running jobs; queued ones end cancelled. Every done() has run on return. */
+void readers_stop(struct readers *r);
+/* LS_EUNAVAIL when READERS_QUEUE_MAX jobs wait already (the caller answers 503). */
+int readers_submit(struct readers *r, struct read_job *j);
 
 /* ---- upload.c: resumable upload sessions ---- */
 struct uploads *uploads_new(const char *dir, uint64_t max_size);
@@ -167,10 +188,17 @@ int upload_create(struct uploads *u, struct upload_info *info, struct ls_error *
 int upload_stat(struct uploads *u, const char *id, struct upload_info *info, struct ls_error *err);
 int upload_append(struct uploads *u, const char *id, uint64_t offset, const void *data, size_t n,
                   struct upload_info *info, struct ls_error *err);
-/* Hashes what was sent, syncs the file and forgets the session. The file, renamed out of the
- * session's reach, is the caller's (info->file); upload_reopen makes it a session again. */
-int upload_finish(struct uploads *u, const char *id, struct upload_info *info,
-                  struct ls_error *err);
+/*
+ * A commit in two steps. upload_finish_start (the loop, quick) renames the file out of the
+ * session's reach and forgets the session; upload_finish_run (a reader thread: it may hash
+ * gigabytes, and it fsyncs) fills info->sha and frees uc. The file (info->file) is then the
+ * caller's; upload_reopen makes it a session again (upload_finish_run does on failure).
+ */
+struct upload_commit;
+int upload_finish_start(struct uploads *u, const char *id, struct upload_info *info,
+                        struct upload_commit **uc, struct ls_error *err);
+int upload_finish_run(struct upload_commit *uc, struct upload_info *info, struct ls_error *err);
+void upload_commit_free(struct upload_commit *uc);
 void upload_reopen(const char *committed_file);
 int upload_abort(struct uploads *u, const char *id, struct ls_error *err);
 

@@ -30,7 +30,7 @@ struct session {
     struct session *next;
     char id[33];
     uint64_t size;   /* bytes hashed so far == bytes in the file */
-    EVP_MD_CTX *md;  /* running SHA-256 */
+    EVP_MD_CTX *md;  /* running SHA-256; NULL: taken from the file at the commit */
 };
 
 struct uploads {
@@ -116,7 +116,6 @@ lookup(struct uploads *u, const char *id, struct session **out, struct ls_error 
     char path[4200];
     struct session *s;
     struct stat sb;
-    int fd;
 
     if (!valid_id(id)) return ls_error_set(err, LS_ENOTFOUND, "no upload session %s", id);
     for (s = u->list; s; s = s->next)
@@ -134,17 +133,15 @@ lookup(struct uploads *u, const char *id, struct session **out, struct ls_error 
         return ls_error_set(err, LS_ENOMEM, NULL);
     }
     snprintf(s->id, sizeof s->id, "%s", id);
-    EVP_DigestInit_ex(s->md, EVP_sha256(), NULL);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        char buf[1 << 16];
-        ssize_t n;
-        while ((n = read(fd, buf, sizeof buf)) > 0) {
-            EVP_DigestUpdate(s->md, buf, (size_t)n);
-            s->size += (uint64_t)n;
-        }
-        close(fd);
+    if (sb.st_size == 0) {
+        EVP_DigestInit_ex(s->md, EVP_sha256(), NULL);
+    } else {
+        /* A session from before a restart: its hash is taken from the file when it is
+         * committed, on a reader thread; hashing gigabytes here would stop the loop. */
+        EVP_MD_CTX_free(s->md);
+        s->md = NULL;
     }
+    s->size = (uint64_t)sb.st_size;
     s->next = u->list;
     u->list = s;
     u->count++;
@@ -252,37 +249,79 @@ upload_append(struct uploads *u, const char *id, uint64_t offset, const void *da
         return ls_error_set(err, errno_to_ls(rc), "upload: %s", strerror(-rc));
     }
     close(fd);
-    EVP_DigestUpdate(s->md, data, n);
+    if (s->md) EVP_DigestUpdate(s->md, data, n);
     s->size += n;
     info->size = s->size;
     return 0;
 }
 
+struct upload_commit {
+    EVP_MD_CTX *md; /* the running hash, or NULL: hash the file */
+};
+
 int
-upload_finish(struct uploads *u, const char *id, struct upload_info *info, struct ls_error *err)
+upload_finish_start(struct uploads *u, const char *id, struct upload_info *info,
+                    struct upload_commit **out, struct ls_error *err)
 {
     char committed[sizeof info->file + sizeof COMMITTED];
+    struct upload_commit *uc;
     struct session *s;
-    int fd, rc;
+    int rc;
     if ((rc = lookup(u, id, &s, err))) return rc;
     fill_info(u, s, info);
-    EVP_DigestFinal_ex(s->md, info->sha, NULL);
-    fd = open(info->file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) < 0) {
-        rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
-        if (fd >= 0) close(fd);
-        forget(u, s);
-        return rc;
-    }
-    close(fd);
-    forget(u, s);
-    /* Out of the session's name: a part sent after the commit cannot reach the file that the
-     * hash was taken of (it finds no session instead). */
+    if (!(uc = calloc(1, sizeof *uc))) return ls_error_set(err, LS_ENOMEM, NULL);
+    /* Out of the session's name first: a part sent after the commit began cannot reach the
+     * file that the hash is taken of (it finds no session instead). */
     snprintf(committed, sizeof committed, "%s%s", info->file, COMMITTED);
-    if (strlen(committed) >= sizeof info->file || rename(info->file, committed) < 0)
+    if (strlen(committed) >= sizeof info->file || rename(info->file, committed) < 0) {
+        free(uc);
         return ls_error_set(err, LS_EIO, "upload: cannot rename %s", info->file);
+    }
     memcpy(info->file, committed, strlen(committed) + 1);
+    uc->md = s->md;
+    s->md = NULL;
+    forget(u, s);
+    *out = uc;
     return 0;
+}
+
+int
+upload_finish_run(struct upload_commit *uc, struct upload_info *info, struct ls_error *err)
+{
+    int fd = open(info->file, O_RDONLY | O_CLOEXEC), rc = 0;
+    if (fd < 0) {
+        rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+        goto out;
+    }
+    if (!uc->md) { /* a session resumed after a restart: hash what the file holds */
+        char buf[1 << 16];
+        ssize_t n;
+        if (!(uc->md = EVP_MD_CTX_new())) {
+            rc = ls_error_set(err, LS_ENOMEM, NULL);
+            goto out;
+        }
+        EVP_DigestInit_ex(uc->md, EVP_sha256(), NULL);
+        while ((n = read(fd, buf, sizeof buf)) > 0) EVP_DigestUpdate(uc->md, buf, (size_t)n);
+        if (n < 0) {
+            rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+            goto out;
+        }
+    }
+    EVP_DigestFinal_ex(uc->md, info->sha, NULL);
+    if (fsync(fd) < 0) rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+out:
+    if (fd >= 0) close(fd);
+    if (rc) upload_reopen(info->file); /* the client may commit again */
+    upload_commit_free(uc);
+    return rc;
+}
+
+void
+upload_commit_free(struct upload_commit *uc)
+{
+    if (!uc) return;
+    EVP_MD_CTX_free(uc->md);
+    free(uc);
 }
 
 void

@@ -1,0 +1,153 @@
+/*
+ * http.h - what the HTTP API's route groups share: the router, the request context, replies,
+ * streams, query helpers and the ways a handler hands work off the loop (the writer thread for
+ * writes, reader threads for long reads).
+ *
+ * Each group (items.c, changes.c, batch.c, cluster.c, tokens.c) registers its routes in its own
+ * http_*_routes() function; router.c owns the table, matches paths, checks the allow-list, the
+ * token and the route's body limit, and calls the handler. A handler owns the request context it
+ * is given and frees it with ctx_free() once it has answered, or hands it to whatever answers
+ * later.
+ *
+ * Not for: anything outside the HTTP port. The peer port is repl_up.c.
+ */
+#ifndef LS_HTTP_H
+#define LS_HTTP_H
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "node/server.h"
+
+#define M_GET (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+#define M_ANY (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE)
+
+#define WAIT_MAX_MS 60000
+#define NO_BODY (64 * 1024) /* the limit of routes that take no body: a small one is ignored */
+#define HTTP_PARAMS_MAX 4
+
+struct ctx {
+    struct server *srv;
+    struct evhttp_request *req;
+    int method;
+    /* the route's parameters, still percent-encoded: {name} is one segment, {name*} the rest */
+    const char *param_name[HTTP_PARAMS_MAX];
+    char *param[HTTP_PARAMS_MAX];
+    int nparams;
+    struct evkeyvalq query;
+};
+
+typedef void (*handler_fn)(struct ctx *c);
+
+/* ---- router.c ---- */
+/*
+ * A route: a pattern of literal segments and parameters ("/v1/items/{path*}",
+ * "/v1/uploads/{id}/commit"), the methods it takes, what a token must allow for reads (GET, HEAD)
+ * and for the other methods, and the largest body it accepts (0: none; larger ones are refused
+ * with 413 before the handler runs or anything is copied).
+ */
+struct route {
+    const char *pattern;
+    int methods;
+    enum need read_need, write_need;
+    uint64_t max_body;
+    handler_fn fn;
+};
+void http_route(struct server *srv, const struct route *r);
+void http_items_routes(struct server *srv);
+void http_changes_routes(struct server *srv);
+void http_batch_routes(struct server *srv);
+void http_cluster_routes(struct server *srv);
+void http_tokens_routes(struct server *srv);
+
+void ctx_free(struct ctx *c);
+/* A route parameter by name (percent-encoded), "" when the route has none of that name. */
+const char *param(struct ctx *c, const char *name);
+const char *qget(struct ctx *c, const char *key);
+int qflag(struct ctx *c, const char *key);
+/* Reads an integer query parameter; replies 400 and returns -1 when it is malformed. */
+int qint(struct ctx *c, const char *key, int64_t def, int64_t min, int64_t max, int64_t *out);
+/* Decodes and checks an item path from the URL; replies 400 and returns NULL when invalid. */
+char *decode_path(struct ctx *c, const char *raw);
+/* Checks an already decoded path (a query parameter); a copy, or NULL after a 400. */
+char *checked_path(struct ctx *c, const char *path);
+/* Checks ?prefix= (absent, "" and "/" mean everything); -1 after a 400. */
+int check_prefix(struct ctx *c, const char *prefix);
+/*
+ * min_seq=N: answer only once this server has applied seq N (read-your-writes on a replica),
+ * waiting at most wait_ms. 1: the request was parked and resume(c) answers it later (and frees
+ * c); 0: go on now; -1: answered already (a bad parameter).
+ */
+int park_until_seq(struct ctx *c, handler_fn resume);
+
+/* ---- reply.c ---- */
+void reply_json(struct evhttp_request *req, int status, json_t *body); /* takes body */
+void reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void reply_lserror(struct evhttp_request *req, const struct ls_error *err);
+json_t *item_json(const struct ls_item *it);
+
+/*
+ * A streamed reply (chunked), with backpressure: stream_send's callback runs once the chunk has
+ * left, and only then should the owner produce the next. evhttp frees a request whose client
+ * went away only if it is still attached to its connection; a detached one is ours to end.
+ * on_gone releases the owner either way. For Server-Sent Events, stream_start_sse sets the
+ * headers and sse_format appends one event to a buffer.
+ */
+struct stream {
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    void (*on_gone)(struct stream *s);
+    void (*on_sent)(struct stream *s);
+};
+void stream_start(struct stream *s, struct evhttp_request *req, int status);
+void stream_start_sse(struct stream *s, struct evhttp_request *req);
+void stream_send(struct stream *s, struct evbuffer *chunk); /* on_sent follows */
+void stream_end(struct stream *s);
+void sse_format(struct evbuffer *out, const char *event, const char *id, const char *data);
+
+/* ---- off the loop ---- */
+/*
+ * A long read for a reader thread. run() fills reply (or err) there with the reader's own
+ * store handle; the loop then answers. A client that goes away cancels the read: SQLite stops
+ * at its next step, and nothing is answered.
+ */
+struct http_read {
+    struct read_job job;
+    struct ctx *c;
+    void (*run)(struct store *st, struct http_read *r);
+    json_t *reply;
+    int status;
+    struct ls_error err;
+    void *arg;                        /* the handler's own */
+    void (*free_arg)(void *arg);
+};
+/* Takes c; r is calloc'ed by the caller with run (and arg) set, and freed here. */
+void http_read_submit(struct ctx *c, struct http_read *r);
+
+/* ---- items.c ---- */
+/* kind, meta, publish and if_version of a put, from the query and headers; -1 after a 400 */
+int http_put_params(struct ctx *c, struct ls_op *op);
+
+/* ---- write.c: writes go to the writer thread and are answered when committed ---- */
+int require_writable(struct ctx *c);
+/* Copies the request body out of libevent's buffer: the writer thread reads it later. */
+void *take_body(struct evhttp_request *req, size_t *n);
+struct wreq *wreq_one(int type);
+/* Reads wait_replicas and wait_ms, then submits; batch: reply with counts, not the item. */
+void submit(struct ctx *c, struct wreq *r, int batch);
+
+/* What a writer job answers with, for the custom jobs (promote, tokens). */
+struct write_ctx {
+    struct evhttp_request *req;
+    struct server *srv;
+    int batch;
+    int64_t wait_replicas, wait_ms;
+    struct ack_waiter ack;
+    json_t *reply;
+};
+
+#endif

@@ -25,6 +25,7 @@ peer_release(struct peer *p)
     p->bev = NULL;
     free(p->zbuf);
     p->zbuf = NULL;
+    p->zcap = 0;
     ZSTD_freeCCtx(p->cctx);
     ZSTD_freeDCtx(p->dctx);
     p->cctx = NULL;
@@ -121,7 +122,8 @@ on_read(struct bufferevent *bev, void *arg)
         long whole;
         if (avail < LS_FRAME_HEADER) return;
         head = evbuffer_pullup(in, LS_FRAME_HEADER);
-        whole = frame_peek(head, LS_FRAME_HEADER, LS_FRAME_MAX, &type, &payload, &len);
+        /* Checked on the header alone: an oversized frame is refused before it is buffered. */
+        whole = frame_peek(head, LS_FRAME_HEADER, p->max_frame, &type, &payload, &len);
         if (whole < 0) {
             peer_fail(p, "protocol_error", "%s",
                       whole == LS_ETOOBIG ? "frame larger than the limit" : "malformed frame");
@@ -133,22 +135,32 @@ on_read(struct bufferevent *bev, void *arg)
             if (avail < 4 + (size_t)flen) return; /* the rest has not arrived */
             head = evbuffer_pullup(in, 4 + (ev_ssize_t)flen);
         }
-        whole = frame_peek(head, evbuffer_get_length(in), LS_FRAME_MAX, &type, &payload, &len);
+        whole = frame_peek(head, evbuffer_get_length(in), p->max_frame, &type, &payload, &len);
         p->bytes_in += whole;
         if (type & LS_FRAME_COMPRESSED) {
             unsigned long long size = ZSTD_getFrameContentSize(payload, len);
             size_t n;
+            /* The declared size is checked before anything is allocated: a few hundred bytes
+             * of zstd can claim megabytes. The buffer grows to what frames really need. */
             if (!p->zstd || size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
-                size > LS_FRAME_MAX) {
+                size > p->max_frame) {
                 peer_fail(p, "protocol_error", "bad compressed frame");
                 return;
             }
-            if ((!p->zbuf && !(p->zbuf = malloc(LS_FRAME_MAX))) ||
-                (!p->dctx && !(p->dctx = ZSTD_createDCtx()))) {
+            if (size > p->zcap) {
+                void *nb = realloc(p->zbuf, size ? (size_t)size : 1);
+                if (!nb) {
+                    peer_fail(p, NULL, "out of memory");
+                    return;
+                }
+                p->zbuf = nb;
+                p->zcap = (size_t)size;
+            }
+            if (!p->dctx && !(p->dctx = ZSTD_createDCtx())) {
                 peer_fail(p, NULL, "out of memory");
                 return;
             }
-            n = ZSTD_decompressDCtx(p->dctx, p->zbuf, LS_FRAME_MAX, payload, len);
+            n = ZSTD_decompressDCtx(p->dctx, p->zbuf, (size_t)size, payload, len);
             if (ZSTD_isError(n) || n != size) {
                 peer_fail(p, "protocol_error", "bad compressed frame");
                 return;
@@ -207,6 +219,7 @@ peer_init(struct peer *p, struct bufferevent *bev, const struct peer_ops *ops, v
     p->ops = ops;
     p->owner = owner;
     p->timeout_ms = timeout_ms;
+    p->max_frame = LS_FRAME_MAX;
     snprintf(p->addr, sizeof p->addr, "%s", addr);
     bufferevent_setcb(bev, on_read, on_write, on_event, p);
     bufferevent_setwatermark(bev, EV_WRITE, PEER_HIGH_WATER / 2, 0);

@@ -84,6 +84,7 @@ struct downstream {
     struct event *ping;
     int64_t accepted_ms;     /* mono_ms: HELLO must come within --heartbeat-timeout */
     int64_t snap_started_ms; /* mono_ms: when its snapshot began (--snapshot-max-wal) */
+    int64_t snap_wal_size;   /* the -wal file's size then */
     int pumping;
     int dead; /* closed; freed from the loop, never while its callbacks run */
 };
@@ -621,6 +622,16 @@ on_hello(struct downstream *ds, json_t *o)
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
 }
 
+/* The size of the store's -wal file (0 when there is none). */
+static int64_t
+wal_size(struct server *srv)
+{
+    char path[4300];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/store.db-wal", store_dir(srv->reader));
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
 static void
 start_snapshot(struct downstream *ds, const char *why)
 {
@@ -634,6 +645,7 @@ start_snapshot(struct downstream *ds, const char *why)
     }
     log_info("sending %s a snapshot at seq %lld (%s)", ds->node->name, (long long)pos.seq, why);
     ds->snap_started_ms = mono_ms();
+    ds->snap_wal_size = wal_size(ds->srv);
     peer_send_json(&ds->peer, F_SNAPSHOT,
                    json_pack("{s:s,s:I,s:I,s:o,s:s}", "store_id", pos.store_id, "epoch",
                              (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "epochs",
@@ -967,20 +979,20 @@ check_wal(evutil_socket_t fd, short what, void *arg)
     struct repl_up *up = arg;
     struct server *srv = up->srv;
     struct downstream *oldest = NULL;
-    char path[4300];
-    struct stat sb;
-    int64_t now = mono_ms();
+    int64_t now = mono_ms(), size;
     if (!srv->cfg.snapshot_max_wal || now < up->wal_quiet_until) return;
-    snprintf(path, sizeof path, "%s/store.db-wal", store_dir(srv->reader));
-    if (stat(path, &sb) < 0 || (uint64_t)sb.st_size <= srv->cfg.snapshot_max_wal) return;
+    size = wal_size(srv);
+    if ((uint64_t)size <= srv->cfg.snapshot_max_wal) return;
     for (struct downstream *ds = up->conns; ds; ds = ds->next)
         if (!ds->dead && ds->state == DS_SNAPSHOT &&
             (!oldest || ds->snap_started_ms < oldest->snap_started_ms))
             oldest = ds;
-    if (!oldest) return;
+    /* A -wal file that was already that big (frames checkpointed long ago, kept for reuse) is
+     * not this snapshot's doing: only growth while it is open is. */
+    if (!oldest || size <= oldest->snap_wal_size) return;
     log_warn("the WAL is %lld bytes, over --snapshot-max-wal %llu: dropping the snapshot sent to "
              "%s for %lld s",
-             (long long)sb.st_size, (unsigned long long)srv->cfg.snapshot_max_wal,
+             (long long)size, (unsigned long long)srv->cfg.snapshot_max_wal,
              oldest->node ? oldest->node->name : oldest->peer.addr,
              (long long)((now - oldest->snap_started_ms) / 1000));
     peer_fail(&oldest->peer, "snapshot_too_slow",

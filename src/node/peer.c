@@ -41,15 +41,25 @@ peer_close(struct peer *p, const char *why)
     if (p->ops->on_close) p->ops->on_close(p, why);
 }
 
-/* After an ERROR frame: the socket lives on, alone, until the frame has left (or 2 s). */
+/* After an ERROR frame: the socket lives on, alone, until the frame has left (or 2 s). The 2 s
+ * are a timer of the slot's own: a bufferevent's write timeout does not fire while a TLS
+ * handshake is unfinished, and such sockets held their slots for ever. */
 #define LINGER_MAX 64
-static struct bufferevent *lingering[LINGER_MAX];
+#define LINGER_MS 2000
+static struct {
+    struct bufferevent *bev;
+    struct event *timer;
+} lingering[LINGER_MAX];
 
 static void
 linger_end(struct bufferevent *bev)
 {
     for (int i = 0; i < LINGER_MAX; i++)
-        if (lingering[i] == bev) lingering[i] = NULL;
+        if (lingering[i].bev == bev) {
+            if (lingering[i].timer) event_free(lingering[i].timer);
+            lingering[i].bev = NULL;
+            lingering[i].timer = NULL;
+        }
     bufferevent_free(bev);
 }
 
@@ -65,12 +75,22 @@ linger_event(struct bufferevent *bev, short what, void *arg)
     linger_end(bev);
 }
 
+static void
+linger_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    linger_end(arg);
+}
+
 static int
 linger_add(struct bufferevent *bev)
 {
+    struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
     for (int i = 0; i < LINGER_MAX; i++)
-        if (!lingering[i]) {
-            lingering[i] = bev;
+        if (!lingering[i].bev) {
+            lingering[i].timer = evtimer_new(bufferevent_get_base(bev), linger_timeout, bev);
+            if (!lingering[i].timer) return -1;
+            lingering[i].bev = bev;
+            evtimer_add(lingering[i].timer, &tv);
             return 0;
         }
     return -1;
@@ -80,7 +100,7 @@ void
 peer_linger_release_all(void)
 {
     for (int i = 0; i < LINGER_MAX; i++)
-        if (lingering[i]) linger_end(lingering[i]);
+        if (lingering[i].bev) linger_end(lingering[i].bev);
 }
 
 void

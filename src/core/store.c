@@ -145,6 +145,7 @@ struct store {
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
     int ckpt_wanted, ckpt_stop, ckpt_running;
+    int ckpt_truncate; /* the next checkpoint is a TRUNCATE (store_checkpoint_request) */
     /* The writer feeds the log's newest entries to this (store_set_tail) as it logs them. */
     struct log_tail *tail;
     size_t tail_mark_at_savepoint;
@@ -161,10 +162,16 @@ checkpoint_main(void *arg)
     for (;;) {
         while (!st->ckpt_wanted && !st->ckpt_stop) pthread_cond_wait(&st->ckpt_cv, &st->ckpt_mu);
         if (st->ckpt_stop) break;
+        int truncate = st->ckpt_truncate;
         st->ckpt_wanted = 0;
+        st->ckpt_truncate = 0;
         pthread_mutex_unlock(&st->ckpt_mu);
-        /* PASSIVE: copies what it can without waiting for readers or blocking the writer. */
-        sqlite3_wal_checkpoint_v2(st->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        /* PASSIVE: copies what it can without waiting for readers or blocking the writer.
+         * TRUNCATE (asked for after a snapshot that pinned the WAL was dropped) waits a little
+         * for both, then empties the -wal file, which otherwise keeps its grown size. */
+        sqlite3_wal_checkpoint_v2(st->ckpt_db, NULL,
+                                  truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE,
+                                  NULL, NULL);
         pthread_mutex_lock(&st->ckpt_mu);
     }
     pthread_mutex_unlock(&st->ckpt_mu);
@@ -202,6 +209,17 @@ checkpoint_start(struct store *st, const char *path)
     sqlite3_wal_autocheckpoint(st->db, 0);
     sqlite3_wal_hook(st->db, on_wal_commit, st);
     return 0;
+}
+
+void
+store_checkpoint_request(struct store *st, int truncate)
+{
+    if (!st->ckpt_running) return;
+    pthread_mutex_lock(&st->ckpt_mu);
+    st->ckpt_wanted = 1;
+    if (truncate) st->ckpt_truncate = 1;
+    pthread_cond_signal(&st->ckpt_cv);
+    pthread_mutex_unlock(&st->ckpt_mu);
 }
 
 static void
@@ -1429,6 +1447,11 @@ store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *r
 
 /* ---------------------------------------------------------------- snapshots */
 
+/* What one store_snapshot_next call emits at most: an item with thousands of large versions
+ * goes out over several calls, so the caller never holds more than this of it. */
+#define SNAP_BATCH_BYTES (512u << 10)
+#define SNAP_BATCH_RECORDS 256
+
 struct store_snapshot {
     struct store *st; /* a read handle of its own, holding one read transaction */
     sqlite3_stmt *items, *lowest, *versions;
@@ -1436,6 +1459,10 @@ struct store_snapshot {
     int64_t max_versions;
     int published_only;
     int done;
+    /* The item being emitted, while its versions statement is part way through. */
+    int in_item, deleted;
+    int64_t latest, published, item_seq, mtime;
+    char *path;
 };
 
 struct store_snapshot *
@@ -1480,15 +1507,19 @@ store_snapshot_close(struct store_snapshot *sn)
     sqlite3_finalize(sn->items);
     sqlite3_finalize(sn->lowest);
     sqlite3_finalize(sn->versions);
+    free(sn->path);
     if (sn->st) exec(sn->st, "COMMIT", NULL);
     store_free(sn->st);
     free(sn);
 }
 
 /*
- * Emits the next item of the snapshot as records, oldest version first: a put per retained
- * version (the published one flagged), then a delete when the item is a tombstone. The last
- * record carries the item's seq. Returns 1 when an item was emitted, 0 at the end, or an error.
+ * Emits the next records of the snapshot, item by item in path order, oldest version first: a
+ * put per retained version (the published one flagged), then a delete when the item is a
+ * tombstone. The latest version of a live item carries the item's seq. One call emits at most
+ * SNAP_BATCH_BYTES of bodies (or SNAP_BATCH_RECORDS records): an item with a long history is
+ * continued by the next call, its versions statement left where it stopped, so memory does not
+ * grow with an item's history. Returns 1 when records were emitted, 0 at the end, or an error.
  * keep(path) filters items (NULL: all).
  */
 int
@@ -1496,41 +1527,47 @@ store_snapshot_next(struct store_snapshot *sn, int (*keep)(void *arg, const char
                     store_entry_cb cb, void *arg)
 {
     for (;;) {
-        int rc = sn->done ? SQLITE_DONE : sqlite3_step(sn->items);
-        int64_t id, latest, published, lowest = 0, item_seq, mtime;
-        const char *path;
-        int deleted, nrec = 0;
+        int rc, nrec = 0;
+        size_t bytes = 0;
         struct ls_entry e;
 
-        if (rc == SQLITE_DONE) sn->done = 1;
-        if (sn->done) return 0;
-        if (rc != SQLITE_ROW) return LS_EIO;
-        id = sqlite3_column_int64(sn->items, 0);
-        path = (const char *)sqlite3_column_text(sn->items, 1);
-        latest = sqlite3_column_int64(sn->items, 2);
-        published = sqlite3_column_int64(sn->items, 3);
-        deleted = sqlite3_column_int(sn->items, 4);
-        item_seq = sqlite3_column_int64(sn->items, 5);
-        mtime = sqlite3_column_int64(sn->items, 6);
-        if (keep && !keep(arg, path)) continue;
-        if (sn->published_only && (deleted || published <= 0)) continue;
-        if (!sn->published_only && sn->max_versions > 0) {
-            sqlite3_bind_int64(sn->lowest, 1, id);
-            sqlite3_bind_int64(sn->lowest, 2, sn->max_versions - 1);
-            if (sqlite3_step(sn->lowest) == SQLITE_ROW)
-                lowest = sqlite3_column_int64(sn->lowest, 0);
-            sqlite3_reset(sn->lowest);
+        if (!sn->in_item) {
+            int64_t id, lowest = 0;
+            const char *path;
+            rc = sn->done ? SQLITE_DONE : sqlite3_step(sn->items);
+            if (rc == SQLITE_DONE) sn->done = 1;
+            if (sn->done) return 0;
+            if (rc != SQLITE_ROW) return LS_EIO;
+            id = sqlite3_column_int64(sn->items, 0);
+            path = (const char *)sqlite3_column_text(sn->items, 1);
+            sn->latest = sqlite3_column_int64(sn->items, 2);
+            sn->published = sqlite3_column_int64(sn->items, 3);
+            sn->deleted = sqlite3_column_int(sn->items, 4);
+            sn->item_seq = sqlite3_column_int64(sn->items, 5);
+            sn->mtime = sqlite3_column_int64(sn->items, 6);
+            if (keep && !keep(arg, path)) continue;
+            if (sn->published_only && (sn->deleted || sn->published <= 0)) continue;
+            if (!sn->published_only && sn->max_versions > 0) {
+                sqlite3_bind_int64(sn->lowest, 1, id);
+                sqlite3_bind_int64(sn->lowest, 2, sn->max_versions - 1);
+                if (sqlite3_step(sn->lowest) == SQLITE_ROW)
+                    lowest = sqlite3_column_int64(sn->lowest, 0);
+                sqlite3_reset(sn->lowest);
+            }
+            free(sn->path);
+            if (!(sn->path = strdup(path))) return LS_ENOMEM;
+            sqlite3_bind_int64(sn->versions, 1, id);
+            sqlite3_bind_int64(sn->versions, 2, lowest);
+            sqlite3_bind_int64(sn->versions, 3, sn->published_only ? sn->published : 0);
+            sqlite3_bind_int64(sn->versions, 4, sn->published); /* never left out, however old */
+            sn->in_item = 1;
         }
-        sqlite3_bind_int64(sn->versions, 1, id);
-        sqlite3_bind_int64(sn->versions, 2, lowest);
-        sqlite3_bind_int64(sn->versions, 3, sn->published_only ? published : 0);
-        sqlite3_bind_int64(sn->versions, 4, published); /* never left out, however old */
         while ((rc = sqlite3_step(sn->versions)) == SQLITE_ROW) {
             memset(&e, 0, sizeof e);
             e.op = LS_OP_PUT;
-            e.path = (char *)path;
+            e.path = sn->path;
             e.version = sqlite3_column_int64(sn->versions, 0);
-            e.flags = REC_DATA | (e.version == published ? REC_PUBLISHED : 0);
+            e.flags = REC_DATA | (e.version == sn->published ? REC_PUBLISHED : 0);
             e.kind = (char *)sqlite3_column_text(sn->versions, 1);
             e.meta = (char *)sqlite3_column_text(sn->versions, 2);
             e.size = (uint64_t)sqlite3_column_int64(sn->versions, 3);
@@ -1544,19 +1581,25 @@ store_snapshot_next(struct store_snapshot *sn, int (*keep)(void *arg, const char
                 if (!e.body) e.body = "";
             }
             e.ts = sqlite3_column_int64(sn->versions, 7);
-            e.seq = e.version == latest && !deleted ? item_seq : sqlite3_column_int64(sn->versions, 8);
+            e.seq = e.version == sn->latest && !sn->deleted
+                        ? sn->item_seq
+                        : sqlite3_column_int64(sn->versions, 8);
             nrec++;
+            bytes += e.body_len + strlen(e.meta ? e.meta : "") + 64;
             cb(arg, &e);
+            if (bytes >= SNAP_BATCH_BYTES || nrec >= SNAP_BATCH_RECORDS)
+                return 1; /* the rest of this item next time */
         }
         sqlite3_reset(sn->versions);
+        sn->in_item = 0;
         if (rc != SQLITE_DONE) return LS_EIO;
-        if (deleted) {
+        if (sn->deleted) {
             memset(&e, 0, sizeof e);
             e.op = LS_OP_DELETE;
-            e.path = (char *)path;
-            e.version = latest;
-            e.seq = item_seq;
-            e.ts = mtime;
+            e.path = sn->path;
+            e.version = sn->latest;
+            e.seq = sn->item_seq;
+            e.ts = sn->mtime;
             nrec++;
             cb(arg, &e);
         }

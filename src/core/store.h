@@ -151,6 +151,10 @@ int store_token_add(struct store *st, const char *name, const char *role,
 int store_token_del(struct store *st, const char *name, struct ls_error *err);
 int store_tokens(struct store *st, store_token_cb cb, void *arg);
 
+/* Asks the checkpoint thread (a writing handle's) for a checkpoint now; with truncate, one that
+ * waits briefly for readers and the writer and leaves the -wal file empty. Any thread. */
+void store_checkpoint_request(struct store *st, int truncate);
+
 /* A snapshot: one read transaction on its own connection, consistent at one seq. */
 struct store_snapshot;
 struct store_snapshot *store_snapshot_open(const char *dir, int64_t max_versions,

@@ -45,6 +45,8 @@ static const struct option_def defs[] = {
      "keep the change log this long and at most this big"},
     {"sync-max-versions", T_INT, OFF(sync_max_versions), "0", "N",
      "versions per item a snapshot carries (0: all retained)"},
+    {"snapshot-max-wal", T_SIZE, OFF(snapshot_max_wal), "256M", "SIZE",
+     "drop the oldest snapshot being sent when it keeps the WAL from shrinking past this (0: never)"},
     {"compress", T_STR, OFF(compress), "zstd", "zstd|none", "compress the replication stream"},
     {"tls-cert", T_STR, OFF(tls_cert), NULL, "FILE", "TLS certificate (PEM) for both ports"},
     {"tls-key", T_STR, OFF(tls_key), NULL, "FILE", "its private key"},

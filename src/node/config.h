@@ -31,6 +31,7 @@ struct config {
     int64_t heartbeat_timeout_ms;
     char *log_retention;
     int64_t sync_max_versions;
+    uint64_t snapshot_max_wal; /* a snapshot pinning a -wal file larger than this is dropped */
     char *compress;
     char *tls_cert, *tls_key, *tls_ca;
     struct strlist allow, peer_allow;

@@ -25,6 +25,7 @@ peer_release(struct peer *p)
     p->bev = NULL;
     free(p->zbuf);
     p->zbuf = NULL;
+    p->zcap = 0;
     ZSTD_freeCCtx(p->cctx);
     ZSTD_freeDCtx(p->dctx);
     p->cctx = NULL;
@@ -40,15 +41,25 @@ peer_close(struct peer *p, const char *why)
     if (p->ops->on_close) p->ops->on_close(p, why);
 }
 
-/* After an ERROR frame: the socket lives on, alone, until the frame has left (or 2 s). */
+/* After an ERROR frame: the socket lives on, alone, until the frame has left (or 2 s). The 2 s
+ * are a timer of the slot's own: a bufferevent's write timeout does not fire while a TLS
+ * handshake is unfinished, and such sockets held their slots for ever. */
 #define LINGER_MAX 64
-static struct bufferevent *lingering[LINGER_MAX];
+#define LINGER_MS 2000
+static struct {
+    struct bufferevent *bev;
+    struct event *timer;
+} lingering[LINGER_MAX];
 
 static void
 linger_end(struct bufferevent *bev)
 {
     for (int i = 0; i < LINGER_MAX; i++)
-        if (lingering[i] == bev) lingering[i] = NULL;
+        if (lingering[i].bev == bev) {
+            if (lingering[i].timer) event_free(lingering[i].timer);
+            lingering[i].bev = NULL;
+            lingering[i].timer = NULL;
+        }
     bufferevent_free(bev);
 }
 
@@ -64,12 +75,22 @@ linger_event(struct bufferevent *bev, short what, void *arg)
     linger_end(bev);
 }
 
+static void
+linger_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    linger_end(arg);
+}
+
 static int
 linger_add(struct bufferevent *bev)
 {
+    struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
     for (int i = 0; i < LINGER_MAX; i++)
-        if (!lingering[i]) {
-            lingering[i] = bev;
+        if (!lingering[i].bev) {
+            lingering[i].timer = evtimer_new(bufferevent_get_base(bev), linger_timeout, bev);
+            if (!lingering[i].timer) return -1;
+            lingering[i].bev = bev;
+            evtimer_add(lingering[i].timer, &tv);
             return 0;
         }
     return -1;
@@ -79,7 +100,7 @@ void
 peer_linger_release_all(void)
 {
     for (int i = 0; i < LINGER_MAX; i++)
-        if (lingering[i]) linger_end(lingering[i]);
+        if (lingering[i].bev) linger_end(lingering[i].bev);
 }
 
 void
@@ -121,7 +142,8 @@ on_read(struct bufferevent *bev, void *arg)
         long whole;
         if (avail < LS_FRAME_HEADER) return;
         head = evbuffer_pullup(in, LS_FRAME_HEADER);
-        whole = frame_peek(head, LS_FRAME_HEADER, LS_FRAME_MAX, &type, &payload, &len);
+        /* Checked on the header alone: an oversized frame is refused before it is buffered. */
+        whole = frame_peek(head, LS_FRAME_HEADER, p->max_frame, &type, &payload, &len);
         if (whole < 0) {
             peer_fail(p, "protocol_error", "%s",
                       whole == LS_ETOOBIG ? "frame larger than the limit" : "malformed frame");
@@ -133,22 +155,32 @@ on_read(struct bufferevent *bev, void *arg)
             if (avail < 4 + (size_t)flen) return; /* the rest has not arrived */
             head = evbuffer_pullup(in, 4 + (ev_ssize_t)flen);
         }
-        whole = frame_peek(head, evbuffer_get_length(in), LS_FRAME_MAX, &type, &payload, &len);
+        whole = frame_peek(head, evbuffer_get_length(in), p->max_frame, &type, &payload, &len);
         p->bytes_in += whole;
         if (type & LS_FRAME_COMPRESSED) {
             unsigned long long size = ZSTD_getFrameContentSize(payload, len);
             size_t n;
+            /* The declared size is checked before anything is allocated: a few hundred bytes
+             * of zstd can claim megabytes. The buffer grows to what frames really need. */
             if (!p->zstd || size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
-                size > LS_FRAME_MAX) {
+                size > p->max_frame) {
                 peer_fail(p, "protocol_error", "bad compressed frame");
                 return;
             }
-            if ((!p->zbuf && !(p->zbuf = malloc(LS_FRAME_MAX))) ||
-                (!p->dctx && !(p->dctx = ZSTD_createDCtx()))) {
+            if (size > p->zcap) {
+                void *nb = realloc(p->zbuf, size ? (size_t)size : 1);
+                if (!nb) {
+                    peer_fail(p, NULL, "out of memory");
+                    return;
+                }
+                p->zbuf = nb;
+                p->zcap = (size_t)size;
+            }
+            if (!p->dctx && !(p->dctx = ZSTD_createDCtx())) {
                 peer_fail(p, NULL, "out of memory");
                 return;
             }
-            n = ZSTD_decompressDCtx(p->dctx, p->zbuf, LS_FRAME_MAX, payload, len);
+            n = ZSTD_decompressDCtx(p->dctx, p->zbuf, (size_t)size, payload, len);
             if (ZSTD_isError(n) || n != size) {
                 peer_fail(p, "protocol_error", "bad compressed frame");
                 return;
@@ -207,6 +239,7 @@ peer_init(struct peer *p, struct bufferevent *bev, const struct peer_ops *ops, v
     p->ops = ops;
     p->owner = owner;
     p->timeout_ms = timeout_ms;
+    p->max_frame = LS_FRAME_MAX;
     snprintf(p->addr, sizeof p->addr, "%s", addr);
     bufferevent_setcb(bev, on_read, on_write, on_event, p);
     bufferevent_setwatermark(bev, EV_WRITE, PEER_HIGH_WATER / 2, 0);

@@ -33,7 +33,11 @@ struct peer {
     int closed;
     int64_t timeout_ms;
     int64_t bytes_in, bytes_out;
-    void *zbuf; /* decompression buffer, LS_FRAME_MAX */
+    /* Largest frame accepted now, before and after decompression (LS_FRAME_MAX unless the
+     * owner lowers it: an upstream takes only HELLO-sized frames before HELLO). */
+    uint32_t max_frame;
+    void *zbuf; /* decompression buffer, zcap bytes: grown to the largest frame seen */
+    size_t zcap;
     /* zstd contexts, made on first use and kept: making one per frame costs more than
      * compressing a frame of small records */
     struct ZSTD_CCtx_s *cctx;

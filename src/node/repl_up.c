@@ -9,7 +9,11 @@
  * or stalled, costs the same memory as a live one. Blobs travel in BLOB frames ahead of the
  * records that use them.
  *
- * The registry (GET /v1/nodes) remembers every downstream seen since start, connected or not.
+ * The registry (GET /v1/nodes) remembers the downstreams seen since start, connected or not:
+ * a departed one for NODE_FORGET_MS, and at most NODES_DOWN_MAX departed ones (the longest gone
+ * are forgotten first), so made-up names cannot grow it without bound. A name belongs to one
+ * live connection: another HELLO with it is refused (name_in_use) unless the first has gone
+ * silent for --heartbeat-timeout or both carry the same node_id (the same server reconnecting).
  */
 #include "node/net.h"
 #include "node/peer.h"
@@ -36,6 +40,10 @@
 #define BLOB_CHUNK (1u << 20)
 #define MAX_INCLUDE 16
 #define PING_MS 1000
+#define NODES_DOWN_MAX 256                      /* departed downstreams remembered at most */
+#define NODE_FORGET_MS (6 * 3600 * 1000LL)      /* a departed downstream is forgotten after this */
+#define WAL_CHECK_MS 1000                       /* how often --snapshot-max-wal is checked */
+#define WAL_DROP_GRACE_MS 5000 /* after a drop, time for the checkpoint before the next one */
 
 enum ds_state { DS_HELLO, DS_SYNC, DS_SNAPSHOT, DS_STREAM, DS_DOWN };
 static const char *const ds_state_names[] = {"connecting", "connecting", "snapshot", "live",
@@ -49,6 +57,7 @@ struct node {
     struct downstream *conn; /* NULL when down */
     int64_t disconnected_ms;
     char last_error[200];
+    char node_id[65]; /* HELLO's node_id when it had one: the same server reconnecting */
 };
 
 struct downstream {
@@ -74,6 +83,9 @@ struct downstream {
     unsigned char blob_sha[32];
     struct seq_waiter w;
     struct event *ping;
+    int64_t accepted_ms;     /* mono_ms: HELLO must come within --heartbeat-timeout */
+    int64_t snap_started_ms; /* mono_ms: when its snapshot began (--snapshot-max-wal) */
+    int64_t snap_wal_size;   /* the -wal file's size then */
     int pumping;
     int dead; /* closed; freed from the loop, never while its callbacks run */
 };
@@ -93,6 +105,8 @@ struct repl_up {
     struct evconnlistener *listener;
     struct downstream *conns;
     struct node *nodes;
+    struct event *wal_timer;   /* --snapshot-max-wal */
+    int64_t wal_quiet_until;   /* mono_ms: no drop before, the last one is being checkpointed */
 };
 
 static void pump(struct downstream *ds);
@@ -472,18 +486,86 @@ on_drain(struct peer *p)
 
 /* ---------------------------------------------------------------- handshake */
 
+/* Forgets departed downstreams: those gone for NODE_FORGET_MS, then the longest gone while more
+ * than `keep` remain. Only nodes without a connection go (a live downstream's node is its). */
+static void
+nodes_forget(struct repl_up *up, int keep)
+{
+    int64_t now = now_ms();
+    int down = 0;
+    for (struct node **pp = &up->nodes; *pp;) {
+        struct node *n = *pp;
+        if (!n->conn && now - n->disconnected_ms > NODE_FORGET_MS) {
+            *pp = n->next;
+            free(n);
+            continue;
+        }
+        if (!n->conn) down++;
+        pp = &n->next;
+    }
+    while (down > keep) {
+        struct node **oldest = NULL;
+        for (struct node **pp = &up->nodes; *pp; pp = &(*pp)->next)
+            if (!(*pp)->conn && (!oldest || (*pp)->disconnected_ms < (*oldest)->disconnected_ms))
+                oldest = pp;
+        if (!oldest) break;
+        {
+            struct node *n = *oldest;
+            *oldest = n->next;
+            free(n);
+        }
+        down--;
+    }
+}
+
 static struct node *
 node_for(struct repl_up *up, const char *name)
 {
     struct node *n;
     for (n = up->nodes; n; n = n->next)
         if (strcmp(n->name, name) == 0) return n;
+    nodes_forget(up, NODES_DOWN_MAX - 1); /* room for this one once it departs */
     n = calloc(1, sizeof *n);
     if (!n) return NULL;
     snprintf(n->name, sizeof n->name, "%s", name);
     n->next = up->nodes;
     up->nodes = n;
     return n;
+}
+
+/*
+ * ds said HELLO with the name of ds->node. The name is its unless another live connection holds
+ * it: that one is replaced when it has not been heard from for --heartbeat-timeout (its
+ * server reconnected after a network cut or a crash) or when both HELLOs carry the same
+ * node_id; otherwise ds is refused with name_in_use (and -1), and the first keeps its place.
+ */
+static int
+node_claim(struct downstream *ds, json_t *hello)
+{
+    struct node *n = ds->node;
+    struct downstream *old = n->conn;
+    const char *id = json_string_value(json_object_get(hello, "node_id"));
+    if (id && strlen(id) >= sizeof n->node_id) id = NULL;
+    if (old && old != ds) {
+        int64_t silent = now_ms() - n->last_heartbeat_ms;
+        if (id && *id && strcmp(id, n->node_id) == 0) {
+            peer_fail(&old->peer, "replaced", "%s connected again from %s", n->name,
+                      ds->peer.addr);
+        } else if (silent > ds->srv->cfg.heartbeat_timeout_ms) {
+            peer_fail(&old->peer, "replaced",
+                      "%s connected again from %s; this connection was silent for %lld ms",
+                      n->name, ds->peer.addr, (long long)silent);
+        } else {
+            ds->node = NULL;
+            peer_fail(&ds->peer, "name_in_use",
+                      "a downstream named %s is connected (from %s, heard from %lld ms ago); "
+                      "refusing a second one (names must be unique)",
+                      n->name, old->peer.addr, (long long)silent);
+            return -1;
+        }
+    }
+    snprintf(n->node_id, sizeof n->node_id, "%s", id ? id : "");
+    return 0;
 }
 
 static json_t *
@@ -531,9 +613,7 @@ on_hello(struct downstream *ds, json_t *o)
         peer_fail(&ds->peer, NULL, "out of memory");
         return;
     }
-    if (ds->node->conn && ds->node->conn != ds) {
-        peer_fail(&ds->node->conn->peer, "replaced", "%s connected again", name);
-    }
+    if (node_claim(ds, o)) return;
     ds->node->conn = ds;
     snprintf(ds->node->role, sizeof ds->node->role, "%s", role);
     snprintf(ds->node->version, sizeof ds->node->version, "%s",
@@ -552,6 +632,16 @@ on_hello(struct downstream *ds, json_t *o)
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
 }
 
+/* The size of the store's -wal file (0 when there is none). */
+static int64_t
+wal_size(struct server *srv)
+{
+    char path[4300];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/store.db-wal", store_dir(srv->reader));
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
 static void
 start_snapshot(struct downstream *ds, const char *why)
 {
@@ -564,6 +654,8 @@ start_snapshot(struct downstream *ds, const char *why)
         return;
     }
     log_info("sending %s a snapshot at seq %lld (%s)", ds->node->name, (long long)pos.seq, why);
+    ds->snap_started_ms = mono_ms();
+    ds->snap_wal_size = wal_size(ds->srv);
     peer_send_json(&ds->peer, F_SNAPSHOT,
                    json_pack("{s:s,s:I,s:I,s:o,s:s}", "store_id", pos.store_id, "epoch",
                              (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "epochs",
@@ -710,6 +802,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     case F_HELLO:
         if (ds->state != DS_HELLO) goto unexpected;
         on_hello(ds, o);
+        /* Past HELLO (authenticated): frames up to the protocol's limit. */
+        if (ds->state != DS_HELLO) p->max_frame = LS_FRAME_MAX;
         break;
     case F_SYNC:
         if (ds->state != DS_SYNC) goto unexpected;
@@ -719,6 +813,13 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         struct rbuf rb = {payload, len, 0, 0};
         int64_t seq = (int64_t)get_varint(&rb);
         if (rb.failed || ds->state < DS_SYNC) goto unexpected;
+        if (seq < 0 || seq > ds->sent_seq) {
+            /* It cannot have applied what it was not sent: a lie that would satisfy
+             * wait_replicas (and show in /v1/nodes). */
+            peer_fail(p, "protocol_error", "ACK of seq %llu, beyond the %lld sent to it",
+                      (unsigned long long)seq, (long long)ds->sent_seq);
+            return;
+        }
         if (seq > ds->node->acked_seq) {
             ds->node->acked_seq = seq;
             ds->node->acked_ms = now_ms();
@@ -748,6 +849,14 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 {
     struct downstream *ds = arg;
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
+    if (ds->state == DS_HELLO && !ds->peer.closed &&
+        mono_ms() - ds->accepted_ms > ds->srv->cfg.heartbeat_timeout_ms) {
+        /* Slow or unfinished (a TLS handshake that never ends, a HELLO sent byte by byte):
+         * it would hold a slot for ever. No ERROR: over TLS it could not even be sent. */
+        peer_fail(&ds->peer, NULL, "no HELLO within %lld ms of connecting",
+                  (long long)ds->srv->cfg.heartbeat_timeout_ms);
+        return; /* the timer was freed with the connection */
+    }
     if (ds->state >= DS_SYNC && !ds->peer.closed)
         peer_send_json(&ds->peer, F_PING, server_info(ds->srv));
     evtimer_add(ds->ping, &tv);
@@ -857,10 +966,52 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     ds->queue_tail = &ds->queue;
     ds->frame_type = F_CHANGES;
     peer_init(&ds->peer, bev, &up_ops, ds, addr, up->srv->cfg.heartbeat_timeout_ms);
+    ds->peer.max_frame = LS_HELLO_MAX; /* an unauthenticated peer gets HELLO-sized frames */
+    ds->accepted_ms = mono_ms();
     ds->ping = evtimer_new(up->srv->base, send_ping, ds);
     evtimer_add(ds->ping, &tv);
     ds->next = up->conns;
     up->conns = ds;
+}
+
+/* ---------------------------------------------------------------- --snapshot-max-wal */
+
+/*
+ * A snapshot holds one read transaction: the WAL cannot be checkpointed past it and grows with
+ * every write for as long as it is open. A downstream that reads its snapshot slowly, or not at
+ * all, would make the -wal file grow without bound; once the file is over --snapshot-max-wal
+ * the snapshot open the longest (the one pinning the oldest WAL frames) is dropped, and the
+ * checkpoint thread asked to empty the file. The downstream reconnects and starts a new one.
+ */
+static void
+check_wal(evutil_socket_t fd, short what, void *arg)
+{
+    struct repl_up *up = arg;
+    struct server *srv = up->srv;
+    struct downstream *oldest = NULL;
+    int64_t now = mono_ms(), size;
+    if (!srv->cfg.snapshot_max_wal || now < up->wal_quiet_until) return;
+    size = wal_size(srv);
+    if ((uint64_t)size <= srv->cfg.snapshot_max_wal) return;
+    for (struct downstream *ds = up->conns; ds; ds = ds->next)
+        if (!ds->dead && ds->state == DS_SNAPSHOT &&
+            (!oldest || ds->snap_started_ms < oldest->snap_started_ms))
+            oldest = ds;
+    /* A -wal file that was already that big (frames checkpointed long ago, kept for reuse) is
+     * not this snapshot's doing: only growth while it is open is. */
+    if (!oldest || size <= oldest->snap_wal_size) return;
+    log_warn("the WAL is %lld bytes, over --snapshot-max-wal %llu: dropping the snapshot sent to "
+             "%s for %lld s",
+             (long long)size, (unsigned long long)srv->cfg.snapshot_max_wal,
+             oldest->node ? oldest->node->name : oldest->peer.addr,
+             (long long)((now - oldest->snap_started_ms) / 1000));
+    peer_fail(&oldest->peer, "snapshot_too_slow",
+              "the snapshot was open %lld s and kept the WAL from being checkpointed "
+              "(over --snapshot-max-wal %llu bytes); reconnect for a new one",
+              (long long)((now - oldest->snap_started_ms) / 1000),
+              (unsigned long long)srv->cfg.snapshot_max_wal);
+    if (srv->wstore) store_checkpoint_request(srv->wstore, 1);
+    up->wal_quiet_until = now + WAL_DROP_GRACE_MS;
 }
 
 /* ---------------------------------------------------------------- server interface */
@@ -884,6 +1035,11 @@ repl_up_start(struct server *srv, struct ls_error *err)
         free(up);
         return ls_error_set(err, LS_EIO, "cannot listen on %s: %s", srv->cfg.listen,
                             strerror(errno));
+    }
+    {
+        struct timeval tv = {WAL_CHECK_MS / 1000, (WAL_CHECK_MS % 1000) * 1000};
+        up->wal_timer = event_new(srv->base, -1, EV_PERSIST, check_wal, up);
+        if (up->wal_timer) event_add(up->wal_timer, &tv);
     }
     srv->up = up;
     return 0;
@@ -913,6 +1069,7 @@ repl_up_stop(struct server *srv)
         up->nodes = n->next;
         free(n);
     }
+    if (up->wal_timer) event_free(up->wal_timer);
     evconnlistener_free(up->listener);
     free(up);
     srv->up = NULL;
@@ -943,6 +1100,7 @@ repl_up_nodes(struct server *srv)
     json_t *a = json_array();
     int64_t now = now_ms(), my_cum = 0, ts;
     if (!srv->up) return a;
+    nodes_forget(srv->up, NODES_DOWN_MAX);
     store_log_cum_at(srv->reader, srv->pos.seq, &my_cum, &ts);
     for (struct node *n = srv->up->nodes; n; n = n->next) {
         struct downstream *ds = n->conn;

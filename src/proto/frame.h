@@ -17,6 +17,7 @@
 
 #define LS_PROTO_VERSION 1
 #define LS_FRAME_MAX (8u << 20)      /* largest frame accepted, after decompression */
+#define LS_HELLO_MAX (64u << 10)     /* largest frame an upstream accepts before HELLO */
 #define LS_FRAME_HEADER 5
 #define LS_FRAME_COMPRESSED 0x80
 

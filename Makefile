@@ -1,12 +1,13 @@
 # lockstep: `make` builds build/lockstep; `make run` starts a local site; `make test` runs every
 # test under AddressSanitizer and UndefinedBehaviorSanitizer, then each fuzz target briefly;
-# `make fuzz` fuzzes each target for FUZZ_SECONDS (60); `make bench` prints the figures.
+# `make fuzz` fuzzes each target for FUZZ_SECONDS (60); `make bench` prints the figures;
+# `make chaos` runs the chaos runner (tests/chaos) for long seeds against the release build.
 # CMake does the building; this file is the front door and installs missing Debian packages.
 
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all run test bench fuzz fuzz-run deps clean format FORCE
+.PHONY: all run test bench fuzz fuzz-run chaos deps clean format FORCE
 
 all: build/lockstep
 
@@ -41,6 +42,18 @@ fuzz-run:
 	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DLS_FUZZ=ON -DLS_FUZZ_SECONDS=$(FUZZ_SECONDS) -DLS_BIN_DIR=$(CURDIR)/build/fuzz $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/fuzz -j $(JOBS)
 	@cd build/fuzz && ctest --output-on-failure -j $(FUZZ_JOBS) -R '^fuzz/' $(FUZZ_ARGS)
+
+# The chaos runner (tests/chaos) against the release build: each of CHAOS_SEEDS for CHAOS_SECONDS,
+# one after the other; every seed runs even when one fails, and the target fails if any did.
+CHAOS_SEEDS ?= 11 12 13 14 15
+CHAOS_SECONDS ?= 120
+
+chaos: build/lockstep
+	@cc -O2 -Wall -Wextra -D_GNU_SOURCE -o build/faultproxy tests/tools/faultproxy.c
+	@rc=0; for s in $(CHAOS_SEEDS); do \
+		tests/chaos --seed $$s --seconds $(CHAOS_SECONDS) --lockstep build/lockstep \
+			--faultproxy build/faultproxy $(CHAOS_ARGS) || rc=1; \
+	done; exit $$rc
 
 bench: build/lockstep
 	@scripts/deps.sh bench

@@ -58,10 +58,10 @@ enum {
 static const char *const stmt_sql[N_STMT] = {
     [S_ITEM_BY_PATH] = "SELECT id, version, published, deleted FROM items WHERE path=?1",
     [S_VERSION_KINDMETA] = "SELECT kind, meta FROM versions WHERE item=?1 AND version=?2",
-    [S_ITEM_INSERT] = "INSERT INTO items(path, version, published, deleted, seq, mtime) "
-                      "VALUES(?1, ?2, ?3, 0, ?4, ?5)",
-    [S_ITEM_INSERT_NEW] = "INSERT INTO items(path, version, published, deleted, seq, mtime) "
-                          "VALUES(?1, ?2, ?3, 0, ?4, ?5) ON CONFLICT(path) DO NOTHING",
+    [S_ITEM_INSERT] = "INSERT INTO items(path, version, published, deleted, seq, mtime, id) "
+                      "VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6)",
+    [S_ITEM_INSERT_NEW] = "INSERT INTO items(path, version, published, deleted, seq, mtime, id) "
+                          "VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6) ON CONFLICT(path) DO NOTHING",
     [S_ITEM_UPDATE] = "UPDATE items SET version=?2, published=?3, deleted=?4, seq=?5, mtime=?6 "
                       "WHERE id=?1",
     [S_ITEM_MOVE] = "UPDATE items SET path=?2, seq=?3, mtime=?4 WHERE id=?1",
@@ -150,6 +150,7 @@ struct store {
     struct log_tail *tail;
     size_t tail_mark_at_savepoint;
     const struct ls_entry *put_data; /* apply_put: what the put's log entry carries */
+    int64_t next_item_id; /* writer: ids only grow (a rolled-back one is simply skipped) */
 };
 
 #define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */
@@ -402,6 +403,17 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
         if (sqlite3_prepare_v2(st->db, "SELECT cum FROM log ORDER BY seq DESC LIMIT 1", -1, &c,
                                NULL) == SQLITE_OK) {
             if (sqlite3_step(c) == SQLITE_ROW) st->log_cum = sqlite3_column_int64(c, 0);
+            sqlite3_finalize(c);
+        }
+        /* Item ids are never reused: log entries name their item by id, and an id a purged
+         * item leaves behind must not lead an old entry to a new item's versions. SQLite
+         * would reuse the largest id once its row is gone. */
+        if (!st->opt.readonly &&
+            sqlite3_prepare_v2(st->db,
+                               "SELECT max(coalesce((SELECT max(id) FROM items), 0),"
+                               " coalesce((SELECT max(item) FROM log), 0))",
+                               -1, &c, NULL) == SQLITE_OK) {
+            if (sqlite3_step(c) == SQLITE_ROW) st->next_item_id = sqlite3_column_int64(c, 0) + 1;
             sqlite3_finalize(c);
         }
     }
@@ -795,10 +807,11 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
         if (op->publish) sqlite3_bind_int64(s, 3, v);
         sqlite3_bind_int64(s, 4, st->op_seq);
         sqlite3_bind_int64(s, 5, mtime);
+        sqlite3_bind_int64(s, 6, st->next_item_id);
         if ((rc = step_done(st, s, err, "insert item"))) return rc;
         if (sqlite3_changes(st->db) == 1) {
             inserted = 1;
-            c.id = sqlite3_last_insert_rowid(st->db);
+            c.id = st->next_item_id++;
         }
     }
     if (!inserted && (rc = item_lookup(st, op->path, &c, err))) return rc;
@@ -837,8 +850,9 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
         if (published > 0) sqlite3_bind_int64(s, 3, published);
         sqlite3_bind_int64(s, 4, st->op_seq);
         sqlite3_bind_int64(s, 5, mtime);
+        sqlite3_bind_int64(s, 6, st->next_item_id);
         rc = step_done(st, s, err, "insert item");
-        c.id = sqlite3_last_insert_rowid(st->db);
+        c.id = st->next_item_id++;
     }
     if (rc) goto out;
 

@@ -909,6 +909,57 @@ test_purge(void **state)
     expect_gapless(f->st, 7);
 }
 
+/* What an old log entry refers to: the version it wrote, found by item id. */
+struct first_entry {
+    int64_t seq;
+    char body[32];
+    int found;
+};
+
+static int
+entry_body_cb(void *arg, const struct ls_entry *e)
+{
+    struct first_entry *fe = arg;
+    if (e->seq != fe->seq) return 0;
+    fe->found = 1;
+    snprintf(fe->body, sizeof fe->body, "%.*s", (int)e->body_len, e->body ? (const char *)e->body : "");
+    return 0;
+}
+
+static void
+expect_entry_body(struct store *st, int64_t seq, const char *want)
+{
+    struct first_entry fe = {.seq = seq};
+    assert_true(store_log_entries(st, seq - 1, 10, 1 << 20, entry_body_cb, &fe) > 0);
+    assert_true(fe.found);
+    assert_string_equal(fe.body, want);
+}
+
+/*
+ * Item ids are never reused. The log names an entry's item by id: when a purge freed the
+ * largest id and SQLite handed it to the next new item, replicating the purged item's old put
+ * (a catch-up, a fork export) sent the new item's body under the old path.
+ */
+static void
+test_purged_id_not_reused(void **state)
+{
+    struct fx *f = *state;
+    PUT(f->st, "/a", "a-body");  /* seq 1 */
+    PUT(f->st, "/b", "b-body");  /* seq 2: the largest id */
+    DO(f->st, LS_OP_PURGE, "/b"); /* seq 3 */
+    PUT(f->st, "/c", "c-body");  /* seq 4: must not take /b's id */
+    expect_entry_body(f->st, 2, "");
+    expect_entry_body(f->st, 4, "c-body");
+    /* the same after a restart, when only the log remembers /b's id */
+    PUT(f->st, "/d", "d-body"); /* seq 5 */
+    DO(f->st, LS_OP_PURGE, "/d"); /* seq 6 */
+    store_free(f->st);
+    f->st = open_store(f);
+    PUT(f->st, "/e", "e-body"); /* seq 7 */
+    expect_entry_body(f->st, 5, "");
+    expect_entry_body(f->st, 7, "e-body");
+}
+
 static void
 test_purge_collects_blob(void **state)
 {
@@ -1652,6 +1703,7 @@ main(void)
         T(test_tombstone),
         T(test_move),
         T(test_purge),
+        T(test_purged_id_not_reused),
         TS(test_purge_collects_blob),
         TS(test_purge_keeps_shared_blob),
         TS(test_purge_and_reput_same_group),

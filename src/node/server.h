@@ -64,6 +64,7 @@ struct server {
     SSL_CTX *tls_server, *tls_client; /* NULL: plain TCP */
     const char *upstream_token;
     struct http_conns *conns;
+    int lock_fd; /* the data directory's lock (server.c lock_data_dir), held while open; 0: none */
 };
 
 /* ---- http_conns.c: per-address limits and slow-request timeouts on the HTTP port ---- */

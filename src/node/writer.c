@@ -179,8 +179,8 @@ run_group(struct writer *w, struct wreq *group)
              * either, and none after it may run outside the transaction. The position and the
              * tail go back to what is on disk. */
             rc = r->rc ? r->rc : LS_EIO;
-            ls_error_set(&err, rc, "the transaction was rolled back: %s",
-                         r->rc ? r->err.msg : "by SQLite");
+            if (r->rc) ls_error_set(&err, rc, "the transaction was rolled back: %s", r->err.msg);
+            else ls_error_set(&err, rc, "the transaction was rolled back");
             log_error("%s", err.msg);
             store_rollback(w->st);
             for (struct wreq *q = group; q != r; q = q->next)

@@ -485,6 +485,18 @@ store_commit(struct store *st, struct ls_error *err)
         store_rollback(st);
         /* What is on disk decides: a commit that went through is not reported failed. */
         if (want != st->seq_at_begin && st->seq == want) return 0;
+        /* A failed fsync leaves the group's frames whole in the WAL, where the recovery after a
+         * crash would find them and bring back what was reported failed. A transaction written
+         * in their place cuts their checksum chain: they can no longer be recovered. */
+        {
+            char sql[160];
+            snprintf(sql, sizeof sql,
+                     "BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta VALUES('failed_commit', %lld);"
+                     "COMMIT",
+                     (long long)now_ms());
+            if (exec(st, sql, NULL) && store_in_transaction(st))
+                sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        }
         return err ? err->code : LS_EIO;
     }
     if (st->tail) tail_end(st->tail, 1, st->seq);

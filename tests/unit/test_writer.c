@@ -130,11 +130,13 @@ rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
     return remove(path);
 }
 
+static int sync_full; /* the next setup's store fsyncs at every commit (a primary's) */
+
 static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
-    struct store_options opt = {0}, ropt = {.readonly = 1};
+    struct store_options opt = {.sync_full = sync_full}, ropt = {.readonly = 1};
     struct ls_error err;
     snprintf(f->dir, sizeof f->dir, "/tmp/ls-ut-writer-XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
@@ -368,6 +370,14 @@ change_all_failing(struct store *st, struct wreq *r)
     }
     atomic_store(&fail_writes, 0);
     return rc;
+}
+
+/* Arms a failing fsync for the commit that follows. */
+static int
+arm_sync_failure(struct store *st, struct wreq *r)
+{
+    atomic_store(&fail_syncs, SQLITE_IOERR);
+    return 0;
 }
 
 /* Arms the injection for the commit that follows. */
@@ -606,6 +616,64 @@ error_at_commit(void **state, int code)
     assert_store_consistent(f, 4, paths, versions, 3);
 }
 
+
+/*
+ * A failed fsync at the commit (a primary's store syncs every commit): the group is reported
+ * failed, so it must not come back either when the process dies now and the next start
+ * recovers the WAL, where its frames may well be whole.
+ */
+static void
+test_sync_failure_then_crash(void **state)
+{
+    struct fx *f = *state;
+    struct result g, a, b, c;
+    char cmd[512], copy[80];
+    struct store_options opt = {0};
+    struct store *st;
+    struct ls_error err;
+
+    submit_put(f, "/a", NULL, &a);
+    run_until_done(f, 1);
+    assert_int_equal(a.rc, 0);
+    atomic_store(&gate_entered, 0);
+    atomic_store(&gate_open, 0);
+    submit_fn(f, gate, &g);
+    while (!atomic_load(&gate_entered)) usleep(1000);
+    submit_put(f, "/b", NULL, &b);
+    atomic_store(&failed_calls, 0);
+    submit_fn(f, arm_sync_failure, &c);
+    atomic_store(&gate_open, 1);
+    run_until_done(f, 4);
+    atomic_store(&fail_syncs, 0);
+    assert_true(atomic_load(&failed_calls) > 0);
+    assert_int_not_equal(b.rc, 0);
+    assert_int_equal(version_of(f->srv.reader, "/b"), 0);
+
+    /* the files as a crash now would leave them (no -shm: the open recovers from the WAL) */
+    snprintf(copy, sizeof copy, "%s/crash", f->dir);
+    snprintf(cmd, sizeof cmd, "mkdir %s && cp %s/store.db %s/store.db-wal %s/", copy, f->dir,
+             f->dir, copy);
+    assert_int_equal(system(cmd), 0);
+    st = store_open(copy, &opt, &err);
+    if (!st) fail_msg("store_open: %s", err.msg);
+    assert_int_equal(version_of(st, "/a"), 1);
+    assert_int_equal(version_of(st, "/b"), 0);
+    assert_int_equal(store_seq(st), 1);
+    store_free(st);
+
+    assert_writes_go_on(f, 1);
+}
+
+static int
+setup_sync_full(void **state)
+{
+    int rc;
+    sync_full = 1;
+    rc = setup(state);
+    sync_full = 0;
+    return rc;
+}
+
 static void
 test_ioerr_at_commit(void **state)
 {
@@ -629,6 +697,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_ioerr_in_a_one_row_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ioerr_at_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_at_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_failure_then_crash, setup_sync_full, teardown),
     };
     shim_register();
     return cmocka_run_group_tests_name("writer", tests, NULL, NULL);

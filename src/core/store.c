@@ -14,6 +14,7 @@
 #include "core/tail.h"
 #include "common/util.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -137,6 +138,10 @@ struct store {
     int64_t op_seq;   /* the seq the operation being applied takes */
     int op_nolog;     /* ... and whether it is logged (not while loading a snapshot) */
     int64_t log_cum, log_cum_at_begin, log_cum_at_savepoint; /* cumulative bytes logged */
+    /* For the invariant checked at commit: a group that only took next seqs moved the seq by the
+     * number of entries it logged. Replication sets seqs of its own (seq_jumped). */
+    int64_t nlogged, nlogged_at_savepoint;
+    int seq_jumped;
     unsigned char (*garbage)[32]; /* blobs that may have lost their last reference */
     size_t ngarbage, garbage_cap;
     /* Checkpoints run on their own thread and connection, never inside a commit. */
@@ -335,6 +340,27 @@ init_identity(struct store *st, struct ls_error *err)
     return exec(st, sql, err);
 }
 
+/* The writer's in-memory position (seq, cumulative log bytes) as committed: at open, and after
+ * a transaction rolled back. */
+static int
+load_position(struct store *st)
+{
+    char buf[32];
+    int64_t seq = 0, cum = 0;
+    sqlite3_stmt *c;
+    int rc;
+    if (meta_get_text(st, "seq", buf, sizeof buf) || parse_i64(buf, &seq)) return -1;
+    if (sqlite3_prepare_v2(st->db, "SELECT cum FROM log ORDER BY seq DESC LIMIT 1", -1, &c,
+                           NULL) != SQLITE_OK)
+        return -1;
+    if ((rc = sqlite3_step(c)) == SQLITE_ROW) cum = sqlite3_column_int64(c, 0);
+    sqlite3_finalize(c);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return -1;
+    st->seq = seq;
+    st->log_cum = cum;
+    return 0;
+}
+
 struct store *
 store_open(const char *dir, const struct store_options *opt, struct ls_error *err)
 {
@@ -397,25 +423,24 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
             goto fail;
         }
     }
-    st->seq = meta_get_int(st, "seq");
-    {
+    if (load_position(st) && !st->opt.readonly) { /* a reader's position is store_position's */
+        sql_error(st, SQLITE_ERROR, err, "read the position");
+        goto fail;
+    }
+    /* Item ids are never reused: log entries name their item by id, and an id a purged item
+     * leaves behind must not lead an old entry to a new item's versions. SQLite would reuse
+     * the largest id once its row is gone. */
+    if (!st->opt.readonly) {
         sqlite3_stmt *c;
-        if (sqlite3_prepare_v2(st->db, "SELECT cum FROM log ORDER BY seq DESC LIMIT 1", -1, &c,
-                               NULL) == SQLITE_OK) {
-            if (sqlite3_step(c) == SQLITE_ROW) st->log_cum = sqlite3_column_int64(c, 0);
-            sqlite3_finalize(c);
-        }
-        /* Item ids are never reused: log entries name their item by id, and an id a purged
-         * item leaves behind must not lead an old entry to a new item's versions. SQLite
-         * would reuse the largest id once its row is gone. */
-        if (!st->opt.readonly &&
-            sqlite3_prepare_v2(st->db,
+        if (sqlite3_prepare_v2(st->db,
                                "SELECT max(coalesce((SELECT max(id) FROM items), 0),"
                                " coalesce((SELECT max(item) FROM log), 0))",
-                               -1, &c, NULL) == SQLITE_OK) {
-            if (sqlite3_step(c) == SQLITE_ROW) st->next_item_id = sqlite3_column_int64(c, 0) + 1;
-            sqlite3_finalize(c);
+                               -1, &c, NULL) != SQLITE_OK) {
+            sql_error(st, SQLITE_ERROR, err, "read the item ids");
+            goto fail;
         }
+        if (sqlite3_step(c) == SQLITE_ROW) st->next_item_id = sqlite3_column_int64(c, 0) + 1;
+        sqlite3_finalize(c);
     }
     return st;
 fail:
@@ -455,11 +480,26 @@ store_set_interrupt(struct store *st, atomic_int *flag)
 
 /* ---------------------------------------------------------------- transactions */
 
+/*
+ * SQLite may roll back the whole transaction by itself when a statement fails with SQLITE_FULL,
+ * SQLITE_IOERR or SQLITE_NOMEM (and a failed RELEASE or ROLLBACK TO leaves it unsure). The
+ * connection is then in autocommit mode again: a SAVEPOINT would begin a transaction of its own,
+ * and its RELEASE commit it, behind the group's back. So every step checks that the group's
+ * transaction is still open, and a rollback resets the in-memory position to what is on disk.
+ */
+int
+store_in_transaction(struct store *st)
+{
+    return !sqlite3_get_autocommit(st->db);
+}
+
 int
 store_begin(struct store *st, struct ls_error *err)
 {
     st->seq_at_begin = st->seq;
     st->log_cum_at_begin = st->log_cum;
+    st->nlogged = 0;
+    st->seq_jumped = 0;
     st->ngarbage = 0;
     return exec(st, "BEGIN IMMEDIATE", err);
 }
@@ -468,7 +508,15 @@ int
 store_commit(struct store *st, struct ls_error *err)
 {
     sqlite3_stmt *s = stmt(st, S_META_SET_SEQ);
+    int64_t want = st->seq;
     int rc;
+    /* Taking next seqs only, a group moves the seq by the entries it logged, no more, no less. */
+    assert(st->seq_jumped || st->seq == st->seq_at_begin + st->nlogged);
+    if (!store_in_transaction(st)) { /* rolled back under us: COMMIT would say only "no
+                                        transaction is active" */
+        store_rollback(st);
+        return ls_error_set(err, LS_EIO, "the transaction was rolled back");
+    }
     if (st->seq != st->seq_at_begin) {
         sqlite3_bind_int64(s, 1, st->seq);
         rc = sqlite3_step(s);
@@ -483,6 +531,20 @@ store_commit(struct store *st, struct ls_error *err)
     if (rc != SQLITE_OK) {
         sql_error(st, rc, err, "commit");
         store_rollback(st);
+        /* What is on disk decides: a commit that went through is not reported failed. */
+        if (want != st->seq_at_begin && st->seq == want) return 0;
+        /* A failed fsync leaves the group's frames whole in the WAL, where the recovery after a
+         * crash would find them and bring back what was reported failed. A transaction written
+         * in their place cuts their checksum chain: they can no longer be recovered. */
+        {
+            char sql[160];
+            snprintf(sql, sizeof sql,
+                     "BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta VALUES('failed_commit', %lld);"
+                     "COMMIT",
+                     (long long)now_ms());
+            if (exec(st, sql, NULL) && store_in_transaction(st))
+                sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        }
         return err ? err->code : LS_EIO;
     }
     if (st->tail) tail_end(st->tail, 1, st->seq);
@@ -492,36 +554,51 @@ store_commit(struct store *st, struct ls_error *err)
 void
 store_rollback(struct store *st)
 {
-    if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-    st->seq = st->seq_at_begin;
-    st->log_cum = st->log_cum_at_begin;
+    if (store_in_transaction(st)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    /* What is on disk, not what the group believed; if even that cannot be read, where the
+     * group began (which was on disk). */
+    if (load_position(st)) {
+        st->seq = st->seq_at_begin;
+        st->log_cum = st->log_cum_at_begin;
+    }
     st->ngarbage = 0;
-    if (st->tail) tail_end(st->tail, 0, st->seq);
+    if (st->tail) { /* start again, empty, at the seq on disk */
+        tail_break(st->tail);
+        tail_end(st->tail, 0, st->seq);
+    }
 }
 
 int
 store_savepoint(struct store *st)
 {
+    if (!store_in_transaction(st)) return LS_EIO; /* it would begin a transaction of its own */
     st->seq_at_savepoint = st->seq;
     st->log_cum_at_savepoint = st->log_cum;
+    st->nlogged_at_savepoint = st->nlogged;
     if (st->tail) st->tail_mark_at_savepoint = tail_mark(st->tail);
     return exec(st, "SAVEPOINT req", NULL);
 }
 
-void
+int
 store_savepoint_release(struct store *st)
 {
-    exec(st, "RELEASE req", NULL);
+    int rc;
+    if (!store_in_transaction(st)) return LS_EIO;
+    if ((rc = exec(st, "RELEASE req", NULL))) return rc;
+    return store_in_transaction(st) ? 0 : LS_EIO;
 }
 
-void
+int
 store_savepoint_rollback(struct store *st)
 {
-    exec(st, "ROLLBACK TO req", NULL);
-    exec(st, "RELEASE req", NULL);
+    int rc = LS_EIO;
+    if (store_in_transaction(st) && (rc = exec(st, "ROLLBACK TO req", NULL)) == 0)
+        exec(st, "RELEASE req", NULL); /* a savepoint left behind goes at the commit */
     st->seq = st->seq_at_savepoint;
     st->log_cum = st->log_cum_at_savepoint;
+    st->nlogged = st->nlogged_at_savepoint;
     if (st->tail) tail_undo(st->tail, st->tail_mark_at_savepoint);
+    return rc == 0 && store_in_transaction(st) ? 0 : LS_EIO;
 }
 
 /* ---------------------------------------------------------------- blobs */
@@ -673,7 +750,9 @@ log_append(struct store *st, int op, int64_t item, const char *path, int64_t ver
     sqlite3_bind_int(s, 7, flags);
     if (arg) sqlite3_bind_text(s, 8, arg, -1, SQLITE_STATIC);
     if ((rc = step_done(st, s, err, "append to log"))) return rc;
+    assert(st->seq_jumped || seq == st->seq + 1);
     if (seq > st->seq) st->seq = seq;
+    st->nlogged++;
     if (st->tail) {
         /* The entry as store_log_entries would read it back. A publish's would carry its
          * version's data, which is not at hand here: the tail starts again after it. */
@@ -994,8 +1073,11 @@ store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
     int rc;
     if (!res) res = &dummy;
     memset(res, 0, sizeof *res);
+    if (!store_in_transaction(st)) /* each statement would commit alone */
+        return ls_error_set(err, LS_EIO, "no transaction is open: it was rolled back");
     st->op_seq = op->seq > 0 ? op->seq : st->seq + 1;
     st->op_nolog = op->no_log;
+    if (op->seq > 0) st->seq_jumped = 1;
     switch (op->type) {
     case LS_OP_PUT:
         rc = op->restore ? apply_restore(st, op, mtime, err) : apply_put(st, op, mtime, res, err);
@@ -1271,6 +1353,7 @@ void
 store_set_seq(struct store *st, int64_t seq)
 {
     st->seq = seq;
+    st->seq_jumped = 1;
 }
 
 int64_t
@@ -1325,6 +1408,7 @@ store_reset(struct store *st, struct ls_error *err)
     if (st->tail) tail_break(st->tail);
     if (rc == 0) {
         st->seq = 0;
+        st->seq_jumped = 1;
         st->log_cum = 0;
     }
     return rc;

@@ -87,11 +87,18 @@ void store_set_interrupt(struct store *st, atomic_int *flag);
 
 /* ---- writing (one thread) ---- */
 int store_begin(struct store *st, struct ls_error *err);
+/* On failure nothing of the transaction is committed, and the position is the one on disk. */
 int store_commit(struct store *st, struct ls_error *err);
+/* Rolls back whatever is open; the in-memory position and the tail go back to what is on disk. */
 void store_rollback(struct store *st);
+/* Nonzero while the transaction of store_begin is open. SQLite may roll it back by itself on
+ * SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM: then nothing of it will commit (store_rollback). */
+int store_in_transaction(struct store *st);
+/* Each returns 0, or an error when the transaction is no longer open (or, for the rollback,
+ * when the request's changes could not be undone alone): then only store_rollback is left. */
 int store_savepoint(struct store *st);
-void store_savepoint_release(struct store *st);
-void store_savepoint_rollback(struct store *st);
+int store_savepoint_release(struct store *st);
+int store_savepoint_rollback(struct store *st);
 int store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
                 struct ls_error *err);
 /* Removes blob files that the last commit left unreferenced. Call after store_commit. */

@@ -12,7 +12,9 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <errno.h>
 #include <event2/thread.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -378,6 +380,70 @@ security_setup(struct server *srv)
 }
 
 /*
+ * Takes the data directory's lock: an fcntl lock on DIR/lock, held for the life of the server, so
+ * that a second server on the same directory refuses to start (two writers would hand out the
+ * same seqs) instead of failing every write. The kernel drops the lock when its process dies, so
+ * a lock file left by a kill -9 does not block the next start. The file holds the pid, for
+ * people; the pid in the message comes from the lock itself when the kernel can say.
+ * `lockstep token create --data` does not take it: it writes one row through SQLite's own locks,
+ * which is safe beside a running server. Nothing else in the directory is touched before this.
+ */
+static int
+lock_data_dir(struct server *srv)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    char path[4200], buf[32];
+    int fd, n;
+
+    snprintf(path, sizeof path, "%s/lock", srv->cfg.data);
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+        log_error("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fd < 3) { /* 0 means "no lock" in struct server; stdin may have been closed */
+        int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        close(fd);
+        if ((fd = hi) < 0) {
+            log_error("cannot open %s: %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        int e = errno;
+        if (e == EACCES || e == EAGAIN) {
+            struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+            long pid = 0;
+            if (fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK) pid = (long)who.l_pid;
+            /* l_pid is 0 when the holder is in another pid namespace: the file says */
+            if (pid <= 0 && (n = (int)pread(fd, buf, sizeof buf - 1, 0)) > 0) {
+                buf[n] = '\0';
+                pid = strtol(buf, NULL, 10);
+            }
+            if (pid > 0)
+                log_error("the data directory %s is in use by pid %ld: not starting a second "
+                          "server on it",
+                          srv->cfg.data, pid);
+            else
+                log_error("the data directory %s is in use by another process: not starting a "
+                          "second server on it",
+                          srv->cfg.data);
+        } else {
+            log_error("cannot lock %s: %s", path, strerror(e));
+        }
+        close(fd);
+        return -1;
+    }
+    n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+        log_error("cannot write %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    srv->lock_fd = fd;
+    return 0;
+}
+
+/*
  * Opens everything a configured server needs: stores, writer, ports, replication. On failure
  * it logs why and returns -1; server_close() releases whatever was opened either way.
  * srv->cfg must be filled in and checked. listen_peer: 0 leaves the peer port closed (tests).
@@ -412,6 +478,7 @@ server_open(struct server *srv, int listen_peer)
         log_error("cannot create data directory %s", srv->cfg.data);
         return -1;
     }
+    if (lock_data_dir(srv)) return -1;
     if (!(srv->wstore = store_open(srv->cfg.data, &opt, &err))) {
         log_error("cannot open the store in %s: %s", srv->cfg.data, err.msg);
         return -1;
@@ -475,6 +542,8 @@ server_close(struct server *srv)
     store_free(srv->wstore);
     tail_free(srv->tail);
     srv->tail = NULL;
+    if (srv->lock_fd > 0) close(srv->lock_fd); /* last: the store is closed, another may start */
+    srv->lock_fd = 0;
     srv->http = NULL;
     srv->base = NULL;
     srv->uploads = NULL;

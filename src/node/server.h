@@ -66,6 +66,7 @@ struct server {
     struct http_conns *conns;
     struct readers *readers;
     struct http_router *router;
+    int lock_fd; /* the data directory's lock (server.c lock_data_dir), held while open; 0: none */
 };
 
 /* ---- http_conns.c: per-address limits and slow-request timeouts on the HTTP port ---- */

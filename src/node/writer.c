@@ -127,6 +127,16 @@ apply_file(struct writer *w, struct wreq *r)
     return rc;
 }
 
+/* A request failed: a later one of its chain must not move the position past it. */
+static void
+fail_request(struct wreq *r, int rc, const struct ls_error *err)
+{
+    if (err) r->err = *err;
+    r->rc = rc;
+    r->applied = 0;
+    if (r->chain_failed) *r->chain_failed = 1;
+}
+
 static void
 run_group(struct writer *w, struct wreq *group)
 {
@@ -138,9 +148,8 @@ run_group(struct writer *w, struct wreq *group)
     for (struct wreq *r = group; r; r = r->next) {
         ls_error_clear(&r->err);
         r->applied = 0;
-        if (rc) {
-            r->rc = rc;
-            r->err = err;
+        if (rc) { /* no transaction, or it is lost: nothing more of the group can commit */
+            fail_request(r, rc, &err);
             continue;
         }
         if (r->chain_failed && *r->chain_failed) {
@@ -149,19 +158,34 @@ run_group(struct writer *w, struct wreq *group)
         }
         if ((r->rc = store_savepoint(w->st))) {
             ls_error_set(&r->err, r->rc, "cannot start the request's transaction");
-            if (r->chain_failed) *r->chain_failed = 1;
-            continue;
-        }
-        if (r->type == WREQ_OPS) r->rc = apply_ops(w, r);
-        else if (r->type == WREQ_BATCH_FILE) r->rc = apply_file(w, r);
-        else r->rc = r->fn(w->st, r);
-        if (r->rc == 0 && r->set_seq > store_seq(w->st)) store_set_seq(w->st, r->set_seq);
-        if (r->rc) {
-            store_savepoint_rollback(w->st);
-            r->applied = 0;
-            if (r->chain_failed) *r->chain_failed = 1;
+            fail_request(r, r->rc, NULL);
         } else {
-            store_savepoint_release(w->st);
+            if (r->type == WREQ_OPS) r->rc = apply_ops(w, r);
+            else if (r->type == WREQ_BATCH_FILE) r->rc = apply_file(w, r);
+            else r->rc = r->fn(w->st, r);
+            if (r->rc == 0 && r->set_seq > store_seq(w->st)) store_set_seq(w->st, r->set_seq);
+            if (r->rc == 0 && (r->rc = store_savepoint_release(w->st)) != 0)
+                ls_error_set(&r->err, r->rc, "cannot finish the request's transaction");
+            if (r->rc) {
+                fail_request(r, r->rc, NULL);
+                /* Undone alone, or (failing that) with the whole transaction below. */
+                if (store_savepoint_rollback(w->st) != 0 && store_in_transaction(w->st))
+                    store_rollback(w->st);
+            }
+        }
+        if (!store_in_transaction(w->st)) {
+            /* SQLite rolled back the whole transaction (SQLITE_FULL, SQLITE_IOERR and
+             * SQLITE_NOMEM can): the requests before this one that succeeded are not committed
+             * either, and none after it may run outside the transaction. The position and the
+             * tail go back to what is on disk. */
+            rc = r->rc ? r->rc : LS_EIO;
+            if (r->rc) ls_error_set(&err, rc, "the transaction was rolled back: %s", r->err.msg);
+            else ls_error_set(&err, rc, "the transaction was rolled back");
+            log_error("%s", err.msg);
+            store_rollback(w->st);
+            for (struct wreq *q = group; q != r; q = q->next)
+                if (q->rc == 0) fail_request(q, rc, &err);
+            if (r->rc == 0) fail_request(r, rc, &err);
         }
     }
     if (rc == 0 && (rc = store_commit(w->st, &err)) != 0) {

@@ -1687,6 +1687,38 @@ test_parsed_ops_apply(void **state)
     item_release(&it);
 }
 
+/* A transaction gone (SQLite rolls one back by itself on SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM):
+ * no savepoint or operation may then begin a transaction of its own and commit alone, and the
+ * position goes back to what is on disk. test_writer.c injects the real errors. */
+static void
+test_no_savepoint_outside_a_transaction(void **state)
+{
+    struct fx *f = *state;
+    struct ls_op op = mkput("/gone", "x", 1);
+    struct ls_position pos;
+    struct ls_error err;
+
+    OK(f->st, &op);
+    assert_int_equal(store_begin(f->st, &err), 0);
+    assert_true(store_in_transaction(f->st));
+    assert_int_equal(store_savepoint(f->st), 0);
+    assert_int_equal(store_apply(f->st, &op, NULL, &err), 0);
+    assert_int_equal(store_seq(f->st), 2);
+    store_rollback(f->st); /* as SQLite would have */
+    assert_false(store_in_transaction(f->st));
+    assert_int_equal(store_seq(f->st), 1);
+    assert_int_not_equal(store_savepoint(f->st), 0);
+    assert_false(store_in_transaction(f->st));
+    assert_int_not_equal(store_apply(f->st, &op, NULL, &err), 0);
+    assert_int_not_equal(store_savepoint_release(f->st), 0);
+    assert_int_not_equal(store_savepoint_rollback(f->st), 0);
+    assert_int_equal(store_seq(f->st), 1);
+    assert_int_equal(store_position(f->st, &pos), 0);
+    assert_int_equal(pos.seq, 1);
+    OK(f->st, &op); /* the next group takes the next seq */
+    assert_int_equal(store_seq(f->st), 2);
+}
+
 int
 main(void)
 {
@@ -1695,6 +1727,7 @@ main(void)
 #define TP(fn) cmocka_unit_test_setup_teardown(fn, setup_prune3, teardown)
     const struct CMUnitTest tests[] = {
         T(test_put_get_round_trip),
+        T(test_no_savepoint_outside_a_transaction),
         T(test_put_with_kind_meta),
         TS(test_blob_storage),
         T(test_version_numbering),

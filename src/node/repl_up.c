@@ -433,7 +433,7 @@ refill(struct downstream *ds)
             return 1;
         }
         ds->w.target = ds->read_upto + 1;
-        if (!ds->w.next) server_wait_seq(ds->srv, &ds->w);
+        if (!waiters_has(&ds->w)) server_wait_seq(ds->srv, &ds->w);
     }
     return 0;
 }

@@ -27,10 +27,8 @@
 static void
 arm_waiter_timer(struct server *srv)
 {
-    int64_t first = 0, now = mono_ms();
+    int64_t first = waiters_first_deadline(&srv->waiters), now = mono_ms();
     struct timeval tv;
-    for (struct seq_waiter *w = srv->waiters.next; w != &srv->waiters; w = w->next)
-        if (w->deadline_ms && (!first || w->deadline_ms < first)) first = w->deadline_ms;
     for (struct ack_waiter *a = srv->ack_waiters; a; a = a->next)
         if (!first || a->deadline_ms < first) first = a->deadline_ms;
     if (!first) {
@@ -43,47 +41,47 @@ arm_waiter_timer(struct server *srv)
     evtimer_add(srv->waiter_timer, &tv);
 }
 
+/* Waits (again, if w waits already: its target or deadline may have changed). */
 void
 server_wait_seq(struct server *srv, struct seq_waiter *w)
 {
-    w->next = &srv->waiters;
-    w->prev = srv->waiters.prev;
-    srv->waiters.prev->next = w;
-    srv->waiters.prev = w;
+    if (waiters_add(&srv->waiters, w)) {
+        /* out of memory: answer now rather than never */
+        w->fire(w, 1);
+        return;
+    }
     if (w->deadline_ms) arm_waiter_timer(srv);
 }
 
 void
 server_cancel_wait(struct server *srv, struct seq_waiter *w)
 {
-    if (!w->next) return;
-    w->prev->next = w->next;
-    w->next->prev = w->prev;
-    w->next = w->prev = NULL;
+    waiters_remove(&srv->waiters, w);
 }
 
-/* Fires, in order, every waiter that is due; a waiter may add new waiters as it fires.
- * At shutdown (now < 0) every waiter fires as timed out. */
+/* Fires every waiter that is due, those that reached their seq first; a waiter may wait again
+ * as it fires (it is then due at the next commit at the earliest). At shutdown (now < 0)
+ * every waiter fires as timed out. */
 static void
 fire_waiters(struct server *srv, int64_t seq, int64_t now)
 {
-    struct seq_waiter due = {.next = &due, .prev = &due};
-    struct seq_waiter *w, *next;
-    for (w = srv->waiters.next; w != &srv->waiters; w = next) {
-        next = w->next;
-        if (now < 0 || w->target <= seq || (w->deadline_ms && w->deadline_ms <= now)) {
-            server_cancel_wait(srv, w);
-            w->next = &due;
-            w->prev = due.prev;
-            due.prev->next = w;
-            due.prev = w;
+    struct seq_waiter **due = NULL, *w;
+    size_t n = 0, cap = 0;
+    while ((w = waiters_pop_due(&srv->waiters, seq, now))) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            struct seq_waiter **d = realloc(due, ncap * sizeof *d);
+            if (!d) { /* fire what is gathered; the rest stays due for the next round */
+                waiters_add(&srv->waiters, w);
+                break;
+            }
+            due = d;
+            cap = ncap;
         }
+        due[n++] = w;
     }
-    for (w = due.next; w != &due; w = next) {
-        next = w->next;
-        w->next = w->prev = NULL;
-        w->fire(w, now < 0 || w->target > seq);
-    }
+    for (size_t i = 0; i < n; i++) due[i]->fire(due[i], now < 0 || due[i]->target > seq);
+    free(due);
     arm_waiter_timer(srv);
 }
 
@@ -456,7 +454,6 @@ server_open(struct server *srv, int listen_peer)
     char path[4200];
 
     srv->started_ms = mono_ms();
-    srv->waiters.next = srv->waiters.prev = &srv->waiters;
     srv->retention_interval_ms = 10000;
     {
         const char *ri = getenv("LOCKSTEP_RETENTION_INTERVAL_MS"); /* tests make it fast */
@@ -537,6 +534,7 @@ server_close(struct server *srv)
     if (srv->sigint) event_free(srv->sigint);
     if (srv->sigterm) event_free(srv->sigterm);
     if (srv->base) event_base_free(srv->base);
+    waiters_release(&srv->waiters);
     uploads_free(srv->uploads);
     store_free(srv->reader);
     store_free(srv->wstore);

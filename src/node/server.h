@@ -26,14 +26,35 @@ struct wreq;
 struct writer;
 struct uploads;
 
-/* Someone waiting until the committed seq reaches a target (long polls, min_seq reads). */
+/*
+ * Someone waiting until the committed seq reaches a target, or a deadline passes (long polls,
+ * min_seq reads, followed feeds, downstreams waiting for news, delayed 401s). Waiters sit in two
+ * binary heaps (waiters.c), one by target and one by deadline, so a commit looks only at those
+ * it wakes: 10,000 idle long polls cost nothing per commit.
+ */
 struct seq_waiter {
-    struct seq_waiter *next, *prev;
     int64_t target;
-    int64_t deadline_ms;               /* mono_ms; 0: none */
+    int64_t deadline_ms; /* mono_ms; 0: none */
     void (*fire)(struct seq_waiter *w, int timed_out);
     void *arg;
+    /* the heaps' own: positions + 1 (0: not in that heap), and the order of arrival */
+    size_t at_target, at_deadline;
+    uint64_t order;
 };
+
+struct waiters {
+    struct seq_waiter **by_target, **by_deadline;
+    size_t ntarget, ndeadline, cap_target, cap_deadline;
+    uint64_t added;
+};
+/* Adds w, or moves it if it waits already (target or deadline changed). -1: out of memory. */
+int waiters_add(struct waiters *ws, struct seq_waiter *w);
+void waiters_remove(struct waiters *ws, struct seq_waiter *w);
+int waiters_has(const struct seq_waiter *w);
+/* Takes out one waiter that is due (target <= seq, or deadline <= now; now < 0: any), or NULL. */
+struct seq_waiter *waiters_pop_due(struct waiters *ws, int64_t seq, int64_t now);
+int64_t waiters_first_deadline(const struct waiters *ws); /* 0: none */
+void waiters_release(struct waiters *ws);
 
 struct server {
     struct config cfg;
@@ -47,7 +68,7 @@ struct server {
     struct uploads *uploads;
     struct ls_position pos; /* as last committed: the loop's copy */
     int64_t started_ms;
-    struct seq_waiter waiters; /* list head */
+    struct waiters waiters;
     struct event *waiter_timer;
     struct follower *followers;
     struct event *sigint, *sigterm;

@@ -141,7 +141,6 @@ setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/ls-ut-writer-XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
     f->srv.base = event_base_new();
-    f->srv.waiters.next = f->srv.waiters.prev = &f->srv.waiters;
     f->srv.waiter_timer = evtimer_new(f->srv.base, nothing, NULL);
     f->srv.wstore = store_open(f->dir, &opt, &err);
     f->srv.reader = f->srv.wstore ? store_open(f->dir, &ropt, &err) : NULL;
@@ -164,6 +163,7 @@ teardown(void **state)
     tail_free(f->srv.tail);
     event_free(f->srv.waiter_timer);
     event_base_free(f->srv.base);
+    waiters_release(&f->srv.waiters);
     nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;

@@ -172,6 +172,16 @@ struct wreq {
 struct writer *writer_start(struct server *srv, struct store *st, struct ls_error *err);
 void writer_stop(struct writer *w);
 void writer_submit(struct writer *w, struct wreq *r);
+/*
+ * Whether a new write of body_bytes may join the queue: 0, or LS_EUNAVAIL when
+ * WRITER_QUEUE_MAX requests or WRITER_QUEUE_BYTES of bodies wait already (the caller answers 503
+ * with Retry-After instead of holding more memory). Replication does not ask: its frames are
+ * bounded by the link's own flow control. The loop thread only.
+ */
+#define WRITER_QUEUE_MAX 10000
+#define WRITER_QUEUE_BYTES (256u << 20)
+int writer_admit(struct writer *w, uint64_t body_bytes);
+void writer_set_limits(struct writer *w, size_t requests, uint64_t bytes); /* tests */
 void wreq_free(struct wreq *r);
 
 /* ---- http/: the HTTP API ---- */

@@ -32,7 +32,18 @@ struct writer {
     struct wreq *finished, **finished_tail; /* done, waiting for the loop, in order */
     struct event *wake;               /* activated to run completions on the loop */
     int stop;
+    /* the loop's own: requests and body bytes submitted and not yet done (writer_admit) */
+    size_t inflight, max_inflight;
+    uint64_t inflight_bytes, max_inflight_bytes;
 };
+
+static uint64_t
+wreq_bytes(const struct wreq *r)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < r->nops; i++) n += r->ops[i].body_len;
+    return n;
+}
 
 void
 wreq_free(struct wreq *r)
@@ -247,6 +258,8 @@ on_wake(evutil_socket_t fd, short what, void *arg)
     for (struct wreq *r = list, *next; r; r = next) {
         next = r->next;
         r->next = NULL;
+        w->inflight--;
+        w->inflight_bytes -= wreq_bytes(r);
         r->done(r, r->arg);
     }
     server_on_commit(w->srv, w->srv->pos.seq);
@@ -264,6 +277,8 @@ writer_start(struct server *srv, struct store *st, struct ls_error *err)
     w->st = st;
     w->queue_tail = &w->queue;
     w->finished_tail = &w->finished;
+    w->max_inflight = WRITER_QUEUE_MAX;
+    w->max_inflight_bytes = WRITER_QUEUE_BYTES;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->wake = event_new(srv->base, -1, 0, on_wake, w);
@@ -285,11 +300,30 @@ writer_submit(struct writer *w, struct wreq *r)
         r->done(r, r->arg);
         return;
     }
+    w->inflight++;
+    w->inflight_bytes += wreq_bytes(r);
     pthread_mutex_lock(&w->mu);
     *w->queue_tail = r;
     w->queue_tail = &r->next;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+int
+writer_admit(struct writer *w, uint64_t body_bytes)
+{
+    if (!w || w->stop) return LS_EUNAVAIL;
+    if (w->inflight >= w->max_inflight ||
+        (w->inflight > 0 && w->inflight_bytes + body_bytes > w->max_inflight_bytes))
+        return LS_EUNAVAIL;
+    return 0;
+}
+
+void
+writer_set_limits(struct writer *w, size_t requests, uint64_t bytes)
+{
+    w->max_inflight = requests;
+    w->max_inflight_bytes = bytes;
 }
 
 /* Finishes what is queued, then stops. Completions still pending are run on the loop. */

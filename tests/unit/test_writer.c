@@ -153,10 +153,13 @@ setup(void **state)
     return 0;
 }
 
+static atomic_int gate_entered, gate_open; /* gate(): holds the writer until opened */
+
 static int
 teardown(void **state)
 {
     struct fx *f = *state;
+    atomic_store(&gate_open, 1); /* a test that failed while holding the writer */
     writer_stop(f->srv.writer);
     store_free(f->srv.reader);
     store_free(f->srv.wstore);
@@ -302,7 +305,6 @@ item_path(int i, char *out, size_t n)
         out[len + 1000] = '\0';
     }
 }
-static atomic_int gate_entered, gate_open;
 static atomic_int inject_code; /* the error the next update() injects */
 
 static void
@@ -686,11 +688,40 @@ test_full_at_commit(void **state)
     error_at_commit(state, SQLITE_FULL);
 }
 
+/*
+ * The writer's queue is bounded: while it is held, writes past the request count (or the body
+ * bytes) are refused by writer_admit (HTTP answers 503), and admitted again once done.
+ */
+static void
+test_queue_is_bounded(void **state)
+{
+    struct fx *f = *state;
+    struct result g = {0}, r[3];
+    memset(r, 0, sizeof r);
+    writer_set_limits(f->srv.writer, 3, 1000);
+    assert_int_equal(writer_admit(f->srv.writer, 10), 0);
+    atomic_store(&gate_entered, 0);
+    atomic_store(&gate_open, 0);
+    submit_fn(f, gate, &g);
+    while (!atomic_load(&gate_entered)) usleep(1000);
+    submit_put(f, "/q1", NULL, &r[0]);
+    assert_int_equal(writer_admit(f->srv.writer, 10), 0);
+    assert_int_equal(writer_admit(f->srv.writer, 1000), LS_EUNAVAIL); /* bytes: 1 + 1000 */
+    submit_put(f, "/q2", NULL, &r[1]);
+    assert_int_equal(writer_admit(f->srv.writer, 0), LS_EUNAVAIL); /* 3 in flight */
+    atomic_store(&gate_open, 1);
+    run_until_done(f, 3);
+    assert_int_equal(r[0].rc, 0);
+    assert_int_equal(r[1].rc, 0);
+    assert_int_equal(writer_admit(f->srv.writer, 999), 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_chain_stops_after_a_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ioerr_inside_a_savepoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_inside_a_savepoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_rolls_back_the_transaction, setup, teardown),

@@ -33,6 +33,14 @@ require_writable(struct ctx *c)
         }
         return -1;
     }
+    /* Refused before its body is copied: past the writer's bound, memory would only grow. */
+    if (writer_admit(c->srv->writer,
+                     evbuffer_get_length(evhttp_request_get_input_buffer(c->req)))) {
+        reply_error(c->req, LS_EUNAVAIL, "%s",
+                    c->srv->stopping ? "the server is stopping"
+                                     : "too many writes are waiting; try again shortly");
+        return -1;
+    }
     return 0;
 }
 

@@ -1358,6 +1358,24 @@ store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
 }
 
+int
+store_log_item_version(struct store *st, int64_t seq, int64_t *version)
+{
+    sqlite3_stmt *s;
+    int rc = LS_ENOTFOUND;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT i.version FROM log l JOIN items i ON i.id=l.item WHERE l.seq=?1",
+                           -1, &s, NULL))
+        return LS_EIO;
+    sqlite3_bind_int64(s, 1, seq);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        *version = sqlite3_column_int64(s, 0);
+        rc = 0;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
 /* Reads one position of the log (for lag and retention). */
 static int
 log_point(struct store *st, int64_t seq, int64_t *found_seq, int64_t *cum, int64_t *ts)

@@ -136,6 +136,9 @@ int store_new_epoch(struct store *st, int64_t *epoch, struct ls_error *err);
 int store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
                       store_entry_cb cb, void *arg);
 int store_log_cum_at(struct store *st, int64_t seq, int64_t *cum, int64_t *ts);
+/* The current latest version of the item the log entry at seq refers to, wherever it is now
+ * (by item id: the item may have moved since). LS_ENOTFOUND when the entry or the item is gone. */
+int store_log_item_version(struct store *st, int64_t seq, int64_t *version);
 int store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *removed,
                      struct ls_error *err);
 

@@ -212,6 +212,9 @@ job_done(struct wreq *r, void *arg)
         if (d->state != US_IDLE) peer_fail(&d->peer, NULL, "resynchronizing after a fork");
     } else if (d->state >= US_SYNC) {
         ack(d);
+        /* Only a frame applied shows the link works: a handshake that ends in a failure
+         * every time must not reconnect at the shortest interval for ever. */
+        if (r->type == WREQ_OPS) d->backoff_ms = RETRY_MIN_MS;
     }
     /* Servers following this one hold positions in the history that was just replaced (a
      * snapshot, a truncated log, a new epoch): they must handshake again to learn where they
@@ -455,7 +458,6 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         p->zstd = json_is_true(json_object_get(o, "zstd"));
         snprintf(d->primary_http, sizeof d->primary_http, "%s",
                  json_string_value(json_object_get(o, "primary")) ?: "");
-        d->backoff_ms = RETRY_MIN_MS;
         send_sync(d);
         break;
     case F_CONTINUE: {
@@ -592,8 +594,10 @@ connect_upstream(struct repl_down *d)
     struct bufferevent *bev;
     if (d->stopping) return;
     if (d->inflight > 0 || d->fork_pending) { /* let the writer finish first */
-        d->backoff_ms = RETRY_MIN_MS;
-        schedule_retry(d);
+        /* Soon again, without touching the back-off: the session that just failed counts. */
+        struct timeval tv = {0, RETRY_MIN_MS * 1000};
+        d->state = US_IDLE;
+        evtimer_add(d->retry, &tv);
         return;
     }
     d->chain_failed = 0; /* nothing in flight: the next session starts from the position */

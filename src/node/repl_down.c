@@ -100,51 +100,138 @@ struct job {
     int64_t fork_at;   /* > 0: save the changes after it and ask for a snapshot */
 };
 
+/* What an export knows of a path it has written puts for. */
+struct export_path {
+    struct export_path *next;
+    char *path;
+    int created;        /* the export holds the item's version 1: its numbers replay as they are */
+    int64_t last;       /* the version of its last put line */
+    char *last_draft;   /* that put line without a status */
+};
+
 struct export_ctx {
     FILE *f;
     struct store *st;
+    struct export_path *paths;
 };
 
+static struct export_path *
+export_path_find(struct export_ctx *x, const char *path)
+{
+    for (struct export_path *p = x->paths; p; p = p->next)
+        if (strcmp(p->path, path) == 0) return p;
+    return NULL;
+}
+
+static void
+export_paths_free(struct export_ctx *x)
+{
+    while (x->paths) {
+        struct export_path *p = x->paths;
+        x->paths = p->next;
+        free(p->path);
+        free(p->last_draft);
+        free(p);
+    }
+}
+
+/* A put line for the version an entry carries (its data), with or without "status". */
+static json_t *
+export_put(struct export_ctx *x, const struct ls_entry *e, int published)
+{
+    json_t *o = json_pack("{s:s,s:s}", "op", "put", "path", e->path);
+    const void *body = e->body;
+    size_t len = e->body_len;
+    void *file_body = NULL;
+    char *b64;
+    json_object_set_new(o, "kind", json_string(e->kind));
+    json_object_set_new(o, "meta", json_loads(e->meta, 0, NULL));
+    if (published) json_object_set_new(o, "status", json_string("published"));
+    if (e->body_kind == BODY_BLOB) {
+        char path[4300];
+        FILE *bf;
+        store_blob_path(x->st, e->sha, path, sizeof path);
+        len = 0;
+        if ((bf = fopen(path, "rb")) && (file_body = malloc(e->size ? e->size : 1)))
+            len = fread(file_body, 1, e->size, bf);
+        if (bf) fclose(bf);
+        body = file_body;
+    }
+    if (e->body_kind == BODY_INLINE || file_body) {
+        b64 = malloc(4 * ((len + 2) / 3) + 1);
+        EVP_EncodeBlock((unsigned char *)b64, body ? body : (const void *)"", (int)len);
+        json_object_set_new(o, "body_base64", json_string(b64));
+        free(b64);
+    }
+    free(file_body);
+    return o;
+}
+
+static void
+export_line(FILE *f, json_t *o)
+{
+    char *text = json_dumps(o, JSON_COMPACT);
+    if (text) fprintf(f, "%s\n", text);
+    free(text);
+    json_decref(o);
+}
+
+/*
+ * Lines `lockstep import` takes: bodies inline, no version numbers on puts (they would name
+ * this history's versions, not the new one's). A publish names its version only where the
+ * numbers replay as they are: the export holds the item from its version 1. Otherwise a
+ * publish of an older version than the item's latest becomes a put of that version, published,
+ * and the latest again as a draft: the same published content and status on import.
+ */
 static int
 export_entry(void *arg, const struct ls_entry *e)
 {
     struct export_ctx *x = arg;
-    FILE *f = x->f;
-    json_t *o = json_pack("{s:s,s:s}", "op", op_name(e->op), "path", e->path);
-    char *text;
-    if (e->op == LS_OP_MOVE) json_object_set_new(o, "to", json_string(e->to));
-    /* Lines `lockstep import` takes: bodies inline, no version numbers (they would name this
-     * history's versions, not the new one's). */
+    struct export_path *p = export_path_find(x, e->path);
+    json_t *o;
     if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
-        const void *body = e->body;
-        size_t len = e->body_len;
-        void *file_body = NULL;
-        char *b64;
-        json_object_set_new(o, "kind", json_string(e->kind));
-        json_object_set_new(o, "meta", json_loads(e->meta, 0, NULL));
-        if (e->flags & REC_PUBLISHED) json_object_set_new(o, "status", json_string("published"));
-        if (e->body_kind == BODY_BLOB) {
-            char path[4300];
-            FILE *bf;
-            store_blob_path(x->st, e->sha, path, sizeof path);
-            len = 0;
-            if ((bf = fopen(path, "rb")) && (file_body = malloc(e->size ? e->size : 1)))
-                len = fread(file_body, 1, e->size, bf);
-            if (bf) fclose(bf);
-            body = file_body;
+        json_t *draft = export_put(x, e, 0);
+        if (!p && (p = calloc(1, sizeof *p)) && (p->path = strdup(e->path))) {
+            p->created = e->version == 1;
+            p->next = x->paths;
+            x->paths = p;
+        } else if (p && !p->path) {
+            free(p);
+            p = NULL;
         }
-        if (e->body_kind == BODY_INLINE || file_body) {
-            b64 = malloc(4 * ((len + 2) / 3) + 1);
-            EVP_EncodeBlock((unsigned char *)b64, body ? body : (const void *)"", (int)len);
-            json_object_set_new(o, "body_base64", json_string(b64));
-            free(b64);
+        if (p) {
+            free(p->last_draft);
+            p->last_draft = json_dumps(draft, JSON_COMPACT);
+            p->last = e->version;
         }
-        free(file_body);
+        json_decref(draft);
+        export_line(x->f, export_put(x, e, (e->flags & REC_PUBLISHED) != 0));
+        return 0;
     }
-    text = json_dumps(o, JSON_COMPACT);
-    fprintf(f, "%s\n", text);
-    free(text);
-    json_decref(o);
+    if (e->op == LS_OP_PUBLISH && p && e->version != p->last) {
+        if (p->created) {
+            export_line(x->f, json_pack("{s:s,s:s,s:I}", "op", "publish", "path", e->path,
+                                        "version", (json_int_t)e->version));
+            return 0;
+        }
+        if ((e->flags & REC_DATA) && e->body_kind != BODY_MISSING && p->last_draft) {
+            export_line(x->f, export_put(x, e, 1));
+            fprintf(x->f, "%s\n", p->last_draft);
+            return 0;
+        }
+    }
+    o = json_pack("{s:s,s:s}", "op", op_name(e->op), "path", e->path);
+    if (e->op == LS_OP_MOVE) {
+        json_object_set_new(o, "to", json_string(e->to));
+        if (p) { /* the item goes on under its new name */
+            char *to = strdup(e->to);
+            struct export_path *old = export_path_find(x, e->to);
+            if (old) old->path[0] = '\0'; /* a tombstone replaced there: that item is gone */
+            if (to) free(p->path), p->path = to;
+        }
+    }
+    if (e->op == LS_OP_PURGE && p) p->path[0] = '\0'; /* a later put starts at version 1 */
+    export_line(x->f, o);
     return 0;
 }
 
@@ -165,8 +252,9 @@ run_job(struct store *st, struct wreq *r)
         if (!(f = fopen(path, "w")))
             return ls_error_set(&r->err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
         {
-            struct export_ctx x = {f, st};
+            struct export_ctx x = {f, st, NULL};
             n = store_log_entries(st, after, 1 << 30, (size_t)1 << 62, export_entry, &x);
+            export_paths_free(&x);
         }
         if (fclose(f) != 0 || n < 0)
             return ls_error_set(&r->err, LS_EIO, "cannot write %s", path);

@@ -52,6 +52,8 @@ struct repl_down {
     int stopping;
     int64_t resync_from, resync_since; /* -1: none */
     int fork_pending;
+    int64_t replay_upto; /* after a resync, entries up to here arrive again: tolerated */
+    int want_snapshot;   /* this exact replica diverged: the next SYNC asks for a snapshot */
     char last_error[600];
     /* the blob being received */
     int blob_fd;
@@ -284,13 +286,31 @@ run_job(struct store *st, struct wreq *r)
 
 static void ack(struct repl_down *d);
 
+/* An exact replica holds everything its upstream has: an operation on an item it lacks means
+ * its store diverged. Filtered ones (staging, --include) lack items by design. */
+static int
+exact_replica(const struct server *srv)
+{
+    return strcmp(srv->cfg.role, "replica") == 0 && srv->cfg.include.n == 0;
+}
+
 static void
 job_done(struct wreq *r, void *arg)
 {
     struct repl_down *d = arg;
     struct job *j = r->fn_arg;
     d->inflight--;
-    if (r->rc) {
+    if (r->rc && r->type == WREQ_OPS && exact_replica(d->srv) &&
+        (r->rc == LS_ENOTFOUND || r->rc == LS_ECONFLICT)) {
+        /* Strict mode (to_op): the change names an item or version this store lacks. */
+        snprintf(d->last_error, sizeof d->last_error,
+                 "this replica diverged from its upstream (%.400s); resynchronizing with a "
+                 "snapshot",
+                 r->err.msg);
+        log_error("%s", d->last_error);
+        d->want_snapshot = 1;
+        if (d->state != US_IDLE) peer_fail(&d->peer, "apply_failed", "%s", d->last_error);
+    } else if (r->rc) {
         if (j && j->fork_at != 0) d->fork_pending = 0; /* the next handshake tries again */
         log_error("applying the upstream's changes failed: %s", r->err.msg);
         snprintf(d->last_error, sizeof d->last_error, "%s", r->err.msg);
@@ -358,7 +378,9 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
     e->path = e->to = NULL;
     op->seq = e->seq;
     op->mtime = e->ts;
-    op->tolerant = 1;
+    /* Filtered downstreams skip operations on items they do not hold; so does an exact
+     * replica for entries a resync sends again. Otherwise a missing item is divergence. */
+    op->tolerant = snapshot || !exact_replica(d->srv) || e->seq <= d->replay_upto;
     op->no_log = snapshot || (e->flags & REC_NOLOG);
     if (e->op == LS_OP_PUBLISH) op->version = e->version;
     if (e->op != LS_OP_PUT) return 0;
@@ -514,7 +536,7 @@ send_sync(struct repl_down *d)
         json_array_append_new(inc, json_string(d->srv->cfg.include.v[i]));
     o = json_pack("{s:s,s:I,s:I,s:b,s:{s:b,s:o}}", "store_id", pos.store_id, "epoch",
                   (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "snapshot_pending",
-                  strcmp(pending, "1") == 0, "filter", "published_only",
+                  strcmp(pending, "1") == 0 || d->want_snapshot, "filter", "published_only",
                   strcmp(d->srv->cfg.role, "staging") == 0, "include", inc);
     if (d->resync_from >= 0) json_object_set_new(o, "resync_from_seq", json_integer(d->resync_from));
     if (d->resync_since >= 0)
@@ -559,6 +581,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         if (from < d->srv->pos.seq) {
             j->truncate = 1;
             j->seq = from;
+            d->replay_upto = d->srv->pos.seq;
             log_info("resynchronizing from seq %lld", (long long)from);
         }
         j->new_history = j->truncate ||
@@ -583,6 +606,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             goto unexpected;
         }
         submit_job(d, j);
+        d->want_snapshot = 0;
+        d->replay_upto = 0;
         d->last_sync = "snapshot";
         d->last_sync_ms = now_ms();
         d->state = US_SNAPSHOT;

@@ -19,6 +19,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <fcntl.h>
@@ -54,6 +55,7 @@ struct repl_down {
     int fork_pending;
     int64_t replay_upto; /* after a resync, entries up to here arrive again: tolerated */
     int want_snapshot;   /* this exact replica diverged: the next SYNC asks for a snapshot */
+    int refused;         /* the last handshake was refused here (status: "refused") */
     char last_error[600];
     /* the blob being received */
     int blob_fd;
@@ -100,6 +102,7 @@ struct job {
     int truncate;      /* continue from seq < ours: forget the log after it */
     int new_history;   /* the store's history is replaced or re-based: drop our downstreams */
     int64_t fork_at;   /* > 0: save the changes after it and ask for a snapshot */
+    int export_store;  /* before the reset: export the store's own history (--replace-store) */
 };
 
 /* What an export knows of a path it has written puts for. */
@@ -238,6 +241,47 @@ export_entry(void *arg, const struct ls_entry *e)
 }
 
 static int
+snap_export_entry(void *arg, const struct ls_entry *e)
+{
+    return export_entry(arg, e);
+}
+
+/*
+ * The whole content of a store about to be replaced by another one's (--replace-store): every
+ * retained version of every item, oldest first, the published one marked, tombstones as
+ * deletes. Importing the file gives back the same live items, statuses and bodies.
+ */
+static int
+export_own_store(struct store *st, struct ls_error *err)
+{
+    struct ls_position pos;
+    struct store_snapshot *sn;
+    char path[4300];
+    FILE *f;
+    int rc = 0, n = 0;
+    if (!(sn = store_snapshot_open(store_dir(st), 0, 0, &pos, err))) return err->code;
+    snprintf(path, sizeof path, "%s/forked-store-%s-seq%lld-%lld.ndjson", store_dir(st),
+             pos.store_id, (long long)pos.seq, (long long)now_ms());
+    if (!(f = fopen(path, "w"))) {
+        store_snapshot_close(sn);
+        return ls_error_set(err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
+    }
+    {
+        struct export_ctx x = {f, st, NULL};
+        while ((rc = store_snapshot_next(sn, NULL, snap_export_entry, &x)) > 0) n++;
+        export_paths_free(&x);
+    }
+    store_snapshot_close(sn);
+    if (fclose(f) != 0 || rc < 0)
+        return ls_error_set(err, LS_EIO, "cannot write %s", path);
+    log_warn("--replace-store: this store's own history (store %s, seq %lld, %d items) is "
+             "saved in %s (import it with lockstep import if it is wanted); replacing it by "
+             "the upstream's",
+             pos.store_id, (long long)pos.seq, n, path);
+    return 0;
+}
+
+static int
 run_job(struct store *st, struct wreq *r)
 {
     struct job *j = r->fn_arg;
@@ -266,6 +310,7 @@ run_job(struct store *st, struct wreq *r)
                  (long long)after, n, path);
         return store_meta_set(st, "snapshot_pending", "1", &r->err);
     }
+    if (j->export_store && (rc = export_own_store(st, &r->err))) return rc;
     if (j->reset && (rc = store_reset(st, &r->err))) return rc;
     if (j->nepochs && (rc = store_set_identity(st, j->store_id, (const int64_t(*)[2])j->epochs,
                                                j->nepochs, &r->err)))
@@ -546,6 +591,37 @@ send_sync(struct repl_down *d)
     d->state = US_SYNC;
 }
 
+/* Refuses this upstream: the store stays as it is, and the next try comes after a back-off. */
+static void
+refuse(struct repl_down *d, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->last_error, sizeof d->last_error, fmt, ap);
+    va_end(ap);
+    d->refused = 1;
+    log_error("upstream %s refused: %s", d->srv->cfg.upstream, d->last_error);
+    peer_fail(&d->peer, code, "%s", d->last_error);
+}
+
+static int
+has_item(void *arg, const struct ls_item *it)
+{
+    *(int *)arg = 1;
+    return 1;
+}
+
+/* Does this store hold a history of its own (anything but a new, empty store)? */
+static int
+own_history(struct server *srv)
+{
+    struct ls_error err;
+    int any = 0;
+    if (srv->pos.seq > 0) return 1;
+    store_list(srv->reader, "/", "", 1, 1, has_item, &any, &err);
+    return any;
+}
+
 static void
 on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
 {
@@ -587,6 +663,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         j->new_history = j->truncate ||
                          (j->nepochs && j->epochs[j->nepochs - 1][0] != d->srv->pos.epoch);
         submit_job(d, j);
+        d->refused = 0;
         d->last_sync = "continue";
         d->last_sync_ms = now_ms();
         d->state = US_STREAM;
@@ -605,7 +682,21 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             free(j);
             goto unexpected;
         }
+        if (strcmp(j->store_id, d->srv->pos.store_id) != 0 && own_history(d->srv)) {
+            /* Another site's store would replace this one's own items without a trace. */
+            if (!d->srv->cfg.replace_store) {
+                refuse(d, "foreign_store",
+                       "the upstream holds another store (%.32s) and this one (%.32s, seq "
+                       "%lld) has its own history: not replacing it; start with "
+                       "--replace-store to replace it (it is exported first)",
+                       j->store_id, d->srv->pos.store_id, (long long)d->srv->pos.seq);
+                free(j);
+                break;
+            }
+            j->export_store = 1;
+        }
         submit_job(d, j);
+        d->refused = 0;
         d->want_snapshot = 0;
         d->replay_upto = 0;
         d->last_sync = "snapshot";
@@ -803,10 +894,10 @@ repl_down_status(struct server *srv, json_t *o)
     char t[40];
     if (!d) return;
     switch (d->state) {
-    case US_IDLE: state = "down"; break;
+    case US_IDLE: state = d->refused ? "refused" : "down"; break;
     case US_CONNECTING:
     case US_HELLO:
-    case US_SYNC: state = "connecting"; break;
+    case US_SYNC: state = d->refused ? "refused" : "connecting"; break;
     case US_SNAPSHOT: state = "snapshot"; break;
     case US_STREAM: state = srv->pos.seq >= d->up_seq ? "live" : "catching-up"; break;
     }

@@ -94,7 +94,7 @@ blob_reset(struct repl_down *d)
 struct job {
     struct repl_down *d;
     char store_id[33];
-    int64_t epochs[64][2];
+    struct ls_epoch epochs[64];
     int nepochs;
     int64_t seq;
     int reset;         /* snapshot begins: empty the store */
@@ -312,8 +312,7 @@ run_job(struct store *st, struct wreq *r)
     }
     if (j->export_store && (rc = export_own_store(st, &r->err))) return rc;
     if (j->reset && (rc = store_reset(st, &r->err))) return rc;
-    if (j->nepochs && (rc = store_set_identity(st, j->store_id, (const int64_t(*)[2])j->epochs,
-                                               j->nepochs, &r->err)))
+    if (j->nepochs && (rc = store_set_identity(st, j->store_id, j->epochs, j->nepochs, &r->err)))
         return rc;
     if (j->truncate) {
         /* Entries after seq will arrive again; the store converges as they are re-applied. */
@@ -562,8 +561,11 @@ parse_epochs(json_t *a, struct job *j)
     json_array_foreach(a, i, v)
     {
         if (j->nepochs >= 64) break;
-        j->epochs[j->nepochs][0] = json_integer_value(json_array_get(v, 0));
-        j->epochs[j->nepochs][1] = json_integer_value(json_array_get(v, 1));
+        j->epochs[j->nepochs].epoch = json_integer_value(json_array_get(v, 0));
+        j->epochs[j->nepochs].start_seq = json_integer_value(json_array_get(v, 1));
+        /* An upstream older than epoch ids sends none: store_set_identity derives them. */
+        snprintf(j->epochs[j->nepochs].id, sizeof j->epochs[j->nepochs].id, "%s",
+                 json_string_value(json_array_get(v, 2)) ?: "");
         j->nepochs++;
     }
     return j->nepochs > 0 ? 0 : -1;
@@ -573,9 +575,16 @@ static void
 send_sync(struct repl_down *d)
 {
     struct ls_position pos;
+    struct ls_epoch ep[64];
     char pending[8] = "0";
-    json_t *inc = json_array(), *o;
+    json_t *inc = json_array(), *o, *epochs = json_array();
+    int nep;
     store_position(d->srv->reader, &pos);
+    /* The history this store holds, epoch ids included: the upstream finds the fork point. */
+    nep = store_epoch_list(d->srv->reader, ep, 64);
+    for (int i = 0; i < nep; i++)
+        json_array_append_new(epochs, json_pack("[I,I,s]", (json_int_t)ep[i].epoch,
+                                                (json_int_t)ep[i].start_seq, ep[i].id));
     store_meta_get(d->srv->reader, "snapshot_pending", pending, sizeof pending);
     for (int i = 0; i < d->srv->cfg.include.n; i++)
         json_array_append_new(inc, json_string(d->srv->cfg.include.v[i]));
@@ -586,6 +595,7 @@ send_sync(struct repl_down *d)
     if (d->resync_from >= 0) json_object_set_new(o, "resync_from_seq", json_integer(d->resync_from));
     if (d->resync_since >= 0)
         json_object_set_new(o, "resync_since_ms", json_integer(d->resync_since));
+    json_object_set_new(o, "epochs", epochs);
     d->resync_from = d->resync_since = -1;
     peer_send_json(&d->peer, F_SYNC, o);
     d->state = US_SYNC;
@@ -661,7 +671,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             log_info("resynchronizing from seq %lld", (long long)from);
         }
         j->new_history = j->truncate ||
-                         (j->nepochs && j->epochs[j->nepochs - 1][0] != d->srv->pos.epoch);
+                         (j->nepochs && j->epochs[j->nepochs - 1].epoch != d->srv->pos.epoch);
         submit_job(d, j);
         d->refused = 0;
         d->last_sync = "continue";

@@ -479,12 +479,50 @@ node_for(struct repl_up *up, const char *name)
 static json_t *
 epochs_json(struct store *st)
 {
-    int64_t ep[64][2];
-    int n = store_epochs(st, ep, 64);
+    struct ls_epoch ep[64];
+    int n = store_epoch_list(st, ep, 64);
     json_t *a = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(a, json_pack("[I,I]", (json_int_t)ep[i][0], (json_int_t)ep[i][1]));
+        json_array_append_new(a, json_pack("[I,I,s]", (json_int_t)ep[i].epoch,
+                                           (json_int_t)ep[i].start_seq, ep[i].id));
     return a;
+}
+
+/*
+ * Where a downstream's history (SYNC's epochs: [number, start seq, id]) and ours part: they
+ * share the longest common prefix of epochs equal in number, id and start seq, and each leaves
+ * it where its next epoch begins (ours: at our seq when we are still in it). -1: nothing in
+ * common at all.
+ */
+static int64_t
+fork_point(struct server *srv, json_t *down, const char *store_id)
+{
+    struct ls_epoch up[64];
+    int nup = store_epoch_list(srv->reader, up, 64), k = 0;
+    int nd = (int)json_array_size(down);
+    int64_t up_leaves, at;
+    while (k < nup && k < nd) {
+        json_t *v = json_array_get(down, (size_t)k);
+        int64_t e = json_integer_value(json_array_get(v, 0));
+        const char *id = json_string_value(json_array_get(v, 2));
+        char def[33];
+        if (!id) { /* as a store without ids would name it */
+            store_epoch_default_id(store_id, e, def);
+            id = def;
+        }
+        if (e != up[k].epoch || json_integer_value(json_array_get(v, 1)) != up[k].start_seq ||
+            strcmp(id, up[k].id) != 0)
+            break;
+        k++;
+    }
+    if (k == 0) return -1;
+    up_leaves = k < nup ? up[k].start_seq : srv->pos.seq;
+    at = up_leaves;
+    if (k < nd) {
+        int64_t down_leaves = json_integer_value(json_array_get(json_array_get(down, k), 1));
+        if (down_leaves < at) at = down_leaves;
+    }
+    return at;
 }
 
 static void
@@ -630,7 +668,12 @@ on_sync(struct downstream *ds, json_t *o)
     }
     {
         int64_t fork_at = -1;
-        if (epoch < pos->epoch) {
+        json_t *down_epochs = json_object_get(o, "epochs");
+        if (json_is_array(down_epochs) && json_array_size(down_epochs) > 0) {
+            /* Epoch ids: two servers promoted to the same number are told apart. */
+            fork_at = fork_point(ds->srv, down_epochs, pos->store_id);
+            if (fork_at < 0) fork_at = 0; /* no epoch in common: everything it has forked */
+        } else if (epoch < pos->epoch) { /* a downstream that sends no epochs: numbers only */
             /* Our history left its epoch where the next one began. */
             int64_t ep[64][2];
             int n = store_epochs(ds->srv->reader, ep, 64);

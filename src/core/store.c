@@ -339,6 +339,17 @@ migrate_epoch_ids(struct store *st, struct ls_error *err)
     return 0;
 }
 
+/* This server's own id (not the store's: a snapshot or --replace-store keeps it), made once. */
+static int
+init_node_id(struct store *st, struct ls_error *err)
+{
+    char id[33], sql[120];
+    if (meta_get_text(st, "node_id", id, sizeof id) == 0 && strlen(id) == 32) return 0;
+    random_hex(id, 16);
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO meta VALUES('node_id', '%s')", id);
+    return exec(st, sql, err);
+}
+
 static int
 init_identity(struct store *st, struct ls_error *err)
 {
@@ -401,6 +412,7 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
         if (exec(st, schema, err)) goto fail;
         if (init_identity(st, err)) goto fail;
         if (migrate_epoch_ids(st, err)) goto fail;
+        if (init_node_id(st, err)) goto fail;
         /* After a large import the WAL file shrinks back to this once checkpointed. */
         if (exec(st, "PRAGMA journal_size_limit=67108864", err)) goto fail;
         if (checkpoint_start(st, path)) {

@@ -56,6 +56,9 @@ struct repl_down {
     int64_t replay_upto; /* after a resync, entries up to here arrive again: tolerated */
     int want_snapshot;   /* this exact replica diverged: the next SYNC asks for a snapshot */
     int refused;         /* the last handshake was refused here (status: "refused") */
+    int refused_now;     /* ... this session's: its close keeps the reason in last_error */
+    char node_id[33];    /* this server's (store meta) */
+    json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
     char last_error[600];
     /* the blob being received */
     int blob_fd;
@@ -609,9 +612,53 @@ refuse(struct repl_down *d, const char *code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(d->last_error, sizeof d->last_error, fmt, ap);
     va_end(ap);
-    d->refused = 1;
+    d->refused = d->refused_now = 1;
     log_error("upstream %s refused: %s", d->srv->cfg.upstream, d->last_error);
     peer_fail(&d->peer, code, "%s", d->last_error);
+}
+
+#define CHAIN_MAX 32
+
+/*
+ * Checks what the upstream says of itself (WELCOME, and every PING: a cycle closed by two
+ * handshakes at once shows only later): its chain of node_ids must not hold this server's
+ * (itself, or a cycle), and an exact replica cannot follow a filtered store. 0: go on.
+ */
+static int
+check_upstream(struct repl_down *d, json_t *o)
+{
+    json_t *chain = json_object_get(o, "chain"), *v;
+    const char *role = json_string_value(json_object_get(o, "role"));
+    int filtered = json_is_true(json_object_get(o, "filtered")) ||
+                   (role && strcmp(role, "staging") == 0);
+    size_t i;
+    /* Kept even when refused: passed on in this server's own chain, it lets the other side of
+     * a cycle see it too. */
+    if (json_is_array(chain)) {
+        json_decref(d->up_chain);
+        d->up_chain = json_incref(chain);
+    }
+    json_array_foreach(chain, i, v)
+    {
+        if (!json_is_string(v) || strcmp(json_string_value(v), d->node_id) != 0) continue;
+        if (i == 0)
+            refuse(d, "same_node", "--upstream %s is this server itself: nobody would be writable",
+                   d->srv->cfg.upstream);
+        else
+            refuse(d, "cycle",
+                   "replication cycle: the upstream %s follows this server (%zu steps up its "
+                   "chain): nobody would be writable; point one of them at the primary",
+                   d->srv->cfg.upstream, i);
+        return -1;
+    }
+    if (filtered && exact_replica(d->srv)) {
+        refuse(d, "filtered_upstream",
+               "the upstream %s (%s) holds a filtered store (staging or --include): an exact "
+               "replica cannot follow it; point it at the primary or an exact replica",
+               d->srv->cfg.upstream, role ? role : "?");
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -649,6 +696,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     switch (type) {
     case F_WELCOME:
         if (d->state != US_HELLO) goto unexpected;
+        if (check_upstream(d, o)) break;
         snprintf(d->up_name, sizeof d->up_name, "%s",
                  json_string_value(json_object_get(o, "name")) ?: "?");
         p->zstd = json_is_true(json_object_get(o, "zstd"));
@@ -752,16 +800,24 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         break;
     }
     case F_PING:
+        if (check_upstream(d, o)) break;
         d->up_seq = json_integer_value(json_object_get(o, "seq"));
         if (json_is_string(json_object_get(o, "primary")))
             snprintf(d->primary_http, sizeof d->primary_http, "%s",
                      json_string_value(json_object_get(o, "primary")));
         break;
-    case F_ERROR:
+    case F_ERROR: {
+        const char *code = json_string_value(json_object_get(o, "code"));
         snprintf(d->last_error, sizeof d->last_error, "%s",
                  json_string_value(json_object_get(o, "message")) ?: "?");
         log_warn("upstream %s: %s", p->addr, d->last_error);
+        /* The upstream refused this server for what it is: retrying will not help by itself. */
+        if (code && strcmp(code, "same_node") == 0) {
+            d->refused = d->refused_now = 1;
+            log_error("upstream %s refused: %s", d->srv->cfg.upstream, d->last_error);
+        }
         break;
+    }
     default:
         goto unexpected;
     }
@@ -776,12 +832,14 @@ static void
 on_connected(struct peer *p)
 {
     struct repl_down *d = p->owner;
-    json_t *hello = json_pack("{s:i,s:s,s:s,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+    json_t *hello = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
                               d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION,
-                              "zstd", strcmp(d->srv->cfg.compress, "zstd") == 0);
+                              "zstd", strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id",
+                              d->node_id);
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);
+    d->refused_now = 0;
     d->state = US_HELLO;
 }
 
@@ -792,7 +850,10 @@ on_close(struct peer *p, const char *why)
     blob_reset(d);
     if (!d->stopping) {
         log_info("upstream %s: %s; reconnecting", d->srv->cfg.upstream, why);
-        snprintf(d->last_error, sizeof d->last_error, "%s", why);
+        if (!d->refused_now) { /* else last_error keeps why it was refused */
+            snprintf(d->last_error, sizeof d->last_error, "%s", why);
+            d->refused = 0;
+        }
     }
     schedule_retry(d);
 }
@@ -867,6 +928,7 @@ repl_down_start(struct server *srv, struct ls_error *err)
     if (!d) return ls_error_set(err, LS_ENOMEM, NULL);
     d->srv = srv;
     d->blob_fd = -1;
+    store_meta_get(srv->reader, "node_id", d->node_id, sizeof d->node_id);
     d->backoff_ms = RETRY_MIN_MS;
     d->resync_from = d->resync_since = -1;
     d->last_sync = "none";
@@ -890,6 +952,7 @@ repl_down_stop(struct server *srv)
     event_free(d->retry);
     event_free(d->ping);
     if (d->blob_md) EVP_MD_CTX_free(d->blob_md);
+    json_decref(d->up_chain);
     srv->down = NULL;
     /* Writer requests still in flight point at d: they finish before the writer stops, and
      * job_done must not run after this; the server stops the writer before calling us. */
@@ -924,6 +987,24 @@ repl_down_status(struct server *srv, json_t *o)
     json_object_set_new(o, "lag_changes",
                         json_integer(d->up_seq > srv->pos.seq ? d->up_seq - srv->pos.seq : 0));
     if (d->last_error[0]) json_object_set_new(o, "last_error", json_string(d->last_error));
+}
+
+json_t *
+repl_down_chain(struct server *srv)
+{
+    struct repl_down *d = srv->down;
+    json_t *a = json_array(), *v;
+    char id[33] = "";
+    size_t i;
+    store_meta_get(srv->reader, "node_id", id, sizeof id);
+    json_array_append_new(a, json_string(id));
+    if (d && d->up_chain)
+        json_array_foreach(d->up_chain, i, v)
+        {
+            if (json_array_size(a) >= CHAIN_MAX) break;
+            if (json_is_string(v)) json_array_append(a, v);
+        }
+    return a;
 }
 
 const char *

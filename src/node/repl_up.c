@@ -525,6 +525,18 @@ fork_point(struct server *srv, json_t *down, const char *store_id)
     return at;
 }
 
+/* What a downstream must know of this server to refuse it (self, a cycle, a filtered store). */
+static void
+identity_fields(struct server *srv, json_t *o)
+{
+    char id[33] = "";
+    store_meta_get(srv->reader, "node_id", id, sizeof id);
+    json_object_set_new(o, "node_id", json_string(id));
+    json_object_set_new(o, "filtered", json_boolean(strcmp(srv->cfg.role, "staging") == 0 ||
+                                                    srv->cfg.include.n > 0));
+    json_object_set_new(o, "chain", repl_down_chain(srv));
+}
+
 static void
 on_hello(struct downstream *ds, json_t *o)
 {
@@ -542,6 +554,24 @@ on_hello(struct downstream *ds, json_t *o)
         (strcmp(role, "replica") != 0 && strcmp(role, "staging") != 0)) {
         peer_fail(&ds->peer, "bad_hello", "HELLO needs a name and the role replica or staging");
         return;
+    }
+    {
+        json_t *nid = json_object_get(o, "node_id");
+        const char *id = json_string_value(nid);
+        char mine[33] = "";
+        if (nid && (!id || strlen(id) != 32 || strspn(id, "0123456789abcdef") != 32)) {
+            peer_fail(&ds->peer, "bad_hello", "HELLO's node_id must be 32 lowercase hex digits");
+            return;
+        }
+        store_meta_get(ds->srv->reader, "node_id", mine, sizeof mine);
+        if (id && strcmp(id, mine) == 0) {
+            log_error("refused downstream %s from %s: it is this server itself (its --upstream "
+                      "points here)",
+                      name, ds->peer.addr);
+            peer_fail(&ds->peer, "same_node",
+                      "this server is its own upstream (--upstream points at itself): refused");
+            return;
+        }
     }
     {
         const char *token = json_string_value(json_object_get(o, "token")), *trole;
@@ -571,10 +601,13 @@ on_hello(struct downstream *ds, json_t *o)
     ds->node->last_heartbeat_ms = now_ms();
     ds->node->last_error[0] = '\0';
     ds->published_only = strcmp(role, "staging") == 0;
-    peer_send_json(&ds->peer, F_WELCOME,
-                   json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
-                             ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
-                             "zstd", zstd, "primary", server_primary_http(ds->srv)));
+    {
+        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
+                              ds->srv->cfg.name, "role", ds->srv->cfg.role, "version",
+                              LS_VERSION, "zstd", zstd, "primary", server_primary_http(ds->srv));
+        identity_fields(ds->srv, w);
+        peer_send_json(&ds->peer, F_WELCOME, w);
+    }
     ds->peer.zstd = zstd;
     ds->state = DS_SYNC;
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
@@ -781,8 +814,11 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 {
     struct downstream *ds = arg;
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
-    if (ds->state >= DS_SYNC && !ds->peer.closed)
-        peer_send_json(&ds->peer, F_PING, server_info(ds->srv));
+    if (ds->state >= DS_SYNC && !ds->peer.closed) {
+        json_t *o = server_info(ds->srv);
+        identity_fields(ds->srv, o); /* re-checked by the downstream at every PING */
+        peer_send_json(&ds->peer, F_PING, o);
+    }
     evtimer_add(ds->ping, &tv);
 }
 

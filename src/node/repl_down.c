@@ -998,7 +998,8 @@ repl_down_chain(struct server *srv)
     size_t i;
     store_meta_get(srv->reader, "node_id", id, sizeof id);
     json_array_append_new(a, json_string(id));
-    if (d && d->up_chain)
+    /* A promoted server follows nobody: the chain it knew is not above it any more. */
+    if (d && d->up_chain && strcmp(srv->cfg.role, "primary") != 0)
         json_array_foreach(d->up_chain, i, v)
         {
             if (json_array_size(a) >= CHAIN_MAX) break;

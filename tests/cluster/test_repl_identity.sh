@@ -49,4 +49,13 @@ wait_caught_up R1 P 15
 wait_caught_up R2 P 15
 assert_same_digest P R2
 grep -q 'refused' "$(node_log R2)" && fail "R2 (a cascade) was refused: $(grep refused "$(node_log R2)")"
+
+# --- after a promotion the old chain is not above the new primary: the old primary follows it
+stop_server S
+stop_server P
+assert_exit 0 "$LOCKSTEP" promote --server "$URL_R1"
+start_node P --role replica --upstream "$PEER_R1"
+wait_caught_up P R1 20
+assert_same_digest R1 P
+wait_caught_up R2 R1 20
 true

@@ -121,7 +121,11 @@ struct export_ctx {
     FILE *f;
     struct store *st;
     struct export_path *paths;
+    int track;   /* a log export: follow paths for its publishes */
+    size_t held; /* bytes of last_draft lines held, at most EXPORT_HELD_MAX */
 };
+
+#define EXPORT_HELD_MAX ((size_t)64 << 20)
 
 static struct export_path *
 export_path_find(struct export_ctx *x, const char *path)
@@ -141,6 +145,21 @@ export_paths_free(struct export_ctx *x)
         free(p->last_draft);
         free(p);
     }
+    x->held = 0;
+}
+
+/* Keeps the draft form of a path's last put, within EXPORT_HELD_MAX in all. */
+static void
+export_keep_draft(struct export_ctx *x, struct export_path *p, json_t *draft)
+{
+    if (p->last_draft) x->held -= strlen(p->last_draft);
+    free(p->last_draft);
+    p->last_draft = json_dumps(draft, JSON_COMPACT);
+    if (p->last_draft && x->held + strlen(p->last_draft) > EXPORT_HELD_MAX) {
+        free(p->last_draft);
+        p->last_draft = NULL; /* its publish then names no version, as before */
+    }
+    if (p->last_draft) x->held += strlen(p->last_draft);
 }
 
 /* A put line for the version an entry carries (its data), with or without "status". */
@@ -195,9 +214,9 @@ static int
 export_entry(void *arg, const struct ls_entry *e)
 {
     struct export_ctx *x = arg;
-    struct export_path *p = export_path_find(x, e->path);
+    struct export_path *p = x->track ? export_path_find(x, e->path) : NULL;
     json_t *o;
-    if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
+    if (e->op == LS_OP_PUT && (e->flags & REC_DATA) && x->track) {
         json_t *draft = export_put(x, e, 0);
         if (!p && (p = calloc(1, sizeof *p)) && (p->path = strdup(e->path))) {
             p->created = e->version == 1;
@@ -208,11 +227,12 @@ export_entry(void *arg, const struct ls_entry *e)
             p = NULL;
         }
         if (p) {
-            free(p->last_draft);
-            p->last_draft = json_dumps(draft, JSON_COMPACT);
+            export_keep_draft(x, p, draft);
             p->last = e->version;
         }
         json_decref(draft);
+    }
+    if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
         export_line(x->f, export_put(x, e, (e->flags & REC_PUBLISHED) != 0));
         return 0;
     }
@@ -270,7 +290,7 @@ export_own_store(struct store *st, struct ls_error *err)
         return ls_error_set(err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
     }
     {
-        struct export_ctx x = {f, st, NULL};
+        struct export_ctx x = {f, st, NULL, 0, 0};
         while ((rc = store_snapshot_next(sn, NULL, snap_export_entry, &x)) > 0) n++;
         export_paths_free(&x);
     }
@@ -301,7 +321,7 @@ run_job(struct store *st, struct wreq *r)
         if (!(f = fopen(path, "w")))
             return ls_error_set(&r->err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
         {
-            struct export_ctx x = {f, st, NULL};
+            struct export_ctx x = {f, st, NULL, 1, 0};
             n = store_log_entries(st, after, 1 << 30, (size_t)1 << 62, export_entry, &x);
             export_paths_free(&x);
         }
@@ -357,6 +377,9 @@ job_done(struct wreq *r, void *arg)
         log_error("%s", d->last_error);
         d->want_snapshot = 1;
         if (d->state != US_IDLE) peer_fail(&d->peer, "apply_failed", "%s", d->last_error);
+    } else if (r->rc == LS_EUNAVAIL && d->chain_failed && d->state == US_IDLE) {
+        /* A frame after the one that failed: last_error keeps the cause. */
+        log_info("dropped a frame after a failed one: %s", r->err.msg);
     } else if (r->rc) {
         if (j && j->fork_at != 0) d->fork_pending = 0; /* the next handshake tries again */
         log_error("applying the upstream's changes failed: %s", r->err.msg);

@@ -120,31 +120,61 @@ struct export_path {
 struct export_ctx {
     FILE *f;
     struct store *st;
-    struct export_path *paths;
+    struct export_path **buckets; /* EXPORT_BUCKETS chains, by a hash of the path */
     int track;   /* a log export: follow paths for its publishes */
     size_t held; /* bytes of last_draft lines held, at most EXPORT_HELD_MAX */
 };
 
 #define EXPORT_HELD_MAX ((size_t)64 << 20)
+#define EXPORT_BUCKETS 65536
+
+static struct export_path **
+export_bucket(struct export_ctx *x, const char *path)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++) h = (h ^ *c) * 16777619u;
+    return &x->buckets[h % EXPORT_BUCKETS];
+}
 
 static struct export_path *
 export_path_find(struct export_ctx *x, const char *path)
 {
-    for (struct export_path *p = x->paths; p; p = p->next)
+    if (!x->buckets) return NULL;
+    for (struct export_path *p = *export_bucket(x, path); p; p = p->next)
         if (strcmp(p->path, path) == 0) return p;
     return NULL;
 }
 
 static void
+export_path_unlink(struct export_ctx *x, struct export_path *p)
+{
+    for (struct export_path **pp = export_bucket(x, p->path); *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            return;
+        }
+}
+
+static void
+export_path_free(struct export_ctx *x, struct export_path *p)
+{
+    if (p->last_draft) x->held -= strlen(p->last_draft);
+    free(p->path);
+    free(p->last_draft);
+    free(p);
+}
+
+static void
 export_paths_free(struct export_ctx *x)
 {
-    while (x->paths) {
-        struct export_path *p = x->paths;
-        x->paths = p->next;
-        free(p->path);
-        free(p->last_draft);
-        free(p);
-    }
+    for (int i = 0; x->buckets && i < EXPORT_BUCKETS; i++)
+        while (x->buckets[i]) {
+            struct export_path *p = x->buckets[i];
+            x->buckets[i] = p->next;
+            export_path_free(x, p);
+        }
+    free(x->buckets);
+    x->buckets = NULL;
     x->held = 0;
 }
 
@@ -218,10 +248,12 @@ export_entry(void *arg, const struct ls_entry *e)
     json_t *o;
     if (e->op == LS_OP_PUT && (e->flags & REC_DATA) && x->track) {
         json_t *draft = export_put(x, e, 0);
-        if (!p && (p = calloc(1, sizeof *p)) && (p->path = strdup(e->path))) {
+        if (!x->buckets) x->buckets = calloc(EXPORT_BUCKETS, sizeof *x->buckets);
+        if (!p && x->buckets && (p = calloc(1, sizeof *p)) && (p->path = strdup(e->path))) {
+            struct export_path **b = export_bucket(x, p->path);
             p->created = e->version == 1;
-            p->next = x->paths;
-            x->paths = p;
+            p->next = *b;
+            *b = p;
         } else if (p && !p->path) {
             free(p);
             p = NULL;
@@ -252,13 +284,28 @@ export_entry(void *arg, const struct ls_entry *e)
     if (e->op == LS_OP_MOVE) {
         json_object_set_new(o, "to", json_string(e->to));
         if (p) { /* the item goes on under its new name */
-            char *to = strdup(e->to);
             struct export_path *old = export_path_find(x, e->to);
-            if (old) old->path[0] = '\0'; /* a tombstone replaced there: that item is gone */
-            if (to) free(p->path), p->path = to;
+            char *to = strdup(e->to);
+            export_path_unlink(x, p);
+            if (old) { /* a tombstone replaced there: that item is gone */
+                export_path_unlink(x, old);
+                export_path_free(x, old);
+            }
+            if (to) {
+                struct export_path **b = export_bucket(x, to);
+                free(p->path);
+                p->path = to;
+                p->next = *b;
+                *b = p;
+            } else {
+                export_path_free(x, p);
+            }
         }
     }
-    if (e->op == LS_OP_PURGE && p) p->path[0] = '\0'; /* a later put starts at version 1 */
+    if (e->op == LS_OP_PURGE && p) { /* a later put starts at version 1 */
+        export_path_unlink(x, p);
+        export_path_free(x, p);
+    }
     export_line(x->f, o);
     return 0;
 }

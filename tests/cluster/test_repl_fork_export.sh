@@ -22,10 +22,14 @@ printf 'g2' | lsc P put /g >/dev/null
 printf 'h1' | lsc P put /h >/dev/null
 printf 'h2' | lsc P put /h >/dev/null
 lsc P publish /h --version 2 >/dev/null
+printf 'k1' | lsc P put /k >/dev/null
+printf 'k2' | lsc P put /k >/dev/null
+lsc P mv /k /k2 >/dev/null
+lsc P publish /k2 --version 1 >/dev/null
 # an item older than the fork: its numbers cannot replay, its contents and status do
 printf 'base 2' | lsc P put /base >/dev/null
 lsc P publish /base --version 1 >/dev/null
-want=$(for p in /f /g /h; do lsc P stat "$p" --json | jq -c '{path,status,published_version,latest_version}'; done)
+want=$(for p in /f /g /h /k2; do lsc P stat "$p" --json | jq -c '{path,status,published_version,latest_version}'; done)
 stop_server P
 
 start_node P --role replica --upstream "$PEER_R"
@@ -36,7 +40,7 @@ log "forked file: $(cat "$forked" | jq -c '{op,path,status,version}' | tr '\n' '
 
 start_node F
 assert_exit 0 "$LOCKSTEP" import "$forked" --server "$URL_F"
-got=$(for p in /f /g /h; do lsc F stat "$p" --json | jq -c '{path,status,published_version,latest_version}'; done)
+got=$(for p in /f /g /h /k2; do lsc F stat "$p" --json | jq -c '{path,status,published_version,latest_version}'; done)
 assert_eq "$want" "$got" "status and published version after importing the fork export"
 assert_eq one "$(lsc F get /f --version "$(lsc F stat /f --json | jq -r .published_version)")" \
     "the published body of /f"

@@ -139,8 +139,8 @@ int store_epoch_list(struct store *st, struct ls_epoch *out, int max); /* in epo
  * sends none): derived from store_id and the number, so every copy of one history agrees. */
 void store_epoch_default_id(const char *store_id, int64_t epoch, char id[33]);
 /* Epochs whose id is empty get store_epoch_default_id(). */
-int store_set_identity(struct store *st, const char *store_id, const struct ls_epoch *epochs,
-                       int n, struct ls_error *err);
+int store_set_identity(struct store *st, const char *store_id, const struct ls_epoch *epochs, int n,
+                       struct ls_error *err);
 int store_reset(struct store *st, struct ls_error *err);
 int store_truncate_log(struct store *st, int64_t seq, struct ls_error *err);
 int store_new_epoch(struct store *st, int64_t *epoch, struct ls_error *err);

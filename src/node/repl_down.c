@@ -112,17 +112,17 @@ struct job {
 struct export_path {
     struct export_path *next;
     char *path;
-    int created;        /* the export holds the item's version 1: its numbers replay as they are */
-    int64_t last;       /* the version of its last put line */
-    char *last_draft;   /* that put line without a status */
+    int created;      /* the export holds the item's version 1: its numbers replay as they are */
+    int64_t last;     /* the version of its last put line */
+    char *last_draft; /* that put line without a status */
 };
 
 struct export_ctx {
     FILE *f;
     struct store *st;
     struct export_path **buckets; /* EXPORT_BUCKETS chains, by a hash of the path */
-    int track;   /* a log export: follow paths for its publishes */
-    size_t held; /* bytes of last_draft lines held, at most EXPORT_HELD_MAX */
+    int track;                    /* a log export: follow paths for its publishes */
+    size_t held;                  /* bytes of last_draft lines held, at most EXPORT_HELD_MAX */
 };
 
 #define EXPORT_HELD_MAX ((size_t)64 << 20)
@@ -132,7 +132,8 @@ static struct export_path **
 export_bucket(struct export_ctx *x, const char *path)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *c = (const unsigned char *)path; *c; c++) h = (h ^ *c) * 16777619u;
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+        h = (h ^ *c) * 16777619u;
     return &x->buckets[h % EXPORT_BUCKETS];
 }
 
@@ -338,12 +339,12 @@ export_own_store(struct store *st, struct ls_error *err)
     }
     {
         struct export_ctx x = {f, st, NULL, 0, 0};
-        while ((rc = store_snapshot_next(sn, NULL, snap_export_entry, &x)) > 0) n++;
+        while ((rc = store_snapshot_next(sn, NULL, snap_export_entry, &x)) > 0)
+            n++;
         export_paths_free(&x);
     }
     store_snapshot_close(sn);
-    if (fclose(f) != 0 || rc < 0)
-        return ls_error_set(err, LS_EIO, "cannot write %s", path);
+    if (fclose(f) != 0 || rc < 0) return ls_error_set(err, LS_EIO, "cannot write %s", path);
     log_warn("--replace-store: this store's own history (store %s, seq %lld, %d items) is "
              "saved in %s (import it with lockstep import if it is wanted); replacing it by "
              "the upstream's",
@@ -699,8 +700,8 @@ check_upstream(struct repl_down *d, json_t *o)
 {
     json_t *chain = json_object_get(o, "chain"), *v;
     const char *role = json_string_value(json_object_get(o, "role"));
-    int filtered = json_is_true(json_object_get(o, "filtered")) ||
-                   (role && strcmp(role, "staging") == 0);
+    int filtered =
+        json_is_true(json_object_get(o, "filtered")) || (role && strcmp(role, "staging") == 0);
     size_t i;
     /* Kept even when refused: passed on in this server's own chain, it lets the other side of
      * a cycle see it too. */
@@ -788,8 +789,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             d->replay_upto = d->srv->pos.seq;
             log_info("resynchronizing from seq %lld", (long long)from);
         }
-        j->new_history = j->truncate ||
-                         (j->nepochs && j->epochs[j->nepochs - 1].epoch != d->srv->pos.epoch);
+        j->new_history =
+            j->truncate || (j->nepochs && j->epochs[j->nepochs - 1].epoch != d->srv->pos.epoch);
         submit_job(d, j);
         d->refused = 0;
         d->last_sync = "continue";
@@ -902,10 +903,10 @@ static void
 on_connected(struct peer *p)
 {
     struct repl_down *d = p->owner;
-    json_t *hello = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
-                              d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION,
-                              "zstd", strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id",
-                              d->node_id);
+    json_t *hello =
+        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name", d->srv->cfg.name,
+                  "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
+                  strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id);
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);

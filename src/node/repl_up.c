@@ -532,8 +532,9 @@ identity_fields(struct server *srv, json_t *o)
     char id[33] = "";
     store_meta_get(srv->reader, "node_id", id, sizeof id);
     json_object_set_new(o, "node_id", json_string(id));
-    json_object_set_new(o, "filtered", json_boolean(strcmp(srv->cfg.role, "staging") == 0 ||
-                                                    srv->cfg.include.n > 0));
+    json_object_set_new(
+        o, "filtered",
+        json_boolean(strcmp(srv->cfg.role, "staging") == 0 || srv->cfg.include.n > 0));
     json_object_set_new(o, "chain", repl_down_chain(srv));
 }
 
@@ -603,8 +604,8 @@ on_hello(struct downstream *ds, json_t *o)
     ds->published_only = strcmp(role, "staging") == 0;
     {
         json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
-                              ds->srv->cfg.name, "role", ds->srv->cfg.role, "version",
-                              LS_VERSION, "zstd", zstd, "primary", server_primary_http(ds->srv));
+                              ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
+                              "zstd", zstd, "primary", server_primary_http(ds->srv));
         identity_fields(ds->srv, w);
         peer_send_json(&ds->peer, F_WELCOME, w);
     }
@@ -706,7 +707,7 @@ on_sync(struct downstream *ds, json_t *o)
             /* Epoch ids: two servers promoted to the same number are told apart. */
             fork_at = fork_point(ds->srv, down_epochs, pos->store_id);
             if (fork_at < 0) fork_at = 0; /* no epoch in common: everything it has forked */
-        } else if (epoch < pos->epoch) { /* a downstream that sends no epochs: numbers only */
+        } else if (epoch < pos->epoch) {  /* a downstream that sends no epochs: numbers only */
             /* Our history left its epoch where the next one began. */
             int64_t ep[64][2];
             int n = store_epochs(ds->srv->reader, ep, 64);

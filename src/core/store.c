@@ -7,8 +7,8 @@
  *   items    one row per path: latest version, published version, tombstone flag, last seq
  *   versions one row per retained version: kind, meta, size, sha256, and the body when inline
  *   log      one row per operation, in seq order; puts refer to their version row
- *   meta     store_id, epoch, seq (the position), created
- *   epochs   where each epoch began (promotion starts a new one)
+ *   meta     store_id, epoch, seq (the position), created, node_id
+ *   epochs   where each epoch began (promotion starts a new one) and its random id
  */
 #include "core/store.h"
 #include "core/tail.h"
@@ -122,7 +122,7 @@ static const char schema[] =
     "  path TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0, flags INTEGER NOT NULL DEFAULT 0,"
     "  arg TEXT, cum INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS epochs(epoch INTEGER PRIMARY KEY, start_seq INTEGER NOT NULL,"
-    "  ts INTEGER NOT NULL);"
+    "  ts INTEGER NOT NULL, id TEXT);"
     /* Access tokens of this server (not replicated): only their SHA-256 is kept. */
     "CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, role TEXT NOT NULL,"
     "  hash BLOB NOT NULL, created INTEGER NOT NULL);";
@@ -321,22 +321,77 @@ meta_get_int(struct store *st, const char *key)
 
 /* ---------------------------------------------------------------- open and close */
 
+void
+store_epoch_default_id(const char *store_id, int64_t epoch, char id[33])
+{
+    char text[80];
+    unsigned char md[32];
+    unsigned int n = 0;
+    int len = snprintf(text, sizeof text, "lockstep epoch %s %lld", store_id, (long long)epoch);
+    EVP_Digest(text, (size_t)len, md, &n, EVP_sha256(), NULL);
+    hex_encode(md, 16, id);
+    id[32] = '\0';
+}
+
+/*
+ * Stores written before epochs had ids get one per epoch, derived from store_id and the
+ * number: every replica of one primary migrates to the same ids, and keeps agreeing with it.
+ */
+static int
+migrate_epoch_ids(struct store *st, struct ls_error *err)
+{
+    sqlite3_stmt *s;
+    char store_id[64], id[33], sql[200];
+    int64_t todo[64];
+    int n = 0, rc;
+    if (sqlite3_prepare_v2(st->db, "SELECT id FROM epochs LIMIT 0", -1, &s, NULL) != SQLITE_OK) {
+        if ((rc = exec(st, "ALTER TABLE epochs ADD COLUMN id TEXT", err))) return rc;
+    } else {
+        sqlite3_finalize(s);
+    }
+    if (meta_get_text(st, "store_id", store_id, sizeof store_id)) return 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT epoch FROM epochs WHERE id IS NULL LIMIT 64", -1, &s,
+                           NULL))
+        return sql_error(st, SQLITE_ERROR, err, "epochs");
+    while (sqlite3_step(s) == SQLITE_ROW && n < 64) todo[n++] = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    for (int i = 0; i < n; i++) {
+        store_epoch_default_id(store_id, todo[i], id);
+        snprintf(sql, sizeof sql, "UPDATE epochs SET id='%s' WHERE epoch=%lld", id,
+                 (long long)todo[i]);
+        if ((rc = exec(st, sql, err))) return rc;
+    }
+    return 0;
+}
+
+/* This server's own id (not the store's: a snapshot or --replace-store keeps it), made once. */
+static int
+init_node_id(struct store *st, struct ls_error *err)
+{
+    char id[33], sql[120];
+    if (meta_get_text(st, "node_id", id, sizeof id) == 0 && strlen(id) == 32) return 0;
+    random_hex(id, 16);
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO meta VALUES('node_id', '%s')", id);
+    return exec(st, sql, err);
+}
+
 static int
 init_identity(struct store *st, struct ls_error *err)
 {
-    char id[33], sql[512];
+    char id[33], epoch_id[33], sql[600];
     char existing[64];
     if (meta_get_text(st, "store_id", existing, sizeof existing) == 0) return 0;
     random_hex(id, 16);
+    random_hex(epoch_id, 16);
     snprintf(sql, sizeof sql,
              "BEGIN IMMEDIATE;"
              "INSERT OR IGNORE INTO meta VALUES('store_id', '%s');"
              "INSERT OR IGNORE INTO meta VALUES('epoch', 1);"
              "INSERT OR IGNORE INTO meta VALUES('seq', 0);"
              "INSERT OR IGNORE INTO meta VALUES('created', %lld);"
-             "INSERT OR IGNORE INTO epochs VALUES(1, 0, %lld);"
+             "INSERT OR IGNORE INTO epochs(epoch, start_seq, ts, id) VALUES(1, 0, %lld, '%s');"
              "COMMIT;",
-             id, (long long)now_ms(), (long long)now_ms());
+             id, (long long)now_ms(), (long long)now_ms(), epoch_id);
     return exec(st, sql, err);
 }
 
@@ -402,6 +457,8 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
             goto fail;
         if (exec(st, schema, err)) goto fail;
         if (init_identity(st, err)) goto fail;
+        if (migrate_epoch_ids(st, err)) goto fail;
+        if (init_node_id(st, err)) goto fail;
         /* After a large import the WAL file shrinks back to this once checkpointed. */
         if (exec(st, "PRAGMA journal_size_limit=67108864", err)) goto fail;
         if (checkpoint_start(st, path)) {
@@ -1379,21 +1436,47 @@ store_epochs(struct store *st, int64_t (*out)[2], int max)
     return n;
 }
 
+int
+store_epoch_list(struct store *st, struct ls_epoch *out, int max)
+{
+    sqlite3_stmt *s;
+    int n = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT epoch, start_seq, id FROM epochs ORDER BY epoch", -1,
+                           &s, NULL))
+        return LS_EIO;
+    while (sqlite3_step(s) == SQLITE_ROW && n < max) {
+        const char *id = (const char *)sqlite3_column_text(s, 2);
+        out[n].epoch = sqlite3_column_int64(s, 0);
+        out[n].start_seq = sqlite3_column_int64(s, 1);
+        snprintf(out[n].id, sizeof out[n].id, "%s", id ? id : "");
+        n++;
+    }
+    sqlite3_finalize(s);
+    return n;
+}
+
 /* Takes over an upstream's identity and epoch history (inside a transaction). */
 int
-store_set_identity(struct store *st, const char *store_id, const int64_t (*epochs)[2], int n,
+store_set_identity(struct store *st, const char *store_id, const struct ls_epoch *epochs, int n,
                    struct ls_error *err)
 {
-    char num[32], sql[128];
+    char num[32], sql[200], id[33];
     int rc;
     if ((rc = store_meta_set(st, "store_id", store_id, err))) return rc;
     if ((rc = exec(st, "DELETE FROM epochs", err))) return rc;
     for (int i = 0; i < n; i++) {
-        snprintf(sql, sizeof sql, "INSERT INTO epochs VALUES(%lld, %lld, %lld)",
-                 (long long)epochs[i][0], (long long)epochs[i][1], (long long)now_ms());
+        /* Ids come from the wire: only 32 hex digits are taken, else the derived one. */
+        if (strlen(epochs[i].id) == 32 && strspn(epochs[i].id, "0123456789abcdef") == 32)
+            memcpy(id, epochs[i].id, 33);
+        else
+            store_epoch_default_id(store_id, epochs[i].epoch, id);
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO epochs(epoch, start_seq, ts, id) VALUES(%lld, %lld, %lld, '%s')",
+                 (long long)epochs[i].epoch, (long long)epochs[i].start_seq, (long long)now_ms(),
+                 id);
         if ((rc = exec(st, sql, err))) return rc;
     }
-    snprintf(num, sizeof num, "%lld", (long long)(n ? epochs[n - 1][0] : 1));
+    snprintf(num, sizeof num, "%lld", (long long)(n ? epochs[n - 1].epoch : 1));
     return store_meta_set(st, "epoch", num, err);
 }
 
@@ -1418,13 +1501,14 @@ store_reset(struct store *st, struct ls_error *err)
 int
 store_new_epoch(struct store *st, int64_t *epoch, struct ls_error *err)
 {
-    char sql[160];
+    char sql[260], id[33];
     int64_t e = meta_get_int(st, "epoch") + 1;
     int rc;
+    random_hex(id, 16); /* another server promoted to the same number gets another id */
     snprintf(sql, sizeof sql,
-             "INSERT INTO epochs VALUES(%lld, %lld, %lld); UPDATE meta SET value=%lld "
-             "WHERE key='epoch'",
-             (long long)e, (long long)st->seq, (long long)now_ms(), (long long)e);
+             "INSERT INTO epochs(epoch, start_seq, ts, id) VALUES(%lld, %lld, %lld, '%s'); "
+             "UPDATE meta SET value=%lld WHERE key='epoch'",
+             (long long)e, (long long)st->seq, (long long)now_ms(), id, (long long)e);
     if ((rc = exec(st, sql, err))) return rc;
     *epoch = e;
     return 0;
@@ -1486,6 +1570,24 @@ store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
     sqlite3_finalize(s);
     /* A failed step is an error, never the end of the log: a reader would skip what follows. */
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
+}
+
+int
+store_log_item_version(struct store *st, int64_t seq, int64_t *version)
+{
+    sqlite3_stmt *s;
+    int rc = LS_ENOTFOUND;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT i.version FROM log l JOIN items i ON i.id=l.item WHERE l.seq=?1",
+                           -1, &s, NULL))
+        return LS_EIO;
+    sqlite3_bind_int64(s, 1, seq);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        *version = sqlite3_column_int64(s, 0);
+        rc = 0;
+    }
+    sqlite3_finalize(s);
+    return rc;
 }
 
 /* Reads one position of the log (for lag and retention). */

@@ -138,7 +138,19 @@ int store_meta_set(struct store *st, const char *key, const char *value, struct 
 void store_set_seq(struct store *st, int64_t seq); /* writer, in a transaction */
 int64_t store_seq(const struct store *st);
 int store_epochs(struct store *st, int64_t (*out)[2], int max); /* (epoch, start seq) */
-int store_set_identity(struct store *st, const char *store_id, const int64_t (*epochs)[2], int n,
+/* An epoch is named by its number and a random id made when it began (a promotion; epoch 1:
+ * the store's creation): two servers promoted to the same number still differ. */
+struct ls_epoch {
+    int64_t epoch;
+    int64_t start_seq;
+    char id[33]; /* 32 lowercase hex digits */
+};
+int store_epoch_list(struct store *st, struct ls_epoch *out, int max); /* in epoch order */
+/* The id an epoch gets when none is known (a store written before epoch ids, an upstream that
+ * sends none): derived from store_id and the number, so every copy of one history agrees. */
+void store_epoch_default_id(const char *store_id, int64_t epoch, char id[33]);
+/* Epochs whose id is empty get store_epoch_default_id(). */
+int store_set_identity(struct store *st, const char *store_id, const struct ls_epoch *epochs, int n,
                        struct ls_error *err);
 int store_reset(struct store *st, struct ls_error *err);
 int store_truncate_log(struct store *st, int64_t seq, struct ls_error *err);
@@ -147,6 +159,9 @@ int store_new_epoch(struct store *st, int64_t *epoch, struct ls_error *err);
 int store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
                       store_entry_cb cb, void *arg);
 int store_log_cum_at(struct store *st, int64_t seq, int64_t *cum, int64_t *ts);
+/* The current latest version of the item the log entry at seq refers to, wherever it is now
+ * (by item id: the item may have moved since). LS_ENOTFOUND when the entry or the item is gone. */
+int store_log_item_version(struct store *st, int64_t seq, int64_t *version);
 int store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *removed,
                      struct ls_error *err);
 

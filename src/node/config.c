@@ -59,6 +59,8 @@ static const struct option_def defs[] = {
      "token (role replicate) sent to the upstream; or $LOCKSTEP_UPSTREAM_TOKEN"},
     {"insecure", T_FLAG, OFF(insecure), NULL, "",
      "allow non-loopback addresses without TLS and tokens"},
+    {"replace-store", T_FLAG, OFF(replace_store), NULL, "",
+     "a replica may replace a store holding another history (exported first) by its upstream's"},
     {"max-conns-per-addr", T_INT, OFF(max_conns_per_addr), "64", "N",
      "connections one address may hold open"},
     {"request-timeout", T_DURATION, OFF(request_timeout_ms), "60s", "DURATION",

@@ -37,6 +37,7 @@ struct config {
     struct strlist allow, peer_allow;
     char *upstream_token;
     char *insecure;
+    char *replace_store; /* a replica may replace a store holding another history */
     int64_t max_conns_per_addr;
     int64_t request_timeout_ms;
 };

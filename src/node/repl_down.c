@@ -19,6 +19,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <fcntl.h>
@@ -52,6 +53,12 @@ struct repl_down {
     int stopping;
     int64_t resync_from, resync_since; /* -1: none */
     int fork_pending;
+    int64_t replay_upto; /* after a resync, entries up to here arrive again: tolerated */
+    int want_snapshot;   /* this exact replica diverged: the next SYNC asks for a snapshot */
+    int refused;         /* the last handshake was refused here (status: "refused") */
+    int refused_now;     /* ... this session's: its close keeps the reason in last_error */
+    char node_id[33];    /* this server's (store meta) */
+    json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
     char last_error[600];
     /* the blob being received */
     int blob_fd;
@@ -90,7 +97,7 @@ blob_reset(struct repl_down *d)
 struct job {
     struct repl_down *d;
     char store_id[33];
-    int64_t epochs[64][2];
+    struct ls_epoch epochs[64];
     int nepochs;
     int64_t seq;
     int reset;         /* snapshot begins: empty the store */
@@ -98,53 +105,250 @@ struct job {
     int truncate;      /* continue from seq < ours: forget the log after it */
     int new_history;   /* the store's history is replaced or re-based: drop our downstreams */
     int64_t fork_at;   /* > 0: save the changes after it and ask for a snapshot */
+    int export_store;  /* before the reset: export the store's own history (--replace-store) */
+};
+
+/* What an export knows of a path it has written puts for. */
+struct export_path {
+    struct export_path *next;
+    char *path;
+    int created;      /* the export holds the item's version 1: its numbers replay as they are */
+    int64_t last;     /* the version of its last put line */
+    char *last_draft; /* that put line without a status */
 };
 
 struct export_ctx {
     FILE *f;
     struct store *st;
+    struct export_path **buckets; /* EXPORT_BUCKETS chains, by a hash of the path */
+    int track;                    /* a log export: follow paths for its publishes */
+    size_t held;                  /* bytes of last_draft lines held, at most EXPORT_HELD_MAX */
 };
 
+#define EXPORT_HELD_MAX ((size_t)64 << 20)
+#define EXPORT_BUCKETS 65536
+
+static struct export_path **
+export_bucket(struct export_ctx *x, const char *path)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+        h = (h ^ *c) * 16777619u;
+    return &x->buckets[h % EXPORT_BUCKETS];
+}
+
+static struct export_path *
+export_path_find(struct export_ctx *x, const char *path)
+{
+    if (!x->buckets) return NULL;
+    for (struct export_path *p = *export_bucket(x, path); p; p = p->next)
+        if (strcmp(p->path, path) == 0) return p;
+    return NULL;
+}
+
+static void
+export_path_unlink(struct export_ctx *x, struct export_path *p)
+{
+    for (struct export_path **pp = export_bucket(x, p->path); *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            return;
+        }
+}
+
+static void
+export_path_free(struct export_ctx *x, struct export_path *p)
+{
+    if (p->last_draft) x->held -= strlen(p->last_draft);
+    free(p->path);
+    free(p->last_draft);
+    free(p);
+}
+
+static void
+export_paths_free(struct export_ctx *x)
+{
+    for (int i = 0; x->buckets && i < EXPORT_BUCKETS; i++)
+        while (x->buckets[i]) {
+            struct export_path *p = x->buckets[i];
+            x->buckets[i] = p->next;
+            export_path_free(x, p);
+        }
+    free(x->buckets);
+    x->buckets = NULL;
+    x->held = 0;
+}
+
+/* Keeps the draft form of a path's last put, within EXPORT_HELD_MAX in all. */
+static void
+export_keep_draft(struct export_ctx *x, struct export_path *p, json_t *draft)
+{
+    if (p->last_draft) x->held -= strlen(p->last_draft);
+    free(p->last_draft);
+    p->last_draft = json_dumps(draft, JSON_COMPACT);
+    if (p->last_draft && x->held + strlen(p->last_draft) > EXPORT_HELD_MAX) {
+        free(p->last_draft);
+        p->last_draft = NULL; /* its publish then names no version, as before */
+    }
+    if (p->last_draft) x->held += strlen(p->last_draft);
+}
+
+/* A put line for the version an entry carries (its data), with or without "status". */
+static json_t *
+export_put(struct export_ctx *x, const struct ls_entry *e, int published)
+{
+    json_t *o = json_pack("{s:s,s:s}", "op", "put", "path", e->path);
+    const void *body = e->body;
+    size_t len = e->body_len;
+    void *file_body = NULL;
+    char *b64;
+    json_object_set_new(o, "kind", json_string(e->kind));
+    json_object_set_new(o, "meta", json_loads(e->meta, 0, NULL));
+    if (published) json_object_set_new(o, "status", json_string("published"));
+    if (e->body_kind == BODY_BLOB) {
+        char path[4300];
+        FILE *bf;
+        store_blob_path(x->st, e->sha, path, sizeof path);
+        len = 0;
+        if ((bf = fopen(path, "rb")) && (file_body = malloc(e->size ? e->size : 1)))
+            len = fread(file_body, 1, e->size, bf);
+        if (bf) fclose(bf);
+        body = file_body;
+    }
+    if (e->body_kind == BODY_INLINE || file_body) {
+        b64 = malloc(4 * ((len + 2) / 3) + 1);
+        EVP_EncodeBlock((unsigned char *)b64, body ? body : (const void *)"", (int)len);
+        json_object_set_new(o, "body_base64", json_string(b64));
+        free(b64);
+    }
+    free(file_body);
+    return o;
+}
+
+static void
+export_line(FILE *f, json_t *o)
+{
+    char *text = json_dumps(o, JSON_COMPACT);
+    if (text) fprintf(f, "%s\n", text);
+    free(text);
+    json_decref(o);
+}
+
+/*
+ * Lines `lockstep import` takes: bodies inline, no version numbers on puts (they would name
+ * this history's versions, not the new one's). A publish names its version only where the
+ * numbers replay as they are: the export holds the item from its version 1. Otherwise a
+ * publish of an older version than the item's latest becomes a put of that version, published,
+ * and the latest again as a draft: the same published content and status on import.
+ */
 static int
 export_entry(void *arg, const struct ls_entry *e)
 {
     struct export_ctx *x = arg;
-    FILE *f = x->f;
-    json_t *o = json_pack("{s:s,s:s}", "op", op_name(e->op), "path", e->path);
-    char *text;
-    if (e->op == LS_OP_MOVE) json_object_set_new(o, "to", json_string(e->to));
-    /* Lines `lockstep import` takes: bodies inline, no version numbers (they would name this
-     * history's versions, not the new one's). */
-    if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
-        const void *body = e->body;
-        size_t len = e->body_len;
-        void *file_body = NULL;
-        char *b64;
-        json_object_set_new(o, "kind", json_string(e->kind));
-        json_object_set_new(o, "meta", json_loads(e->meta, 0, NULL));
-        if (e->flags & REC_PUBLISHED) json_object_set_new(o, "status", json_string("published"));
-        if (e->body_kind == BODY_BLOB) {
-            char path[4300];
-            FILE *bf;
-            store_blob_path(x->st, e->sha, path, sizeof path);
-            len = 0;
-            if ((bf = fopen(path, "rb")) && (file_body = malloc(e->size ? e->size : 1)))
-                len = fread(file_body, 1, e->size, bf);
-            if (bf) fclose(bf);
-            body = file_body;
+    struct export_path *p = x->track ? export_path_find(x, e->path) : NULL;
+    json_t *o;
+    if (e->op == LS_OP_PUT && (e->flags & REC_DATA) && x->track) {
+        json_t *draft = export_put(x, e, 0);
+        if (!x->buckets) x->buckets = calloc(EXPORT_BUCKETS, sizeof *x->buckets);
+        if (!p && x->buckets && (p = calloc(1, sizeof *p)) && (p->path = strdup(e->path))) {
+            struct export_path **b = export_bucket(x, p->path);
+            p->created = e->version == 1;
+            p->next = *b;
+            *b = p;
+        } else if (p && !p->path) {
+            free(p);
+            p = NULL;
         }
-        if (e->body_kind == BODY_INLINE || file_body) {
-            b64 = malloc(4 * ((len + 2) / 3) + 1);
-            EVP_EncodeBlock((unsigned char *)b64, body ? body : (const void *)"", (int)len);
-            json_object_set_new(o, "body_base64", json_string(b64));
-            free(b64);
+        if (p) {
+            export_keep_draft(x, p, draft);
+            p->last = e->version;
         }
-        free(file_body);
+        json_decref(draft);
     }
-    text = json_dumps(o, JSON_COMPACT);
-    fprintf(f, "%s\n", text);
-    free(text);
-    json_decref(o);
+    if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
+        export_line(x->f, export_put(x, e, (e->flags & REC_PUBLISHED) != 0));
+        return 0;
+    }
+    if (e->op == LS_OP_PUBLISH && p && e->version != p->last) {
+        if (p->created) {
+            export_line(x->f, json_pack("{s:s,s:s,s:I}", "op", "publish", "path", e->path,
+                                        "version", (json_int_t)e->version));
+            return 0;
+        }
+        if ((e->flags & REC_DATA) && e->body_kind != BODY_MISSING && p->last_draft) {
+            export_line(x->f, export_put(x, e, 1));
+            fprintf(x->f, "%s\n", p->last_draft);
+            return 0;
+        }
+    }
+    o = json_pack("{s:s,s:s}", "op", op_name(e->op), "path", e->path);
+    if (e->op == LS_OP_MOVE) {
+        json_object_set_new(o, "to", json_string(e->to));
+        if (p) { /* the item goes on under its new name */
+            struct export_path *old = export_path_find(x, e->to);
+            char *to = strdup(e->to);
+            export_path_unlink(x, p);
+            if (old) { /* a tombstone replaced there: that item is gone */
+                export_path_unlink(x, old);
+                export_path_free(x, old);
+            }
+            if (to) {
+                struct export_path **b = export_bucket(x, to);
+                free(p->path);
+                p->path = to;
+                p->next = *b;
+                *b = p;
+            } else {
+                export_path_free(x, p);
+            }
+        }
+    }
+    if (e->op == LS_OP_PURGE && p) { /* a later put starts at version 1 */
+        export_path_unlink(x, p);
+        export_path_free(x, p);
+    }
+    export_line(x->f, o);
+    return 0;
+}
+
+static int
+snap_export_entry(void *arg, const struct ls_entry *e)
+{
+    return export_entry(arg, e);
+}
+
+/*
+ * The whole content of a store about to be replaced by another one's (--replace-store): every
+ * retained version of every item, oldest first, the published one marked, tombstones as
+ * deletes. Importing the file gives back the same live items, statuses and bodies.
+ */
+static int
+export_own_store(struct store *st, struct ls_error *err)
+{
+    struct ls_position pos;
+    struct store_snapshot *sn;
+    char path[4300];
+    FILE *f;
+    int rc = 0, n = 0;
+    if (!(sn = store_snapshot_open(store_dir(st), 0, 0, &pos, err))) return err->code;
+    snprintf(path, sizeof path, "%s/forked-store-%s-seq%lld-%lld.ndjson", store_dir(st),
+             pos.store_id, (long long)pos.seq, (long long)now_ms());
+    if (!(f = fopen(path, "w"))) {
+        store_snapshot_close(sn);
+        return ls_error_set(err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
+    }
+    {
+        struct export_ctx x = {f, st, NULL, 0, 0};
+        while ((rc = store_snapshot_next(sn, NULL, snap_export_entry, &x)) > 0)
+            n++;
+        export_paths_free(&x);
+    }
+    store_snapshot_close(sn);
+    if (fclose(f) != 0 || rc < 0) return ls_error_set(err, LS_EIO, "cannot write %s", path);
+    log_warn("--replace-store: this store's own history (store %s, seq %lld, %d items) is "
+             "saved in %s (import it with lockstep import if it is wanted); replacing it by "
+             "the upstream's",
+             pos.store_id, (long long)pos.seq, n, path);
     return 0;
 }
 
@@ -165,8 +369,9 @@ run_job(struct store *st, struct wreq *r)
         if (!(f = fopen(path, "w")))
             return ls_error_set(&r->err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
         {
-            struct export_ctx x = {f, st};
+            struct export_ctx x = {f, st, NULL, 1, 0};
             n = store_log_entries(st, after, 1 << 30, (size_t)1 << 62, export_entry, &x);
+            export_paths_free(&x);
         }
         if (fclose(f) != 0 || n < 0)
             return ls_error_set(&r->err, LS_EIO, "cannot write %s", path);
@@ -176,9 +381,9 @@ run_job(struct store *st, struct wreq *r)
                  (long long)after, n, path);
         return store_meta_set(st, "snapshot_pending", "1", &r->err);
     }
+    if (j->export_store && (rc = export_own_store(st, &r->err))) return rc;
     if (j->reset && (rc = store_reset(st, &r->err))) return rc;
-    if (j->nepochs && (rc = store_set_identity(st, j->store_id, (const int64_t(*)[2])j->epochs,
-                                               j->nepochs, &r->err)))
+    if (j->nepochs && (rc = store_set_identity(st, j->store_id, j->epochs, j->nepochs, &r->err)))
         return rc;
     if (j->truncate) {
         /* Entries after seq will arrive again; the store converges as they are re-applied. */
@@ -196,13 +401,34 @@ run_job(struct store *st, struct wreq *r)
 
 static void ack(struct repl_down *d);
 
+/* An exact replica holds everything its upstream has: an operation on an item it lacks means
+ * its store diverged. Filtered ones (staging, --include) lack items by design. */
+static int
+exact_replica(const struct server *srv)
+{
+    return strcmp(srv->cfg.role, "replica") == 0 && srv->cfg.include.n == 0;
+}
+
 static void
 job_done(struct wreq *r, void *arg)
 {
     struct repl_down *d = arg;
     struct job *j = r->fn_arg;
     d->inflight--;
-    if (r->rc) {
+    if (r->rc && r->type == WREQ_OPS && exact_replica(d->srv) &&
+        (r->rc == LS_ENOTFOUND || r->rc == LS_ECONFLICT)) {
+        /* Strict mode (to_op): the change names an item or version this store lacks. */
+        snprintf(d->last_error, sizeof d->last_error,
+                 "this replica diverged from its upstream (%.400s); resynchronizing with a "
+                 "snapshot",
+                 r->err.msg);
+        log_error("%s", d->last_error);
+        d->want_snapshot = 1;
+        if (d->state != US_IDLE) peer_fail(&d->peer, "apply_failed", "%s", d->last_error);
+    } else if (r->rc == LS_EUNAVAIL && d->chain_failed && d->state == US_IDLE) {
+        /* A frame after the one that failed: last_error keeps the cause. */
+        log_info("dropped a frame after a failed one: %s", r->err.msg);
+    } else if (r->rc) {
         if (j && j->fork_at != 0) d->fork_pending = 0; /* the next handshake tries again */
         log_error("applying the upstream's changes failed: %s", r->err.msg);
         snprintf(d->last_error, sizeof d->last_error, "%s", r->err.msg);
@@ -212,6 +438,9 @@ job_done(struct wreq *r, void *arg)
         if (d->state != US_IDLE) peer_fail(&d->peer, NULL, "resynchronizing after a fork");
     } else if (d->state >= US_SYNC) {
         ack(d);
+        /* Only a frame applied shows the link works: a handshake that ends in a failure
+         * every time must not reconnect at the shortest interval for ever. */
+        if (r->type == WREQ_OPS) d->backoff_ms = RETRY_MIN_MS;
     }
     /* Servers following this one hold positions in the history that was just replaced (a
      * snapshot, a truncated log, a new epoch): they must handshake again to learn where they
@@ -267,7 +496,9 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
     e->path = e->to = NULL;
     op->seq = e->seq;
     op->mtime = e->ts;
-    op->tolerant = 1;
+    /* Filtered downstreams skip operations on items they do not hold; so does an exact
+     * replica for entries a resync sends again. Otherwise a missing item is divergence. */
+    op->tolerant = snapshot || !exact_replica(d->srv) || e->seq <= d->replay_upto;
     op->no_log = snapshot || (e->flags & REC_NOLOG);
     if (e->op == LS_OP_PUBLISH) op->version = e->version;
     if (e->op != LS_OP_PUT) return 0;
@@ -404,8 +635,11 @@ parse_epochs(json_t *a, struct job *j)
     json_array_foreach(a, i, v)
     {
         if (j->nepochs >= 64) break;
-        j->epochs[j->nepochs][0] = json_integer_value(json_array_get(v, 0));
-        j->epochs[j->nepochs][1] = json_integer_value(json_array_get(v, 1));
+        j->epochs[j->nepochs].epoch = json_integer_value(json_array_get(v, 0));
+        j->epochs[j->nepochs].start_seq = json_integer_value(json_array_get(v, 1));
+        /* An upstream older than epoch ids sends none: store_set_identity derives them. */
+        snprintf(j->epochs[j->nepochs].id, sizeof j->epochs[j->nepochs].id, "%s",
+                 json_string_value(json_array_get(v, 2)) ?: "");
         j->nepochs++;
     }
     return j->nepochs > 0 ? 0 : -1;
@@ -415,22 +649,105 @@ static void
 send_sync(struct repl_down *d)
 {
     struct ls_position pos;
+    struct ls_epoch ep[64];
     char pending[8] = "0";
-    json_t *inc = json_array(), *o;
+    json_t *inc = json_array(), *o, *epochs = json_array();
+    int nep;
     store_position(d->srv->reader, &pos);
+    /* The history this store holds, epoch ids included: the upstream finds the fork point. */
+    nep = store_epoch_list(d->srv->reader, ep, 64);
+    for (int i = 0; i < nep; i++)
+        json_array_append_new(epochs, json_pack("[I,I,s]", (json_int_t)ep[i].epoch,
+                                                (json_int_t)ep[i].start_seq, ep[i].id));
     store_meta_get(d->srv->reader, "snapshot_pending", pending, sizeof pending);
     for (int i = 0; i < d->srv->cfg.include.n; i++)
         json_array_append_new(inc, json_string(d->srv->cfg.include.v[i]));
     o = json_pack("{s:s,s:I,s:I,s:b,s:{s:b,s:o}}", "store_id", pos.store_id, "epoch",
                   (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "snapshot_pending",
-                  strcmp(pending, "1") == 0, "filter", "published_only",
+                  strcmp(pending, "1") == 0 || d->want_snapshot, "filter", "published_only",
                   strcmp(d->srv->cfg.role, "staging") == 0, "include", inc);
     if (d->resync_from >= 0) json_object_set_new(o, "resync_from_seq", json_integer(d->resync_from));
     if (d->resync_since >= 0)
         json_object_set_new(o, "resync_since_ms", json_integer(d->resync_since));
+    json_object_set_new(o, "epochs", epochs);
     d->resync_from = d->resync_since = -1;
     peer_send_json(&d->peer, F_SYNC, o);
     d->state = US_SYNC;
+}
+
+/* Refuses this upstream: the store stays as it is, and the next try comes after a back-off. */
+static void
+refuse(struct repl_down *d, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->last_error, sizeof d->last_error, fmt, ap);
+    va_end(ap);
+    d->refused = d->refused_now = 1;
+    log_error("upstream %s refused: %s", d->srv->cfg.upstream, d->last_error);
+    peer_fail(&d->peer, code, "%s", d->last_error);
+}
+
+#define CHAIN_MAX 32
+
+/*
+ * Checks what the upstream says of itself (WELCOME, and every PING: a cycle closed by two
+ * handshakes at once shows only later): its chain of node_ids must not hold this server's
+ * (itself, or a cycle), and an exact replica cannot follow a filtered store. 0: go on.
+ */
+static int
+check_upstream(struct repl_down *d, json_t *o)
+{
+    json_t *chain = json_object_get(o, "chain"), *v;
+    const char *role = json_string_value(json_object_get(o, "role"));
+    int filtered =
+        json_is_true(json_object_get(o, "filtered")) || (role && strcmp(role, "staging") == 0);
+    size_t i;
+    /* Kept even when refused: passed on in this server's own chain, it lets the other side of
+     * a cycle see it too. */
+    if (json_is_array(chain)) {
+        json_decref(d->up_chain);
+        d->up_chain = json_incref(chain);
+    }
+    json_array_foreach(chain, i, v)
+    {
+        if (!json_is_string(v) || strcmp(json_string_value(v), d->node_id) != 0) continue;
+        if (i == 0)
+            refuse(d, "same_node", "--upstream %s is this server itself: nobody would be writable",
+                   d->srv->cfg.upstream);
+        else
+            refuse(d, "cycle",
+                   "replication cycle: the upstream %s follows this server (%zu steps up its "
+                   "chain): nobody would be writable; point one of them at the primary",
+                   d->srv->cfg.upstream, i);
+        return -1;
+    }
+    if (filtered && exact_replica(d->srv)) {
+        refuse(d, "filtered_upstream",
+               "the upstream %s (%s) holds a filtered store (staging or --include): an exact "
+               "replica cannot follow it; point it at the primary or an exact replica",
+               d->srv->cfg.upstream, role ? role : "?");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+has_item(void *arg, const struct ls_item *it)
+{
+    *(int *)arg = 1;
+    return 1;
+}
+
+/* Does this store hold a history of its own (anything but a new, empty store)? */
+static int
+own_history(struct server *srv)
+{
+    struct ls_error err;
+    int any = 0;
+    if (srv->pos.seq > 0) return 1;
+    store_list(srv->reader, "/", "", 1, 1, has_item, &any, &err);
+    return any;
 }
 
 static void
@@ -450,12 +767,12 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     switch (type) {
     case F_WELCOME:
         if (d->state != US_HELLO) goto unexpected;
+        if (check_upstream(d, o)) break;
         snprintf(d->up_name, sizeof d->up_name, "%s",
                  json_string_value(json_object_get(o, "name")) ?: "?");
         p->zstd = json_is_true(json_object_get(o, "zstd"));
         snprintf(d->primary_http, sizeof d->primary_http, "%s",
                  json_string_value(json_object_get(o, "primary")) ?: "");
-        d->backoff_ms = RETRY_MIN_MS;
         send_sync(d);
         break;
     case F_CONTINUE: {
@@ -469,11 +786,13 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         if (from < d->srv->pos.seq) {
             j->truncate = 1;
             j->seq = from;
+            d->replay_upto = d->srv->pos.seq;
             log_info("resynchronizing from seq %lld", (long long)from);
         }
-        j->new_history = j->truncate ||
-                         (j->nepochs && j->epochs[j->nepochs - 1][0] != d->srv->pos.epoch);
+        j->new_history =
+            j->truncate || (j->nepochs && j->epochs[j->nepochs - 1].epoch != d->srv->pos.epoch);
         submit_job(d, j);
+        d->refused = 0;
         d->last_sync = "continue";
         d->last_sync_ms = now_ms();
         d->state = US_STREAM;
@@ -492,7 +811,23 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             free(j);
             goto unexpected;
         }
+        if (strcmp(j->store_id, d->srv->pos.store_id) != 0 && own_history(d->srv)) {
+            /* Another site's store would replace this one's own items without a trace. */
+            if (!d->srv->cfg.replace_store) {
+                refuse(d, "foreign_store",
+                       "the upstream holds another store (%.32s) and this one (%.32s, seq "
+                       "%lld) has its own history: not replacing it; start with "
+                       "--replace-store to replace it (it is exported first)",
+                       j->store_id, d->srv->pos.store_id, (long long)d->srv->pos.seq);
+                free(j);
+                break;
+            }
+            j->export_store = 1;
+        }
         submit_job(d, j);
+        d->refused = 0;
+        d->want_snapshot = 0;
+        d->replay_upto = 0;
         d->last_sync = "snapshot";
         d->last_sync_ms = now_ms();
         d->state = US_SNAPSHOT;
@@ -536,16 +871,24 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         break;
     }
     case F_PING:
+        if (check_upstream(d, o)) break;
         d->up_seq = json_integer_value(json_object_get(o, "seq"));
         if (json_is_string(json_object_get(o, "primary")))
             snprintf(d->primary_http, sizeof d->primary_http, "%s",
                      json_string_value(json_object_get(o, "primary")));
         break;
-    case F_ERROR:
+    case F_ERROR: {
+        const char *code = json_string_value(json_object_get(o, "code"));
         snprintf(d->last_error, sizeof d->last_error, "%s",
                  json_string_value(json_object_get(o, "message")) ?: "?");
         log_warn("upstream %s: %s", p->addr, d->last_error);
+        /* The upstream refused this server for what it is: retrying will not help by itself. */
+        if (code && strcmp(code, "same_node") == 0) {
+            d->refused = d->refused_now = 1;
+            log_error("upstream %s refused: %s", d->srv->cfg.upstream, d->last_error);
+        }
         break;
+    }
     default:
         goto unexpected;
     }
@@ -560,12 +903,14 @@ static void
 on_connected(struct peer *p)
 {
     struct repl_down *d = p->owner;
-    json_t *hello = json_pack("{s:i,s:s,s:s,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
-                              d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION,
-                              "zstd", strcmp(d->srv->cfg.compress, "zstd") == 0);
+    json_t *hello =
+        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name", d->srv->cfg.name,
+                  "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
+                  strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id);
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);
+    d->refused_now = 0;
     d->state = US_HELLO;
 }
 
@@ -576,7 +921,10 @@ on_close(struct peer *p, const char *why)
     blob_reset(d);
     if (!d->stopping) {
         log_info("upstream %s: %s; reconnecting", d->srv->cfg.upstream, why);
-        snprintf(d->last_error, sizeof d->last_error, "%s", why);
+        if (!d->refused_now) { /* else last_error keeps why it was refused */
+            snprintf(d->last_error, sizeof d->last_error, "%s", why);
+            d->refused = 0;
+        }
     }
     schedule_retry(d);
 }
@@ -592,8 +940,10 @@ connect_upstream(struct repl_down *d)
     struct bufferevent *bev;
     if (d->stopping) return;
     if (d->inflight > 0 || d->fork_pending) { /* let the writer finish first */
-        d->backoff_ms = RETRY_MIN_MS;
-        schedule_retry(d);
+        /* Soon again, without touching the back-off: the session that just failed counts. */
+        struct timeval tv = {0, RETRY_MIN_MS * 1000};
+        d->state = US_IDLE;
+        evtimer_add(d->retry, &tv);
         return;
     }
     d->chain_failed = 0; /* nothing in flight: the next session starts from the position */
@@ -649,6 +999,7 @@ repl_down_start(struct server *srv, struct ls_error *err)
     if (!d) return ls_error_set(err, LS_ENOMEM, NULL);
     d->srv = srv;
     d->blob_fd = -1;
+    store_meta_get(srv->reader, "node_id", d->node_id, sizeof d->node_id);
     d->backoff_ms = RETRY_MIN_MS;
     d->resync_from = d->resync_since = -1;
     d->last_sync = "none";
@@ -672,6 +1023,7 @@ repl_down_stop(struct server *srv)
     event_free(d->retry);
     event_free(d->ping);
     if (d->blob_md) EVP_MD_CTX_free(d->blob_md);
+    json_decref(d->up_chain);
     srv->down = NULL;
     /* Writer requests still in flight point at d: they finish before the writer stops, and
      * job_done must not run after this; the server stops the writer before calling us. */
@@ -686,10 +1038,10 @@ repl_down_status(struct server *srv, json_t *o)
     char t[40];
     if (!d) return;
     switch (d->state) {
-    case US_IDLE: state = "down"; break;
+    case US_IDLE: state = d->refused ? "refused" : "down"; break;
     case US_CONNECTING:
     case US_HELLO:
-    case US_SYNC: state = "connecting"; break;
+    case US_SYNC: state = d->refused ? "refused" : "connecting"; break;
     case US_SNAPSHOT: state = "snapshot"; break;
     case US_STREAM: state = srv->pos.seq >= d->up_seq ? "live" : "catching-up"; break;
     }
@@ -706,6 +1058,25 @@ repl_down_status(struct server *srv, json_t *o)
     json_object_set_new(o, "lag_changes",
                         json_integer(d->up_seq > srv->pos.seq ? d->up_seq - srv->pos.seq : 0));
     if (d->last_error[0]) json_object_set_new(o, "last_error", json_string(d->last_error));
+}
+
+json_t *
+repl_down_chain(struct server *srv)
+{
+    struct repl_down *d = srv->down;
+    json_t *a = json_array(), *v;
+    char id[33] = "";
+    size_t i;
+    store_meta_get(srv->reader, "node_id", id, sizeof id);
+    json_array_append_new(a, json_string(id));
+    /* A promoted server follows nobody: the chain it knew is not above it any more. */
+    if (d && d->up_chain && strcmp(srv->cfg.role, "primary") != 0)
+        json_array_foreach(d->up_chain, i, v)
+        {
+            if (json_array_size(a) >= CHAIN_MAX) break;
+            if (json_is_string(v)) json_array_append(a, v);
+        }
+    return a;
 }
 
 const char *

@@ -261,14 +261,14 @@ on_log_entry(void *arg, const struct ls_entry *e)
          * older one it may lack (left out by --sync-max-versions, pruned by its own
          * --max-versions, or before the item entered its --include): that one goes first, as
          * a restore of the same seq. */
-        struct ls_item it;
-        struct ls_error err;
+        int64_t latest = 0;
         int older = 0;
-        if ((t.flags & REC_DATA) && t.body_kind != BODY_MISSING &&
-            store_get(ds->srv->reader, e->path, 0, 0, &it, &err) == 0) {
-            older = it.version != e->version;
-            item_release(&it);
-        }
+        /* The item is found by the entry's item id, not by its path: it may have moved (or
+         * been deleted) since, and the version is still needed to replay this publish. When
+         * even that fails the restore goes out anyway: it changes nothing where not needed. */
+        if ((t.flags & REC_DATA) && t.body_kind != BODY_MISSING)
+            older = store_log_item_version(ds->srv->reader, e->seq, &latest) != 0 ||
+                    latest != e->version;
         if (older) {
             struct ls_entry r = t;
             r.op = LS_OP_PUT;
@@ -571,12 +571,63 @@ node_claim(struct downstream *ds, json_t *hello)
 static json_t *
 epochs_json(struct store *st)
 {
-    int64_t ep[64][2];
-    int n = store_epochs(st, ep, 64);
+    struct ls_epoch ep[64];
+    int n = store_epoch_list(st, ep, 64);
     json_t *a = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(a, json_pack("[I,I]", (json_int_t)ep[i][0], (json_int_t)ep[i][1]));
+        json_array_append_new(a, json_pack("[I,I,s]", (json_int_t)ep[i].epoch,
+                                           (json_int_t)ep[i].start_seq, ep[i].id));
     return a;
+}
+
+/*
+ * Where a downstream's history (SYNC's epochs: [number, start seq, id]) and ours part: they
+ * share the longest common prefix of epochs equal in number, id and start seq, and each leaves
+ * it where its next epoch begins (ours: at our seq when we are still in it). -1: nothing in
+ * common at all.
+ */
+static int64_t
+fork_point(struct server *srv, json_t *down, const char *store_id)
+{
+    struct ls_epoch up[64];
+    int nup = store_epoch_list(srv->reader, up, 64), k = 0;
+    int nd = (int)json_array_size(down);
+    int64_t up_leaves, at;
+    while (k < nup && k < nd) {
+        json_t *v = json_array_get(down, (size_t)k);
+        int64_t e = json_integer_value(json_array_get(v, 0));
+        const char *id = json_string_value(json_array_get(v, 2));
+        char def[33];
+        if (!id) { /* as a store without ids would name it */
+            store_epoch_default_id(store_id, e, def);
+            id = def;
+        }
+        if (e != up[k].epoch || json_integer_value(json_array_get(v, 1)) != up[k].start_seq ||
+            strcmp(id, up[k].id) != 0)
+            break;
+        k++;
+    }
+    if (k == 0) return -1;
+    up_leaves = k < nup ? up[k].start_seq : srv->pos.seq;
+    at = up_leaves;
+    if (k < nd) {
+        int64_t down_leaves = json_integer_value(json_array_get(json_array_get(down, k), 1));
+        if (down_leaves < at) at = down_leaves;
+    }
+    return at;
+}
+
+/* What a downstream must know of this server to refuse it (self, a cycle, a filtered store). */
+static void
+identity_fields(struct server *srv, json_t *o)
+{
+    char id[33] = "";
+    store_meta_get(srv->reader, "node_id", id, sizeof id);
+    json_object_set_new(o, "node_id", json_string(id));
+    json_object_set_new(
+        o, "filtered",
+        json_boolean(strcmp(srv->cfg.role, "staging") == 0 || srv->cfg.include.n > 0));
+    json_object_set_new(o, "chain", repl_down_chain(srv));
 }
 
 static void
@@ -596,6 +647,24 @@ on_hello(struct downstream *ds, json_t *o)
         (strcmp(role, "replica") != 0 && strcmp(role, "staging") != 0)) {
         peer_fail(&ds->peer, "bad_hello", "HELLO needs a name and the role replica or staging");
         return;
+    }
+    {
+        json_t *nid = json_object_get(o, "node_id");
+        const char *id = json_string_value(nid);
+        char mine[33] = "";
+        if (nid && (!id || strlen(id) != 32 || strspn(id, "0123456789abcdef") != 32)) {
+            peer_fail(&ds->peer, "bad_hello", "HELLO's node_id must be 32 lowercase hex digits");
+            return;
+        }
+        store_meta_get(ds->srv->reader, "node_id", mine, sizeof mine);
+        if (id && strcmp(id, mine) == 0) {
+            log_error("refused downstream %s from %s: it is this server itself (its --upstream "
+                      "points here)",
+                      name, ds->peer.addr);
+            peer_fail(&ds->peer, "same_node",
+                      "this server is its own upstream (--upstream points at itself): refused");
+            return;
+        }
     }
     {
         const char *token = json_string_value(json_object_get(o, "token")), *trole;
@@ -623,10 +692,13 @@ on_hello(struct downstream *ds, json_t *o)
     ds->node->last_heartbeat_ms = now_ms();
     ds->node->last_error[0] = '\0';
     ds->published_only = strcmp(role, "staging") == 0;
-    peer_send_json(&ds->peer, F_WELCOME,
-                   json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
-                             ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
-                             "zstd", zstd, "primary", server_primary_http(ds->srv)));
+    {
+        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
+                              ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
+                              "zstd", zstd, "primary", server_primary_http(ds->srv));
+        identity_fields(ds->srv, w);
+        peer_send_json(&ds->peer, F_WELCOME, w);
+    }
     ds->peer.zstd = zstd;
     ds->state = DS_SYNC;
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
@@ -732,7 +804,12 @@ on_sync(struct downstream *ds, json_t *o)
     }
     {
         int64_t fork_at = -1;
-        if (epoch < pos->epoch) {
+        json_t *down_epochs = json_object_get(o, "epochs");
+        if (json_is_array(down_epochs) && json_array_size(down_epochs) > 0) {
+            /* Epoch ids: two servers promoted to the same number are told apart. */
+            fork_at = fork_point(ds->srv, down_epochs, pos->store_id);
+            if (fork_at < 0) fork_at = 0; /* no epoch in common: everything it has forked */
+        } else if (epoch < pos->epoch) {  /* a downstream that sends no epochs: numbers only */
             /* Our history left its epoch where the next one began. */
             int64_t ep[64][2];
             int n = store_epochs(ds->srv->reader, ep, 64);
@@ -857,8 +934,11 @@ send_ping(evutil_socket_t fd, short what, void *arg)
                   (long long)ds->srv->cfg.heartbeat_timeout_ms);
         return; /* the timer was freed with the connection */
     }
-    if (ds->state >= DS_SYNC && !ds->peer.closed)
-        peer_send_json(&ds->peer, F_PING, server_info(ds->srv));
+    if (ds->state >= DS_SYNC && !ds->peer.closed) {
+        json_t *o = server_info(ds->srv);
+        identity_fields(ds->srv, o); /* re-checked by the downstream at every PING */
+        peer_send_json(&ds->peer, F_PING, o);
+    }
     evtimer_add(ds->ping, &tv);
 }
 

@@ -128,6 +128,8 @@ void repl_down_halt(struct server *srv);   /* stop following; repl_down_stop fre
 void repl_down_resume(struct server *srv); /* follow again after a halt */
 const char *repl_down_primary(struct server *srv); /* NULL when unknown */ /* stop following; repl_down_stop frees later */
 void repl_down_status(struct server *srv, json_t *status);
+/* This server's node_id, then its upstream's chain up to the primary as far as known. */
+json_t *repl_down_chain(struct server *srv);
 int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);
 
 int serve_main(int argc, char **argv);

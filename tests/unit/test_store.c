@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "common/err.h"
 #include "common/util.h"
@@ -1719,6 +1720,106 @@ test_no_savepoint_outside_a_transaction(void **state)
     assert_int_equal(store_seq(f->st), 2);
 }
 
+/* ---------------------------------------------------------------- epochs and their ids */
+
+static void
+assert_hex32(const char *id)
+{
+    assert_int_equal(strlen(id), 32);
+    assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+}
+
+/* A new store's epoch 1 has a random id; a promotion makes another random one. */
+static void
+test_epoch_ids_random(void **state)
+{
+    struct fx *f = *state;
+    struct ls_epoch ep[4];
+    struct ls_position pos;
+    struct ls_error err;
+    char def[33];
+    int64_t e;
+    assert_int_equal(store_position(f->st, &pos), 0);
+    assert_int_equal(store_epoch_list(f->st, ep, 4), 1);
+    assert_int_equal(ep[0].epoch, 1);
+    assert_hex32(ep[0].id);
+    store_epoch_default_id(pos.store_id, 1, def);
+    assert_string_not_equal(ep[0].id, def);
+    assert_int_equal(store_begin(f->st, &err), 0);
+    assert_int_equal(store_new_epoch(f->st, &e, &err), 0);
+    assert_int_equal(store_commit(f->st, &err), 0);
+    assert_int_equal(e, 2);
+    assert_int_equal(store_epoch_list(f->st, ep, 4), 2);
+    assert_hex32(ep[1].id);
+    assert_string_not_equal(ep[1].id, ep[0].id);
+    store_epoch_default_id(pos.store_id, 2, def);
+    assert_string_not_equal(ep[1].id, def);
+}
+
+/* A store written before epoch ids (no id column) opens: every epoch gets the id derived from
+ * store_id and its number, the same in every copy of that history. */
+static void
+test_epoch_ids_migrated(void **state)
+{
+    struct fx *f = *state;
+    struct ls_epoch ep[4];
+    struct ls_position pos;
+    char path[128], def[33];
+    sqlite3 *db;
+    PUT(f->st, "/a", "alpha");
+    assert_int_equal(store_position(f->st, &pos), 0);
+    store_free(f->st);
+    f->st = NULL;
+    snprintf(path, sizeof path, "%s/store.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE epochs DROP COLUMN id;"
+                                  "INSERT INTO epochs VALUES(2, 1, 0);"
+                                  "UPDATE meta SET value=2 WHERE key='epoch'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    f->st = open_store(f);
+    assert_int_equal(store_epoch_list(f->st, ep, 4), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ep[i].epoch, i + 1);
+        store_epoch_default_id(pos.store_id, i + 1, def);
+        assert_string_equal(ep[i].id, def);
+    }
+    assert_int_equal(ep[1].start_seq, 1);
+    /* and again: nothing changes on the next open */
+    store_free(f->st);
+    f->st = open_store(f);
+    assert_int_equal(store_epoch_list(f->st, ep, 4), 2);
+    store_epoch_default_id(pos.store_id, 2, def);
+    assert_string_equal(ep[1].id, def);
+}
+
+/* Ids taken over from an upstream are kept; a missing or malformed one is derived. */
+static void
+test_epoch_ids_set_identity(void **state)
+{
+    struct fx *f = *state;
+    struct ls_epoch in[3] = {{1, 0, "0123456789abcdef0123456789abcdef"}, {2, 5, ""},
+                             {3, 9, "not hex"}}, out[4];
+    struct ls_error err;
+    struct ls_position pos;
+    const char *sid = "00112233445566778899aabbccddeeff";
+    char def[33];
+    assert_int_equal(store_begin(f->st, &err), 0);
+    assert_int_equal(store_set_identity(f->st, sid, in, 3, &err), 0);
+    assert_int_equal(store_commit(f->st, &err), 0);
+    assert_int_equal(store_position(f->st, &pos), 0);
+    assert_int_equal(pos.epoch, 3);
+    assert_int_equal(store_epoch_list(f->st, out, 4), 3);
+    assert_string_equal(out[0].id, in[0].id);
+    store_epoch_default_id(sid, 2, def);
+    assert_string_equal(out[1].id, def);
+    store_epoch_default_id(sid, 3, def);
+    assert_string_equal(out[2].id, def);
+    assert_int_equal(out[2].start_seq, 9);
+}
+
 int
 main(void)
 {
@@ -1752,6 +1853,9 @@ main(void)
         T(test_if_version),
         T(test_if_version_move),
         T(test_parsed_ops_apply),
+        T(test_epoch_ids_random),
+        T(test_epoch_ids_migrated),
+        T(test_epoch_ids_set_identity),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -3,7 +3,7 @@
  * store_apply() exactly as the writer thread applies one /v1/batch request (store_begin, a
  * savepoint, every op, release, store_commit), but called directly: no HTTP, no event loop, no
  * thread hand-off. Placed between the bare SQLite figure and the /v1/batch figure, it splits the
- * gap into "what the schema and store.c cost" and "what the server around them costs".
+ * gap into "what the schema and src/core/store/ cost" and "what the server around them costs".
  *
  *   bench_store_direct --dir DIR [--docs 200000] [--batch 1000] [--body 1024] [--parse]
  *                      [--sync full|normal]

@@ -1,5 +1,5 @@
 /*
- * test_store.c - unit tests for the SQLite store (src/core/store.c): versions, the change log,
+ * test_store.c - unit tests for the SQLite store (src/core/store/): versions, the change log,
  * tombstones, purge, move, publish, pruning, blobs, savepoints, reopening, digests and listing.
  * Every test gets a fresh directory from mkdtemp and removes it afterwards.
  */
@@ -1756,6 +1756,43 @@ test_epoch_ids_random(void **state)
     assert_string_not_equal(ep[1].id, def);
 }
 
+/* A new store records its schema version; one written by a newer lockstep is refused, and
+ * left as it was. */
+static void
+test_schema_version(void **state)
+{
+    struct fx *f = *state;
+    struct ls_error err;
+    char v[32], path[128];
+    sqlite3 *db;
+    assert_int_equal(store_meta_get(f->st, "schema_version", v, sizeof v), 0);
+    assert_string_equal(v, "2");
+    PUT(f->st, "/a", "alpha");
+    store_free(f->st);
+    f->st = NULL;
+    snprintf(path, sizeof path, "%s/store.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value=99 WHERE key='schema_version'", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    ls_error_clear(&err);
+    assert_null(store_open(f->dir, &f->opt, &err));
+    assert_non_null(strstr(err.msg, "schema version 99"));
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value=2 WHERE key='schema_version'", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    f->st = open_store(f);
+    {
+        struct ls_item it = GET(f->st, "/a", 0);
+        assert_int_equal(it.size, 5);
+        assert_memory_equal(it.body, "alpha", 5);
+        item_release(&it);
+    }
+}
+
 /* A store written before epoch ids (no id column) opens: every epoch gets the id derived from
  * store_id and its number, the same in every copy of that history. */
 static void
@@ -1774,6 +1811,7 @@ test_epoch_ids_migrated(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "ALTER TABLE epochs DROP COLUMN id;"
+                                  "DELETE FROM meta WHERE key='schema_version';"
                                   "INSERT INTO epochs VALUES(2, 1, 0);"
                                   "UPDATE meta SET value=2 WHERE key='epoch'",
                                   NULL, NULL, NULL),
@@ -1855,6 +1893,7 @@ main(void)
         T(test_parsed_ops_apply),
         T(test_epoch_ids_random),
         T(test_epoch_ids_migrated),
+        T(test_schema_version),
         T(test_epoch_ids_set_identity),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);

@@ -300,6 +300,7 @@ export_entry(void *arg, const struct ls_entry *e)
                 *b = p;
             } else {
                 export_path_free(x, p);
+                p = NULL;
             }
         }
     }

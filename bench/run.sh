@@ -375,6 +375,13 @@ echo "disk = $(v disk.where); load average at the end: $(cut -d' ' -f1-3 /proc/l
 echo "throughput figures; the CPU/doc figures are steadier)"
 echo "write-path bench time: $(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s"
 
+# Does anything wait behind a long read (bench/stall.sh), unless BENCH_STALL=0.
+if [ "${BENCH_STALL:-1}" != 0 ]; then
+    echo
+    echo "## GET /v1/status and a live replica's lag while a digest of 1M items runs"
+    LOCKSTEP="$LOCKSTEP" "$ROOT/bench/stall.sh"
+fi
+
 # Replication next to Redis (bench/repl.sh), unless BENCH_REPL=0.
 [ "${BENCH_REPL:-1}" = 0 ] || "$ROOT/bench/repl.sh"
 exit 0

@@ -70,7 +70,7 @@ import http.client, json, sys, threading, time, urllib.parse
 P, R, digests = urllib.parse.urlparse(sys.argv[1]), urllib.parse.urlparse(sys.argv[2]), int(sys.argv[3])
 stop = threading.Event()
 phase = ["idle"]
-status_lat = {"idle": [], "digest": []}
+status_lat = {"idle": [], "digest": [], "after": []}
 acked = []      # (seq, time acknowledged, phase)
 replica = []    # (time, seq)
 

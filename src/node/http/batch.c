@@ -303,5 +303,5 @@ http_batch_routes(struct server *srv)
         {"/v1/uploads/{id}/commit", EVHTTP_REQ_POST, NEED_WRITE, NEED_WRITE, NO_BODY,
          h_upload_commit},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) http_route(srv, &routes[i]);
+    http_routes(srv, routes, sizeof routes / sizeof routes[0]);
 }

@@ -195,5 +195,5 @@ http_cluster_routes(struct server *srv)
         {"/v1/promote", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_promote},
         {"/v1/resync", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_resync},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) http_route(srv, &routes[i]);
+    http_routes(srv, routes, sizeof routes / sizeof routes[0]);
 }

@@ -57,6 +57,7 @@ struct route {
     handler_fn fn;
 };
 void http_route(struct server *srv, const struct route *r);
+void http_routes(struct server *srv, const struct route *table, size_t n);
 void http_items_routes(struct server *srv);
 void http_changes_routes(struct server *srv);
 void http_batch_routes(struct server *srv);

@@ -280,6 +280,23 @@ fail:
 
 /* ---------------------------------------------------------------- writes */
 
+/* A writer request of one operation on the item the URL names; NULL once answered (a replica,
+ * a full writer queue, a bad path). */
+static struct wreq *
+item_wreq(struct ctx *c, int type)
+{
+    struct wreq *r;
+    char *path;
+    if (require_writable(c) || !(path = item_path(c))) return NULL;
+    if (!(r = wreq_one(type))) {
+        free(path);
+        reply_error(c->req, LS_ENOMEM, NULL);
+        return NULL;
+    }
+    r->ops[0].path = path;
+    return r;
+}
+
 /* Reads kind, meta, publish and if_version of a put from the query and headers. */
 static int
 put_params(struct ctx *c, struct ls_op *op)
@@ -321,22 +338,14 @@ h_put(struct ctx *c)
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     struct wreq *r;
     struct ls_op *op;
-    char *path;
 
-    if (require_writable(c)) goto out;
     if (evbuffer_get_length(in) > c->srv->cfg.max_body) {
         reply_error(c->req, LS_ETOOBIG, "body is larger than --max-body (%llu bytes)",
                     (unsigned long long)c->srv->cfg.max_body);
         goto out;
     }
-    if (!(path = item_path(c))) goto out;
-    if (!(r = wreq_one(LS_OP_PUT))) {
-        free(path);
-        reply_error(c->req, LS_ENOMEM, NULL);
-        goto out;
-    }
+    if (!(r = item_wreq(c, LS_OP_PUT))) goto out;
     op = &r->ops[0];
-    op->path = path;
     if (put_params(c, op)) {
         wreq_free(r);
         goto out;
@@ -358,16 +367,8 @@ simple_op(struct ctx *c, int type)
 {
     struct wreq *r;
     struct ls_op *op;
-    char *path;
-    if (require_writable(c)) goto out;
-    if (!(path = item_path(c))) goto out;
-    if (!(r = wreq_one(type))) {
-        free(path);
-        reply_error(c->req, LS_ENOMEM, NULL);
-        goto out;
-    }
+    if (!(r = item_wreq(c, type))) goto out;
     op = &r->ops[0];
-    op->path = path;
     if (qint(c, "if_version", 0, 0, INT64_MAX, &op->if_version) ||
         (type == LS_OP_PUBLISH && qint(c, "version", 0, 0, INT64_MAX, &op->version))) {
         wreq_free(r);
@@ -419,5 +420,5 @@ http_items_routes(struct server *srv)
         {"/v1/move/{path*}", EVHTTP_REQ_POST, NEED_WRITE, NEED_WRITE, NO_BODY, h_move},
         {"/v1/list", M_GET, NEED_READ, NEED_READ, NO_BODY, h_list},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) http_route(srv, &routes[i]);
+    http_routes(srv, routes, sizeof routes / sizeof routes[0]);
 }

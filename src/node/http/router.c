@@ -41,6 +41,12 @@ http_route(struct server *srv, const struct route *r)
     if (r->max_body > rt->max_body) rt->max_body = r->max_body;
 }
 
+void
+http_routes(struct server *srv, const struct route *table, size_t n)
+{
+    for (size_t i = 0; i < n; i++) http_route(srv, &table[i]);
+}
+
 /* ---------------------------------------------------------------- matching */
 
 /*

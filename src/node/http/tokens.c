@@ -145,5 +145,5 @@ http_tokens_routes(struct server *srv)
         {"/v1/tokens", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_token_create},
         {"/v1/tokens/{name}", EVHTTP_REQ_DELETE, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_token_revoke},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) http_route(srv, &routes[i]);
+    http_routes(srv, routes, sizeof routes / sizeof routes[0]);
 }

@@ -58,8 +58,9 @@ assert_eq "$digest_before" "$(digest_of v)" "digest after the damage"
 lsc v verify --rate 50K --json >"$T/slow.json" 2>&1 &
 slow=$!
 bg_track "$slow"
-wait_until 10 bash -c "curl -s -o /dev/null -w '%{http_code}' '$URL_v/v1/verify' | grep -q 409" ||
-    fail "a second verify while one runs: expected 409"
+sleep 1.5 # (a probe any sooner could itself be the first verify, and the slow one the second)
+assert_eq 409 "$(curl -s -o /dev/null -w '%{http_code}' "$URL_v/v1/verify")" \
+    "a second verify while one runs"
 rc=0
 bg_wait "$slow" 60 || rc=$?
 assert_eq 1 "$rc" "the slow verify's exit (damage found)"
@@ -69,4 +70,11 @@ assert_exit 2 lsc v verify --rate lots
 assert_contains "$ERR" "--rate"
 # the server still answers, and the damage is still there to be seen
 assert_exit 1 lsc v verify --rate 0
+
+# a server stopping mid-scrub (this one would read for minutes) cancels it and exits at once
+lsc v verify --rate 1K >/dev/null 2>&1 &
+bg_track $!
+sleep 1
+t0=$(date +%s)
 stop_server v
+(($(date +%s) - t0 < 5)) || fail "stopping during a verify took $(($(date +%s) - t0)) s"

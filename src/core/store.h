@@ -141,7 +141,8 @@ typedef int (*store_body_cb)(void *arg, const struct store_body_ref *b);
 /* At most limit versions after (after_sha, after_rowid), each slice its own short read: the
  * inline ones (blobs 0) by rowid, after_sha ignored; those in blobs/ (blobs 1) by (sha256,
  * rowid), so that the versions sharing one file come together. A cb return of 1 ends the slice
- * there; a negative one stops and is returned. Returns the count of versions given, or a negative error. */
+ * there; a negative one stops and is returned. Returns the count of versions given, or a
+ * negative error. */
 int store_bodies(struct store *st, int blobs, const unsigned char after_sha[32],
                  int64_t after_rowid, int limit, store_body_cb cb, void *arg,
                  struct ls_error *err);

@@ -117,8 +117,12 @@ check_file(struct scrub *s, const char *file, const unsigned char want[32], char
         goto out;
     }
     if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
-        if (errno == ENOENT) problem = "missing";
-        else snprintf(why, n, "unreadable: %s", strerror(errno)), problem = why;
+        if (errno == ENOENT) {
+            problem = "missing";
+        } else {
+            snprintf(why, n, "unreadable: %s", strerror(errno));
+            problem = why;
+        }
         goto out;
     }
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
@@ -224,7 +228,8 @@ store_verify(struct store *st, const struct verify_options *opt, verify_damage_c
     /* the blob files, each once, in hash order */
     int64_t after_rowid = 0;
     do {
-        if ((n = store_bodies(st, 1, after_sha, after_rowid, SLICE_ROWS, on_blob_row, s, err)) < 0) {
+        n = store_bodies(st, 1, after_sha, after_rowid, SLICE_ROWS, on_blob_row, s, err);
+        if (n < 0) {
             rc = n;
             goto out;
         }

@@ -7,7 +7,7 @@
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all run test bench fuzz fuzz-run chaos deps clean format FORCE
+.PHONY: all run test tsan bench fuzz fuzz-run chaos deps clean format FORCE
 
 all: build/lockstep
 
@@ -24,7 +24,20 @@ test:
 	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DLS_SANITIZE=ON -DLS_TESTS=ON -DLS_BIN_DIR=$(CURDIR)/build/asan $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/asan -j $(JOBS)
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 ctest --output-on-failure -j 2 $(CTEST_ARGS)
+	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
+
+# ThreadSanitizer (build/tsan): the unit tests and the cluster tests that keep the writer, the
+# checkpoint thread, the reader threads and the loop busy at once. A race report stops the
+# process (halt_on_error) and fails the test; tests/tsan.supp silences third-party internals only.
+TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|changes|upload_resume|digest|verify)$$
+TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
+
+tsan:
+	@scripts/deps.sh test
+	@cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DLS_TSAN=ON -DLS_TESTS=ON -DLS_BIN_DIR=$(CURDIR)/build/tsan $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build/tsan -j $(JOBS)
+	@cd build/tsan && TSAN_OPTIONS=$(TSAN_OPTIONS_ALL) ctest --output-on-failure -j 2 -R '$(TSAN_TESTS)' $(TSAN_CTEST_ARGS)
 
 # Fuzzing (tests/fuzz, libFuzzer, clang): `make fuzz` fuzzes each target for FUZZ_SECONDS, after
 # replaying every saved crash (tests/fuzz/regressions) and the seeds; `make test` does the same

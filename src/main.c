@@ -30,6 +30,7 @@ static const struct command commands[] = {
     {"import", cmd_import, "apply an NDJSON file of operations, all or nothing"},
     {"changes", cmd_changes, "print or follow the change log"},
     {"digest", cmd_digest, "digest of the live items"},
+    {"verify", cmd_verify, "rehash every stored body and list the damaged ones"},
     {"status", cmd_status, "show the server's status"},
     {"nodes", cmd_nodes, "list the servers following this one"},
     {"promote", cmd_promote, "turn a replica into the primary"},

@@ -87,6 +87,7 @@ int cmd_unpublish(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_changes(int argc, char **argv);
 int cmd_digest(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_nodes(int argc, char **argv);
 int cmd_promote(int argc, char **argv);

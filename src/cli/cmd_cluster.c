@@ -1,6 +1,6 @@
 /*
  * cmd_cluster.c - the commands about the servers of a site rather than its items:
- * nodes (the registry of downstreams), promote, resync.
+ * nodes (the registry of downstreams), promote, resync, verify (the server's scrub).
  */
 #include "cli/cli.h"
 
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { O_SERVER = 1000, O_HELP, O_JSON, O_SINCE, O_FROM };
+enum { O_SERVER = 1000, O_HELP, O_JSON, O_SINCE, O_FROM, O_RATE };
 
 #define COMMON_HELP                                                                               \
     "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"         \
@@ -16,7 +16,7 @@ enum { O_SERVER = 1000, O_HELP, O_JSON, O_SINCE, O_FROM };
 
 struct cluster_args {
     int json;
-    const char *since, *from;
+    const char *since, *from, *rate;
 };
 
 static int
@@ -26,6 +26,7 @@ cluster_opt(int ch, const char *arg, void *ctx)
     if (ch == O_JSON) a->json = 1;
     else if (ch == O_SINCE) a->since = arg;
     else if (ch == O_FROM) a->from = arg;
+    else if (ch == O_RATE) a->rate = arg;
     return -1;
 }
 
@@ -35,6 +36,7 @@ parse(struct client *cl, int argc, char **argv, const char *usage, struct cluste
     static const struct option opts[] = {{"json", no_argument, NULL, O_JSON},
                                          {"since", required_argument, NULL, O_SINCE},
                                          {"from-seq", required_argument, NULL, O_FROM},
+                                         {"rate", required_argument, NULL, O_RATE},
                                          {NULL, 0, NULL, 0}};
     int rc;
     memset(a, 0, sizeof *a);
@@ -132,4 +134,52 @@ cmd_resync(int argc, char **argv)
     printf("resync requested\n");
     json_decref(o);
     return EXIT_OK;
+}
+
+int
+cmd_verify(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: lockstep verify [--rate BYTES] [--json]\n\n"
+        "Has the server rehash every stored body (inline ones and blob files) against the\n"
+        "SHA-256 its version records, and lists the damaged or missing ones. Exits 1 when it\n"
+        "found damage. A digest cannot see this: it hashes the recorded hashes only.\n\n"
+        "  --rate BYTES     read at most this much per second (default 50M; 0: no limit)\n"
+        "  --json           print JSON\n" COMMON_HELP;
+    struct client cl = {.cmd = "verify"};
+    struct cluster_args a;
+    char url[256];
+    json_t *o, *d, *damaged;
+    size_t i;
+    uint64_t rate;
+    int rc;
+    if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
+    if (a.rate && parse_size(a.rate, &rate))
+        return cli_usage_error("verify", "--rate must be bytes per second, as 50M (0: no limit)");
+    if (a.rate) snprintf(url, sizeof url, "/v1/verify?rate=%llu", (unsigned long long)rate);
+    else snprintf(url, sizeof url, "/v1/verify");
+    if (!(o = client_json(&cl, "GET", url, NULL, 0, NULL, &rc))) return rc;
+    damaged = json_object_get(o, "damaged");
+    if (a.json) {
+        char *text = json_dumps(o, JSON_COMPACT);
+        puts(text);
+        free(text);
+    } else {
+        json_array_foreach(damaged, i, d) {
+            const char *blob = json_string_value(json_object_get(d, "blob"));
+            printf("DAMAGED %s version %lld: %s%s%s\n",
+                   json_string_value(json_object_get(d, "path")),
+                   (long long)json_integer_value(json_object_get(d, "version")),
+                   json_string_value(json_object_get(d, "problem")), blob ? " in " : "",
+                   blob ? blob : "");
+        }
+        printf("%lld versions checked (%lld blob files, %lld bytes) in %.1f s: %zu damaged\n",
+               (long long)json_integer_value(json_object_get(o, "checked")),
+               (long long)json_integer_value(json_object_get(o, "blobs")),
+               (long long)json_integer_value(json_object_get(o, "bytes")),
+               json_number_value(json_object_get(o, "seconds")), json_array_size(damaged));
+    }
+    rc = json_array_size(damaged) ? EXIT_ERR : EXIT_OK;
+    json_decref(o);
+    return rc;
 }

@@ -127,6 +127,25 @@ typedef int (*store_change_cb)(void *arg, const struct ls_change *c);
 int store_changes(struct store *st, int64_t since, int limit, store_change_cb cb, void *arg);
 int store_digest(struct store *st, const char *prefix, int published_only, char hex[65],
                  int64_t *count, int64_t *seq, struct ls_error *err);
+/* One stored version's body, for a scrub (core/verify.h). Valid during the callback only. */
+struct store_body_ref {
+    int64_t rowid; /* the walk's position */
+    const unsigned char *sha;
+    const char *path;
+    int64_t version;
+    uint64_t size;
+    const void *body; /* inline bodies; NULL for one in blobs/ */
+    size_t body_len;
+};
+typedef int (*store_body_cb)(void *arg, const struct store_body_ref *b);
+/* At most limit versions after (after_sha, after_rowid), each slice its own short read: the
+ * inline ones (blobs 0) by rowid, after_sha ignored; those in blobs/ (blobs 1) by (sha256,
+ * rowid), so that the versions sharing one file come together. A cb return of 1 ends the slice
+ * there; a negative one stops and is returned. Returns the count of versions given, or a
+ * negative error. */
+int store_bodies(struct store *st, int blobs, const unsigned char after_sha[32],
+                 int64_t after_rowid, int limit, store_body_cb cb, void *arg,
+                 struct ls_error *err);
 /* Where the blob with this hash lives (it may not exist). */
 void store_blob_path(const struct store *st, const unsigned char sha[32], char *out, size_t n);
 int64_t store_log_first_seq(struct store *st);

@@ -28,6 +28,7 @@ struct readers {
     pthread_cond_t cv;
     struct read_job *queue, **queue_tail;
     struct read_job *finished, **finished_tail;
+    struct read_job *running; /* linked by next while they run: readers_stop cancels them */
     int queued;
     int stop;
     int nthreads;
@@ -57,15 +58,19 @@ reader_main(void *arg)
     pthread_mutex_lock(&r->mu);
     for (;;) {
         struct read_job *j;
+        int stopping;
         while (!r->queue && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
         if (!r->queue) break; /* stopping, and nothing left */
         j = r->queue;
         r->queue = j->next;
         if (!r->queue) r->queue_tail = &r->queue;
         r->queued--;
+        j->next = r->running;
+        r->running = j;
+        stopping = r->stop; /* read under the lock: readers_stop writes it */
         pthread_mutex_unlock(&r->mu);
 
-        if (!atomic_load(&j->cancelled) && !r->stop && st) {
+        if (!atomic_load(&j->cancelled) && !stopping && st) {
             store_set_interrupt(st, &j->cancelled);
             j->run(st, j);
             store_set_interrupt(st, NULL);
@@ -74,6 +79,11 @@ reader_main(void *arg)
         }
 
         pthread_mutex_lock(&r->mu);
+        for (struct read_job **p = &r->running; *p; p = &(*p)->next)
+            if (*p == j) {
+                *p = j->next;
+                break;
+            }
         push(&r->finished_tail, j);
         event_active(r->wake, EV_READ, 0);
     }
@@ -130,6 +140,8 @@ readers_stop(struct readers *r)
     pthread_mutex_lock(&r->mu);
     r->stop = 1;
     for (struct read_job *j = r->queue; j; j = j->next) atomic_store(&j->cancelled, 1);
+    /* a long job (a scrub, a digest) ends soon rather than holding up the shutdown */
+    for (struct read_job *j = r->running; j; j = j->next) atomic_store(&j->cancelled, 1);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     for (int i = 0; i < r->nthreads; i++) pthread_join(r->threads[i], NULL);

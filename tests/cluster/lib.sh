@@ -36,6 +36,8 @@ if [[ -z "${LOCKSTEP:-}" || ! -x "${LOCKSTEP}" ]]; then
 fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
+# a ThreadSanitizer build (make tsan): the first race ends the server, and the test fails
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:suppressions=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tsan.supp}"
 unset LOCKSTEP_SERVER # never talk to a server this test did not start
 export CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)" # socks.py and friends
 
@@ -349,7 +351,7 @@ _cleanup() {
     } 2>/dev/null
     for f in "$T"/*.log; do
         [[ -f "$f" ]] || continue
-        if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|SUMMARY: .*Sanitizer' "$f"; then
+        if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|WARNING: ThreadSanitizer|runtime error:|SUMMARY: .*Sanitizer' "$f"; then
             echo "FAIL: sanitizer report in $(basename "$f")" >&2
             sanitizer=1
         fi

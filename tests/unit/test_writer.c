@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <sqlite3.h>
 
 #include "core/tail.h"
@@ -731,5 +732,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_sync_failure_then_crash, setup_sync_full, teardown),
     };
     shim_register();
+    /* the writer thread wakes the loop with event_active, as in serve_main */
+    evthread_use_pthreads();
     return cmocka_run_group_tests_name("writer", tests, NULL, NULL);
 }

@@ -59,9 +59,17 @@ assert_same_digest P SLOW
 grep -q '^slow.lockstep.test 1' "$T/dns.queries" || fail "SLOW did not ask the DNS server"
 
 # --- localhost and numeric addresses need no DNS server (this one answers nothing in time)
-start_node LOCAL --role replica --upstream "localhost:$PEERPORT"
+start_node LOCAL --role replica --upstream "localhost:$PEERPORT" --log-level debug
 start_node NUM --role replica --upstream "127.0.0.1:$PEERPORT"
 wait_caught_up LOCAL P 5
 wait_caught_up NUM P 5
 ! grep -q '^localhost ' "$T/dns.queries" || fail "localhost was asked of the DNS server"
+
+# every state change of the downstream is logged, in order (set_state)
+changes=$(grep -o "upstream localhost:$PEERPORT: [a-z]* -> [a-z]*" "$T/LOCAL.log" | sed 's/.*: //' |
+    awk '!seen[$0]++' | paste -sd, -)
+case "$changes" in
+"idle -> resolving,resolving -> connecting,"*"connecting -> hello,hello -> sync,sync -> "*"-> stream"*) ;;
+*) fail "LOCAL's state changes: $changes" ;;
+esac
 echo ok

@@ -70,7 +70,9 @@ format_sockaddr(const struct sockaddr *sa, char *out, size_t n)
 int
 same_host(const char *a, const char *b)
 {
-    const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
-    size_t na = ca ? (size_t)(ca - a) : strlen(a), nb = cb ? (size_t)(cb - b) : strlen(b);
-    return na == nb && memcmp(a, b, na) == 0;
+    char ha[256], hb[256];
+    int pa, pb;
+    if (net_split_hostport(a, ha, sizeof ha, &pa) || net_split_hostport(b, hb, sizeof hb, &pb))
+        return strcmp(a, b) == 0;
+    return strcmp(ha, hb) == 0;
 }

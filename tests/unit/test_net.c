@@ -50,12 +50,23 @@ test_bad(void **state)
     assert_int_not_equal(0, net_split_hostport("abcdefgh:80", host, 8, &port));
 }
 
+static void
+test_same_host(void **state)
+{
+    (void)state;
+    assert_true(same_host("127.0.0.1:1000", "127.0.0.1:2000"));
+    assert_false(same_host("127.0.0.1:1000", "127.0.0.2:1000"));
+    assert_true(same_host("[::1]:1", "[::1]:2"));
+    assert_false(same_host("[::1]:1", "127.0.0.1:1"));
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good),
         cmocka_unit_test(test_bad),
+        cmocka_unit_test(test_same_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,11 +60,11 @@ struct repl_down {
     struct event *retry, *ping;
     int backoff_ms;
     struct evdns_base *dns;
-    struct lookup *lookup;                    /* the lookup in flight, if any */
+    struct lookup *lookup;                     /* the lookup in flight, if any */
     struct evdns_getaddrinfo_request *dns_req; /* ... when it did not answer at once */
-    struct evutil_addrinfo *addrs;            /* the upstream's addresses, from the last lookup */
-    struct evutil_addrinfo *addr_next;        /* the next one to try when a connect fails */
-    int64_t recv_seq; /* this session: the upto of the last CHANGES frame (or where it began) */
+    struct evutil_addrinfo *addrs;             /* the upstream's addresses, from the last lookup */
+    struct evutil_addrinfo *addr_next;         /* the next one to try when a connect fails */
+    int64_t recv_seq;    /* this session: the upto of the last CHANGES frame (or where it began) */
     int64_t applied_seq; /* the upto of the last frame applied (-1: unknown, after a reset) */
     char up_name[64];
     char primary_http[128]; /* where writes go: the top of the chain */
@@ -94,8 +94,8 @@ struct repl_down {
 
 static void connect_upstream(struct repl_down *d);
 
-static const char *const state_names[] = {"idle",  "resolving", "connecting", "hello",
-                                          "sync",  "snapshot",  "stream"};
+static const char *const state_names[] = {"idle", "resolving", "connecting", "hello",
+                                          "sync", "snapshot",  "stream"};
 
 #define FROM(s) (1u << (s))
 /* The changes allowed: for each state, the states it may be entered from. Any state may drop
@@ -1067,8 +1067,7 @@ on_resolved(int result, struct evutil_addrinfo *res, void *arg)
         snprintf(msg, sizeof msg, "cannot resolve the upstream %s: %s", d->srv->cfg.upstream,
                  evutil_gai_strerror(result));
         /* Once per new error, not at every retry of an outage. */
-        if (strcmp(msg, d->last_error) != 0)
-            log_error("%s; retrying (DNS may come back)", msg);
+        if (strcmp(msg, d->last_error) != 0) log_error("%s; retrying (DNS may come back)", msg);
         snprintf(d->last_error, sizeof d->last_error, "%s", msg);
         d->refused = 0;
         schedule_retry(d, "cannot resolve");
@@ -1133,7 +1132,7 @@ connect_upstream(struct repl_down *d)
         return;
     }
     d->chain_failed = 0; /* nothing in flight: the next session starts from the position */
-    if (d->addr_next) { /* the previous address refused: the next one of the same lookup */
+    if (d->addr_next) {  /* the previous address refused: the next one of the same lookup */
         const struct evutil_addrinfo *a = d->addr_next;
         d->addr_next = a->ai_next;
         connect_addr(d, a);
@@ -1178,8 +1177,8 @@ dns_new(struct event_base *base, struct ls_error *err)
     evdns_set_log_fn(dns_log);
     if (!conf || !*conf) {
         /* Not kept alive by its socket: an idle resolver must not hold the loop at exit. */
-        dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                       EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        dns = evdns_base_new(base,
+                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
         if (!dns) ls_error_set(err, LS_EIO, "cannot set up the DNS resolver (/etc/resolv.conf)");
         return dns;
     }

@@ -606,8 +606,8 @@ serve_main(int argc, char **argv)
         log_info("lockstep %s %s serving %s on %s://%s, peers on %s (store %s, epoch %lld, "
                  "seq %lld)",
                  LS_VERSION, srv.cfg.role, srv.cfg.data, srv.cfg.tls_cert ? "https" : "http",
-                 srv.cfg.http, srv.cfg.listen,
-                 srv.pos.store_id, (long long)srv.pos.epoch, (long long)srv.pos.seq);
+                 srv.cfg.http, srv.cfg.listen, srv.pos.store_id, (long long)srv.pos.epoch,
+                 (long long)srv.pos.seq);
         event_base_dispatch(srv.base);
         rc = 0;
     }

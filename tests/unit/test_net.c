@@ -36,8 +36,8 @@ static void
 test_bad(void **state)
 {
     static const char *const bad[] = {
-        "127.0.0.1", "127.0.0.1:", "host:port", "host:-1", "host:65536", "host:80x", "::1:80",
-        "[::1:80", "::1]:80", "[]x:80", "[::1]x:80", "",
+        "127.0.0.1", "127.0.0.1:", "host:port", "host:-1", "host:65536", "host:80x",
+        "::1:80",    "[::1:80",    "::1]:80",   "[]x:80",  "[::1]x:80",  "",
     };
     char host[64];
     int port;

@@ -1,4 +1,5 @@
-/* net.c - see net.h. Names are resolved with getaddrinfo (blocking; only at start-up). */
+/* net.c - see net.h. Names are resolved here with getaddrinfo (blocking; only at start-up, for
+ * the listening addresses); the upstream's name with evdns (repl_down.c). */
 #include "node/net.h"
 #include "common/err.h"
 #include "common/util.h"
@@ -10,20 +11,36 @@
 #include <string.h>
 
 int
+net_split_hostport(const char *addr, char *host, size_t n, int *port)
+{
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    const char *h = addr;
+    size_t hlen;
+    int64_t p;
+    if (!colon || parse_i64(colon + 1, &p) || p < 0 || p > 65535) return LS_EINVAL;
+    hlen = (size_t)(colon - addr);
+    if (addr[0] == '[') {
+        if (hlen < 2 || colon[-1] != ']') return LS_EINVAL;
+        h++;
+        hlen -= 2;
+    } else if (memchr(addr, ':', hlen)) {
+        return LS_EINVAL; /* a bare IPv6 address: its port is ambiguous, [V6]:PORT says it */
+    }
+    if (memchr(h, '[', hlen) || memchr(h, ']', hlen) || hlen >= n) return LS_EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+int
 parse_hostport(const char *addr, struct sockaddr_storage *ss, int *sslen)
 {
     char host[256], port[8];
-    const char *colon = addr ? strrchr(addr, ':') : NULL;
     struct addrinfo hints, *res = NULL;
-    int64_t p;
-    if (!colon || parse_i64(colon + 1, &p) || p < 0 || p > 65535) return LS_EINVAL;
-    if (addr[0] == '[') {
-        if (colon - addr < 2 || colon[-1] != ']') return LS_EINVAL;
-        snprintf(host, sizeof host, "%.*s", (int)(colon - addr - 2), addr + 1);
-    } else {
-        snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-    }
-    snprintf(port, sizeof port, "%d", (int)p);
+    int p;
+    if (net_split_hostport(addr, host, sizeof host, &p)) return LS_EINVAL;
+    snprintf(port, sizeof port, "%d", p);
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) || !res) return LS_EINVAL;
@@ -53,7 +70,9 @@ format_sockaddr(const struct sockaddr *sa, char *out, size_t n)
 int
 same_host(const char *a, const char *b)
 {
-    const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
-    size_t na = ca ? (size_t)(ca - a) : strlen(a), nb = cb ? (size_t)(cb - b) : strlen(b);
-    return na == nb && memcmp(a, b, na) == 0;
+    char ha[256], hb[256];
+    int pa, pb;
+    if (net_split_hostport(a, ha, sizeof ha, &pa) || net_split_hostport(b, hb, sizeof hb, &pb))
+        return strcmp(a, b) == 0;
+    return strcmp(ha, hb) == 0;
 }

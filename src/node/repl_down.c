@@ -3,8 +3,15 @@
  * upstream from the position it last applied.
  *
  * States (like Redis' REPL_STATE_*):
- *   US_IDLE -> US_CONNECTING -> US_HELLO -> US_SYNC -> US_SNAPSHOT -> US_STREAM
- * and back to US_IDLE (retry with backoff) when the connection drops.
+ *   US_IDLE -> US_RESOLVING -> US_CONNECTING -> US_HELLO -> US_SYNC -> US_SNAPSHOT -> US_STREAM
+ * and back to US_IDLE (retry with backoff) when the connection drops. Every change goes
+ * through set_state(), which checks it against a table and logs it.
+ *
+ * The upstream's name is resolved at every connection (it may move) with libevent's evdns,
+ * never with a blocking getaddrinfo: a slow or dead DNS server must not stall the loop that
+ * answers the HTTP API. evdns reads /etc/resolv.conf and /etc/hosts (LOCKSTEP_RESOLV_CONF
+ * names another resolv.conf, for tests); numeric addresses and names in /etc/hosts are
+ * answered at once, without any network.
  *
  * Every frame of records becomes one writer request that applies them and records the new
  * position in the same transaction: a crash never applies a change twice or skips one. At most
@@ -18,10 +25,13 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/util.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -35,7 +45,13 @@
 #define RETRY_MIN_MS 200
 #define RETRY_MAX_MS 5000
 
-enum us_state { US_IDLE, US_CONNECTING, US_HELLO, US_SYNC, US_SNAPSHOT, US_STREAM };
+enum us_state { US_IDLE, US_RESOLVING, US_CONNECTING, US_HELLO, US_SYNC, US_SNAPSHOT, US_STREAM };
+
+/* One name lookup in flight. Its callback may come after the lookup was abandoned (a halt, or
+ * the server stopping: then d is NULL) and even after repl_down is freed: it owns itself. */
+struct lookup {
+    struct repl_down *d;
+};
 
 struct repl_down {
     struct server *srv;
@@ -43,6 +59,13 @@ struct repl_down {
     enum us_state state;
     struct event *retry, *ping;
     int backoff_ms;
+    struct evdns_base *dns;
+    struct lookup *lookup;                     /* the lookup in flight, if any */
+    struct evdns_getaddrinfo_request *dns_req; /* ... when it did not answer at once */
+    struct evutil_addrinfo *addrs;             /* the upstream's addresses, from the last lookup */
+    struct evutil_addrinfo *addr_next;         /* the next one to try when a connect fails */
+    int64_t recv_seq;    /* this session: the upto of the last CHANGES frame (or where it began) */
+    int64_t applied_seq; /* the upto of the last frame applied (-1: unknown, after a reset) */
     char up_name[64];
     char primary_http[128]; /* where writes go: the top of the chain */
     int64_t up_seq, up_seen_ms;
@@ -57,6 +80,7 @@ struct repl_down {
     int want_snapshot;   /* this exact replica diverged: the next SYNC asks for a snapshot */
     int refused;         /* the last handshake was refused here (status: "refused") */
     int refused_now;     /* ... this session's: its close keeps the reason in last_error */
+    int peer_error_now;  /* this session's upstream sent an ERROR frame: its close keeps it */
     char node_id[33];    /* this server's (store meta) */
     json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
     char last_error[600];
@@ -70,12 +94,47 @@ struct repl_down {
 
 static void connect_upstream(struct repl_down *d);
 
+static const char *const state_names[] = {"idle", "resolving", "connecting", "hello",
+                                          "sync", "snapshot",  "stream"};
+
+#define FROM(s) (1u << (s))
+/* The changes allowed: for each state, the states it may be entered from. Any state may drop
+ * back to US_IDLE (a connection fails at any point); US_CONNECTING comes from US_IDLE too when
+ * the previous address of the upstream's name refused the connection. */
+static const unsigned allowed_from[] = {
+    [US_IDLE] = FROM(US_IDLE) | FROM(US_RESOLVING) | FROM(US_CONNECTING) | FROM(US_HELLO) |
+                FROM(US_SYNC) | FROM(US_SNAPSHOT) | FROM(US_STREAM),
+    [US_RESOLVING] = FROM(US_IDLE),
+    [US_CONNECTING] = FROM(US_IDLE) | FROM(US_RESOLVING),
+    [US_HELLO] = FROM(US_CONNECTING),
+    [US_SYNC] = FROM(US_HELLO),
+    [US_SNAPSHOT] = FROM(US_SYNC),
+    [US_STREAM] = FROM(US_SYNC) | FROM(US_SNAPSHOT),
+};
+
+/* Every change of d->state goes through here: a change not in the table is a bug. */
 static void
-schedule_retry(struct repl_down *d)
+set_state(struct repl_down *d, enum us_state to, const char *why)
+{
+    enum us_state from = d->state;
+    assert((allowed_from[to] & FROM(from)) != 0);
+    if (from == to) return;
+    d->state = to;
+    /* The reconnect loop of an outage goes by at debug level; the rest at info. */
+    if (to == US_RESOLVING || to == US_CONNECTING || (to == US_IDLE && from <= US_CONNECTING))
+        log_debug("upstream %s: %s -> %s (%s)", d->srv->cfg.upstream, state_names[from],
+                  state_names[to], why);
+    else
+        log_info("upstream %s: %s -> %s (%s)", d->srv->cfg.upstream, state_names[from],
+                 state_names[to], why);
+}
+
+static void
+schedule_retry(struct repl_down *d, const char *why)
 {
     struct timeval tv;
     if (d->stopping) return;
-    d->state = US_IDLE;
+    set_state(d, US_IDLE, why);
     tv.tv_sec = d->backoff_ms / 1000;
     tv.tv_usec = (d->backoff_ms % 1000) * 1000;
     evtimer_add(d->retry, &tv);
@@ -416,6 +475,16 @@ job_done(struct wreq *r, void *arg)
     struct repl_down *d = arg;
     struct job *j = r->fn_arg;
     d->inflight--;
+    if (r->rc == 0 && r->type == WREQ_OPS && r->set_seq > 0) {
+        /* Frames apply in the order they came, and came in order (on_records): the position
+         * never goes backwards but through a truncate or a snapshot (jobs, below). */
+        assert(d->applied_seq < 0 || r->set_seq >= d->applied_seq);
+        d->applied_seq = r->set_seq;
+    } else if (r->rc == 0 && j && (j->truncate || j->snapshot_done)) {
+        d->applied_seq = j->seq;
+    } else if (r->rc == 0 && j && j->reset) {
+        d->applied_seq = -1;
+    }
     if (r->rc && r->type == WREQ_OPS && exact_replica(d->srv) &&
         (r->rc == LS_ENOTFOUND || r->rc == LS_ECONFLICT)) {
         /* Strict mode (to_op): the change names an item or version this store lacks. */
@@ -546,6 +615,14 @@ on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot
     if (!snapshot) {
         r->set_seq = (int64_t)get_varint(&rb);
         if (rb.failed) goto bad;
+        if (r->set_seq < d->recv_seq) { /* the upstream went backwards: a broken upstream */
+            int64_t upto = r->set_seq;
+            wreq_free(r);
+            peer_fail(&d->peer, "protocol_error", "CHANGES up to seq %lld after seq %lld",
+                      (long long)upto, (long long)d->recv_seq);
+            return;
+        }
+        d->recv_seq = r->set_seq;
     }
     while (rb.pos < rb.len) {
         struct ls_entry e;
@@ -673,7 +750,7 @@ send_sync(struct repl_down *d)
     json_object_set_new(o, "epochs", epochs);
     d->resync_from = d->resync_since = -1;
     peer_send_json(&d->peer, F_SYNC, o);
-    d->state = US_SYNC;
+    set_state(d, US_SYNC, "SYNC sent");
 }
 
 /* Refuses this upstream: the store stays as it is, and the next try comes after a back-off. */
@@ -796,7 +873,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         d->refused = 0;
         d->last_sync = "continue";
         d->last_sync_ms = now_ms();
-        d->state = US_STREAM;
+        d->recv_seq = from;
+        set_state(d, US_STREAM, "CONTINUE");
         log_info("following %s from seq %lld", d->up_name, (long long)from);
         break;
     }
@@ -831,7 +909,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         d->replay_upto = 0;
         d->last_sync = "snapshot";
         d->last_sync_ms = now_ms();
-        d->state = US_SNAPSHOT;
+        set_state(d, US_SNAPSHOT, "SNAPSHOT");
         log_info("receiving a snapshot from %s at seq %lld (%s)", d->up_name,
                  (long long)json_integer_value(json_object_get(o, "seq")),
                  json_string_value(json_object_get(o, "reason")) ?: "");
@@ -847,8 +925,9 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         j->d = d;
         j->snapshot_done = 1;
         j->seq = json_integer_value(json_object_get(o, "seq"));
+        d->recv_seq = j->seq;
         submit_job(d, j);
-        d->state = US_STREAM;
+        set_state(d, US_STREAM, "SNAPSHOT_END");
         log_info("snapshot received; following %s live", d->up_name);
         break;
     }
@@ -880,8 +959,10 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         break;
     case F_ERROR: {
         const char *code = json_string_value(json_object_get(o, "code"));
-        snprintf(d->last_error, sizeof d->last_error, "%s",
-                 json_string_value(json_object_get(o, "message")) ?: "?");
+        /* The upstream's own reason, kept over the close that follows (on_close). */
+        snprintf(d->last_error, sizeof d->last_error, "the upstream refused: %s (%s)",
+                 json_string_value(json_object_get(o, "message")) ?: "?", code ? code : "?");
+        d->peer_error_now = 1;
         log_warn("upstream %s: %s", p->addr, d->last_error);
         /* The upstream refused this server for what it is: retrying will not help by itself. */
         if (code && strcmp(code, "same_node") == 0) {
@@ -911,8 +992,8 @@ on_connected(struct peer *p)
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);
-    d->refused_now = 0;
-    d->state = US_HELLO;
+    d->refused_now = d->peer_error_now = 0;
+    set_state(d, US_HELLO, "connected; HELLO sent");
 }
 
 static void
@@ -920,46 +1001,41 @@ on_close(struct peer *p, const char *why)
 {
     struct repl_down *d = p->owner;
     blob_reset(d);
+    if (!d->stopping && d->state == US_CONNECTING && d->addr_next) {
+        /* This address of the upstream's name refused: the next one, at once. */
+        struct timeval now = {0, 0};
+        log_info("upstream %s: %s; trying its next address", d->srv->cfg.upstream, why);
+        set_state(d, US_IDLE, why);
+        evtimer_add(d->retry, &now);
+        return;
+    }
+    d->addr_next = NULL; /* the next connection resolves the name again */
     if (!d->stopping) {
         log_info("upstream %s: %s; reconnecting", d->srv->cfg.upstream, why);
-        if (!d->refused_now) { /* else last_error keeps why it was refused */
+        /* else last_error keeps why it was refused, here or by the upstream */
+        if (!d->refused_now && !d->peer_error_now) {
             snprintf(d->last_error, sizeof d->last_error, "%s", why);
             d->refused = 0;
         }
     }
-    schedule_retry(d);
+    schedule_retry(d, why);
 }
 
 static const struct peer_ops down_ops = {
     .on_frame = on_frame, .on_connected = on_connected, .on_close = on_close};
 
+/* Connects to one address of the upstream (d->addrs holds it). */
 static void
-connect_upstream(struct repl_down *d)
+connect_addr(struct repl_down *d, const struct evutil_addrinfo *a)
 {
-    struct sockaddr_storage ss;
-    int sslen;
     struct bufferevent *bev;
-    if (d->stopping) return;
-    if (d->inflight > 0 || d->fork_pending) { /* let the writer finish first */
-        /* Soon again, without touching the back-off: the session that just failed counts. */
-        struct timeval tv = {0, RETRY_MIN_MS * 1000};
-        d->state = US_IDLE;
-        evtimer_add(d->retry, &tv);
-        return;
-    }
-    d->chain_failed = 0; /* nothing in flight: the next session starts from the position */
-    if (parse_hostport(d->srv->cfg.upstream, &ss, &sslen)) {
-        log_error("--upstream %s: cannot resolve", d->srv->cfg.upstream);
-        schedule_retry(d);
-        return;
-    }
+    char addr[80];
+    format_sockaddr(a->ai_addr, addr, sizeof addr);
     if (d->srv->tls_client) {
         char host[256];
-        const char *colon = strrchr(d->srv->cfg.upstream, ':');
-        const char *h = d->srv->cfg.upstream;
-        size_t n = colon ? (size_t)(colon - h) : strlen(h);
-        if (*h == '[') h++, n -= 2;
-        snprintf(host, sizeof host, "%.*s", (int)n, h);
+        int port;
+        /* The name to verify the certificate against: the one configured, not the address. */
+        if (net_split_hostport(d->srv->cfg.upstream, host, sizeof host, &port)) host[0] = '\0';
         bev = bufferevent_openssl_socket_new(d->srv->base, -1,
                                              tls_client_ssl(d->srv->tls_client, host),
                                              BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
@@ -969,9 +1045,101 @@ connect_upstream(struct repl_down *d)
     }
     peer_init(&d->peer, bev, &down_ops, d, d->srv->cfg.upstream,
               d->srv->cfg.heartbeat_timeout_ms);
-    d->state = US_CONNECTING;
-    if (bufferevent_socket_connect(bev, (struct sockaddr *)&ss, sslen) < 0)
-        peer_fail(&d->peer, NULL, "cannot connect");
+    set_state(d, US_CONNECTING, addr);
+    if (bufferevent_socket_connect(bev, a->ai_addr, (int)a->ai_addrlen) < 0)
+        peer_fail(&d->peer, NULL, "cannot connect to %s", addr);
+}
+
+static void
+on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct lookup *l = arg;
+    struct repl_down *d = l->d;
+    free(l);
+    if (!d) { /* abandoned (halted, or the server stops): d may be gone */
+        if (res) evutil_freeaddrinfo(res);
+        return;
+    }
+    d->lookup = NULL;
+    d->dns_req = NULL;
+    if (result != 0 || !res) {
+        char msg[sizeof d->last_error];
+        if (res) evutil_freeaddrinfo(res);
+        snprintf(msg, sizeof msg, "cannot resolve the upstream %s: %s", d->srv->cfg.upstream,
+                 evutil_gai_strerror(result));
+        /* Once per new error, not at every retry of an outage. */
+        if (strcmp(msg, d->last_error) != 0) log_error("%s; retrying (DNS may come back)", msg);
+        snprintf(d->last_error, sizeof d->last_error, "%s", msg);
+        d->refused = 0;
+        schedule_retry(d, "cannot resolve");
+        return;
+    }
+    if (d->addrs) evutil_freeaddrinfo(d->addrs);
+    d->addrs = res;
+    d->addr_next = res->ai_next;
+    connect_addr(d, res);
+}
+
+/* Looks the upstream's name up without blocking; on_resolved goes on from there. */
+static void
+resolve_upstream(struct repl_down *d)
+{
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+    char host[256], port[8];
+    int p;
+    struct lookup *l;
+    if (net_split_hostport(d->srv->cfg.upstream, host, sizeof host, &p) ||
+        !(l = calloc(1, sizeof *l))) {
+        /* check_config refused a bad --upstream: only memory can fail here */
+        snprintf(d->last_error, sizeof d->last_error, "--upstream %s: cannot resolve",
+                 d->srv->cfg.upstream);
+        schedule_retry(d, d->last_error);
+        return;
+    }
+    snprintf(port, sizeof port, "%d", p);
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    l->d = d;
+    d->lookup = l;
+    set_state(d, US_RESOLVING, host);
+    /* May answer at once (a numeric address, /etc/hosts): on_resolved has run then. */
+    req = evdns_getaddrinfo(d->dns, host, port, &hints, on_resolved, l);
+    if (req && d->lookup == l) d->dns_req = req;
+}
+
+/* Stops waiting for the lookup in flight; its callback frees it later. */
+static void
+abandon_lookup(struct repl_down *d)
+{
+    if (!d->lookup) return;
+    d->lookup->d = NULL;
+    d->lookup = NULL;
+    if (d->dns_req) evdns_getaddrinfo_cancel(d->dns_req);
+    d->dns_req = NULL;
+}
+
+static void
+connect_upstream(struct repl_down *d)
+{
+    if (d->stopping) return;
+    if (d->inflight > 0 || d->fork_pending) { /* let the writer finish first */
+        /* Soon again, without touching the back-off: the session that just failed counts. */
+        struct timeval tv = {0, RETRY_MIN_MS * 1000};
+        set_state(d, US_IDLE, "waiting for the writer");
+        evtimer_add(d->retry, &tv);
+        return;
+    }
+    d->chain_failed = 0; /* nothing in flight: the next session starts from the position */
+    if (d->addr_next) {  /* the previous address refused: the next one of the same lookup */
+        const struct evutil_addrinfo *a = d->addr_next;
+        d->addr_next = a->ai_next;
+        connect_addr(d, a);
+        return;
+    }
+    resolve_upstream(d);
 }
 
 static void
@@ -992,6 +1160,43 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------------------------------------------------------- server interface */
 
+/* evdns' own messages ("nameserver ... has failed"): into our log, not onto stderr. */
+static void
+dns_log(int is_warn, const char *msg)
+{
+    (void)is_warn;
+    log_debug("dns: %s", msg);
+}
+
+/* The resolver: the system's (/etc/resolv.conf, /etc/hosts), or LOCKSTEP_RESOLV_CONF's. */
+static struct evdns_base *
+dns_new(struct event_base *base, struct ls_error *err)
+{
+    const char *conf = getenv("LOCKSTEP_RESOLV_CONF");
+    struct evdns_base *dns;
+    int rc;
+    evdns_set_log_fn(dns_log);
+    if (!conf || !*conf) {
+        /* Not kept alive by its socket: an idle resolver must not hold the loop at exit. */
+        dns = evdns_base_new(base,
+                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!dns) ls_error_set(err, LS_EIO, "cannot set up the DNS resolver (/etc/resolv.conf)");
+        return dns;
+    }
+    if (!(dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE))) {
+        ls_error_set(err, LS_ENOMEM, NULL);
+        return NULL;
+    }
+    if ((rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, conf)) != 0 && rc != 6) {
+        /* 6: it names no nameserver (then evdns asks 127.0.0.1, as with no file at all) */
+        evdns_base_free(dns, 0);
+        ls_error_set(err, LS_EINVAL, "LOCKSTEP_RESOLV_CONF=%s: cannot read it (error %d)", conf,
+                     rc);
+        return NULL;
+    }
+    return dns;
+}
+
 int
 repl_down_start(struct server *srv, struct ls_error *err)
 {
@@ -1005,6 +1210,11 @@ repl_down_start(struct server *srv, struct ls_error *err)
     d->resync_from = d->resync_since = -1;
     d->last_sync = "none";
     d->peer.closed = 1;
+    d->applied_seq = -1;
+    if (!(d->dns = dns_new(srv->base, err))) {
+        free(d);
+        return err->code;
+    }
     d->retry = evtimer_new(srv->base, on_retry, d);
     d->ping = evtimer_new(srv->base, send_ping, d);
     evtimer_add(d->ping, &tv);
@@ -1021,6 +1231,11 @@ repl_down_stop(struct server *srv)
     d->stopping = 1;
     if (!d->peer.closed) peer_release(&d->peer);
     blob_reset(d);
+    if (d->lookup) d->lookup->d = NULL; /* its callback comes, without d, as the base frees */
+    d->lookup = NULL;
+    /* Requests still in flight fail (their callbacks run later, on the loop) rather than leak */
+    evdns_base_free(d->dns, 1);
+    if (d->addrs) evutil_freeaddrinfo(d->addrs);
     event_free(d->retry);
     event_free(d->ping);
     if (d->blob_md) EVP_MD_CTX_free(d->blob_md);
@@ -1040,6 +1255,7 @@ repl_down_status(struct server *srv, json_t *o)
     if (!d) return;
     switch (d->state) {
     case US_IDLE: state = d->refused ? "refused" : "down"; break;
+    case US_RESOLVING:
     case US_CONNECTING:
     case US_HELLO:
     case US_SYNC: state = d->refused ? "refused" : "connecting"; break;
@@ -1093,7 +1309,7 @@ repl_down_resume(struct server *srv)
     if (!d) return;
     d->stopping = 0;
     d->backoff_ms = RETRY_MIN_MS;
-    schedule_retry(d);
+    schedule_retry(d, "resumed");
 }
 
 void
@@ -1103,8 +1319,10 @@ repl_down_halt(struct server *srv)
     if (!d) return;
     d->stopping = 1;
     evtimer_del(d->retry);
+    abandon_lookup(d);
+    d->addr_next = NULL;
     if (!d->peer.closed) peer_release(&d->peer);
-    d->state = US_IDLE;
+    set_state(d, US_IDLE, "halted");
 }
 
 int

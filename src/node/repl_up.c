@@ -111,6 +111,24 @@ struct repl_up {
 
 static void pump(struct downstream *ds);
 
+#define DS_FROM(s) (1u << (s))
+/* For each state, the states it may be entered from; anything else is a bug. */
+static const unsigned ds_allowed_from[] = {
+    [DS_SYNC] = DS_FROM(DS_HELLO),
+    [DS_SNAPSHOT] = DS_FROM(DS_SYNC),
+    [DS_STREAM] = DS_FROM(DS_SYNC) | DS_FROM(DS_SNAPSHOT),
+};
+
+/* Every change of ds->state goes through here (as repl_down.c's set_state). */
+static void
+ds_set_state(struct downstream *ds, enum ds_state to)
+{
+    static const char *const names[] = {"hello", "sync", "snapshot", "stream", "down"};
+    assert((ds_allowed_from[to] & DS_FROM(ds->state)) != 0);
+    log_debug("downstream %s: %s -> %s", ds->peer.addr, names[ds->state], names[to]);
+    ds->state = to;
+}
+
 /* ---------------------------------------------------------------- filters */
 
 static int
@@ -377,7 +395,7 @@ finish_snapshot(struct downstream *ds)
     ds->snap = NULL;
     peer_send_json(&ds->peer, F_SNAPSHOT_END, json_pack("{s:I}", "seq", (json_int_t)ds->sent_seq));
     log_info("snapshot for %s complete at seq %lld", ds->node->name, (long long)ds->sent_seq);
-    ds->state = DS_STREAM;
+    ds_set_state(ds, DS_STREAM);
     ds->frame_type = F_CHANGES;
     ds->read_upto = ds->sent_seq;
 }
@@ -700,7 +718,7 @@ on_hello(struct downstream *ds, json_t *o)
         peer_send_json(&ds->peer, F_WELCOME, w);
     }
     ds->peer.zstd = zstd;
-    ds->state = DS_SYNC;
+    ds_set_state(ds, DS_SYNC);
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
 }
 
@@ -733,7 +751,7 @@ start_snapshot(struct downstream *ds, const char *why)
                              (json_int_t)pos.epoch, "seq", (json_int_t)pos.seq, "epochs",
                              epochs_json(ds->srv->reader), "reason", why));
     ds->sent_seq = pos.seq; /* where the log continues after the snapshot */
-    ds->state = DS_SNAPSHOT;
+    ds_set_state(ds, DS_SNAPSHOT);
     ds->frame_type = F_SNAP_ITEMS;
     pump(ds);
 }
@@ -750,7 +768,7 @@ start_stream(struct downstream *ds, int64_t from)
              (long long)from, (long long)pos->seq);
     ds->sent_seq = ds->read_upto = from;
     ds->node->acked_seq = from;
-    ds->state = DS_STREAM;
+    ds_set_state(ds, DS_STREAM);
     ds->frame_type = F_CHANGES;
     pump(ds);
 }

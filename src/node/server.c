@@ -6,6 +6,7 @@
  * never talks to a server that cannot answer. Shutdown is the reverse: stop listening, let the
  * writer finish and answer what it committed, then close the store.
  */
+#include "node/net.h"
 #include "node/peer.h"
 #include "node/tls.h"
 #include "node/server.h"
@@ -263,6 +264,21 @@ log_level_of(const char *s)
     return strcmp(s, "info") == 0 ? LS_LOG_INFO : -1;
 }
 
+/* An address flag: HOST:PORT or [V6]:PORT; a host is required where we connect (need_host). */
+static int
+check_addr(const char *flag, const char *addr, int need_host)
+{
+    char host[256];
+    int port;
+    if (net_split_hostport(addr, host, sizeof host, &port) || (need_host && !host[0]) ||
+        (need_host && port == 0)) {
+        fprintf(stderr, "lockstep serve: %s %s: expected HOST:PORT (or [IPV6]:PORT)%s\n", flag,
+                addr, need_host ? ", with a port from 1 to 65535" : "");
+        return -1;
+    }
+    return 0;
+}
+
 static int
 check_config(struct config *c)
 {
@@ -278,6 +294,14 @@ check_config(struct config *c)
     if (strcmp(c->role, "primary") != 0 && (!c->upstream || !*c->upstream)) {
         fprintf(stderr, "lockstep serve: a %s needs --upstream HOST:PORT (the server it follows)\n",
                 c->role);
+        return -1;
+    }
+    if (c->upstream && check_addr("--upstream", c->upstream, 1)) return -1;
+    if (check_addr("--http", c->http, 0) || check_addr("--listen", c->listen, 0)) return -1;
+    /* HELLO takes a name of 1 to 63 bytes: another would start, then be refused for ever. */
+    if (c->name && (!*c->name || strlen(c->name) > 63)) {
+        fprintf(stderr, "lockstep serve: --name must be 1 to 63 bytes (got %zu)\n",
+                strlen(c->name));
         return -1;
     }
     if (strcmp(c->role, "primary") == 0 && c->include.n > 0) {
@@ -315,6 +339,7 @@ check_config(struct config *c)
     if (!c->name) {
         char host[HOST_NAME_MAX + 1] = "lockstep";
         gethostname(host, sizeof host);
+        host[63] = '\0'; /* HELLO takes at most 63 bytes */
         c->name = strdup(host);
     }
     return 0;
@@ -577,10 +602,12 @@ serve_main(int argc, char **argv)
         srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
         event_add(srv.sigint, NULL);
         event_add(srv.sigterm, NULL);
-        log_info("lockstep %s %s serving %s on http://%s, peers on %s (store %s, epoch %lld, "
+        /* --tls-cert serves both ports with TLS */
+        log_info("lockstep %s %s serving %s on %s://%s, peers on %s (store %s, epoch %lld, "
                  "seq %lld)",
-                 LS_VERSION, srv.cfg.role, srv.cfg.data, srv.cfg.http, srv.cfg.listen,
-                 srv.pos.store_id, (long long)srv.pos.epoch, (long long)srv.pos.seq);
+                 LS_VERSION, srv.cfg.role, srv.cfg.data, srv.cfg.tls_cert ? "https" : "http",
+                 srv.cfg.http, srv.cfg.listen, srv.pos.store_id, (long long)srv.pos.epoch,
+                 (long long)srv.pos.seq);
         event_base_dispatch(srv.base);
         rc = 0;
     }

@@ -458,22 +458,6 @@ fail:
 
 /* ---------------------------------------------------------------- start and stop */
 
-static int
-split_addr(const char *addr, char *host, size_t n, int *port)
-{
-    const char *colon = strrchr(addr, ':');
-    int64_t p;
-    if (!colon || parse_i64(colon + 1, &p) || p < 0 || p > 65535) return LS_EINVAL;
-    if (addr[0] == '[') {
-        if (colon == addr || colon[-1] != ']') return LS_EINVAL;
-        snprintf(host, n, "%.*s", (int)(colon - addr - 2), addr + 1);
-    } else {
-        snprintf(host, n, "%.*s", (int)(colon - addr), addr);
-    }
-    *port = (int)p;
-    return 0;
-}
-
 int
 http_api_start(struct server *srv, struct ls_error *err)
 {
@@ -481,7 +465,7 @@ http_api_start(struct server *srv, struct ls_error *err)
     int port;
     struct timeval tv;
 
-    if (split_addr(srv->cfg.http, host, sizeof host, &port))
+    if (net_split_hostport(srv->cfg.http, host, sizeof host, &port))
         return ls_error_set(err, LS_EINVAL, "--http %s: expected HOST:PORT", srv->cfg.http);
     if (!(srv->router = calloc(1, sizeof *srv->router))) return ls_error_set(err, LS_ENOMEM, NULL);
     http_items_routes(srv);

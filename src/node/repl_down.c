@@ -117,7 +117,11 @@ static void
 set_state(struct repl_down *d, enum us_state to, const char *why)
 {
     enum us_state from = d->state;
-    assert((allowed_from[to] & FROM(from)) != 0);
+    if (!(allowed_from[to] & FROM(from))) { /* a bug: loud in every build */
+        log_error("upstream %s: %s -> %s is not an allowed state change (%s)",
+                  d->srv->cfg.upstream, state_names[from], state_names[to], why);
+        assert(!"upstream state change not in the table");
+    }
     if (from == to) return;
     d->state = to;
     /* The reconnect loop of an outage goes by at debug level; the rest at info. */

@@ -124,7 +124,11 @@ static void
 ds_set_state(struct downstream *ds, enum ds_state to)
 {
     static const char *const names[] = {"hello", "sync", "snapshot", "stream", "down"};
-    assert((ds_allowed_from[to] & DS_FROM(ds->state)) != 0);
+    if (!(ds_allowed_from[to] & DS_FROM(ds->state))) { /* a bug: loud in every build */
+        log_error("downstream %s: %s -> %s is not an allowed state change", ds->peer.addr,
+                  names[ds->state], names[to]);
+        assert(!"downstream state change not in the table");
+    }
     log_debug("downstream %s: %s -> %s", ds->peer.addr, names[ds->state], names[to]);
     ds->state = to;
 }

@@ -381,11 +381,14 @@ bad:
     return ls_error_set(r->err, LS_EBATCH, "\"%s\" must be a positive integer", key);
 }
 
+/* "seq" is informational: the seq a line had in the history it was exported from (a fork
+ * export); an import checks it and otherwise ignores it. */
 enum {
-    K_OP, K_PATH, K_TO, K_BODY, K_B64, K_KIND, K_META, K_STATUS, K_VERSION, K_IFVERSION, K_N
+    K_OP, K_PATH, K_TO, K_BODY, K_B64, K_KIND, K_META, K_STATUS, K_VERSION, K_IFVERSION, K_SEQ,
+    K_N
 };
-static const char *const keys[K_N] = {"op",   "path", "to",     "body",    "body_base64",
-                                      "kind", "meta", "status", "version", "if_version"};
+static const char *const keys[K_N] = {"op",   "path", "to",     "body",    "body_base64", "kind",
+                                      "meta", "status", "version", "if_version", "seq"};
 
 int
 op_parse_json(const char *line, size_t len, struct ls_op *op, struct ls_error *err)
@@ -440,7 +443,7 @@ op_parse_json(const char *line, size_t len, struct ls_op *op, struct ls_error *e
                 meta_at = r.p;
                 if ((rc = jr_skip(&r))) goto out;
                 meta_len = (size_t)(r.p - meta_at);
-            } else if (k == K_VERSION || k == K_IFVERSION) {
+            } else if (k == K_VERSION || k == K_IFVERSION || k == K_SEQ) {
                 if ((rc = jr_int(&r, &num[k], keys[k]))) goto out;
                 if (num[k] < 1) {
                     rc = ls_error_set(err, LS_EBATCH, "\"%s\" must be a positive integer",

@@ -289,10 +289,11 @@ export_put(struct export_ctx *x, const struct ls_entry *e, int published)
 }
 
 static void
-export_line(FILE *f, json_t *o)
+export_line(FILE *f, int64_t seq, json_t *o)
 {
-    char *text = json_dumps(o, JSON_COMPACT);
-    if (text) fprintf(f, "%s\n", text);
+    char *text;
+    json_object_set_new(o, "seq", json_integer(seq)); /* where it stood; import ignores it */
+    if ((text = json_dumps(o, JSON_COMPACT))) fprintf(f, "%s\n", text);
     free(text);
     json_decref(o);
 }
@@ -329,18 +330,18 @@ export_entry(void *arg, const struct ls_entry *e)
         json_decref(draft);
     }
     if (e->op == LS_OP_PUT && (e->flags & REC_DATA)) {
-        export_line(x->f, export_put(x, e, (e->flags & REC_PUBLISHED) != 0));
+        export_line(x->f, e->seq, export_put(x, e, (e->flags & REC_PUBLISHED) != 0));
         return 0;
     }
     if (e->op == LS_OP_PUBLISH && p && e->version != p->last) {
         if (p->created) {
-            export_line(x->f, json_pack("{s:s,s:s,s:I}", "op", "publish", "path", e->path,
+            export_line(x->f, e->seq, json_pack("{s:s,s:s,s:I}", "op", "publish", "path", e->path,
                                         "version", (json_int_t)e->version));
             return 0;
         }
         if ((e->flags & REC_DATA) && e->body_kind != BODY_MISSING && p->last_draft) {
-            export_line(x->f, export_put(x, e, 1));
-            fprintf(x->f, "%s\n", p->last_draft);
+            export_line(x->f, e->seq, export_put(x, e, 1));
+            export_line(x->f, e->seq, json_loads(p->last_draft, 0, NULL));
             return 0;
         }
     }
@@ -371,7 +372,7 @@ export_entry(void *arg, const struct ls_entry *e)
         export_path_unlink(x, p);
         export_path_free(x, p);
     }
-    export_line(x->f, o);
+    export_line(x->f, e->seq, o);
     return 0;
 }
 

@@ -472,6 +472,11 @@ test_op_simple_types(void **state)
     assert_int_equal(op.if_version, 2);
     op_release(&op);
 
+    PARSE_OK("{\"op\":\"purge\",\"path\":\"/x\",\"seq\":42}", &op);
+    assert_int_equal(op.type, LS_OP_PURGE);
+    assert_int_equal(op.version, 0);
+    op_release(&op);
+
     PARSE_OK("{\"op\":\"unpublish\",\"path\":\"/x\"}", &op);
     assert_int_equal(op.type, LS_OP_UNPUBLISH);
     op_release(&op);
@@ -526,6 +531,10 @@ test_op_versions(void **state)
     PARSE_BAD("{\"op\":\"put\",\"path\":\"/a\",\"if_version\":0}", "if_version");
     PARSE_BAD("{\"op\":\"delete\",\"path\":\"/a\",\"if_version\":-3}", "if_version");
     PARSE_BAD("{\"op\":\"move\",\"path\":\"/a\",\"to\":\"/b\",\"if_version\":\"1\"}", "if_version");
+    /* "seq" (what a fork export writes) is checked, then ignored */
+    PARSE_BAD("{\"op\":\"delete\",\"path\":\"/a\",\"seq\":0}", "seq");
+    PARSE_BAD("{\"op\":\"delete\",\"path\":\"/a\",\"seq\":\"7\"}", "seq");
+    PARSE_BAD("{\"op\":\"delete\",\"path\":\"/a\",\"seq\":7,\"seq\":8}", "duplicate");
     PARSE_BAD("{\"op\":\"unpublish\",\"path\":\"/a\",\"if_version\":2.0}", "if_version");
 
     PARSE_OK("{\"op\":\"move\",\"path\":\"/a\",\"to\":\"/b\",\"if_version\":9007199254740993}", &op);

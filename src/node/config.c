@@ -77,14 +77,17 @@ set_value(struct config *c, const struct option_def *d, const char *value)
     switch (d->type) {
     case T_STR: {
         char **s = (char **)field;
+        char *v = strdup(value);
+        if (!v) return LS_ENOMEM;
         free(*s);
-        *s = strdup(value);
+        *s = v;
         return 0;
     }
     case T_LIST: {
         struct strlist *list = (struct strlist *)field;
         if (list->n >= LS_LIST_MAX) return LS_EINVAL;
-        list->v[list->n++] = strdup(value);
+        if (!(list->v[list->n] = strdup(value))) return LS_ENOMEM;
+        list->n++;
         return 0;
     }
     case T_FLAG: { /* set: "yes"; unset: NULL. A bare flag or an empty value sets it. */
@@ -96,9 +99,11 @@ set_value(struct config *c, const struct option_def *d, const char *value)
             if (strcasecmp(value ? value : "", yes[i]) == 0) set = 1;
         for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
             if (value && strcasecmp(value, no[i]) == 0) set = 0;
+        char *v = set > 0 ? strdup("yes") : NULL;
         if (set < 0) return LS_EINVAL;
+        if (set && !v) return LS_ENOMEM;
         free(*s);
-        *s = set ? strdup("yes") : NULL;
+        *s = v;
         return 0;
     }
     case T_INT: return parse_i64(value, (int64_t *)field);

@@ -776,8 +776,13 @@ on_sync(struct downstream *ds, json_t *o)
 
     json_array_foreach(inc, i, v)
     {
-        if (ds->ninclude < MAX_INCLUDE && json_is_string(v))
-            ds->include[ds->ninclude++] = strdup(json_string_value(v));
+        if (ds->ninclude < MAX_INCLUDE && json_is_string(v)) {
+            if (!(ds->include[ds->ninclude] = strdup(json_string_value(v)))) {
+                peer_fail(&ds->peer, "internal", "out of memory");
+                return;
+            }
+            ds->ninclude++;
+        }
     }
     if (json_is_true(json_object_get(json_object_get(o, "filter"), "published_only")))
         ds->published_only = 1;

@@ -315,7 +315,10 @@ check_config(struct config *c)
     if (!c->name) {
         char host[HOST_NAME_MAX + 1] = "lockstep";
         gethostname(host, sizeof host);
-        c->name = strdup(host);
+        if (!(c->name = strdup(host))) {
+            fprintf(stderr, "lockstep serve: out of memory\n");
+            return -1;
+        }
     }
     return 0;
 }

@@ -159,11 +159,11 @@ struct ini_ctx {
     struct config *c;
     const char *file;
     FILE *fp;
-    int line;         /* of the line the library is looking at */
-    int indented;     /* that line starts with a space or a tab */
-    int failed;       /* an error was printed: read no further */
-    int any_key;      /* a key was seen: an indented line now continues it */
-    int seen[NDEFS];  /* line where each key was set, 0 if not yet */
+    int line;        /* of the line the library is looking at */
+    int indented;    /* that line starts with a space or a tab */
+    int failed;      /* an error was printed: read no further */
+    int any_key;     /* a key was seen: an indented line now continues it */
+    int seen[NDEFS]; /* line where each key was set, 0 if not yet */
 };
 
 static void
@@ -200,8 +200,9 @@ ini_read(char *str, int num, void *arg)
         size_t n = end ? (size_t)(end - p - 1) : 0;
         if (!end || n != strlen("server") || strncmp(p + 1, "server", n) != 0) {
             if (end) *end = '\0';
-            ini_error(x, "sections are not supported (%s]): the file holds only keys, "
-                         "optionally under [server]",
+            ini_error(x,
+                      "sections are not supported (%s]): the file holds only keys, "
+                      "optionally under [server]",
                       p, "");
             return NULL;
         }

@@ -165,6 +165,8 @@ struct ls_epoch {
     char id[33]; /* 32 lowercase hex digits */
 };
 int store_epoch_list(struct store *st, struct ls_epoch *out, int max); /* in epoch order */
+/* Every epoch, however many, in *out (malloc'ed, the caller frees): their number, or < 0. */
+int store_epoch_list_all(struct store *st, struct ls_epoch **out);
 /* The id an epoch gets when none is known (a store written before epoch ids, an upstream that
  * sends none): derived from store_id and the number, so every copy of one history agrees. */
 void store_epoch_default_id(const char *store_id, int64_t epoch, char id[33]);

@@ -77,14 +77,17 @@ set_value(struct config *c, const struct option_def *d, const char *value)
     switch (d->type) {
     case T_STR: {
         char **s = (char **)field;
+        char *v = strdup(value);
+        if (!v) return LS_ENOMEM;
         free(*s);
-        *s = strdup(value);
+        *s = v;
         return 0;
     }
     case T_LIST: {
         struct strlist *list = (struct strlist *)field;
         if (list->n >= LS_LIST_MAX) return LS_EINVAL;
-        list->v[list->n++] = strdup(value);
+        if (!(list->v[list->n] = strdup(value))) return LS_ENOMEM;
+        list->n++;
         return 0;
     }
     case T_FLAG: { /* set: "yes"; unset: NULL. A bare flag or an empty value sets it. */
@@ -96,9 +99,11 @@ set_value(struct config *c, const struct option_def *d, const char *value)
             if (strcasecmp(value ? value : "", yes[i]) == 0) set = 1;
         for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
             if (value && strcasecmp(value, no[i]) == 0) set = 0;
+        char *v = set > 0 ? strdup("yes") : NULL;
         if (set < 0) return LS_EINVAL;
+        if (set && !v) return LS_ENOMEM;
         free(*s);
-        *s = set ? strdup("yes") : NULL;
+        *s = v;
         return 0;
     }
     case T_INT: return parse_i64(value, (int64_t *)field);
@@ -137,29 +142,145 @@ find(const char *name)
     return NULL;
 }
 
+/*
+ * The INI file. The library (inih) splits lines into key and value, drops whole-line comments
+ * and cuts a value at " ;" (a ';' after a space or tab, even inside quotes: its rule). The rest
+ * is done here, so that the file means what it looks like:
+ *  - a UTF-8 byte order mark on the first line is skipped;
+ *  - " # comment" after a value is cut like " ; comment", but not inside quotes;
+ *  - a value in one pair of double or single quotes loses them ("a b" is a b);
+ *  - a key given twice is an error (the repeatable ones, include, allow and peer-allow, add up);
+ *  - the file has no sections: a `[server]` line is allowed (it changes nothing), any other
+ *    `[section]` is an error, as are continuation lines (an indented line after a key) and
+ *    lines longer than the library's line buffer (it would split them silently).
+ * Every error is one line naming the file and the line; parsing stops at the first.
+ */
 struct ini_ctx {
     struct config *c;
     const char *file;
-    int failed;
+    FILE *fp;
+    int line;        /* of the line the library is looking at */
+    int indented;    /* that line starts with a space or a tab */
+    int failed;      /* an error was printed: read no further */
+    int any_key;     /* a key was seen: an indented line now continues it */
+    int seen[NDEFS]; /* line where each key was set, 0 if not yet */
 };
+
+static void
+ini_error(struct ini_ctx *x, const char *fmt, const char *a, const char *b)
+{
+    if (x->failed) return;
+    fprintf(stderr, "lockstep: %s:%d: ", x->file, x->line);
+    fprintf(stderr, fmt, a, b);
+    fputc('\n', stderr);
+    x->failed = 1;
+}
+
+/* inih's line reader (fgets-like): counts lines and looks at each before the library does. */
+static char *
+ini_read(char *str, int num, void *arg)
+{
+    struct ini_ctx *x = arg;
+    char *p;
+    size_t len;
+    if (x->failed || !fgets(str, num, x->fp)) return NULL;
+    x->line++;
+    len = strlen(str);
+    if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(x->fp)) {
+        char max[32];
+        snprintf(max, sizeof max, "%d", num - 2);
+        ini_error(x, "line longer than %s characters%s", max, "");
+        return NULL;
+    }
+    if (x->line == 1 && memcmp(str, "\xEF\xBB\xBF", 3) == 0) memmove(str, str + 3, len - 2);
+    x->indented = str[0] == ' ' || str[0] == '\t';
+    for (p = str; *p == ' ' || *p == '\t'; p++) {}
+    if (*p == '[') {
+        char *end = strchr(p, ']');
+        size_t n = end ? (size_t)(end - p - 1) : 0;
+        if (!end || n != strlen("server") || strncmp(p + 1, "server", n) != 0) {
+            if (end) *end = '\0';
+            ini_error(x,
+                      "sections are not supported (%s]): the file holds only keys, "
+                      "optionally under [server]",
+                      p, "");
+            return NULL;
+        }
+        x->any_key = 0; /* an indented line after [server] is no continuation */
+    }
+    return str;
+}
+
+/* Cuts an inline comment and one pair of surrounding quotes from v (a copy the caller owns):
+ * 0, or -1 after printing the error. */
+static int
+ini_value(struct ini_ctx *x, const char *key, char *v)
+{
+    size_t n;
+    if (v[0] == '"' || v[0] == '\'') {
+        char *close = strchr(v + 1, v[0]), *rest;
+        if (!close) {
+            ini_error(x, "'%s': the value's quote is not closed%s", key, "");
+            return -1;
+        }
+        for (rest = close + 1; *rest == ' ' || *rest == '\t'; rest++) {}
+        if (*rest && *rest != '#' && *rest != ';') {
+            ini_error(x, "'%s': text after the closing quote: %s", key, rest);
+            return -1;
+        }
+        n = (size_t)(close - v - 1);
+        memmove(v, v + 1, n);
+        v[n] = '\0';
+        return 0;
+    }
+    for (char *p = v; *p; p++)
+        if ((*p == '#' || *p == ';') && (p == v || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
+    n = strlen(v);
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) v[--n] = '\0';
+    return 0;
+}
 
 static int
 ini_cb(void *arg, const char *section, const char *key, const char *value)
 {
     struct ini_ctx *x = arg;
-    const struct option_def *d = find(key);
-    (void)section;
-    if (!d) {
-        fprintf(stderr, "lockstep: %s: unknown key '%s'\n", x->file, key);
-        x->failed = 1;
+    const struct option_def *d;
+    char *v = NULL;
+    int ok = 0;
+    (void)section; /* only [server] gets this far (ini_read) */
+    if (x->failed) return 0;
+    if (x->indented && x->any_key) {
+        ini_error(x, "an indented line continues the value of '%s': not supported%s", key, "");
         return 0;
     }
-    if (set_value(x->c, d, value)) {
-        fprintf(stderr, "lockstep: %s: bad value for '%s': %s\n", x->file, key, value);
-        x->failed = 1;
+    x->any_key = 1;
+    if (!(d = find(key))) {
+        ini_error(x, "unknown key '%s'%s", key, "");
         return 0;
     }
-    return 1;
+    if (d->type != T_LIST && x->seen[d - defs]) {
+        char first[32];
+        snprintf(first, sizeof first, "%d", x->seen[d - defs]);
+        ini_error(x, "duplicate key '%s' (first set on line %s)", key, first);
+        return 0;
+    }
+    x->seen[d - defs] = x->line;
+    if (!(v = strdup(value))) {
+        ini_error(x, "out of memory%s%s", "", "");
+        return 0;
+    }
+    if (ini_value(x, key, v)) goto out;
+    if (set_value(x->c, d, v)) {
+        ini_error(x, "bad value for '%s': %s", key, v);
+        goto out;
+    }
+    ok = 1;
+out:
+    free(v);
+    return ok;
 }
 
 void
@@ -194,15 +315,19 @@ config_parse(struct config *c, int argc, char **argv, int *want_help)
         else if (strncmp(argv[i], "--config=", 9) == 0) config_file = argv[i] + 9;
     }
     if (config_file) {
-        struct ini_ctx x = {c, config_file, 0};
-        int rc = ini_parse(config_file, ini_cb, &x);
-        if (rc < 0) {
+        struct ini_ctx x = {.c = c, .file = config_file};
+        int rc;
+        if (!(x.fp = fopen(config_file, "r"))) {
             fprintf(stderr, "lockstep: cannot read config file %s\n", config_file);
             return LS_EINVAL;
         }
+        rc = ini_parse_stream(ini_read, &x, ini_cb, &x);
+        fclose(x.fp);
         if (rc > 0 && !x.failed)
             fprintf(stderr, "lockstep: %s:%d: syntax error\n", config_file, rc);
-        if (rc > 0 || x.failed) return LS_EINVAL;
+        else if (rc < 0 && !x.failed)
+            fprintf(stderr, "lockstep: %s: out of memory\n", config_file);
+        if (rc != 0 || x.failed) return LS_EINVAL;
     }
     for (size_t i = 0; i < NDEFS; i++) {
         longopts[i].name = defs[i].name;

@@ -14,11 +14,15 @@
  */
 #include "node/net.h"
 #include "node/server.h"
+#include "node/http/http.h"
+#include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -168,15 +172,35 @@ on_request_done(struct evhttp_request *req, void *arg)
     }
 }
 
-void
+/*
+ * evhttp frames a body by the first Content-Length header and ignores any other: a second one
+ * (which another server or proxy on the way may have read instead) makes the request's length
+ * ambiguous. It is refused, and the connection closed: what follows on it cannot be trusted.
+ */
+static int
+refuse_ambiguous(struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    int n = 0;
+    for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next)
+        if (evutil_ascii_strcasecmp(kv->key, "Content-Length") == 0) n++;
+    if (n < 2) return 0;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    reply_error(req, LS_EINVAL, "a request may have one Content-Length header, not %d", n);
+    return 1;
+}
+
+int
 http_conns_request(struct server *srv, struct evhttp_request *req)
 {
     struct http_conns *hc = srv->conns;
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     struct conn *c = evcon && hc ? find(hc, evhttp_connection_get_bufferevent(evcon)) : NULL;
-    if (!c) return;
+    if (refuse_ambiguous(req)) return 1;
+    if (!c) return 0;
     c->busy = 1;
     evhttp_request_set_on_complete_cb(req, on_request_done, hc);
+    return 0;
 }
 
 int

@@ -593,12 +593,14 @@ node_claim(struct downstream *ds, json_t *hello)
 static json_t *
 epochs_json(struct store *st)
 {
-    struct ls_epoch ep[64];
-    int n = store_epoch_list(st, ep, 64);
+    struct ls_epoch *ep;
+    int n = store_epoch_list_all(st, &ep); /* every one: a history may have more than 64 */
     json_t *a = json_array();
+    if (n < 0) log_error("cannot list the epochs: %s", ls_strerror(n));
     for (int i = 0; i < n; i++)
         json_array_append_new(a, json_pack("[I,I,s]", (json_int_t)ep[i].epoch,
                                            (json_int_t)ep[i].start_seq, ep[i].id));
+    free(ep);
     return a;
 }
 
@@ -611,10 +613,11 @@ epochs_json(struct store *st)
 static int64_t
 fork_point(struct server *srv, json_t *down, const char *store_id)
 {
-    struct ls_epoch up[64];
-    int nup = store_epoch_list(srv->reader, up, 64), k = 0;
+    struct ls_epoch *up;
+    int nup = store_epoch_list_all(srv->reader, &up), k = 0;
     int nd = (int)json_array_size(down);
     int64_t up_leaves, at;
+    if (nup < 0) return -2;
     while (k < nup && k < nd) {
         json_t *v = json_array_get(down, (size_t)k);
         int64_t e = json_integer_value(json_array_get(v, 0));
@@ -629,8 +632,9 @@ fork_point(struct server *srv, json_t *down, const char *store_id)
             break;
         k++;
     }
-    if (k == 0) return -1;
     up_leaves = k < nup ? up[k].start_seq : srv->pos.seq;
+    free(up);
+    if (k == 0) return -1;
     at = up_leaves;
     if (k < nd) {
         int64_t down_leaves = json_integer_value(json_array_get(json_array_get(down, k), 1));
@@ -794,8 +798,13 @@ on_sync(struct downstream *ds, json_t *o)
 
     json_array_foreach(inc, i, v)
     {
-        if (ds->ninclude < MAX_INCLUDE && json_is_string(v))
-            ds->include[ds->ninclude++] = strdup(json_string_value(v));
+        if (ds->ninclude < MAX_INCLUDE && json_is_string(v)) {
+            if (!(ds->include[ds->ninclude] = strdup(json_string_value(v)))) {
+                peer_fail(&ds->peer, "internal", "out of memory");
+                return;
+            }
+            ds->ninclude++;
+        }
     }
     if (json_is_true(json_object_get(json_object_get(o, "filter"), "published_only")))
         ds->published_only = 1;
@@ -830,16 +839,25 @@ on_sync(struct downstream *ds, json_t *o)
         if (json_is_array(down_epochs) && json_array_size(down_epochs) > 0) {
             /* Epoch ids: two servers promoted to the same number are told apart. */
             fork_at = fork_point(ds->srv, down_epochs, pos->store_id);
+            if (fork_at < -1) {
+                peer_fail(&ds->peer, "internal", "cannot list this server's epochs");
+                return;
+            }
             if (fork_at < 0) fork_at = 0; /* no epoch in common: everything it has forked */
         } else if (epoch < pos->epoch) {  /* a downstream that sends no epochs: numbers only */
             /* Our history left its epoch where the next one began. */
-            int64_t ep[64][2];
-            int n = store_epochs(ds->srv->reader, ep, 64);
+            struct ls_epoch *ep;
+            int n = store_epoch_list_all(ds->srv->reader, &ep);
+            if (n < 0) {
+                peer_fail(&ds->peer, "internal", "cannot list this server's epochs");
+                return;
+            }
             for (int k = 0; k < n; k++)
-                if (ep[k][0] > epoch) {
-                    fork_at = ep[k][1];
+                if (ep[k].epoch > epoch) {
+                    fork_at = ep[k].start_seq;
                     break;
                 }
+            free(ep);
         } else {
             fork_at = pos->seq;
         }

@@ -340,7 +340,10 @@ check_config(struct config *c)
         char host[HOST_NAME_MAX + 1] = "lockstep";
         gethostname(host, sizeof host);
         host[63] = '\0'; /* HELLO takes at most 63 bytes */
-        c->name = strdup(host);
+        if (!(c->name = strdup(host))) {
+            fprintf(stderr, "lockstep serve: out of memory\n");
+            return -1;
+        }
     }
     return 0;
 }

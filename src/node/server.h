@@ -92,7 +92,8 @@ struct server {
 
 /* ---- http_conns.c: per-address limits and slow-request timeouts on the HTTP port ---- */
 int http_conns_start(struct server *srv);
-void http_conns_request(struct server *srv, struct evhttp_request *req);
+/* Notes a request being served; nonzero when it was refused here (it has its reply). */
+int http_conns_request(struct server *srv, struct evhttp_request *req);
 void http_conns_stop(struct server *srv);
 
 /* A write waiting until N downstreams have applied its seq (wait_replicas). */

@@ -10,6 +10,7 @@
  * writer thread, which moves it into the blob store).
  */
 #include "node/server.h"
+#include "common/log.h"
 #include "common/util.h"
 
 #include <dirent.h>
@@ -23,8 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define UPLOADS_MAX 256
+/* Sessions open at once. When all are taken, the least recently touched one that has been idle
+ * for UPLOAD_IDLE_S makes room: abandoned sessions cannot block uploads until they expire. */
+#define UPLOADS_MAX 1024
 #define UPLOAD_EXPIRE_S (24 * 3600) /* a session untouched this long is abandoned */
+#define UPLOAD_IDLE_S (10 * 60)     /* one untouched this long goes when the table is full */
 
 struct session {
     struct session *next;
@@ -41,6 +45,8 @@ struct uploads {
 };
 
 static void expire(struct uploads *u);
+static void remove_committed(struct uploads *u);
+static void make_room(struct uploads *u);
 
 struct uploads *
 uploads_new(const char *dir, uint64_t max_size)
@@ -53,6 +59,7 @@ uploads_new(const char *dir, uint64_t max_size)
         free(u);
         return NULL;
     }
+    remove_committed(u);
     expire(u);
     return u;
 }
@@ -125,6 +132,7 @@ lookup(struct uploads *u, const char *id, struct session **out, struct ls_error 
         }
     file_of(u, id, path, sizeof path);
     if (stat(path, &sb) < 0) return ls_error_set(err, LS_ENOTFOUND, "no upload session %s", id);
+    if (u->count >= UPLOADS_MAX) make_room(u);
     if (u->count >= UPLOADS_MAX)
         return ls_error_set(err, LS_EUNAVAIL, "too many upload sessions in progress");
     s = calloc(1, sizeof *s);
@@ -194,13 +202,65 @@ expire(struct uploads *u)
     closedir(dir);
 }
 
+/*
+ * At start no commit is running, so a ".commit" file (a session whose commit began) is left by
+ * a crash. For a put it would be gone had the put committed (the writer moves it into the blob
+ * store in the transaction), but a batch file stays until after its transaction committed, and
+ * nothing tells the two cases apart. Renaming it back to a session could let a client commit an
+ * applied batch a second time; the client got no answer from the crashed commit, so it checks
+ * and sends again anyway. Such files are removed: tens of megabytes each, kept 24 hours before.
+ */
+static void
+remove_committed(struct uploads *u)
+{
+    DIR *dir = opendir(u->dir);
+    struct dirent *de;
+    int n = 0;
+    if (!dir) return;
+    while ((de = readdir(dir))) {
+        char path[sizeof u->dir + 256];
+        if (!upload_file_name(de->d_name) || valid_id(de->d_name)) continue;
+        file_of(u, de->d_name, path, sizeof path);
+        if (unlink(path) == 0) n++;
+    }
+    closedir(dir);
+    if (n) log_info("removed %d upload file(s) left by commits interrupted by a crash", n);
+}
+
+/* The table is full: expired sessions go, then the least recently touched session (its file's
+ * mtime: every part touches it) if it has been idle for UPLOAD_IDLE_S. */
+static void
+make_room(struct uploads *u)
+{
+    struct session *lru = NULL;
+    time_t lru_mtime = 0, now = time(NULL);
+    char path[4200];
+    expire(u);
+    if (u->count < UPLOADS_MAX) return;
+    for (struct session *s = u->list; s; s = s->next) {
+        struct stat sb;
+        file_of(u, s->id, path, sizeof path);
+        if (stat(path, &sb) < 0) sb.st_mtime = 0; /* gone: the first to go */
+        if (!lru || sb.st_mtime < lru_mtime) {
+            lru = s;
+            lru_mtime = sb.st_mtime;
+        }
+    }
+    if (!lru || now - lru_mtime < UPLOAD_IDLE_S) return;
+    log_info("upload sessions are all in use: removing %s, idle for %llds", lru->id,
+             (long long)(now - lru_mtime));
+    file_of(u, lru->id, path, sizeof path);
+    unlink(path);
+    forget(u, lru);
+}
+
 int
 upload_create(struct uploads *u, struct upload_info *info, struct ls_error *err)
 {
     char id[33], path[4200];
     struct session *s;
     int fd;
-    if (u->count >= UPLOADS_MAX) expire(u);
+    if (u->count >= UPLOADS_MAX) make_room(u);
     if (u->count >= UPLOADS_MAX)
         return ls_error_set(err, LS_EUNAVAIL, "too many upload sessions in progress");
     random_hex(id, 16);

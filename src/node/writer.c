@@ -133,6 +133,9 @@ apply_file(struct writer *w, struct wreq *r)
         }
         if (r->applied++ == 0) r->first_seq = r->last.seq;
     }
+    /* As for a batch in the request body: an empty file is a mistake, not "0 operations". */
+    if (rc == 0 && r->applied == 0)
+        rc = ls_error_set(&r->err, LS_EBATCH, "the batch holds no operation");
     free(line);
     fclose(f);
     return rc;

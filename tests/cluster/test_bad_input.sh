@@ -303,6 +303,32 @@ assert_exit 0 "$LOCKSTEP" status
 assert_eq seed "$("$LOCKSTEP" get /seed)" "a read after the garbage"
 assert_exit 3 "$LOCKSTEP" get /g
 unchanged "garbage on the HTTP port"
+
+# --- two Content-Length headers: the body's length is ambiguous (request smuggling); the
+# request gets 400 bad_request in JSON, nothing is written, and the connection is closed
+python3 - "$PORT_bad" >"$T/dup_cl" <<'EOF' || fail "sending two Content-Length headers"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+body = b'{"op":"put","path":"/smuggled","body":"x"}\n'
+s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+          b"Content-Length: 5\r\n\r\n" % len(body) + body +
+          b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+sys.stdout.write(got.decode("latin-1"))
+EOF
+head -1 "$T/dup_cl" | grep -q "^HTTP/1.1 400 " || fail "two Content-Length headers: $(head -c 300 "$T/dup_cl")"
+assert_eq 1 "$(grep -c '^HTTP/1.1' "$T/dup_cl")" "one answer, then the connection is closed"
+body=$(sed -n '/^\r$/,$p' "$T/dup_cl" | tail -n +2)
+assert_eq bad_request "$(jq -r .error.code <<<"$body")" "two Content-Length headers: code"
+assert_eq "a request may have one Content-Length header, not 2" "$(jq -r .error.message <<<"$body")" \
+    "two Content-Length headers: message"
+assert_exit 3 "$LOCKSTEP" get /smuggled
+unchanged "two Content-Length headers"
 printf 'ok' | "$LOCKSTEP" put /after-garbage >/dev/null
 assert_eq ok "$("$LOCKSTEP" get /after-garbage)" "a write after the garbage"
 S=$(seq_of bad)

@@ -119,12 +119,16 @@ assert_eq 1 "$("$LOCKSTEP" get /bad/one)" "import from stdin"
 "$LOCKSTEP" changes --json | jq -r .seq >"$T/seqs"
 seq 1 $((s + 1)) | cmp -s - "$T/seqs" || fail "change log seqs are not 1..$((s + 1))"
 
-# an empty file applies nothing (and writes nothing)
-: >"$T/empty.ndjson"
+# an empty file is refused as an empty batch is (not "0 operations (seq 0 to 1)"), and
+# writes nothing; so is a file of blank lines
 s=$(seq_of bat)
-assert_exit 0 "$LOCKSTEP" import "$T/empty.ndjson"
-assert_contains "$OUT" "imported 0 operations" "import of an empty file"
-assert_eq "$s" "$(seq_of bat)" "seq after an empty import"
+: >"$T/empty.ndjson"
+assert_exit 1 "$LOCKSTEP" import "$T/empty.ndjson"
+assert_eq "lockstep import: the batch holds no operation" "$ERR" "import of an empty file"
+printf '\n\r\n\n' >"$T/blank.ndjson"
+assert_exit 1 "$LOCKSTEP" import - <"$T/blank.ndjson"
+assert_eq "lockstep import: the batch holds no operation" "$ERR" "import of blank lines"
+assert_eq "$s" "$(seq_of bat)" "seq after empty imports"
 assert_exit 1 "$LOCKSTEP" import "$T/does-not-exist.ndjson"
 assert_contains "$ERR" "cannot open"
 

@@ -41,6 +41,28 @@ start_server_args cfg "$P1" --config="$T/a.ini" || fail "serve --config=FILE did
 assert_eq from-file "$(status_field cfg name)" "name with --config=FILE"
 stop_server cfg
 
+# --- comments after values, quotes, a byte order mark and [server]
+P3=$(free_port)
+{
+    printf '\xEF\xBB\xBF'
+    cat <<EOF
+[server]
+data = "$T/cfgdata3" # where
+http = '127.0.0.1:$P3' ; the API
+listen = 127.0.0.1:$(free_port)
+name = "two words" # the name
+max-versions = 3 # three, not "3 # three"
+log-level = "warn"
+EOF
+} >"$T/c.ini"
+start_server_args cfg3 "$P3" --config "$T/c.ini" ||
+    fail "serve with comments and quotes did not start: $(tail -3 "$T/cfg3.log")"
+assert_eq "two words" "$(status_field cfg3 name)" "a quoted name with a comment after it"
+for i in 1 2 3 4 5; do printf 'v%d' "$i" | lsc cfg3 put /doc >/dev/null; done
+assert_eq 3 "$(history_count cfg3 /doc)" "max-versions = 3 # three"
+[[ -f "$T/cfgdata3/store.db" ]] || fail "a quoted data directory with a comment"
+stop_server cfg3
+
 # --- flags override the file, whatever their order
 P2=$(free_port)
 start_server_args cfg2 "$P2" --name from-flag --config "$T/a.ini" --http "127.0.0.1:$P2" \
@@ -68,11 +90,28 @@ check_bad_config() { # FILE-CONTENT EXPECTED-STDERR
     [[ ! -e "$T/never" ]] || fail "a bad config file still created the data directory"
     assert_exit 1 "$LOCKSTEP" status --server "http://127.0.0.1:$p"
 }
-check_bad_config "$(printf 'name = x\nbogus = 1')" "lockstep: $T/bad.ini: unknown key 'bogus'"
-check_bad_config "$(printf '[server]\nmax_versions = 3')" "lockstep: $T/bad.ini: unknown key 'max_versions'"
-check_bad_config "max-versions = lots" "lockstep: $T/bad.ini: bad value for 'max-versions': lots"
-check_bad_config "max-body = 12Q" "lockstep: $T/bad.ini: bad value for 'max-body': 12Q"
-check_bad_config "idle-timeout = soon" "lockstep: $T/bad.ini: bad value for 'idle-timeout': soon"
+check_bad_config "$(printf 'name = x\nbogus = 1')" "lockstep: $T/bad.ini:2: unknown key 'bogus'"
+check_bad_config "$(printf '[server]\nmax_versions = 3')" "lockstep: $T/bad.ini:2: unknown key 'max_versions'"
+check_bad_config "max-versions = lots" "lockstep: $T/bad.ini:1: bad value for 'max-versions': lots"
+check_bad_config "max-body = 12Q" "lockstep: $T/bad.ini:1: bad value for 'max-body': 12Q"
+check_bad_config "idle-timeout = soon" "lockstep: $T/bad.ini:1: bad value for 'idle-timeout': soon"
+# a key given twice is refused, naming the line (repeatable keys such as include add up)
+check_bad_config "$(printf 'name = a\n; c\nname = b')" \
+    "lockstep: $T/bad.ini:3: duplicate key 'name' (first set on line 1)"
+# no sections but an optional [server]
+check_bad_config "$(printf 'name = a\n[cluster]\nhttp = 127.0.0.1:1')" \
+    "lockstep: $T/bad.ini:2: sections are not supported ([cluster]): the file holds only keys, optionally under [server]"
+# the comment and the quotes are not part of the value, a '#' inside quotes is
+check_bad_config "max-versions = 0 # none" "lockstep serve: --max-versions must be at least 1"
+check_bad_config "max-versions = \"0\"" "lockstep serve: --max-versions must be at least 1"
+check_bad_config "max-versions = \"2 # two\"" "lockstep: $T/bad.ini:1: bad value for 'max-versions': 2 # two"
+check_bad_config "name = \"a" "lockstep: $T/bad.ini:1: 'name': the value's quote is not closed"
+check_bad_config "name = \"a\" b" "lockstep: $T/bad.ini:1: 'name': text after the closing quote: b"
+check_bad_config "$(printf 'name = a\n  b')" \
+    "lockstep: $T/bad.ini:2: an indented line continues the value of 'name': not supported"
+check_bad_config "name = $(printf 'x%.0s' $(seq 300))" "lockstep: $T/bad.ini:1: line longer than 198 characters"
+# a UTF-8 byte order mark is skipped: the error is about the key, not about "\xEF\xBB\xBFbogus"
+check_bad_config "$(printf '\xEF\xBB\xBFbogus = 1')" "lockstep: $T/bad.ini:1: unknown key 'bogus'"
 check_bad_config "$(printf 'name = x\nthis line is not INI')" "lockstep: $T/bad.ini:2: syntax error"
 check_bad_config "max-versions = 0" "lockstep serve: --max-versions must be at least 1"
 check_bad_config "sync = sometimes" "lockstep serve: --sync must be full or normal"

@@ -1833,6 +1833,50 @@ test_epoch_ids_migrated(void **state)
     assert_string_equal(ep[1].id, def);
 }
 
+/* A history of more than 64 epochs: every one is listed (store_epoch_list_all) and, in a store
+ * written before epoch ids, every one gets its id (the migration went 64 at a time, once). */
+static void
+test_epochs_past_64(void **state)
+{
+    struct fx *f = *state;
+    struct ls_epoch *ep;
+    struct ls_position pos;
+    struct ls_error err;
+    char path[128], def[33];
+    sqlite3 *db;
+    int64_t e;
+    for (int i = 0; i < 140; i++) {
+        assert_int_equal(store_begin(f->st, &err), 0);
+        assert_int_equal(store_new_epoch(f->st, &e, &err), 0);
+        assert_int_equal(store_commit(f->st, &err), 0);
+    }
+    assert_int_equal(e, 141);
+    assert_int_equal(store_epoch_list_all(f->st, &ep), 141);
+    for (int i = 0; i < 141; i++) {
+        assert_int_equal(ep[i].epoch, i + 1);
+        assert_hex32(ep[i].id);
+    }
+    free(ep);
+    assert_int_equal(store_position(f->st, &pos), 0);
+    store_free(f->st);
+    f->st = NULL;
+    snprintf(path, sizeof path, "%s/store.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE epochs DROP COLUMN id;"
+                                  "DELETE FROM meta WHERE key='schema_version'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    f->st = open_store(f);
+    assert_int_equal(store_epoch_list_all(f->st, &ep), 141);
+    for (int i = 0; i < 141; i++) {
+        store_epoch_default_id(pos.store_id, i + 1, def);
+        assert_string_equal(ep[i].id, def);
+    }
+    free(ep);
+}
+
 /* Ids taken over from an upstream are kept; a missing or malformed one is derived. */
 static void
 test_epoch_ids_set_identity(void **state)
@@ -1895,6 +1939,7 @@ main(void)
         T(test_epoch_ids_migrated),
         T(test_schema_version),
         T(test_epoch_ids_set_identity),
+        T(test_epochs_past_64),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

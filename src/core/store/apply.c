@@ -212,8 +212,10 @@ apply_put(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_op_
         if (sqlite3_step(s) == SQLITE_ROW) {
             prev_kind = strdup((const char *)sqlite3_column_text(s, 0));
             prev_meta = strdup((const char *)sqlite3_column_text(s, 1));
+            if (!prev_kind || !prev_meta) rc = ls_error_set(err, LS_ENOMEM, NULL);
         }
         db_done(s);
+        if (rc) goto out; /* not the defaults in place of the kept kind and meta */
         if (!kind) kind = prev_kind;
         if (!meta) meta = prev_meta;
     }

@@ -77,6 +77,33 @@ store_epoch_list(struct store *st, struct ls_epoch *out, int max)
     return n;
 }
 
+int
+store_epoch_list_all(struct store *st, struct ls_epoch **out)
+{
+    struct ls_epoch *v = NULL;
+    int max = 64, n;
+    for (;;) {
+        struct ls_epoch *nv = realloc(v, (size_t)max * sizeof *v);
+        if (!nv) {
+            n = LS_ENOMEM;
+            break;
+        }
+        v = nv;
+        if ((n = store_epoch_list(st, v, max)) < max) break;
+        if (max >= (1 << 24)) {
+            n = LS_ETOOBIG;
+            break;
+        }
+        max *= 2;
+    }
+    if (n < 0) {
+        free(v);
+        v = NULL;
+    }
+    *out = v;
+    return n;
+}
+
 /* Takes over an upstream's identity and epoch history (inside a transaction). */
 int
 store_set_identity(struct store *st, const char *store_id, const struct ls_epoch *epochs, int n,

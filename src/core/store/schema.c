@@ -69,17 +69,20 @@ migrate_epoch_ids(struct store *st, struct ls_error *err)
         sqlite3_finalize(s);
     }
     if (db_meta_text(st, "store_id", store_id, sizeof store_id)) return 0;
-    if (sqlite3_prepare_v2(st->db, "SELECT epoch FROM epochs WHERE id IS NULL LIMIT 64", -1, &s,
-                           NULL))
-        return db_error(st, SQLITE_ERROR, err, "epochs");
-    while (sqlite3_step(s) == SQLITE_ROW && n < 64) todo[n++] = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    for (int i = 0; i < n; i++) {
-        store_epoch_default_id(store_id, todo[i], id);
-        snprintf(sql, sizeof sql, "UPDATE epochs SET id='%s' WHERE epoch=%lld", id,
-                 (long long)todo[i]);
-        if ((rc = db_exec(st, sql, err))) return rc;
-    }
+    do { /* 64 at a time, until none is left: a long history must not keep NULL ids */
+        n = 0;
+        if (sqlite3_prepare_v2(st->db, "SELECT epoch FROM epochs WHERE id IS NULL LIMIT 64", -1,
+                               &s, NULL))
+            return db_error(st, SQLITE_ERROR, err, "epochs");
+        while (sqlite3_step(s) == SQLITE_ROW && n < 64) todo[n++] = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+        for (int i = 0; i < n; i++) {
+            store_epoch_default_id(store_id, todo[i], id);
+            snprintf(sql, sizeof sql, "UPDATE epochs SET id='%s' WHERE epoch=%lld", id,
+                     (long long)todo[i]);
+            if ((rc = db_exec(st, sql, err))) return rc;
+        }
+    } while (n == 64);
     return 0;
 }
 

@@ -118,8 +118,11 @@ promote_done(struct wreq *r, void *arg)
         reply_lserror(w->req, &r->err);
     } else {
         repl_down_stop(srv);
-        free(srv->cfg.role);
-        srv->cfg.role = strdup("primary");
+        char *role = strdup("primary");
+        if (role) { /* else the old name stays in status, the promotion still holds */
+            free(srv->cfg.role);
+            srv->cfg.role = role;
+        }
         log_warn("promoted to primary: epoch %lld begins at seq %lld (restart this server with "
                  "--role primary to keep the role)",
                  (long long)r->last.version, (long long)srv->pos.seq);

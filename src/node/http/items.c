@@ -231,8 +231,8 @@ list_cb(void *arg, const struct ls_item *it)
     struct list_args *a = arg;
     json_array_append_new(a->items, item_json(it));
     free(a->last);
-    a->last = strdup(it->path);
-    return 0;
+    /* Without it the page would end with "next": null, as if the listing were complete. */
+    return !(a->last = strdup(it->path)); /* stop: list_run fails the request */
 }
 
 static void
@@ -242,6 +242,7 @@ list_run(struct store *st, struct http_read *r)
     int n;
     a->items = json_array();
     n = store_list(st, a->prefix, a->after, (int)a->limit, a->deleted, list_cb, a, &r->err);
+    if (n > 0 && !a->last) n = ls_error_set(&r->err, LS_ENOMEM, NULL);
     if (n < 0) {
         json_decref(a->items);
         return;

@@ -398,7 +398,7 @@ http_dispatch(struct evhttp_request *req, void *arg)
         reply_error(req, LS_EUNAVAIL, "the server is stopping");
         return;
     }
-    http_conns_request(srv, req);
+    if (http_conns_request(srv, req)) return;
     if (!path) {
         reply_error(req, LS_EINVAL, "malformed request URI");
         return;

@@ -160,7 +160,7 @@ blob_reset(struct repl_down *d)
 struct job {
     struct repl_down *d;
     char store_id[33];
-    struct ls_epoch epochs[64];
+    struct ls_epoch *epochs; /* the upstream's history (CONTINUE, SNAPSHOT): job_free frees it */
     int nepochs;
     int64_t seq;
     int reset;         /* snapshot begins: empty the store */
@@ -170,6 +170,14 @@ struct job {
     int64_t fork_at;   /* > 0: save the changes after it and ask for a snapshot */
     int export_store;  /* before the reset: export the store's own history (--replace-store) */
 };
+
+static void
+job_free(struct job *j)
+{
+    if (!j) return;
+    free(j->epochs);
+    free(j);
+}
 
 /* What an export knows of a path it has written puts for. */
 struct export_path {
@@ -278,12 +286,11 @@ export_put(struct export_ctx *x, const struct ls_entry *e, int published)
         if (bf) fclose(bf);
         body = file_body;
     }
-    if (e->body_kind == BODY_INLINE || file_body) {
-        b64 = malloc(4 * ((len + 2) / 3) + 1);
+    if ((e->body_kind == BODY_INLINE || file_body) && (b64 = malloc(4 * ((len + 2) / 3) + 1))) {
         EVP_EncodeBlock((unsigned char *)b64, body ? body : (const void *)"", (int)len);
         json_object_set_new(o, "body_base64", json_string(b64));
         free(b64);
-    }
+    } /* out of memory: the line goes without its body, as for a body no longer held */
     free(file_body);
     return o;
 }
@@ -523,7 +530,7 @@ job_done(struct wreq *r, void *arg)
     if (r->rc == 0 && j && j->new_history)
         repl_up_drop_all(d->srv, "this server's history was replaced by its upstream's");
     if (d->state != US_IDLE && d->inflight < MAX_INFLIGHT) peer_pause(&d->peer, 0);
-    free(j);
+    job_free(j);
     wreq_free(r);
 }
 
@@ -543,6 +550,11 @@ static void
 submit_job(struct repl_down *d, struct job *j)
 {
     struct wreq *r = calloc(1, sizeof *r);
+    if (!r) {
+        job_free(j);
+        peer_fail(&d->peer, NULL, "out of memory");
+        return;
+    }
     r->type = WREQ_CUSTOM;
     r->fn = run_job;
     r->fn_arg = j;
@@ -600,8 +612,11 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
          * still queued may drop the store's copy before this one applies (the writer's adopt
          * keeps one copy). Without one it is a placeholder (the upstream no longer had it) or
          * a body this store holds from before (a snapshot's or a restart's). */
-        if (e->body_kind == BODY_BLOB && access(tmp, F_OK) == 0) op->body_file = strdup(tmp);
-        else op->body_absent = 1;
+        if (e->body_kind == BODY_BLOB && access(tmp, F_OK) == 0) {
+            if (!(op->body_file = strdup(tmp))) return LS_ENOMEM;
+        } else {
+            op->body_absent = 1;
+        }
     }
     return 0;
 }
@@ -633,8 +648,16 @@ on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot
         struct ls_entry e;
         if (rec_decode(&rb, &e)) goto bad;
         if (r->nops == cap) {
-            cap = cap ? cap * 2 : 64;
-            r->ops = realloc(r->ops, cap * sizeof *r->ops);
+            size_t ncap = cap ? cap * 2 : 64;
+            struct ls_op *ops = realloc(r->ops, ncap * sizeof *ops);
+            if (!ops) {
+                rec_release(&e);
+                wreq_free(r);
+                peer_fail(&d->peer, NULL, "out of memory");
+                return;
+            }
+            r->ops = ops;
+            cap = ncap;
         }
         if (to_op(d, &e, &r->ops[r->nops], snapshot)) {
             rec_release(&e);
@@ -703,7 +726,12 @@ on_blob(struct repl_down *d, const uint8_t *payload, size_t len)
         close(d->blob_fd);
         d->blob_fd = -1;
         snprintf(done_path, sizeof done_path, "%.*s", (int)(strlen(d->blob_tmp) - 5), d->blob_tmp);
-        rename(d->blob_tmp, done_path);
+        if (rename(d->blob_tmp, done_path) < 0) { /* the body would be taken for absent */
+            char why[200];
+            snprintf(why, sizeof why, "cannot keep a received blob: %s", strerror(errno));
+            blob_reset(d);
+            peer_fail(&d->peer, NULL, "%s", why);
+        }
     }
 }
 
@@ -715,9 +743,13 @@ parse_epochs(json_t *a, struct job *j)
     size_t i;
     json_t *v;
     j->nepochs = 0;
+    free(j->epochs);
+    /* However long the history: the frame that carries it is bounded already. */
+    if (!json_is_array(a) || json_array_size(a) == 0 ||
+        !(j->epochs = calloc(json_array_size(a), sizeof *j->epochs)))
+        return -1;
     json_array_foreach(a, i, v)
     {
-        if (j->nepochs >= 64) break;
         j->epochs[j->nepochs].epoch = json_integer_value(json_array_get(v, 0));
         j->epochs[j->nepochs].start_seq = json_integer_value(json_array_get(v, 1));
         /* An upstream older than epoch ids sends none: store_set_identity derives them. */
@@ -732,16 +764,17 @@ static void
 send_sync(struct repl_down *d)
 {
     struct ls_position pos;
-    struct ls_epoch ep[64];
+    struct ls_epoch *ep = NULL;
     char pending[8] = "0";
     json_t *inc = json_array(), *o, *epochs = json_array();
     int nep;
     store_position(d->srv->reader, &pos);
     /* The history this store holds, epoch ids included: the upstream finds the fork point. */
-    nep = store_epoch_list(d->srv->reader, ep, 64);
+    nep = store_epoch_list_all(d->srv->reader, &ep);
     for (int i = 0; i < nep; i++)
         json_array_append_new(epochs, json_pack("[I,I,s]", (json_int_t)ep[i].epoch,
                                                 (json_int_t)ep[i].start_seq, ep[i].id));
+    free(ep);
     store_meta_get(d->srv->reader, "snapshot_pending", pending, sizeof pending);
     for (int i = 0; i < d->srv->cfg.include.n; i++)
         json_array_append_new(inc, json_string(d->srv->cfg.include.v[i]));
@@ -892,7 +925,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         snprintf(j->store_id, sizeof j->store_id, "%s",
                  json_string_value(json_object_get(o, "store_id")) ?: "");
         if (parse_epochs(json_object_get(o, "epochs"), j) || strlen(j->store_id) != 32) {
-            free(j);
+            job_free(j);
             goto unexpected;
         }
         if (strcmp(j->store_id, d->srv->pos.store_id) != 0 && own_history(d->srv)) {
@@ -903,7 +936,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
                        "%lld) has its own history: not replacing it; start with "
                        "--replace-store to replace it (it is exported first)",
                        j->store_id, d->srv->pos.store_id, (long long)d->srv->pos.seq);
-                free(j);
+                job_free(j);
                 break;
             }
             j->export_store = 1;

@@ -21,7 +21,7 @@ struct client {
 
 struct resp {
     long status;
-    struct buf body;      /* JSON replies and error bodies */
+    struct ls_buf body;      /* JSON replies and error bodies */
     FILE *sink;           /* when set, a 2xx body is written here instead */
     int sink_failed;
     char version[32];     /* X-Lockstep-Version of an item reply */

@@ -129,13 +129,13 @@ void
 resp_init(struct resp *r)
 {
     memset(r, 0, sizeof *r);
-    buf_init(&r->body, REPLY_MAX);
+    ls_buf_init(&r->body, REPLY_MAX);
 }
 
 void
 resp_release(struct resp *r)
 {
-    buf_release(&r->body);
+    ls_buf_release(&r->body);
 }
 
 static size_t
@@ -166,7 +166,7 @@ on_body(char *data, size_t size, size_t n, void *arg)
         }
         return len;
     }
-    return buf_append(&r->body, data, len) == 0 ? len : 0;
+    return ls_buf_append(&r->body, data, len) == 0 ? len : 0;
 }
 
 int

@@ -123,9 +123,9 @@ cmd_resync(int argc, char **argv)
     int64_t n;
     if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
     if (!!a.since == !!a.from) return cli_usage_error("resync", "give --since or --from-seq");
-    if (a.from && (parse_i64(a.from, &n) || n < 0))
+    if (a.from && (ls_parse_i64(a.from, &n) || n < 0))
         return cli_usage_error("resync", "--from-seq must be a seq (a number from 0)");
-    if (a.since && parse_time(a.since, &n))
+    if (a.since && ls_parse_time(a.since, &n))
         return cli_usage_error("resync", "--since must be a time such as 2026-11-21T10:00:00Z");
     v = url_query_value(a.since ? a.since : a.from);
     snprintf(url, sizeof url, "/v1/resync?%s=%s", a.since ? "since" : "from_seq", v);
@@ -154,7 +154,7 @@ cmd_verify(int argc, char **argv)
     uint64_t rate;
     int rc;
     if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
-    if (a.rate && parse_size(a.rate, &rate))
+    if (a.rate && ls_parse_size(a.rate, &rate))
         return cli_usage_error("verify", "--rate must be bytes per second, as 50M (0: no limit)");
     if (a.rate) snprintf(url, sizeof url, "/v1/verify?rate=%llu", (unsigned long long)rate);
     else snprintf(url, sizeof url, "/v1/verify");

@@ -55,7 +55,7 @@ items_opt(int ch, const char *arg, void *vctx)
     struct items_opt_ctx *x = vctx;
     int64_t v;
     if (ch != O_WAIT && ch != O_MINSEQ) return x->on_opt(ch, arg, x->ctx);
-    if (parse_i64(arg, &v) || v < 0)
+    if (ls_parse_i64(arg, &v) || v < 0)
         return cli_usage_error(x->cmd, "--%s needs a number",
                                ch == O_WAIT ? "wait-replicas" : "min-seq");
     if (ch == O_WAIT) wait_replicas = arg;
@@ -259,7 +259,7 @@ cmd_get(int argc, char **argv)
     if ((rc = parse_opts(&cl, argc, argv, extra, usage, get_opt, &a)) >= 0) return rc;
     if (optind != argc - 1) return cli_usage_error("get", "expected one PATH");
     if (bad_path("get", argv[optind])) return EXIT_ERR;
-    if (a.version && (parse_i64(a.version, &v) || v < 1))
+    if (a.version && (ls_parse_i64(a.version, &v) || v < 1))
         return cli_usage_error("get", "--version must be a positive integer");
     epath = url_path(argv[optind]);
     if (asprintf(&url, "/v1/items%s%s%s", epath, a.version ? "?version=" : "",

@@ -67,7 +67,7 @@ cmd_import(int argc, char **argv)
     char id[33], url[128];
     json_t *o;
     int rc, code = EXIT_ERR;
-    int64_t t0 = mono_ms();
+    int64_t t0 = ls_mono_ms();
 
     if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
     if (optind < argc) file = argv[optind++];
@@ -83,7 +83,7 @@ cmd_import(int argc, char **argv)
         if (o) {
             printf("imported %lld operations in %.2fs (seq %lld to %lld)\n",
                    (long long)json_integer_value(json_object_get(o, "applied")),
-                   (double)(mono_ms() - t0) / 1000.0,
+                   (double)(ls_mono_ms() - t0) / 1000.0,
                    (long long)json_integer_value(json_object_get(o, "first_seq")),
                    (long long)json_integer_value(json_object_get(o, "last_seq")));
             json_decref(o);
@@ -113,7 +113,7 @@ print_change(json_t *c, int json)
 }
 
 struct follow_state {
-    struct buf line;
+    struct ls_buf line;
     int json;
 };
 
@@ -124,7 +124,7 @@ on_follow_data(char *data, size_t size, size_t n, void *arg)
     size_t len = size * n;
     for (size_t i = 0; i < len; i++) {
         if (data[i] != '\n') {
-            if (buf_append(&f->line, data + i, 1)) return 0;
+            if (ls_buf_append(&f->line, data + i, 1)) return 0;
             continue;
         }
         if (f->line.len > 0) {
@@ -133,7 +133,7 @@ on_follow_data(char *data, size_t size, size_t n, void *arg)
             json_decref(c);
             fflush(stdout);
         }
-        buf_reset(&f->line);
+        ls_buf_reset(&f->line);
     }
     return len;
 }
@@ -146,7 +146,7 @@ follow(struct client *cl, int64_t since, int json)
     long status = 0;
     CURL *c = curl_easy_init();
     CURLcode rc;
-    buf_init(&f.line, 1 << 20);
+    ls_buf_init(&f.line, 1 << 20);
     f.json = json;
     snprintf(url, sizeof url, "%s/v1/changes?follow=1&since=%lld", cl->server, (long long)since);
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -161,7 +161,7 @@ follow(struct client *cl, int64_t since, int json)
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
-    buf_release(&f.line);
+    ls_buf_release(&f.line);
     if (rc != CURLE_OK) {
         fprintf(stderr, "lockstep changes: %s: %s\n", cl->server, curl_easy_strerror(rc));
         return EXIT_ERR;
@@ -184,7 +184,7 @@ cmd_changes(int argc, char **argv)
 
     if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
     if (optind < argc) return cli_usage_error("changes", "unexpected argument '%s'", argv[optind]);
-    if (a.since && (parse_i64(a.since, &since) || since < 0))
+    if (a.since && (ls_parse_i64(a.since, &since) || since < 0))
         return cli_usage_error("changes", "--since must be a seq (a number from 0)");
     if (a.follow) return follow(&cl, since, a.json);
     for (;;) {

@@ -12,14 +12,14 @@ static char node[64] = "lockstep";
 static int min_level = LS_LOG_INFO;
 
 void
-log_setup(const char *node_name, int level)
+ls_log_setup(const char *node_name, int level)
 {
     if (node_name) snprintf(node, sizeof node, "%s", node_name);
     min_level = level;
 }
 
 void
-log_msg(int level, const char *fmt, ...)
+ls_log_msg(int level, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
     char line[2048];

@@ -19,7 +19,7 @@
 /* ---------------------------------------------------------------- buffer */
 
 void
-buf_init(struct buf *b, size_t max)
+ls_buf_init(struct ls_buf *b, size_t max)
 {
     b->p = NULL;
     b->len = b->cap = 0;
@@ -27,7 +27,7 @@ buf_init(struct buf *b, size_t max)
 }
 
 void
-buf_release(struct buf *b)
+ls_buf_release(struct ls_buf *b)
 {
     free(b->p);
     b->p = NULL;
@@ -35,14 +35,14 @@ buf_release(struct buf *b)
 }
 
 void
-buf_reset(struct buf *b)
+ls_buf_reset(struct ls_buf *b)
 {
     b->len = 0;
     if (b->p) b->p[0] = '\0';
 }
 
 static int
-buf_reserve(struct buf *b, size_t extra)
+buf_reserve(struct ls_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     if (extra > b->max || b->len + extra > b->max) return LS_ETOOBIG;
@@ -59,7 +59,7 @@ buf_reserve(struct buf *b, size_t extra)
 }
 
 int
-buf_append(struct buf *b, const void *data, size_t n)
+ls_buf_append(struct ls_buf *b, const void *data, size_t n)
 {
     int rc = buf_reserve(b, n);
     if (rc) return rc;
@@ -70,7 +70,7 @@ buf_append(struct buf *b, const void *data, size_t n)
 }
 
 int
-buf_printf(struct buf *b, const char *fmt, ...)
+ls_buf_printf(struct ls_buf *b, const char *fmt, ...)
 {
     va_list ap;
     int n, rc;
@@ -80,7 +80,7 @@ buf_printf(struct buf *b, const char *fmt, ...)
     n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
     if (n < 0) return LS_EINVAL;
-    if ((size_t)n < sizeof small) return buf_append(b, small, (size_t)n);
+    if ((size_t)n < sizeof small) return ls_buf_append(b, small, (size_t)n);
     if ((rc = buf_reserve(b, (size_t)n))) return rc;
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
@@ -92,7 +92,7 @@ buf_printf(struct buf *b, const char *fmt, ...)
 /* ---------------------------------------------------------------- time */
 
 int64_t
-now_ms(void)
+ls_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -100,7 +100,7 @@ now_ms(void)
 }
 
 int64_t
-mono_ms(void)
+ls_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -108,7 +108,7 @@ mono_ms(void)
 }
 
 void
-format_time(int64_t ms, char *out, size_t n)
+ls_format_time(int64_t ms, char *out, size_t n)
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
@@ -124,13 +124,13 @@ format_time(int64_t ms, char *out, size_t n)
  * offset (`+02:00`, `-0530`) or nothing (UTC). A plain number is milliseconds since the epoch.
  */
 int
-parse_time(const char *s, int64_t *ms)
+ls_parse_time(const char *s, int64_t *ms)
 {
     struct tm tm;
     const char *end;
     int64_t v, frac = 0, offset_s = 0;
 
-    if (parse_i64(s, &v) == 0) {
+    if (ls_parse_i64(s, &v) == 0) {
         *ms = v;
         return 0;
     }
@@ -172,7 +172,7 @@ parse_time(const char *s, int64_t *ms)
 /* ---------------------------------------------------------------- numbers */
 
 int
-parse_u64(const char *s, uint64_t *out)
+ls_parse_u64(const char *s, uint64_t *out)
 {
     char *end;
     unsigned long long v;
@@ -185,7 +185,7 @@ parse_u64(const char *s, uint64_t *out)
 }
 
 int
-parse_i64(const char *s, int64_t *out)
+ls_parse_i64(const char *s, int64_t *out)
 {
     char *end;
     long long v;
@@ -198,7 +198,7 @@ parse_i64(const char *s, int64_t *out)
 }
 
 int
-parse_size(const char *s, uint64_t *out)
+ls_parse_size(const char *s, uint64_t *out)
 {
     char *end;
     unsigned long long v;
@@ -225,7 +225,7 @@ parse_size(const char *s, uint64_t *out)
 }
 
 int
-parse_duration_ms(const char *s, int64_t *out)
+ls_parse_duration_ms(const char *s, int64_t *out)
 {
     char *end;
     long long v;
@@ -248,7 +248,7 @@ parse_duration_ms(const char *s, int64_t *out)
 /* ---------------------------------------------------------------- hex, hashes */
 
 void
-hex_encode(const unsigned char *in, size_t n, char *out)
+ls_hex_encode(const unsigned char *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -268,7 +268,7 @@ hexval(char c)
 }
 
 int
-hex_decode(const char *in, unsigned char *out, size_t n)
+ls_hex_decode(const char *in, unsigned char *out, size_t n)
 {
     if (strlen(in) != 2 * n) return LS_EINVAL;
     for (size_t i = 0; i < n; i++) {
@@ -292,7 +292,7 @@ sha256_init(void)
 }
 
 void
-sha256(const void *data, size_t n, unsigned char out[32])
+ls_sha256(const void *data, size_t n, unsigned char out[32])
 {
     unsigned int len = 32;
     pthread_once(&sha256_once, sha256_init);
@@ -300,25 +300,25 @@ sha256(const void *data, size_t n, unsigned char out[32])
 }
 
 int
-random_bytes(void *out, size_t n)
+ls_random_bytes(void *out, size_t n)
 {
     return RAND_bytes(out, (int)n) == 1 ? 0 : LS_EINTERNAL;
 }
 
 void
-random_hex(char *out, size_t nbytes)
+ls_random_hex(char *out, size_t nbytes)
 {
     unsigned char raw[64];
     if (nbytes > sizeof raw) nbytes = sizeof raw;
-    if (random_bytes(raw, nbytes)) abort(); /* no entropy: nothing safe to do */
-    hex_encode(raw, nbytes, out);
+    if (ls_random_bytes(raw, nbytes)) abort(); /* no entropy: nothing safe to do */
+    ls_hex_encode(raw, nbytes, out);
 }
 
 /* ---------------------------------------------------------------- text */
 
 /* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
 int
-utf8_valid(const char *str, size_t n)
+ls_utf8_valid(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
@@ -354,7 +354,7 @@ utf8_valid(const char *str, size_t n)
 /* ---------------------------------------------------------------- files */
 
 int
-write_all(int fd, const void *data, size_t n)
+ls_write_all(int fd, const void *data, size_t n)
 {
     const char *p = data;
     while (n > 0) {
@@ -370,7 +370,7 @@ write_all(int fd, const void *data, size_t n)
 }
 
 int
-mkdir_p(const char *path, int mode)
+ls_mkdir_p(const char *path, int mode)
 {
     char tmp[4096];
     size_t n = strlen(path);
@@ -387,7 +387,7 @@ mkdir_p(const char *path, int mode)
 }
 
 int
-fsync_dir(const char *dir)
+ls_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int rc = 0;
@@ -398,7 +398,7 @@ fsync_dir(const char *dir)
 }
 
 int
-errno_to_ls(int err)
+ls_errno_to_ls(int err)
 {
     if (err < 0) err = -err;
     switch (err) {

@@ -57,7 +57,7 @@ path_check(const char *path, size_t len, struct ls_error *err)
     if (path[0] != '/')
         return ls_error_set(err, LS_EPATH, "path must be absolute (start with '/')");
     if (memchr(path, '\0', len)) return ls_error_set(err, LS_EPATH, "path contains a NUL byte");
-    if (!utf8_valid(path, len)) return ls_error_set(err, LS_EPATH, "path is not valid UTF-8");
+    if (!ls_utf8_valid(path, len)) return ls_error_set(err, LS_EPATH, "path is not valid UTF-8");
     if (len == 1) return ls_error_set(err, LS_EPATH, "path '/' names no item");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)path[i];
@@ -250,7 +250,7 @@ jr_string(struct jr *r, char **out, size_t *outlen)
             if ((unsigned char)*p >= 0x80) ascii = 0;
             p++;
         }
-        if (!ascii && !utf8_valid(run, (size_t)(p - run))) {
+        if (!ascii && !ls_utf8_valid(run, (size_t)(p - run))) {
             free(buf);
             return jr_fail(r, "invalid UTF-8 in a string");
         }

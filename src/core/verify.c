@@ -56,7 +56,7 @@ throttle(struct scrub *s)
     if (!s->opt->rate) return cancelled(s) ? LS_EUNAVAIL : 0;
     for (;;) {
         int64_t due = s->start_ms + (int64_t)(s->res->bytes * 1000 / s->opt->rate);
-        int64_t now = mono_ms(), nap;
+        int64_t now = ls_mono_ms(), nap;
         if (cancelled(s)) return LS_EUNAVAIL;
         if (now >= due) return 0;
         nap = due - now > 100 ? 100 : due - now;
@@ -79,7 +79,7 @@ on_inline(void *arg, const struct store_body_ref *b)
     struct scrub *s = arg;
     unsigned char sha[32];
     int rc = 0;
-    sha256(b->body, b->body_len, sha);
+    ls_sha256(b->body, b->body_len, sha);
     s->res->checked++;
     s->res->bytes += b->body_len;
     s->slice_bytes += b->body_len;
@@ -188,7 +188,7 @@ check_blob_slice(struct scrub *s, unsigned char last_sha[32], int *have_last,
             s->res->blobs++;
         }
         if (!*last_problem || !still_there(s, r)) continue;
-        hex_encode(r->sha, 32, hex);
+        ls_hex_encode(r->sha, 32, hex);
         snprintf(rel, sizeof rel, "blobs/%.2s/%s", hex, hex + 2);
         if ((rc = report(s, r->path, r->version, r->sha, *last_problem, rel))) return rc;
     }
@@ -215,7 +215,7 @@ store_verify(struct store *st, const struct verify_options *opt, verify_damage_c
     memset(res, 0, sizeof *res);
     if (!s) return ls_error_set(err, LS_ENOMEM, NULL);
     *s = (struct scrub){.st = st, .opt = opt, .cb = cb, .arg = arg, .res = res,
-                        .start_ms = mono_ms()};
+                        .start_ms = ls_mono_ms()};
     /* the inline bodies, by rowid */
     do {
         s->slice_bytes = 0;

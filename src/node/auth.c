@@ -67,20 +67,20 @@ void
 token_generate(char out[TOKEN_LEN + 1])
 {
     memcpy(out, TOKEN_PREFIX, 4);
-    random_hex(out + 4, 32);
+    ls_random_hex(out + 4, 32);
 }
 
 void
 token_hash(const char *token, unsigned char out[32])
 {
-    sha256(token, strlen(token), out);
+    ls_sha256(token, strlen(token), out);
 }
 
 void
 token_default_name(const char *role, const unsigned char hash[32], char *out, size_t n)
 {
     char hex[9];
-    hex_encode(hash, 4, hex); /* of the stored hash, never of the token */
+    ls_hex_encode(hash, 4, hex); /* of the stored hash, never of the token */
     snprintf(out, n, "%s-%s", role, hex);
 }
 
@@ -165,7 +165,7 @@ add_cached(void *arg, const char *name, const char *role, const unsigned char ha
 static void
 reload(struct auth *a)
 {
-    int64_t now = mono_ms();
+    int64_t now = ls_mono_ms();
     struct token_list l = {0};
     if (a->loaded_ms && now - a->loaded_ms < RELOAD_MS) return;
     a->loaded_ms = now;
@@ -229,7 +229,7 @@ auth_failed(struct auth *a, const struct sockaddr *sa)
 {
     unsigned char key[16];
     int family, oldest = 0;
-    int64_t now = mono_ms(), delay;
+    int64_t now = ls_mono_ms(), delay;
     struct fail_slot *slot = NULL;
     addr_bytes(sa, key, &family);
     for (int i = 0; i < FAIL_SLOTS; i++) {
@@ -268,7 +268,7 @@ cidr_parse(const char *s, struct cidr *out)
     else if (inet_pton(AF_INET6, host, out->addr) == 1) out->family = AF_INET6, out->bits = 128;
     else return LS_EINVAL;
     if (slash) {
-        if (parse_i64(slash + 1, &bits) || bits < 0 || bits > out->bits) return LS_EINVAL;
+        if (ls_parse_i64(slash + 1, &bits) || bits < 0 || bits > out->bits) return LS_EINVAL;
         out->bits = (int)bits;
     }
     return 0;

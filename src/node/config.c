@@ -106,9 +106,9 @@ set_value(struct config *c, const struct option_def *d, const char *value)
         *s = v;
         return 0;
     }
-    case T_INT: return parse_i64(value, (int64_t *)field);
-    case T_SIZE: return parse_size(value, (uint64_t *)field);
-    case T_DURATION: return parse_duration_ms(value, (int64_t *)field);
+    case T_INT: return ls_parse_i64(value, (int64_t *)field);
+    case T_SIZE: return ls_parse_size(value, (uint64_t *)field);
+    case T_DURATION: return ls_parse_duration_ms(value, (int64_t *)field);
     }
     return LS_EINVAL;
 }

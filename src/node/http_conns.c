@@ -94,7 +94,7 @@ static void
 on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conns *hc = arg;
-    int64_t now = mono_ms();
+    int64_t now = ls_mono_ms();
     struct conn **order;
     int n = 0;
     for (int i = 0; i < hc->n;) {
@@ -156,7 +156,7 @@ make_bev(struct event_base *base, void *arg)
         hc->cap = cap;
     }
     bufferevent_incref(bev);
-    hc->v[hc->n++] = (struct conn){.bev = bev, .created_ms = mono_ms(), .since_ms = mono_ms()};
+    hc->v[hc->n++] = (struct conn){.bev = bev, .created_ms = ls_mono_ms(), .since_ms = ls_mono_ms()};
     return bev;
 }
 
@@ -168,7 +168,7 @@ on_request_done(struct evhttp_request *req, void *arg)
     struct conn *c = evcon ? find(hc, evhttp_connection_get_bufferevent(evcon)) : NULL;
     if (c) {
         c->busy = 0;
-        c->since_ms = mono_ms();
+        c->since_ms = ls_mono_ms();
     }
 }
 

@@ -17,7 +17,7 @@ net_split_hostport(const char *addr, char *host, size_t n, int *port)
     const char *h = addr;
     size_t hlen;
     int64_t p;
-    if (!colon || parse_i64(colon + 1, &p) || p < 0 || p > 65535) return LS_EINVAL;
+    if (!colon || ls_parse_i64(colon + 1, &p) || p < 0 || p > 65535) return LS_EINVAL;
     hlen = (size_t)(colon - addr);
     if (addr[0] == '[') {
         if (hlen < 2 || colon[-1] != ']') return LS_EINVAL;

@@ -404,7 +404,7 @@ export_own_store(struct store *st, struct ls_error *err)
     int rc = 0, n = 0;
     if (!(sn = store_snapshot_open(store_dir(st), 0, 0, &pos, err))) return err->code;
     snprintf(path, sizeof path, "%s/forked-store-%s-seq%lld-%lld.ndjson", store_dir(st),
-             pos.store_id, (long long)pos.seq, (long long)now_ms());
+             pos.store_id, (long long)pos.seq, (long long)ls_now_ms());
     if (!(f = fopen(path, "w"))) {
         store_snapshot_close(sn);
         return ls_error_set(err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
@@ -437,7 +437,7 @@ run_job(struct store *st, struct wreq *r)
         struct ls_position pos;
         store_position(st, &pos);
         snprintf(path, sizeof path, "%s/forked-epoch%lld-after%lld-%lld.ndjson", store_dir(st),
-                 (long long)pos.epoch, (long long)after, (long long)now_ms());
+                 (long long)pos.epoch, (long long)after, (long long)ls_now_ms());
         if (!(f = fopen(path, "w")))
             return ls_error_set(&r->err, LS_EIO, "cannot write %s: %s", path, strerror(errno));
         {
@@ -564,11 +564,11 @@ submit_job(struct repl_down *d, struct job *j)
 static void
 ack(struct repl_down *d)
 {
-    struct wbuf w;
-    wbuf_init(&w, 16);
-    put_varint(&w, (uint64_t)d->srv->pos.seq);
+    struct ls_wbuf w;
+    ls_wbuf_init(&w, 16);
+    ls_put_varint(&w, (uint64_t)d->srv->pos.seq);
     peer_send(&d->peer, F_ACK, w.p, w.len);
-    wbuf_release(&w);
+    ls_wbuf_release(&w);
 }
 
 /* ---------------------------------------------------------------- records */
@@ -606,7 +606,7 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
     } else {
         char tmp[4300], hex[65];
         op->body_file_size = e->size;
-        hex_encode(e->sha, 32, hex);
+        ls_hex_encode(e->sha, 32, hex);
         snprintf(tmp, sizeof tmp, "%s/blobs/tmp/in-%s", store_dir(d->srv->reader), hex);
         /* A blob that came is handed to the writer even when the store has it now: a batch
          * still queued may drop the store's copy before this one applies (the writer's adopt
@@ -624,7 +624,7 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
 static void
 on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot)
 {
-    struct rbuf rb = {payload, len, 0, 0};
+    struct ls_rbuf rb = {payload, len, 0, 0};
     struct wreq *r = calloc(1, sizeof *r);
     size_t cap = 0;
     if (!r) {
@@ -633,7 +633,7 @@ on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot
     }
     r->type = WREQ_OPS;
     if (!snapshot) {
-        r->set_seq = (int64_t)get_varint(&rb);
+        r->set_seq = (int64_t)ls_get_varint(&rb);
         if (rb.failed) goto bad;
         if (r->set_seq < d->recv_seq) { /* the upstream went backwards: a broken upstream */
             int64_t upto = r->set_seq;
@@ -677,13 +677,13 @@ bad:
 static void
 on_blob(struct repl_down *d, const uint8_t *payload, size_t len)
 {
-    struct rbuf rb = {payload, len, 0, 0};
+    struct ls_rbuf rb = {payload, len, 0, 0};
     size_t n;
-    const uint8_t *sha = get_bytes(&rb, &n, 32);
-    uint64_t size = get_varint(&rb), off = get_varint(&rb);
+    const uint8_t *sha = ls_get_bytes(&rb, &n, 32);
+    uint64_t size = ls_get_varint(&rb), off = ls_get_varint(&rb);
     const uint8_t *data;
     size_t dlen;
-    data = get_bytes(&rb, &dlen, LS_FRAME_MAX);
+    data = ls_get_bytes(&rb, &dlen, LS_FRAME_MAX);
     if (rb.failed || n != 32 || off + dlen > size) {
         peer_fail(&d->peer, "protocol_error", "malformed BLOB frame");
         return;
@@ -691,7 +691,7 @@ on_blob(struct repl_down *d, const uint8_t *payload, size_t len)
     if (off == 0) {
         char hex[65];
         blob_reset(d);
-        hex_encode(sha, 32, hex);
+        ls_hex_encode(sha, 32, hex);
         snprintf(d->blob_tmp, sizeof d->blob_tmp, "%s/blobs/tmp/in-%s.part",
                  store_dir(d->srv->reader), hex);
         d->blob_fd = open(d->blob_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -708,7 +708,7 @@ on_blob(struct repl_down *d, const uint8_t *payload, size_t len)
         peer_fail(&d->peer, "protocol_error", "BLOB frame out of order");
         return;
     }
-    if (write_all(d->blob_fd, data, dlen) < 0) {
+    if (ls_write_all(d->blob_fd, data, dlen) < 0) {
         peer_fail(&d->peer, NULL, "cannot write a blob: %s", strerror(errno));
         return;
     }
@@ -879,7 +879,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             return;
         }
     }
-    d->up_seen_ms = mono_ms();
+    d->up_seen_ms = ls_mono_ms();
     switch (type) {
     case F_WELCOME:
         if (d->state != US_HELLO) goto unexpected;
@@ -910,7 +910,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         submit_job(d, j);
         d->refused = 0;
         d->last_sync = "continue";
-        d->last_sync_ms = now_ms();
+        d->last_sync_ms = ls_now_ms();
         d->recv_seq = from;
         set_state(d, US_STREAM, "CONTINUE");
         log_info("following %s from seq %lld", d->up_name, (long long)from);
@@ -946,7 +946,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         d->want_snapshot = 0;
         d->replay_upto = 0;
         d->last_sync = "snapshot";
-        d->last_sync_ms = now_ms();
+        d->last_sync_ms = ls_now_ms();
         set_state(d, US_SNAPSHOT, "SNAPSHOT");
         log_info("receiving a snapshot from %s at seq %lld (%s)", d->up_name,
                  (long long)json_integer_value(json_object_get(o, "seq")),
@@ -1306,7 +1306,7 @@ repl_down_status(struct server *srv, json_t *o)
     json_object_set_new(o, "state", json_string(state));
     json_object_set_new(o, "last_sync", json_string(d->last_sync));
     if (d->last_sync_ms) {
-        format_time(d->last_sync_ms, t, sizeof t);
+        ls_format_time(d->last_sync_ms, t, sizeof t);
         json_object_set_new(o, "last_sync_time", json_string(t));
     }
     json_object_set_new(o, "upstream_seq", json_integer(d->up_seq));

@@ -73,7 +73,7 @@ struct downstream {
     int64_t sent_seq; /* the upto of the last CHANGES frame sent */
     struct store_snapshot *snap;
     struct qrec *queue, **queue_tail; /* records read, not yet in a frame */
-    struct wbuf frame;                /* records not yet sent */
+    struct ls_wbuf frame;                /* records not yet sent */
     int frame_type;
     int64_t read_upto;  /* how far the log has been read for this downstream */
     int64_t read_first; /* the first seq the last read returned (0: none) */
@@ -159,12 +159,12 @@ included(void *arg, const char *path)
 static void
 add_record(struct downstream *ds, const struct ls_entry *e)
 {
-    struct wbuf w;
+    struct ls_wbuf w;
     struct qrec *q;
-    wbuf_init(&w, LS_FRAME_MAX / 2);
+    ls_wbuf_init(&w, LS_FRAME_MAX / 2);
     rec_encode(&w, e);
     if (w.failed || !(q = malloc(sizeof *q + w.len))) {
-        wbuf_release(&w);
+        ls_wbuf_release(&w);
         ds->frame.failed = 1; /* reported when the frame is flushed */
         return;
     }
@@ -174,7 +174,7 @@ add_record(struct downstream *ds, const struct ls_entry *e)
     memcpy(q->sha, e->sha, 32);
     q->len = w.len;
     memcpy(q->data, w.p, w.len);
-    wbuf_release(&w);
+    ls_wbuf_release(&w);
     *ds->queue_tail = q;
     ds->queue_tail = &q->next;
 }
@@ -335,18 +335,18 @@ blob_open(struct downstream *ds, const unsigned char sha[32])
 static void
 blob_send_piece(struct downstream *ds)
 {
-    struct wbuf w;
+    struct ls_wbuf w;
     uint8_t *chunk = malloc(BLOB_CHUNK);
     ssize_t n = chunk ? read(ds->blob_fd, chunk, BLOB_CHUNK) : -1;
     if (n < 0) n = 0;
-    wbuf_init(&w, BLOB_CHUNK + 128);
-    put_bytes(&w, ds->blob_sha, 32);
-    put_varint(&w, ds->blob_size);
-    put_varint(&w, ds->blob_off);
-    put_bytes(&w, chunk, (size_t)n);
+    ls_wbuf_init(&w, BLOB_CHUNK + 128);
+    ls_put_bytes(&w, ds->blob_sha, 32);
+    ls_put_varint(&w, ds->blob_size);
+    ls_put_varint(&w, ds->blob_off);
+    ls_put_bytes(&w, chunk, (size_t)n);
     free(chunk);
     peer_send(&ds->peer, F_BLOB, w.p, w.len);
-    wbuf_release(&w);
+    ls_wbuf_release(&w);
     ds->blob_off += (uint64_t)n;
     if (n == 0 || ds->blob_off >= ds->blob_size) {
         close(ds->blob_fd);
@@ -367,16 +367,16 @@ flush_records(struct downstream *ds)
         return;
     }
     if (ds->frame_type == F_CHANGES) {
-        struct wbuf out;
+        struct ls_wbuf out;
         int64_t upto = ds->queue ? ds->frame_seq : ds->read_upto;
         /* A position only moves forward, and only past what was read for this downstream. */
         assert(upto >= ds->sent_seq && upto <= ds->read_upto);
         assert(ds->frame.len == 0 || ds->frame_seq <= upto);
-        wbuf_init(&out, LS_FRAME_MAX);
-        put_varint(&out, (uint64_t)upto);
-        put_raw(&out, ds->frame.p, ds->frame.len);
+        ls_wbuf_init(&out, LS_FRAME_MAX);
+        ls_put_varint(&out, (uint64_t)upto);
+        ls_put_raw(&out, ds->frame.p, ds->frame.len);
         peer_send(&ds->peer, F_CHANGES, out.p, out.len);
-        wbuf_release(&out);
+        ls_wbuf_release(&out);
         ds->sent_seq = upto;
     } else if (ds->frame.len > 0) {
         peer_send(&ds->peer, ds->frame_type, ds->frame.p, ds->frame.len);
@@ -479,7 +479,7 @@ pump(struct downstream *ds)
                 q->has_blob = 0;
                 if (blob_open(ds, q->sha)) continue;
             }
-            put_raw(&ds->frame, q->data, q->len);
+            ls_put_raw(&ds->frame, q->data, q->len);
             ds->frame_seq = q->seq;
             ds->queue = q->next;
             if (!ds->queue) ds->queue_tail = &ds->queue;
@@ -513,7 +513,7 @@ on_drain(struct peer *p)
 static void
 nodes_forget(struct repl_up *up, int keep)
 {
-    int64_t now = now_ms();
+    int64_t now = ls_now_ms();
     int down = 0;
     for (struct node **pp = &up->nodes; *pp;) {
         struct node *n = *pp;
@@ -569,7 +569,7 @@ node_claim(struct downstream *ds, json_t *hello)
     const char *id = json_string_value(json_object_get(hello, "node_id"));
     if (id && strlen(id) >= sizeof n->node_id) id = NULL;
     if (old && old != ds) {
-        int64_t silent = now_ms() - n->last_heartbeat_ms;
+        int64_t silent = ls_now_ms() - n->last_heartbeat_ms;
         if (id && *id && strcmp(id, n->node_id) == 0) {
             peer_fail(&old->peer, "replaced", "%s connected again from %s", n->name,
                       ds->peer.addr);
@@ -714,8 +714,8 @@ on_hello(struct downstream *ds, json_t *o)
     snprintf(ds->node->version, sizeof ds->node->version, "%s",
              json_string_value(json_object_get(o, "version")) ?: "?");
     snprintf(ds->node->addr, sizeof ds->node->addr, "%s", ds->peer.addr);
-    ds->node->connected_ms = now_ms();
-    ds->node->last_heartbeat_ms = now_ms();
+    ds->node->connected_ms = ls_now_ms();
+    ds->node->last_heartbeat_ms = ls_now_ms();
     ds->node->last_error[0] = '\0';
     ds->published_only = strcmp(role, "staging") == 0;
     {
@@ -752,7 +752,7 @@ start_snapshot(struct downstream *ds, const char *why)
         return;
     }
     log_info("sending %s a snapshot at seq %lld (%s)", ds->node->name, (long long)pos.seq, why);
-    ds->snap_started_ms = mono_ms();
+    ds->snap_started_ms = ls_mono_ms();
     ds->snap_wal_size = wal_size(ds->srv);
     peer_send_json(&ds->peer, F_SNAPSHOT,
                    json_pack("{s:s,s:I,s:I,s:o,s:s}", "store_id", pos.store_id, "epoch",
@@ -914,7 +914,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             return;
         }
     }
-    if (ds->node) ds->node->last_heartbeat_ms = now_ms();
+    if (ds->node) ds->node->last_heartbeat_ms = ls_now_ms();
     switch (type) {
     case F_HELLO:
         if (ds->state != DS_HELLO) goto unexpected;
@@ -927,8 +927,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         on_sync(ds, o);
         break;
     case F_ACK: {
-        struct rbuf rb = {payload, len, 0, 0};
-        int64_t seq = (int64_t)get_varint(&rb);
+        struct ls_rbuf rb = {payload, len, 0, 0};
+        int64_t seq = (int64_t)ls_get_varint(&rb);
         if (rb.failed || ds->state < DS_SYNC) goto unexpected;
         if (seq < 0 || seq > ds->sent_seq) {
             /* It cannot have applied what it was not sent: a lie that would satisfy
@@ -939,7 +939,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         }
         if (seq > ds->node->acked_seq) {
             ds->node->acked_seq = seq;
-            ds->node->acked_ms = now_ms();
+            ds->node->acked_ms = ls_now_ms();
             server_on_ack(ds->srv);
         }
         break;
@@ -967,7 +967,7 @@ send_ping(evutil_socket_t fd, short what, void *arg)
     struct downstream *ds = arg;
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
     if (ds->state == DS_HELLO && !ds->peer.closed &&
-        mono_ms() - ds->accepted_ms > ds->srv->cfg.heartbeat_timeout_ms) {
+        ls_mono_ms() - ds->accepted_ms > ds->srv->cfg.heartbeat_timeout_ms) {
         /* Slow or unfinished (a TLS handshake that never ends, a HELLO sent byte by byte):
          * it would hold a slot for ever. No ERROR: over TLS it could not even be sent. */
         peer_fail(&ds->peer, NULL, "no HELLO within %lld ms of connecting",
@@ -1008,7 +1008,7 @@ ds_free(evutil_socket_t fd, short what, void *arg)
 {
     struct downstream *ds = arg;
     for (int i = 0; i < ds->ninclude; i++) free(ds->include[i]);
-    wbuf_release(&ds->frame);
+    ls_wbuf_release(&ds->frame);
     free(ds);
 }
 
@@ -1023,7 +1023,7 @@ on_close(struct peer *p, const char *why)
     struct timeval now = {0, 0};
     if (ds->node && ds->node->conn == ds) {
         ds->node->conn = NULL;
-        ds->node->disconnected_ms = now_ms();
+        ds->node->disconnected_ms = ls_now_ms();
         snprintf(ds->node->last_error, sizeof ds->node->last_error, "%s", why);
         log_info("downstream %s disconnected: %s", ds->node->name, why);
     }
@@ -1082,12 +1082,12 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     ds->blob_fd = -1;
     ds->w.fire = on_commit_wait;
     ds->w.arg = ds;
-    wbuf_init(&ds->frame, LS_FRAME_MAX - 64);
+    ls_wbuf_init(&ds->frame, LS_FRAME_MAX - 64);
     ds->queue_tail = &ds->queue;
     ds->frame_type = F_CHANGES;
     peer_init(&ds->peer, bev, &up_ops, ds, addr, up->srv->cfg.heartbeat_timeout_ms);
     ds->peer.max_frame = LS_HELLO_MAX; /* an unauthenticated peer gets HELLO-sized frames */
-    ds->accepted_ms = mono_ms();
+    ds->accepted_ms = ls_mono_ms();
     ds->ping = evtimer_new(up->srv->base, send_ping, ds);
     evtimer_add(ds->ping, &tv);
     ds->next = up->conns;
@@ -1109,7 +1109,7 @@ check_wal(evutil_socket_t fd, short what, void *arg)
     struct repl_up *up = arg;
     struct server *srv = up->srv;
     struct downstream *oldest = NULL;
-    int64_t now = mono_ms(), size;
+    int64_t now = ls_mono_ms(), size;
     if (!srv->cfg.snapshot_max_wal || now < up->wal_quiet_until) return;
     size = wal_size(srv);
     if ((uint64_t)size <= srv->cfg.snapshot_max_wal) return;
@@ -1218,7 +1218,7 @@ json_t *
 repl_up_nodes(struct server *srv)
 {
     json_t *a = json_array();
-    int64_t now = now_ms(), my_cum = 0, ts;
+    int64_t now = ls_now_ms(), my_cum = 0, ts;
     if (!srv->up) return a;
     nodes_forget(srv->up, NODES_DOWN_MAX);
     store_log_cum_at(srv->reader, srv->pos.seq, &my_cum, &ts);
@@ -1243,7 +1243,7 @@ repl_up_nodes(struct server *srv)
             if (lag_bytes < 0) lag_bytes = 0;
             if (lag_s < 0) lag_s = 0;
         }
-        format_time(n->last_heartbeat_ms, hb, sizeof hb);
+        ls_format_time(n->last_heartbeat_ms, hb, sizeof hb);
         o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "name", n->name, "role",
                       n->role, "address", n->addr, "version", n->version, "state", state,
                       "applied_seq", (json_int_t)n->acked_seq, "lag_changes", (json_int_t)lag,

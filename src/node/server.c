@@ -28,7 +28,7 @@
 static void
 arm_waiter_timer(struct server *srv)
 {
-    int64_t first = waiters_first_deadline(&srv->waiters), now = mono_ms();
+    int64_t first = waiters_first_deadline(&srv->waiters), now = ls_mono_ms();
     struct timeval tv;
     for (struct ack_waiter *a = srv->ack_waiters; a; a = a->next)
         if (!first || a->deadline_ms < first) first = a->deadline_ms;
@@ -113,14 +113,14 @@ server_wait_acks(struct server *srv, struct ack_waiter *w)
 {
     w->next = srv->ack_waiters;
     srv->ack_waiters = w;
-    fire_ack_waiters(srv, mono_ms());
+    fire_ack_waiters(srv, ls_mono_ms());
     arm_waiter_timer(srv);
 }
 
 void
 server_on_ack(struct server *srv)
 {
-    if (srv->ack_waiters) fire_ack_waiters(srv, mono_ms());
+    if (srv->ack_waiters) fire_ack_waiters(srv, ls_mono_ms());
 }
 
 int
@@ -145,16 +145,16 @@ server_info(struct server *srv)
     return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "name", srv->cfg.name, "role",
                      srv->cfg.role, "primary", server_primary_http(srv), "version", LS_VERSION,
                      "seq", (json_int_t)srv->pos.seq, "epoch", (json_int_t)srv->pos.epoch,
-                     "uptime_s", (json_int_t)((mono_ms() - srv->started_ms) / 1000), "time_ms",
-                     (json_int_t)now_ms());
+                     "uptime_s", (json_int_t)((ls_mono_ms() - srv->started_ms) / 1000), "time_ms",
+                     (json_int_t)ls_now_ms());
 }
 
 static void
 on_waiter_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
-    fire_ack_waiters(srv, mono_ms());
-    fire_waiters(srv, srv->pos.seq, mono_ms());
+    fire_ack_waiters(srv, ls_mono_ms());
+    fire_waiters(srv, srv->pos.seq, ls_mono_ms());
 }
 
 /* ---------------------------------------------------------------- log retention */
@@ -163,7 +163,7 @@ static int
 retain_job(struct store *st, struct wreq *r)
 {
     struct server *srv = r->fn_arg;
-    int64_t removed = 0, min_ts = srv->retention_age_ms ? now_ms() - srv->retention_age_ms : 0;
+    int64_t removed = 0, min_ts = srv->retention_age_ms ? ls_now_ms() - srv->retention_age_ms : 0;
     int rc = store_log_retain(st, min_ts, srv->retention_bytes, &removed, &r->err);
     r->applied = (size_t)removed;
     return rc;
@@ -203,9 +203,9 @@ parse_retention(const char *s, int64_t *age, int64_t *bytes)
         size_t n = strlen(tok);
         char last = n ? tok[n - 1] : 0;
         if ((last == 's' || last == 'm' || last == 'h' || last == 'd') && n > 1 &&
-            parse_duration_ms(tok, &ms) == 0)
+            ls_parse_duration_ms(tok, &ms) == 0)
             *age = ms;
-        else if (parse_size(tok, &sz) == 0)
+        else if (ls_parse_size(tok, &sz) == 0)
             *bytes = (int64_t)sz;
         else
             return -1;
@@ -216,7 +216,7 @@ parse_retention(const char *s, int64_t *age, int64_t *bytes)
 void
 server_on_commit(struct server *srv, int64_t seq)
 {
-    fire_waiters(srv, seq, mono_ms());
+    fire_waiters(srv, seq, ls_mono_ms());
 }
 
 /* ---------------------------------------------------------------- start and stop */
@@ -481,12 +481,12 @@ server_open(struct server *srv, int listen_peer)
     struct ls_error err;
     char path[4200];
 
-    srv->started_ms = mono_ms();
+    srv->started_ms = ls_mono_ms();
     srv->retention_interval_ms = 10000;
     {
         const char *ri = getenv("LOCKSTEP_RETENTION_INTERVAL_MS"); /* tests make it fast */
         int64_t v;
-        if (ri && parse_i64(ri, &v) == 0 && v > 0) srv->retention_interval_ms = v;
+        if (ri && ls_parse_i64(ri, &v) == 0 && v > 0) srv->retention_interval_ms = v;
     }
     ls_error_clear(&err);
     memset(&opt, 0, sizeof opt);
@@ -499,7 +499,7 @@ server_open(struct server *srv, int listen_peer)
                   srv->cfg.log_retention);
         return -1;
     }
-    if (mkdir_p(srv->cfg.data, 0755) < 0) {
+    if (ls_mkdir_p(srv->cfg.data, 0755) < 0) {
         log_error("cannot create data directory %s", srv->cfg.data);
         return -1;
     }
@@ -597,7 +597,7 @@ serve_main(int argc, char **argv)
         config_release(&srv.cfg);
         return 2;
     }
-    log_setup(srv.cfg.name, log_level_of(srv.cfg.log_level));
+    ls_log_setup(srv.cfg.name, log_level_of(srv.cfg.log_level));
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     if (server_open(&srv, 1) == 0) {

@@ -55,7 +55,7 @@ uploads_new(const char *dir, uint64_t max_size)
     if (!u) return NULL;
     snprintf(u->dir, sizeof u->dir, "%s", dir);
     u->max_size = max_size;
-    if (mkdir_p(dir, 0755) < 0) {
+    if (ls_mkdir_p(dir, 0755) < 0) {
         free(u);
         return NULL;
     }
@@ -263,11 +263,11 @@ upload_create(struct uploads *u, struct upload_info *info, struct ls_error *err)
     if (u->count >= UPLOADS_MAX) make_room(u);
     if (u->count >= UPLOADS_MAX)
         return ls_error_set(err, LS_EUNAVAIL, "too many upload sessions in progress");
-    random_hex(id, 16);
+    ls_random_hex(id, 16);
     file_of(u, id, path, sizeof path);
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
-        return ls_error_set(err, errno_to_ls(errno), "cannot create upload: %s", strerror(errno));
+        return ls_error_set(err, ls_errno_to_ls(errno), "cannot create upload: %s", strerror(errno));
     close(fd);
     return lookup(u, id, &s, err) ?: (fill_info(u, s, info), 0);
 }
@@ -299,14 +299,14 @@ upload_append(struct uploads *u, const char *id, uint64_t offset, const void *da
                             (unsigned long long)u->max_size);
     file_of(u, id, path, sizeof path);
     fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (fd < 0) return ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
-    rc = write_all(fd, data, n);
+    if (fd < 0) return ls_error_set(err, ls_errno_to_ls(errno), "upload: %s", strerror(errno));
+    rc = ls_write_all(fd, data, n);
     if (rc < 0) {
         /* Cut back to the last whole part, so the next attempt starts from a known size. */
         if (ftruncate(fd, (off_t)s->size) < 0) { /* the size check will catch it */
         }
         close(fd);
-        return ls_error_set(err, errno_to_ls(rc), "upload: %s", strerror(-rc));
+        return ls_error_set(err, ls_errno_to_ls(rc), "upload: %s", strerror(-rc));
     }
     close(fd);
     if (s->md) EVP_DigestUpdate(s->md, data, n);
@@ -350,7 +350,7 @@ upload_finish_run(struct upload_commit *uc, struct upload_info *info, struct ls_
 {
     int fd = open(info->file, O_RDONLY | O_CLOEXEC), rc = 0;
     if (fd < 0) {
-        rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+        rc = ls_error_set(err, ls_errno_to_ls(errno), "upload: %s", strerror(errno));
         goto out;
     }
     if (!uc->md) { /* a session resumed after a restart: hash what the file holds */
@@ -363,12 +363,12 @@ upload_finish_run(struct upload_commit *uc, struct upload_info *info, struct ls_
         EVP_DigestInit_ex(uc->md, EVP_sha256(), NULL);
         while ((n = read(fd, buf, sizeof buf)) > 0) EVP_DigestUpdate(uc->md, buf, (size_t)n);
         if (n < 0) {
-            rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+            rc = ls_error_set(err, ls_errno_to_ls(errno), "upload: %s", strerror(errno));
             goto out;
         }
     }
     EVP_DigestFinal_ex(uc->md, info->sha, NULL);
-    if (fsync(fd) < 0) rc = ls_error_set(err, errno_to_ls(errno), "upload: %s", strerror(errno));
+    if (fsync(fd) < 0) rc = ls_error_set(err, ls_errno_to_ls(errno), "upload: %s", strerror(errno));
 out:
     if (fd >= 0) close(fd);
     if (rc) upload_reopen(info->file); /* the client may commit again */

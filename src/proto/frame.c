@@ -57,21 +57,21 @@ frame_header(uint8_t out[LS_FRAME_HEADER], int type, size_t payload_len)
 /* ---------------------------------------------------------------- writing */
 
 void
-wbuf_init(struct wbuf *w, size_t max)
+ls_wbuf_init(struct ls_wbuf *w, size_t max)
 {
     memset(w, 0, sizeof *w);
     w->max = max;
 }
 
 void
-wbuf_release(struct wbuf *w)
+ls_wbuf_release(struct ls_wbuf *w)
 {
     free(w->p);
     memset(w, 0, sizeof *w);
 }
 
 static int
-wbuf_grow(struct wbuf *w, size_t n)
+wbuf_grow(struct ls_wbuf *w, size_t n)
 {
     if (w->failed) return -1;
     if (w->len + n > w->max) {
@@ -93,13 +93,13 @@ wbuf_grow(struct wbuf *w, size_t n)
 }
 
 void
-put_u8(struct wbuf *w, uint8_t v)
+ls_put_u8(struct ls_wbuf *w, uint8_t v)
 {
     if (wbuf_grow(w, 1) == 0) w->p[w->len++] = v;
 }
 
 void
-put_varint(struct wbuf *w, uint64_t v)
+ls_put_varint(struct ls_wbuf *w, uint64_t v)
 {
     if (wbuf_grow(w, 10)) return;
     do {
@@ -110,9 +110,9 @@ put_varint(struct wbuf *w, uint64_t v)
 }
 
 void
-put_bytes(struct wbuf *w, const void *data, size_t n)
+ls_put_bytes(struct ls_wbuf *w, const void *data, size_t n)
 {
-    put_varint(w, n);
+    ls_put_varint(w, n);
     if (n && wbuf_grow(w, n) == 0) {
         memcpy(w->p + w->len, data, n);
         w->len += n;
@@ -120,7 +120,7 @@ put_bytes(struct wbuf *w, const void *data, size_t n)
 }
 
 void
-put_raw(struct wbuf *w, const void *data, size_t n)
+ls_put_raw(struct ls_wbuf *w, const void *data, size_t n)
 {
     if (n && wbuf_grow(w, n) == 0) {
         memcpy(w->p + w->len, data, n);
@@ -129,15 +129,15 @@ put_raw(struct wbuf *w, const void *data, size_t n)
 }
 
 void
-put_str(struct wbuf *w, const char *s)
+ls_put_str(struct ls_wbuf *w, const char *s)
 {
-    put_bytes(w, s ? s : "", s ? strlen(s) : 0);
+    ls_put_bytes(w, s ? s : "", s ? strlen(s) : 0);
 }
 
 /* ---------------------------------------------------------------- reading */
 
 uint8_t
-get_u8(struct rbuf *r)
+ls_get_u8(struct ls_rbuf *r)
 {
     if (r->failed || r->pos >= r->len) {
         r->failed = 1;
@@ -147,11 +147,11 @@ get_u8(struct rbuf *r)
 }
 
 uint64_t
-get_varint(struct rbuf *r)
+ls_get_varint(struct ls_rbuf *r)
 {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
-        uint8_t b = get_u8(r);
+        uint8_t b = ls_get_u8(r);
         if (r->failed) return 0;
         v |= (uint64_t)(b & 0x7f) << shift;
         if (!(b & 0x80)) return v;
@@ -161,9 +161,9 @@ get_varint(struct rbuf *r)
 }
 
 const uint8_t *
-get_bytes(struct rbuf *r, size_t *n, size_t max)
+ls_get_bytes(struct ls_rbuf *r, size_t *n, size_t max)
 {
-    uint64_t len = get_varint(r);
+    uint64_t len = ls_get_varint(r);
     const uint8_t *p;
     if (r->failed || len > max || len > r->len - r->pos) {
         r->failed = 1;
@@ -177,10 +177,10 @@ get_bytes(struct rbuf *r, size_t *n, size_t max)
 }
 
 static char *
-get_str(struct rbuf *r, size_t max)
+get_str(struct ls_rbuf *r, size_t max)
 {
     size_t n;
-    const uint8_t *p = get_bytes(r, &n, max);
+    const uint8_t *p = ls_get_bytes(r, &n, max);
     char *s;
     if (!p && r->failed) return NULL;
     if (memchr(p, '\0', n)) {
@@ -199,22 +199,22 @@ get_str(struct rbuf *r, size_t max)
 /* ---------------------------------------------------------------- records */
 
 void
-rec_encode(struct wbuf *w, const struct ls_entry *r)
+rec_encode(struct ls_wbuf *w, const struct ls_entry *r)
 {
-    put_varint(w, (uint64_t)r->seq);
-    put_u8(w, (uint8_t)r->op);
-    put_u8(w, (uint8_t)r->flags);
-    put_varint(w, (uint64_t)r->ts);
-    put_str(w, r->path);
-    if (r->op == LS_OP_MOVE) put_str(w, r->to);
-    put_varint(w, (uint64_t)r->version);
+    ls_put_varint(w, (uint64_t)r->seq);
+    ls_put_u8(w, (uint8_t)r->op);
+    ls_put_u8(w, (uint8_t)r->flags);
+    ls_put_varint(w, (uint64_t)r->ts);
+    ls_put_str(w, r->path);
+    if (r->op == LS_OP_MOVE) ls_put_str(w, r->to);
+    ls_put_varint(w, (uint64_t)r->version);
     if (r->flags & REC_DATA) {
-        put_str(w, r->kind);
-        put_str(w, r->meta);
-        put_varint(w, r->size);
-        put_bytes(w, r->sha, 32);
-        put_u8(w, (uint8_t)r->body_kind);
-        if (r->body_kind == BODY_INLINE) put_bytes(w, r->body, r->body_len);
+        ls_put_str(w, r->kind);
+        ls_put_str(w, r->meta);
+        ls_put_varint(w, r->size);
+        ls_put_bytes(w, r->sha, 32);
+        ls_put_u8(w, (uint8_t)r->body_kind);
+        if (r->body_kind == BODY_INLINE) ls_put_bytes(w, r->body, r->body_len);
     }
 }
 
@@ -229,28 +229,28 @@ rec_release(struct ls_entry *r)
 }
 
 int
-rec_decode(struct rbuf *rb, struct ls_entry *r)
+rec_decode(struct ls_rbuf *rb, struct ls_entry *r)
 {
     memset(r, 0, sizeof *r);
-    r->seq = (int64_t)get_varint(rb);
-    r->op = get_u8(rb);
-    r->flags = get_u8(rb);
-    r->ts = (int64_t)get_varint(rb);
+    r->seq = (int64_t)ls_get_varint(rb);
+    r->op = ls_get_u8(rb);
+    r->flags = ls_get_u8(rb);
+    r->ts = (int64_t)ls_get_varint(rb);
     r->path = get_str(rb, LS_PATH_MAX);
     if (r->op == LS_OP_MOVE) r->to = get_str(rb, LS_PATH_MAX);
-    r->version = (int64_t)get_varint(rb);
+    r->version = (int64_t)ls_get_varint(rb);
     if (!rb->failed && (r->flags & REC_DATA)) {
         size_t n;
         const uint8_t *sha;
         r->kind = get_str(rb, LS_KIND_MAX);
         r->meta = get_str(rb, LS_META_MAX);
-        r->size = get_varint(rb);
-        sha = get_bytes(rb, &n, 32);
+        r->size = ls_get_varint(rb);
+        sha = ls_get_bytes(rb, &n, 32);
         if (sha && n == 32) memcpy(r->sha, sha, 32);
         else rb->failed = 1;
-        r->body_kind = get_u8(rb);
+        r->body_kind = ls_get_u8(rb);
         if (r->body_kind == BODY_INLINE) {
-            r->body = get_bytes(rb, &r->body_len, LS_FRAME_MAX);
+            r->body = ls_get_bytes(rb, &r->body_len, LS_FRAME_MAX);
             if (r->body_len != r->size) rb->failed = 1;
         } else if (r->body_kind != BODY_BLOB && r->body_kind != BODY_MISSING) {
             rb->failed = 1;

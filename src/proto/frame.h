@@ -53,34 +53,34 @@ void frame_header(uint8_t out[LS_FRAME_HEADER], int type, size_t payload_len);
 
 /* ---- primitive encoding: LEB128 varints and length-prefixed strings ---- */
 
-struct wbuf { /* a growing output buffer with a cap */
+struct ls_wbuf { /* a growing output buffer with a cap */
     uint8_t *p;
     size_t len, cap, max;
     int failed;
 };
-void wbuf_init(struct wbuf *w, size_t max);
-void wbuf_release(struct wbuf *w);
-void put_u8(struct wbuf *w, uint8_t v);
-void put_varint(struct wbuf *w, uint64_t v);
-void put_bytes(struct wbuf *w, const void *data, size_t n);
-void put_str(struct wbuf *w, const char *s); /* NULL is sent as the empty string */
-void put_raw(struct wbuf *w, const void *data, size_t n); /* no length prefix */
+void ls_wbuf_init(struct ls_wbuf *w, size_t max);
+void ls_wbuf_release(struct ls_wbuf *w);
+void ls_put_u8(struct ls_wbuf *w, uint8_t v);
+void ls_put_varint(struct ls_wbuf *w, uint64_t v);
+void ls_put_bytes(struct ls_wbuf *w, const void *data, size_t n);
+void ls_put_str(struct ls_wbuf *w, const char *s); /* NULL is sent as the empty string */
+void ls_put_raw(struct ls_wbuf *w, const void *data, size_t n); /* no length prefix */
 
-struct rbuf {
+struct ls_rbuf {
     const uint8_t *p;
     size_t len, pos;
     int failed;
 };
-uint8_t get_u8(struct rbuf *r);
-uint64_t get_varint(struct rbuf *r);
+uint8_t ls_get_u8(struct ls_rbuf *r);
+uint64_t ls_get_varint(struct ls_rbuf *r);
 /* Returns a pointer into the buffer; *n is its length. Fails when n exceeds max. */
-const uint8_t *get_bytes(struct rbuf *r, size_t *n, size_t max);
+const uint8_t *ls_get_bytes(struct ls_rbuf *r, size_t *n, size_t max);
 
 /* ---- change records (struct ls_entry, core/item.h) ---- */
 
-void rec_encode(struct wbuf *w, const struct ls_entry *r);
+void rec_encode(struct ls_wbuf *w, const struct ls_entry *r);
 /* Decodes one record; the strings are malloc'd (rec_release frees them). 0 or LS_EPROTO. */
-int rec_decode(struct rbuf *rb, struct ls_entry *r);
+int rec_decode(struct ls_rbuf *rb, struct ls_entry *r);
 void rec_release(struct ls_entry *r);
 
 #endif

@@ -46,8 +46,8 @@ same_str(const char *a, const char *b)
 static void
 check_record(const struct ls_entry *e, size_t consumed)
 {
-    struct wbuf w;
-    struct rbuf rb;
+    struct ls_wbuf w;
+    struct ls_rbuf rb;
     struct ls_entry e2;
     CHECK(e->op >= LS_OP_PUT && e->op <= LS_OP_UNPUBLISH, "op %d", e->op);
     CHECK(e->seq >= 0 && e->ts >= 0 && e->version >= 0, "negative number");
@@ -69,10 +69,10 @@ check_record(const struct ls_entry *e, size_t consumed)
     CHECK(consumed > 0, "a record of no bytes");
 
     /* Round trip. */
-    wbuf_init(&w, LS_FRAME_MAX);
+    ls_wbuf_init(&w, LS_FRAME_MAX);
     rec_encode(&w, e);
     CHECK(!w.failed, "rec_encode failed");
-    rb = (struct rbuf){w.p, w.len, 0, 0};
+    rb = (struct ls_rbuf){w.p, w.len, 0, 0};
     CHECK(rec_decode(&rb, &e2) == 0, "re-encoded record refused");
     CHECK(rb.pos == rb.len, "re-encoded record: %zu of %zu bytes read", rb.pos, rb.len);
     CHECK(e2.seq == e->seq && e2.op == e->op && e2.flags == e->flags && e2.ts == e->ts &&
@@ -89,16 +89,16 @@ check_record(const struct ls_entry *e, size_t consumed)
                   "inline body differs");
     }
     rec_release(&e2);
-    wbuf_release(&w);
+    ls_wbuf_release(&w);
 }
 
 /* CHANGES (upto varint, then records) or SNAP_ITEMS (records only), as on_records reads them. */
 static void
 decode_records(const uint8_t *p, size_t len, int snapshot)
 {
-    struct rbuf rb = {p, len, 0, 0};
+    struct ls_rbuf rb = {p, len, 0, 0};
     if (!snapshot) {
-        (void)get_varint(&rb);
+        (void)ls_get_varint(&rb);
         if (rb.failed) return;
     }
     while (rb.pos < rb.len) {
@@ -120,11 +120,11 @@ decode_records(const uint8_t *p, size_t len, int snapshot)
 static void
 decode_blob(const uint8_t *p, size_t len)
 {
-    struct rbuf rb = {p, len, 0, 0};
+    struct ls_rbuf rb = {p, len, 0, 0};
     size_t n, dlen;
-    const uint8_t *sha = get_bytes(&rb, &n, 32), *data;
-    uint64_t size = get_varint(&rb), off = get_varint(&rb);
-    data = get_bytes(&rb, &dlen, LS_FRAME_MAX);
+    const uint8_t *sha = ls_get_bytes(&rb, &n, 32), *data;
+    uint64_t size = ls_get_varint(&rb), off = ls_get_varint(&rb);
+    data = ls_get_bytes(&rb, &dlen, LS_FRAME_MAX);
     CHECK(rb.pos <= rb.len, "reader past the end");
     if (rb.failed) {
         CHECK(!data && dlen == 0, "data after a failure");
@@ -154,8 +154,8 @@ decode_payload(int type, const uint8_t *p, size_t len)
         decode_blob(p, len);
         break;
     case F_ACK: {
-        struct rbuf rb = {p, len, 0, 0};
-        (void)get_varint(&rb);
+        struct ls_rbuf rb = {p, len, 0, 0};
+        (void)ls_get_varint(&rb);
         CHECK(rb.pos <= rb.len, "reader past the end");
         break;
     }

@@ -98,7 +98,7 @@ client_write(evutil_socket_t fd, short what, void *arg)
         }
     }
     c->wr_done = 1;
-    c->last_ms = mono_ms();
+    c->last_ms = ls_mono_ms();
     if (!c->linger) {
         shutdown(fd, SHUT_WR);
         c->shut = 1;
@@ -120,7 +120,7 @@ client_read(evutil_socket_t fd, short what, void *arg)
             c->inlen += keep;
             c->in[c->inlen] = '\0';
             c->total += (size_t)n;
-            c->last_ms = mono_ms();
+            c->last_ms = ls_mono_ms();
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
@@ -148,7 +148,7 @@ exchange(const void *req, size_t n, int64_t budget_ms, int linger, uint32_t src,
 {
     struct sockaddr_in sa;
     struct client c;
-    int64_t deadline = mono_ms() + budget_ms;
+    int64_t deadline = ls_mono_ms() + budget_ms;
     memset(&c, 0, sizeof c);
     c.out = req;
     c.outlen = n;
@@ -185,7 +185,7 @@ exchange(const void *req, size_t n, int64_t budget_ms, int linger, uint32_t src,
         /* EVLOOP_ONCE wakes for any of the server's events (sockets, the writer thread's
          * completions, timers) and for ours; the guard timer bounds the wait. */
         while (!c.eof) {
-            int64_t now = mono_ms(), left = deadline - now;
+            int64_t now = ls_mono_ms(), left = deadline - now;
             struct timeval tv;
             if (left <= 0) break;
             if (c.wr_done && !c.shut) {
@@ -374,7 +374,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     signal(SIGPIPE, SIG_IGN);
     if (getenv("LS_FUZZ_HTTP_VERBOSE")) verbose = atoi(getenv("LS_FUZZ_HTTP_VERBOSE"));
     evthread_use_pthreads();
-    log_setup("fuzz-http", !lv                        ? LS_LOG_ERROR
+    ls_log_setup("fuzz-http", !lv                        ? LS_LOG_ERROR
                            : strcmp(lv, "debug") == 0 ? LS_LOG_DEBUG
                            : strcmp(lv, "info") == 0  ? LS_LOG_INFO
                                                       : LS_LOG_WARN);
@@ -415,7 +415,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
     if (!getenv("LS_FUZZ_HTTP_OPEN")) {
         char req[512], name[40], *reply = NULL;
-        random_hex(name, 12);
+        ls_random_hex(name, 12);
         snprintf(req, sizeof req,
                  "POST /v1/tokens?role=admin&name=fuzz-%s HTTP/1.1\r\nHost: fuzz\r\n"
                  "Content-Length: 0\r\nConnection: close\r\n\r\n",
@@ -494,7 +494,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     {
-        int64_t t0 = mono_ms();
+        int64_t t0 = ls_mono_ms();
         /* Each input from its own address, 127.1.0.1 to 127.1.255.254: the server slows down
          * answers to an address after failed authentications (auth_failed), which would
          * otherwise make every input with a bad token wait out INPUT_BUDGET_MS. */
@@ -503,7 +503,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int rc = exchange(req, n, INPUT_BUDGET_MS, nreq > 1, src, &reply, &reply_len);
         if (verbose)
             fprintf(stderr, "fuzz_http: %s after %lld ms, %zu bytes:\n%.*s\n",
-                    rc ? "no complete reply" : "reply", (long long)(mono_ms() - t0), reply_len,
+                    rc ? "no complete reply" : "reply", (long long)(ls_mono_ms() - t0), reply_len,
                     verbose > 1 ? (int)reply_len : 400, reply);
         if (verbose > 2 && rc)
             fprintf(stderr, "fuzz_http: the request was:\n%.*s\n", (int)(n < 600 ? n : 600), req);

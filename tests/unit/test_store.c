@@ -425,7 +425,7 @@ check_round_trip(struct store *st, const char *path, const void *body, size_t le
     assert_int_equal(it.size, len);
     assert_int_equal(it.in_blob, 0);
     assert_true(it.mtime > 0);
-    sha256(body, len, sha);
+    ls_sha256(body, len, sha);
     assert_memory_equal(it.sha, sha, 32);
     assert_non_null(it.body);
     if (len) assert_memory_equal(it.body, body, len);
@@ -485,7 +485,7 @@ test_blob_storage(void **state)
     assert_int_equal(it.in_blob, 1);
     assert_null(it.body); /* bodies in blobs are not loaded by store_get */
     assert_int_equal(it.size, n);
-    sha256(big, n, sha);
+    ls_sha256(big, n, sha);
     assert_memory_equal(it.sha, sha, 32);
     item_release(&it);
     assert_true(blob_exists(f->st, sha));
@@ -497,7 +497,7 @@ test_blob_storage(void **state)
     {
         char path[4300], hex[65], want[4300];
         store_blob_path(f->st, sha, path, sizeof path);
-        hex_encode(sha, 32, hex);
+        ls_hex_encode(sha, 32, hex);
         snprintf(want, sizeof want, "%s/blobs/%.2s/%s", f->dir, hex, hex + 2);
         assert_string_equal(path, want);
     }
@@ -971,7 +971,7 @@ test_purge_collects_blob(void **state)
     struct ls_op op = mkput("/big", big, n);
     struct ls_error err;
 
-    sha256(big, n, sha);
+    ls_sha256(big, n, sha);
     OK(f->st, &op);
     store_collect_garbage(f->st); /* nothing to collect */
     assert_true(blob_exists(f->st, sha));
@@ -1002,7 +1002,7 @@ test_purge_keeps_shared_blob(void **state)
     struct ls_op op = mkput("/one", big, n);
     struct ls_item it;
 
-    sha256(big, n, sha);
+    ls_sha256(big, n, sha);
     OK(f->st, &op);
     op = mkput("/two", big, n);
     OK(f->st, &op);
@@ -1037,7 +1037,7 @@ test_purge_and_reput_same_group(void **state)
     struct ls_op op = mkput("/x", big, n);
     struct ls_error err;
 
-    sha256(big, n, sha);
+    ls_sha256(big, n, sha);
     OK(f->st, &op);
     assert_int_equal(store_begin(f->st, &err), 0);
     op = mk(LS_OP_PURGE, "/x");
@@ -1115,7 +1115,7 @@ test_prune_collects_blobs(void **state)
     for (int i = 0; i < 5; i++) {
         char *big = pattern(n, 10 + (unsigned)i);
         struct ls_op op = mkput("/b", big, n);
-        sha256(big, n, sha[i]);
+        ls_sha256(big, n, sha[i]);
         OK(f->st, &op);
         store_collect_garbage(f->st);
     }

@@ -22,10 +22,10 @@ static void
 expect_size(const char *s, uint64_t want)
 {
     uint64_t v = 12345;
-    int rc = parse_size(s, &v);
-    if (rc != 0) fail_msg("parse_size(\"%s\") failed with %d", s, rc);
+    int rc = ls_parse_size(s, &v);
+    if (rc != 0) fail_msg("ls_parse_size(\"%s\") failed with %d", s, rc);
     if (v != want)
-        fail_msg("parse_size(\"%s\") = %llu, want %llu", s, (unsigned long long)v,
+        fail_msg("ls_parse_size(\"%s\") = %llu, want %llu", s, (unsigned long long)v,
                  (unsigned long long)want);
 }
 
@@ -33,8 +33,8 @@ static void
 expect_size_bad(const char *s)
 {
     uint64_t v = 777;
-    int rc = parse_size(s, &v);
-    if (rc != LS_EINVAL) fail_msg("parse_size(\"%s\") returned %d, want LS_EINVAL", s ? s : "NULL", rc);
+    int rc = ls_parse_size(s, &v);
+    if (rc != LS_EINVAL) fail_msg("ls_parse_size(\"%s\") returned %d, want LS_EINVAL", s ? s : "NULL", rc);
     assert_int_equal(v, 777); /* output untouched on error */
 }
 
@@ -88,19 +88,19 @@ static void
 expect_dur(const char *s, int64_t want)
 {
     int64_t v = 12345;
-    int rc = parse_duration_ms(s, &v);
-    if (rc != 0) fail_msg("parse_duration_ms(\"%s\") failed with %d", s, rc);
+    int rc = ls_parse_duration_ms(s, &v);
+    if (rc != 0) fail_msg("ls_parse_duration_ms(\"%s\") failed with %d", s, rc);
     if (v != want)
-        fail_msg("parse_duration_ms(\"%s\") = %lld, want %lld", s, (long long)v, (long long)want);
+        fail_msg("ls_parse_duration_ms(\"%s\") = %lld, want %lld", s, (long long)v, (long long)want);
 }
 
 static void
 expect_dur_bad(const char *s)
 {
     int64_t v = 777;
-    int rc = parse_duration_ms(s, &v);
+    int rc = ls_parse_duration_ms(s, &v);
     if (rc != LS_EINVAL)
-        fail_msg("parse_duration_ms(\"%s\") returned %d, want LS_EINVAL", s ? s : "NULL", rc);
+        fail_msg("ls_parse_duration_ms(\"%s\") returned %d, want LS_EINVAL", s ? s : "NULL", rc);
     assert_int_equal(v, 777);
 }
 
@@ -139,46 +139,46 @@ test_parse_numbers_and_time(void **state)
     char buf[64];
     (void)state;
 
-    assert_int_equal(parse_u64("42", &u), 0);
+    assert_int_equal(ls_parse_u64("42", &u), 0);
     assert_int_equal(u, 42);
-    assert_int_equal(parse_u64("-1", &u), LS_EINVAL);
-    assert_int_equal(parse_u64("4x", &u), LS_EINVAL);
-    assert_int_equal(parse_i64("-42", &i), 0);
+    assert_int_equal(ls_parse_u64("-1", &u), LS_EINVAL);
+    assert_int_equal(ls_parse_u64("4x", &u), LS_EINVAL);
+    assert_int_equal(ls_parse_i64("-42", &i), 0);
     assert_true(i == -42);
-    assert_int_equal(parse_i64("", &i), LS_EINVAL);
-    assert_int_equal(parse_i64(" 1", &i), LS_EINVAL);
-    assert_int_equal(parse_i64("9223372036854775808", &i), LS_EINVAL);
+    assert_int_equal(ls_parse_i64("", &i), LS_EINVAL);
+    assert_int_equal(ls_parse_i64(" 1", &i), LS_EINVAL);
+    assert_int_equal(ls_parse_i64("9223372036854775808", &i), LS_EINVAL);
 
-    assert_int_equal(parse_time("2024-02-29T12:34:56Z", &ms), 0);
+    assert_int_equal(ls_parse_time("2024-02-29T12:34:56Z", &ms), 0);
     assert_true(ms == 1709210096000LL);
-    assert_int_equal(parse_time("2024-02-29", &ms), 0);
+    assert_int_equal(ls_parse_time("2024-02-29", &ms), 0);
     assert_true(ms == 1709164800000LL);
-    assert_int_equal(parse_time("1700000000123", &ms), 0);
+    assert_int_equal(ls_parse_time("1700000000123", &ms), 0);
     assert_true(ms == 1700000000123LL);
-    assert_int_equal(parse_time("yesterday", &ms), LS_EINVAL);
-    assert_int_equal(parse_time("2024-02-29T12:34:56Zjunk", &ms), LS_EINVAL);
+    assert_int_equal(ls_parse_time("yesterday", &ms), LS_EINVAL);
+    assert_int_equal(ls_parse_time("2024-02-29T12:34:56Zjunk", &ms), LS_EINVAL);
 
-    format_time(0, buf, sizeof buf);
+    ls_format_time(0, buf, sizeof buf);
     assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
-    format_time(1709210096789LL, buf, sizeof buf);
+    ls_format_time(1709210096789LL, buf, sizeof buf);
     assert_string_equal(buf, "2024-02-29T12:34:56.789Z");
 
     /* what format_time writes reads back to the same millisecond */
     for (int64_t t = 0; t < 2000000000000LL; t += 123456789013LL) {
-        format_time(t, buf, sizeof buf);
-        assert_int_equal(parse_time(buf, &ms), 0);
+        ls_format_time(t, buf, sizeof buf);
+        assert_int_equal(ls_parse_time(buf, &ms), 0);
         assert_true(ms == t);
     }
     /* offsets and fractions people type */
-    assert_int_equal(parse_time("2024-02-29T14:34:56.789+02:00", &ms), 0);
+    assert_int_equal(ls_parse_time("2024-02-29T14:34:56.789+02:00", &ms), 0);
     assert_true(ms == 1709210096789LL);
-    assert_int_equal(parse_time("2024-02-29T07:04:56.7-0530", &ms), 0);
+    assert_int_equal(ls_parse_time("2024-02-29T07:04:56.7-0530", &ms), 0);
     assert_true(ms == 1709210096700LL);
-    assert_int_equal(parse_time("2024-02-29T12:34:56.789123456Z", &ms), 0);
+    assert_int_equal(ls_parse_time("2024-02-29T12:34:56.789123456Z", &ms), 0);
     assert_true(ms == 1709210096789LL);
-    assert_int_equal(parse_time("2024-02-29T12:34:56.Z", &ms), LS_EINVAL);
-    assert_int_equal(parse_time("2024-02-29T12:34:56+2", &ms), LS_EINVAL);
-    assert_int_equal(parse_time("2024-02-29T12:34:56+25:00", &ms), LS_EINVAL);
+    assert_int_equal(ls_parse_time("2024-02-29T12:34:56.Z", &ms), LS_EINVAL);
+    assert_int_equal(ls_parse_time("2024-02-29T12:34:56+2", &ms), LS_EINVAL);
+    assert_int_equal(ls_parse_time("2024-02-29T12:34:56+25:00", &ms), LS_EINVAL);
 }
 
 /* ---------------------------------------------------------------- utf8_valid */
@@ -189,41 +189,41 @@ static void
 test_utf8_valid(void **state)
 {
     (void)state;
-    assert_true(utf8_valid(U8("")));
-    assert_true(utf8_valid(U8("plain ascii")));
-    assert_true(utf8_valid(U8("h\xc3\xa9llo")));          /* é */
-    assert_true(utf8_valid(U8("\xe2\x82\xac")));          /* € */
-    assert_true(utf8_valid(U8("\xf0\x9f\x98\x80")));      /* U+1F600 */
-    assert_true(utf8_valid(U8("\xf4\x8f\xbf\xbf")));      /* U+10FFFF, the last code point */
-    assert_true(utf8_valid(U8("\xef\xbf\xbf")));          /* U+FFFF */
-    assert_true(utf8_valid(U8("\xed\x9f\xbf")));          /* U+D7FF, just below surrogates */
-    assert_true(utf8_valid(U8("\xee\x80\x80")));          /* U+E000, just above */
-    assert_true(utf8_valid(U8("a\0b")));                  /* NUL is valid UTF-8 */
-    assert_true(utf8_valid("\xc3\xa9zzz", 2));            /* n bounds the check */
+    assert_true(ls_utf8_valid(U8("")));
+    assert_true(ls_utf8_valid(U8("plain ascii")));
+    assert_true(ls_utf8_valid(U8("h\xc3\xa9llo")));          /* é */
+    assert_true(ls_utf8_valid(U8("\xe2\x82\xac")));          /* € */
+    assert_true(ls_utf8_valid(U8("\xf0\x9f\x98\x80")));      /* U+1F600 */
+    assert_true(ls_utf8_valid(U8("\xf4\x8f\xbf\xbf")));      /* U+10FFFF, the last code point */
+    assert_true(ls_utf8_valid(U8("\xef\xbf\xbf")));          /* U+FFFF */
+    assert_true(ls_utf8_valid(U8("\xed\x9f\xbf")));          /* U+D7FF, just below surrogates */
+    assert_true(ls_utf8_valid(U8("\xee\x80\x80")));          /* U+E000, just above */
+    assert_true(ls_utf8_valid(U8("a\0b")));                  /* NUL is valid UTF-8 */
+    assert_true(ls_utf8_valid("\xc3\xa9zzz", 2));            /* n bounds the check */
 
     /* overlong forms */
-    assert_false(utf8_valid(U8("\xc0\x80")));
-    assert_false(utf8_valid(U8("\xc1\xbf")));
-    assert_false(utf8_valid(U8("\xe0\x80\x80")));
-    assert_false(utf8_valid(U8("\xe0\x9f\xbf")));
-    assert_false(utf8_valid(U8("\xf0\x80\x80\x80")));
-    assert_false(utf8_valid(U8("\xf0\x8f\xbf\xbf")));
+    assert_false(ls_utf8_valid(U8("\xc0\x80")));
+    assert_false(ls_utf8_valid(U8("\xc1\xbf")));
+    assert_false(ls_utf8_valid(U8("\xe0\x80\x80")));
+    assert_false(ls_utf8_valid(U8("\xe0\x9f\xbf")));
+    assert_false(ls_utf8_valid(U8("\xf0\x80\x80\x80")));
+    assert_false(ls_utf8_valid(U8("\xf0\x8f\xbf\xbf")));
     /* surrogates */
-    assert_false(utf8_valid(U8("\xed\xa0\x80")));
-    assert_false(utf8_valid(U8("\xed\xbf\xbf")));
+    assert_false(ls_utf8_valid(U8("\xed\xa0\x80")));
+    assert_false(ls_utf8_valid(U8("\xed\xbf\xbf")));
     /* above U+10FFFF and bytes that never occur */
-    assert_false(utf8_valid(U8("\xf4\x90\x80\x80")));
-    assert_false(utf8_valid(U8("\xf5\x80\x80\x80")));
-    assert_false(utf8_valid(U8("\xf8\x88\x80\x80\x80")));
-    assert_false(utf8_valid(U8("\xfe")));
-    assert_false(utf8_valid(U8("\xff")));
+    assert_false(ls_utf8_valid(U8("\xf4\x90\x80\x80")));
+    assert_false(ls_utf8_valid(U8("\xf5\x80\x80\x80")));
+    assert_false(ls_utf8_valid(U8("\xf8\x88\x80\x80\x80")));
+    assert_false(ls_utf8_valid(U8("\xfe")));
+    assert_false(ls_utf8_valid(U8("\xff")));
     /* lone continuation, bad continuation, truncated */
-    assert_false(utf8_valid(U8("\x80")));
-    assert_false(utf8_valid(U8("a\xbf" "b")));
-    assert_false(utf8_valid(U8("\xe2\x28\xa1")));
-    assert_false(utf8_valid(U8("\xe2\x82")));
-    assert_false(utf8_valid(U8("\xf0\x9f\x98")));
-    assert_false(utf8_valid("\xc3\xa9", 1)); /* cut by n */
+    assert_false(ls_utf8_valid(U8("\x80")));
+    assert_false(ls_utf8_valid(U8("a\xbf" "b")));
+    assert_false(ls_utf8_valid(U8("\xe2\x28\xa1")));
+    assert_false(ls_utf8_valid(U8("\xe2\x82")));
+    assert_false(ls_utf8_valid(U8("\xf0\x9f\x98")));
+    assert_false(ls_utf8_valid("\xc3\xa9", 1)); /* cut by n */
 }
 
 /* ---------------------------------------------------------------- hex and sha256 */
@@ -236,27 +236,27 @@ test_hex_round_trip(void **state)
     const unsigned char some[] = {0x00, 0x01, 0xab, 0xff};
     (void)state;
 
-    hex_encode(some, sizeof some, hex);
+    ls_hex_encode(some, sizeof some, hex);
     assert_string_equal(hex, "0001abff");
-    assert_int_equal(hex_decode("0001ABFF", back, 4), 0);
+    assert_int_equal(ls_hex_decode("0001ABFF", back, 4), 0);
     assert_memory_equal(back, some, 4);
 
     for (int i = 0; i < 256; i++) all[i] = (unsigned char)i;
-    hex_encode(all, sizeof all, hex);
+    ls_hex_encode(all, sizeof all, hex);
     assert_int_equal(strlen(hex), 512);
     memset(back, 0x55, sizeof back);
-    assert_int_equal(hex_decode(hex, back, sizeof back), 0);
+    assert_int_equal(ls_hex_decode(hex, back, sizeof back), 0);
     assert_memory_equal(back, all, sizeof all);
 
-    hex_encode(all, 0, hex);
+    ls_hex_encode(all, 0, hex);
     assert_string_equal(hex, "");
-    assert_int_equal(hex_decode("", back, 0), 0);
+    assert_int_equal(ls_hex_decode("", back, 0), 0);
 
-    assert_int_equal(hex_decode("0001ab", back, 4), LS_EINVAL);   /* too short */
-    assert_int_equal(hex_decode("0001abff00", back, 4), LS_EINVAL); /* too long */
-    assert_int_equal(hex_decode("0001abfg", back, 4), LS_EINVAL);   /* not hex */
-    assert_int_equal(hex_decode("zz", back, 1), LS_EINVAL);
-    assert_int_equal(hex_decode(" 1", back, 1), LS_EINVAL);
+    assert_int_equal(ls_hex_decode("0001ab", back, 4), LS_EINVAL);   /* too short */
+    assert_int_equal(ls_hex_decode("0001abff00", back, 4), LS_EINVAL); /* too long */
+    assert_int_equal(ls_hex_decode("0001abfg", back, 4), LS_EINVAL);   /* not hex */
+    assert_int_equal(ls_hex_decode("zz", back, 1), LS_EINVAL);
+    assert_int_equal(ls_hex_decode(" 1", back, 1), LS_EINVAL);
 }
 
 static void
@@ -265,11 +265,11 @@ test_sha256_vectors(void **state)
     unsigned char out[32];
     char hex[65];
     (void)state;
-    sha256("abc", 3, out);
-    hex_encode(out, 32, hex);
+    ls_sha256("abc", 3, out);
+    ls_hex_encode(out, 32, hex);
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    sha256("", 0, out);
-    hex_encode(out, 32, hex);
+    ls_sha256("", 0, out);
+    ls_hex_encode(out, 32, hex);
     assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
@@ -279,10 +279,10 @@ test_random_hex(void **state)
     char a[33], b[33];
     unsigned char raw[16];
     (void)state;
-    random_hex(a, 16);
-    random_hex(b, 16);
+    ls_random_hex(a, 16);
+    ls_random_hex(b, 16);
     assert_int_equal(strlen(a), 32);
-    assert_int_equal(hex_decode(a, raw, 16), 0);
+    assert_int_equal(ls_hex_decode(a, raw, 16), 0);
     assert_string_not_equal(a, b);
 }
 
@@ -291,33 +291,33 @@ test_random_hex(void **state)
 static void
 test_buf_append_and_cap(void **state)
 {
-    struct buf b;
+    struct ls_buf b;
     (void)state;
-    buf_init(&b, 10);
+    ls_buf_init(&b, 10);
     assert_null(b.p);
-    assert_int_equal(buf_append(&b, "", 0), 0);
+    assert_int_equal(ls_buf_append(&b, "", 0), 0);
     assert_int_equal(b.len, 0);
     assert_non_null(b.p);
     assert_string_equal(b.p, "");
 
-    assert_int_equal(buf_append(&b, "hello", 5), 0);
-    assert_int_equal(buf_append(&b, "world", 5), 0); /* exactly max */
+    assert_int_equal(ls_buf_append(&b, "hello", 5), 0);
+    assert_int_equal(ls_buf_append(&b, "world", 5), 0); /* exactly max */
     assert_int_equal(b.len, 10);
     assert_string_equal(b.p, "helloworld");
 
-    assert_int_equal(buf_append(&b, "!", 1), LS_ETOOBIG);
+    assert_int_equal(ls_buf_append(&b, "!", 1), LS_ETOOBIG);
     assert_int_equal(b.len, 10);
     assert_string_equal(b.p, "helloworld");
-    assert_int_equal(buf_append(&b, "x", SIZE_MAX), LS_ETOOBIG); /* no overflow */
+    assert_int_equal(ls_buf_append(&b, "x", SIZE_MAX), LS_ETOOBIG); /* no overflow */
     assert_int_equal(b.len, 10);
 
-    buf_reset(&b);
+    ls_buf_reset(&b);
     assert_int_equal(b.len, 0);
     assert_string_equal(b.p, "");
-    assert_int_equal(buf_append(&b, "a\0b", 3), 0);
+    assert_int_equal(ls_buf_append(&b, "a\0b", 3), 0);
     assert_int_equal(b.len, 3);
     assert_memory_equal(b.p, "a\0b", 4);
-    buf_release(&b);
+    ls_buf_release(&b);
     assert_null(b.p);
     assert_int_equal(b.len, 0);
 }
@@ -325,46 +325,46 @@ test_buf_append_and_cap(void **state)
 static void
 test_buf_grows(void **state)
 {
-    struct buf b;
+    struct ls_buf b;
     char chunk[1000];
     (void)state;
     memset(chunk, 'x', sizeof chunk);
-    buf_init(&b, 1 << 20);
-    for (int i = 0; i < 100; i++) assert_int_equal(buf_append(&b, chunk, sizeof chunk), 0);
+    ls_buf_init(&b, 1 << 20);
+    for (int i = 0; i < 100; i++) assert_int_equal(ls_buf_append(&b, chunk, sizeof chunk), 0);
     assert_int_equal(b.len, 100000);
     assert_true(b.cap > b.len);
     assert_int_equal(b.p[b.len], '\0');
     for (size_t i = 0; i < b.len; i++)
         if (b.p[i] != 'x') fail_msg("byte %zu corrupted", i);
-    buf_release(&b);
+    ls_buf_release(&b);
 }
 
 static void
 test_buf_printf(void **state)
 {
-    struct buf b;
+    struct ls_buf b;
     char big[600];
     (void)state;
-    buf_init(&b, 2000);
-    assert_int_equal(buf_printf(&b, "%d-%s", 42, "x"), 0);
+    ls_buf_init(&b, 2000);
+    assert_int_equal(ls_buf_printf(&b, "%d-%s", 42, "x"), 0);
     assert_string_equal(b.p, "42-x");
     memset(big, 'y', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    assert_int_equal(buf_printf(&b, "[%s]", big), 0); /* longer than the on-stack buffer */
+    assert_int_equal(ls_buf_printf(&b, "[%s]", big), 0); /* longer than the on-stack buffer */
     assert_int_equal(b.len, 4 + 2 + 599);
     assert_int_equal(b.p[4], '[');
     assert_int_equal(b.p[b.len - 1], ']');
     assert_int_equal(b.p[b.len], '\0');
-    buf_release(&b);
+    ls_buf_release(&b);
 
-    buf_init(&b, 8);
-    assert_int_equal(buf_printf(&b, "%s", "12345678"), 0);
-    assert_int_equal(buf_printf(&b, "%s", "9"), LS_ETOOBIG);
+    ls_buf_init(&b, 8);
+    assert_int_equal(ls_buf_printf(&b, "%s", "12345678"), 0);
+    assert_int_equal(ls_buf_printf(&b, "%s", "9"), LS_ETOOBIG);
     assert_string_equal(b.p, "12345678");
-    buf_reset(&b);
-    assert_int_equal(buf_printf(&b, "%s", big), LS_ETOOBIG); /* long path also capped */
+    ls_buf_reset(&b);
+    assert_int_equal(ls_buf_printf(&b, "%s", big), LS_ETOOBIG); /* long path also capped */
     assert_int_equal(b.len, 0);
-    buf_release(&b);
+    ls_buf_release(&b);
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -424,9 +424,9 @@ test_error_table(void **state)
     assert_string_equal(ls_errcode(-1), "internal");
     assert_int_equal(ls_errstatus(12345), 500);
     assert_string_equal(ls_strerror(-1), "unknown error");
-    assert_int_equal(errno_to_ls(-ENOSPC), LS_ENOSPC);
-    assert_int_equal(errno_to_ls(ENOENT), LS_ENOTFOUND);
-    assert_int_equal(errno_to_ls(EIO), LS_EIO);
+    assert_int_equal(ls_errno_to_ls(-ENOSPC), LS_ENOSPC);
+    assert_int_equal(ls_errno_to_ls(ENOENT), LS_ENOTFOUND);
+    assert_int_equal(ls_errno_to_ls(EIO), LS_EIO);
 }
 
 int

@@ -106,7 +106,7 @@ store_body(struct store *st, const struct ls_op *op, int in_blob, unsigned char 
     if (op->has_sha) memcpy(sha, op->sha, 32);
     else if (op->body_file || op->body_absent)
         return ls_error_set(err, LS_EINTERNAL, "body file without its hash");
-    else sha256(op->body, op->body_len, sha);
+    else ls_sha256(op->body, op->body_len, sha);
     if (op->body_absent) return 0; /* a placeholder: a later entry prunes or purges it */
     if (op->body_file) return blob_adopt(st, op->body_file, sha, err);
     if (in_blob) return blob_write(st, op->body, op->body_len, sha, err);
@@ -375,7 +375,7 @@ int
 store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
             struct ls_error *err)
 {
-    int64_t mtime = op->mtime > 0 ? op->mtime : now_ms();
+    int64_t mtime = op->mtime > 0 ? op->mtime : ls_now_ms();
     struct ls_op_result dummy;
     int rc;
     if (!res) res = &dummy;

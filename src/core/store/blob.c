@@ -13,7 +13,7 @@ void
 store_blob_path(const struct store *st, const unsigned char sha[32], char *out, size_t n)
 {
     char hex[65];
-    hex_encode(sha, 32, hex);
+    ls_hex_encode(sha, 32, hex);
     snprintf(out, n, "%s/blobs/%.2s/%s", st->dir, hex, hex + 2);
 }
 
@@ -30,10 +30,10 @@ blob_adopt(struct store *st, const char *file, const unsigned char sha[32], stru
     }
     snprintf(dir, sizeof dir, "%s", dst);
     *strrchr(dir, '/') = '\0';
-    if ((rc = mkdir_p(dir, 0755)) < 0 || rename(file, dst) < 0 ||
-        (rc = fsync_dir(dir)) < 0) {
+    if ((rc = ls_mkdir_p(dir, 0755)) < 0 || rename(file, dst) < 0 ||
+        (rc = ls_fsync_dir(dir)) < 0) {
         int e = rc < 0 ? -rc : errno;
-        return ls_error_set(err, errno_to_ls(e), "cannot store blob: %s", strerror(e));
+        return ls_error_set(err, ls_errno_to_ls(e), "cannot store blob: %s", strerror(e));
     }
     return 0;
 }
@@ -48,13 +48,13 @@ blob_write(struct store *st, const void *data, size_t n, const unsigned char sha
     if (access(dst, F_OK) == 0) return 0; /* the same content is stored once */
     snprintf(tmp, sizeof tmp, "%s/blobs/tmp/w.XXXXXX", st->dir);
     fd = mkstemp(tmp);
-    if (fd < 0) return ls_error_set(err, errno_to_ls(errno), "cannot write blob: %s", strerror(errno));
-    rc = write_all(fd, data, n);
+    if (fd < 0) return ls_error_set(err, ls_errno_to_ls(errno), "cannot write blob: %s", strerror(errno));
+    rc = ls_write_all(fd, data, n);
     if (rc == 0 && fsync(fd) < 0) rc = -errno;
     close(fd);
     if (rc < 0) {
         unlink(tmp);
-        return ls_error_set(err, errno_to_ls(rc), "cannot write blob: %s", strerror(-rc));
+        return ls_error_set(err, ls_errno_to_ls(rc), "cannot write blob: %s", strerror(-rc));
     }
     return blob_adopt(st, tmp, sha, err);
 }
@@ -120,7 +120,7 @@ store_collect_all_garbage(struct store *st)
             char hex[65];
             if (strlen(fe->d_name) != 62) continue;
             snprintf(hex, sizeof hex, "%.2s%.62s", de->d_name, fe->d_name);
-            if (hex_decode(hex, sha, 32) == 0) blob_garbage_add(st, sha);
+            if (ls_hex_decode(hex, sha, 32) == 0) blob_garbage_add(st, sha);
         }
         closedir(sub);
     }

@@ -204,7 +204,7 @@ db_meta_int(struct store *st, const char *key)
 {
     char buf[32];
     int64_t v = 0;
-    if (db_meta_text(st, key, buf, sizeof buf) == 0) parse_i64(buf, &v);
+    if (db_meta_text(st, key, buf, sizeof buf) == 0) ls_parse_i64(buf, &v);
     return v;
 }
 
@@ -217,7 +217,7 @@ db_load_position(struct store *st)
     int64_t seq = 0, cum = 0;
     sqlite3_stmt *c;
     int rc;
-    if (db_meta_text(st, "seq", buf, sizeof buf) || parse_i64(buf, &seq)) return -1;
+    if (db_meta_text(st, "seq", buf, sizeof buf) || ls_parse_i64(buf, &seq)) return -1;
     if (sqlite3_prepare_v2(st->db, "SELECT cum FROM log ORDER BY seq DESC LIMIT 1", -1, &c,
                            NULL) != SQLITE_OK)
         return -1;
@@ -246,8 +246,8 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
     snprintf(st->dir, sizeof st->dir, "%s", dir);
 
     snprintf(path, sizeof path, "%s/blobs/tmp", dir);
-    if (!st->opt.readonly && (rc = mkdir_p(path, 0755)) < 0) {
-        ls_error_set(err, errno_to_ls(rc), "cannot create %s: %s", path, strerror(-rc));
+    if (!st->opt.readonly && (rc = ls_mkdir_p(path, 0755)) < 0) {
+        ls_error_set(err, ls_errno_to_ls(rc), "cannot create %s: %s", path, strerror(-rc));
         goto fail;
     }
     snprintf(path, sizeof path, "%s/store.db", dir);

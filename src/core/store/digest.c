@@ -39,7 +39,7 @@ store_digest(struct store *st, const char *prefix, int published_only, char hex[
         snprintf(num, sizeof num, "%lld", (long long)version);
         fields[2] = num;
         fields[3] = status;
-        hex_encode(sqlite3_column_blob(s, 4), 32, shahex);
+        ls_hex_encode(sqlite3_column_blob(s, 4), 32, shahex);
         fields[4] = shahex;
         fields[5] = (const char *)sqlite3_column_text(s, 5);
         for (int i = 0; i < 6; i++) EVP_DigestUpdate(md, fields[i], strlen(fields[i]) + 1);
@@ -54,7 +54,7 @@ store_digest(struct store *st, const char *prefix, int published_only, char hex[
     }
     rc = 0;
     EVP_DigestFinal_ex(md, out, NULL);
-    hex_encode(out, 32, hex);
+    ls_hex_encode(out, 32, hex);
     *count = n;
 out2:
     EVP_MD_CTX_free(md);

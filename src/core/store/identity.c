@@ -121,7 +121,7 @@ store_set_identity(struct store *st, const char *store_id, const struct ls_epoch
             store_epoch_default_id(store_id, epochs[i].epoch, id);
         snprintf(sql, sizeof sql,
                  "INSERT INTO epochs(epoch, start_seq, ts, id) VALUES(%lld, %lld, %lld, '%s')",
-                 (long long)epochs[i].epoch, (long long)epochs[i].start_seq, (long long)now_ms(),
+                 (long long)epochs[i].epoch, (long long)epochs[i].start_seq, (long long)ls_now_ms(),
                  id);
         if ((rc = db_exec(st, sql, err))) return rc;
     }
@@ -153,11 +153,11 @@ store_new_epoch(struct store *st, int64_t *epoch, struct ls_error *err)
     char sql[260], id[33];
     int64_t e = db_meta_int(st, "epoch") + 1;
     int rc;
-    random_hex(id, 16); /* another server promoted to the same number gets another id */
+    ls_random_hex(id, 16); /* another server promoted to the same number gets another id */
     snprintf(sql, sizeof sql,
              "INSERT INTO epochs(epoch, start_seq, ts, id) VALUES(%lld, %lld, %lld, '%s'); "
              "UPDATE meta SET value=%lld WHERE key='epoch'",
-             (long long)e, (long long)st->seq, (long long)now_ms(), id, (long long)e);
+             (long long)e, (long long)st->seq, (long long)ls_now_ms(), id, (long long)e);
     if ((rc = db_exec(st, sql, err))) return rc;
     *epoch = e;
     return 0;

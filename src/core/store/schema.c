@@ -48,7 +48,7 @@ store_epoch_default_id(const char *store_id, int64_t epoch, char id[33])
     unsigned int n = 0;
     int len = snprintf(text, sizeof text, "lockstep epoch %s %lld", store_id, (long long)epoch);
     EVP_Digest(text, (size_t)len, md, &n, EVP_sha256(), NULL);
-    hex_encode(md, 16, id);
+    ls_hex_encode(md, 16, id);
     id[32] = '\0';
 }
 
@@ -92,7 +92,7 @@ init_node_id(struct store *st, struct ls_error *err)
 {
     char id[33], sql[120];
     if (db_meta_text(st, "node_id", id, sizeof id) == 0 && strlen(id) == 32) return 0;
-    random_hex(id, 16);
+    ls_random_hex(id, 16);
     snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO meta VALUES('node_id', '%s')", id);
     return db_exec(st, sql, err);
 }
@@ -103,15 +103,15 @@ init_identity(struct store *st, struct ls_error *err)
     char id[33], epoch_id[33], sql[600];
     char existing[64];
     if (db_meta_text(st, "store_id", existing, sizeof existing) == 0) return 0;
-    random_hex(id, 16);
-    random_hex(epoch_id, 16);
+    ls_random_hex(id, 16);
+    ls_random_hex(epoch_id, 16);
     snprintf(sql, sizeof sql,
              "INSERT OR IGNORE INTO meta VALUES('store_id', '%s');"
              "INSERT OR IGNORE INTO meta VALUES('epoch', 1);"
              "INSERT OR IGNORE INTO meta VALUES('seq', 0);"
              "INSERT OR IGNORE INTO meta VALUES('created', %lld);"
              "INSERT OR IGNORE INTO epochs(epoch, start_seq, ts, id) VALUES(1, 0, %lld, '%s');",
-             id, (long long)now_ms(), (long long)now_ms(), epoch_id);
+             id, (long long)ls_now_ms(), (long long)ls_now_ms(), epoch_id);
     return db_exec(st, sql, err);
 }
 
@@ -133,7 +133,7 @@ schema_init(struct store *st, struct ls_error *err)
     fresh = db_meta_text(st, "store_id", buf, sizeof buf) != 0; /* no meta table, or empty */
     if ((rc = db_exec(st, schema, err))) goto fail;
     if (fresh) version = SCHEMA_VERSION;
-    else if (db_meta_text(st, "schema_version", buf, sizeof buf) == 0 && parse_i64(buf, &version))
+    else if (db_meta_text(st, "schema_version", buf, sizeof buf) == 0 && ls_parse_i64(buf, &version))
         version = -1;
     if (version < 1 || version > SCHEMA_VERSION) {
         rc = ls_error_set(err, LS_EINVAL,

@@ -19,7 +19,7 @@ store_token_add(struct store *st, const char *name, const char *role, const unsi
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, role, -1, SQLITE_STATIC);
     sqlite3_bind_blob(s, 3, hash, 32, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, now_ms());
+    sqlite3_bind_int64(s, 4, ls_now_ms());
     rc = sqlite3_step(s);
     sqlite3_finalize(s);
     if (rc == SQLITE_CONSTRAINT)

@@ -70,7 +70,7 @@ store_commit(struct store *st, struct ls_error *err)
             snprintf(sql, sizeof sql,
                      "BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta VALUES('failed_commit', %lld);"
                      "COMMIT",
-                     (long long)now_ms());
+                     (long long)ls_now_ms());
             if (db_exec(st, sql, NULL) && store_in_transaction(st))
                 sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         }

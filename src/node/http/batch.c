@@ -57,7 +57,7 @@ commit_done(struct read_job *j)
     }
     if (*cj->want) {
         char got[65];
-        hex_encode(cj->info.sha, 32, got);
+        ls_hex_encode(cj->info.sha, 32, got);
         if (strcmp(got, cj->want) != 0) {
             reply_error(c->req, LS_EINVAL, "upload %s has sha256 %s, not %s; send it again",
                         cj->info.id, got, cj->want);

@@ -25,7 +25,7 @@ change_json(const struct ls_change *ch)
 {
     char ts[40];
     json_t *o;
-    format_time(ch->ts, ts, sizeof ts);
+    ls_format_time(ch->ts, ts, sizeof ts);
     o = json_pack("{s:I,s:s,s:s,s:I,s:s}", "seq", (json_int_t)ch->seq, "op", op_name(ch->op),
                   "path", ch->path, "version", (json_int_t)ch->version, "ts", ts);
     if (ch->to) json_object_set_new(o, "to", json_string(ch->to));
@@ -310,7 +310,7 @@ h_changes(struct ctx *c)
         lp->since = since;
         lp->limit = limit;
         lp->w.target = since + 1;
-        lp->w.deadline_ms = mono_ms() + wait_ms;
+        lp->w.deadline_ms = ls_mono_ms() + wait_ms;
         lp->w.fire = long_poll_fire;
         lp->w.arg = lp;
         server_wait_seq(c->srv, &lp->w);

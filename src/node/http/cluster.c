@@ -22,7 +22,7 @@ h_status(struct ctx *c)
                           srv->cfg.role, "version", LS_VERSION, "store_id", srv->pos.store_id,
                           "epoch", (json_int_t)srv->pos.epoch, "seq", (json_int_t)srv->pos.seq,
                           "log_first_seq", (json_int_t)store_log_first_seq(srv->reader),
-                          "uptime_s", (json_int_t)((mono_ms() - srv->started_ms) / 1000), "http",
+                          "uptime_s", (json_int_t)((ls_mono_ms() - srv->started_ms) / 1000), "http",
                           srv->cfg.http);
     json_object_set_new(o, "peer", json_string(srv->cfg.listen));
     json_object_set_new(o, "downstreams", json_integer(repl_up_connected(srv)));
@@ -171,7 +171,7 @@ h_resync(struct ctx *c)
     int64_t from, since = -1;
     const char *since_s = qget(c, "since");
     if (qint(c, "from_seq", -1, 0, INT64_MAX, &from)) goto out;
-    if (since_s && parse_time(since_s, &since)) {
+    if (since_s && ls_parse_time(since_s, &since)) {
         reply_error(c->req, LS_EINVAL, "since must be a time such as 2026-11-21T10:00:00Z");
         goto out;
     }

@@ -73,7 +73,7 @@ set_item_headers(struct evhttp_request *req, const struct ls_item *it)
     evhttp_add_header(h, "X-Lockstep-Kind", it->kind);
     evhttp_add_header(h, "X-Lockstep-Status", status_name(it->status));
     etag[0] = '"';
-    hex_encode(it->sha, 32, etag + 1);
+    ls_hex_encode(it->sha, 32, etag + 1);
     strcat(etag, "\"");
     evhttp_add_header(h, "ETag", etag);
     snprintf(num, sizeof num, "%llu", (unsigned long long)it->size);
@@ -309,7 +309,7 @@ put_params(struct ctx *c, struct ls_op *op)
     if (!meta) meta = qget(c, "meta");
     if (kind) {
         size_t n = strlen(kind);
-        if (n == 0 || n > LS_KIND_MAX || !utf8_valid(kind, n)) {
+        if (n == 0 || n > LS_KIND_MAX || !ls_utf8_valid(kind, n)) {
             reply_error(c->req, LS_EINVAL, "kind must be 1 to %d bytes of UTF-8", LS_KIND_MAX);
             return -1;
         }

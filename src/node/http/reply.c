@@ -60,8 +60,8 @@ item_json(const struct ls_item *it)
 {
     char sha[65], mtime[40];
     json_t *meta = json_loads(it->meta, 0, NULL), *o;
-    hex_encode(it->sha, 32, sha);
-    format_time(it->mtime, mtime, sizeof mtime);
+    ls_hex_encode(it->sha, 32, sha);
+    ls_format_time(it->mtime, mtime, sizeof mtime);
     o = json_pack("{s:s,s:s,s:I,s:I,s:s,s:I,s:I,s:s,s:o,s:s}", "path", it->path, "kind", it->kind,
                   "version", (json_int_t)it->version, "latest_version",
                   (json_int_t)it->latest_version, "status", status_name(it->status), "seq",

@@ -129,7 +129,7 @@ qint(struct ctx *c, const char *key, int64_t def, int64_t min, int64_t max, int6
     const char *v = qget(c, key);
     *out = def;
     if (!v) return 0;
-    if (parse_i64(v, out) || *out < min || *out > max) {
+    if (ls_parse_i64(v, out) || *out < min || *out > max) {
         reply_error(c->req, LS_EINVAL, "query parameter %s must be an integer from %lld to %lld",
                     key, (long long)min, (long long)max);
         return -1;
@@ -234,7 +234,7 @@ park_until_seq(struct ctx *c, handler_fn resume)
     sw->c = c;
     sw->resume = resume;
     sw->w.target = min_seq;
-    sw->w.deadline_ms = mono_ms() + wait_ms;
+    sw->w.deadline_ms = ls_mono_ms() + wait_ms;
     sw->w.fire = on_seq_reached;
     sw->w.arg = sw;
     server_wait_seq(c->srv, &sw->w);
@@ -366,7 +366,7 @@ check_access(struct server *srv, struct evhttp_request *req, const struct route 
         snprintf(l->msg, sizeof l->msg, "%s",
                  token ? "unknown token" : "this server needs a token (Authorization: Bearer)");
         l->w.target = INT64_MAX;
-        l->w.deadline_ms = mono_ms() + delay;
+        l->w.deadline_ms = ls_mono_ms() + delay;
         l->w.fire = late_401;
         l->w.arg = l;
         server_wait_seq(srv, &l->w);

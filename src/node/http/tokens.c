@@ -49,7 +49,7 @@ token_list_cb(void *arg, const char *name, const char *role, const unsigned char
               int64_t created)
 {
     char t[40];
-    format_time(created, t, sizeof t);
+    ls_format_time(created, t, sizeof t);
     json_array_append_new(arg, json_pack("{s:s,s:s,s:s}", "name", name, "role", role, "created", t));
 }
 
@@ -67,7 +67,7 @@ static void
 token_submit(struct ctx *c, struct token_job *j)
 {
     struct wreq *r = NULL;
-    if (!*j->name || strlen(j->name) > 64 || !utf8_valid(j->name, strlen(j->name))) {
+    if (!*j->name || strlen(j->name) > 64 || !ls_utf8_valid(j->name, strlen(j->name))) {
         reply_error(c->req, LS_EINVAL, "a token name is 1 to 64 bytes of UTF-8");
         goto fail;
     }

@@ -41,7 +41,7 @@ on_damage(void *arg, const char *path, int64_t version, const unsigned char sha[
     struct verify_args *a = arg;
     char hex[65];
     json_t *d;
-    hex_encode(sha, 32, hex);
+    ls_hex_encode(sha, 32, hex);
     d = json_pack("{s:s,s:I,s:s,s:s}", "path", path, "version", (json_int_t)version, "sha256",
                   hex, "problem", problem);
     if (!d) return LS_ENOMEM;
@@ -55,11 +55,11 @@ verify_run(struct store *st, struct http_read *r)
     struct verify_args *a = r->arg;
     struct verify_options opt = {.rate = a->rate, .cancel = &r->job.cancelled};
     struct verify_result res;
-    int64_t t0 = mono_ms();
+    int64_t t0 = ls_mono_ms();
     if (store_verify(st, &opt, on_damage, a, &res, &r->err)) return;
     r->reply = json_pack("{s:I,s:I,s:I,s:O,s:f}", "checked", (json_int_t)res.checked, "blobs",
                          (json_int_t)res.blobs, "bytes", (json_int_t)res.bytes, "damaged",
-                         a->damaged, "seconds", (double)(mono_ms() - t0) / 1000.0);
+                         a->damaged, "seconds", (double)(ls_mono_ms() - t0) / 1000.0);
 }
 
 static void
@@ -69,7 +69,7 @@ h_verify(struct ctx *c)
     struct verify_args *a = NULL;
     struct http_read *r = NULL;
     uint64_t bps = VERIFY_RATE_DEFAULT;
-    if (rate && *rate && parse_size(rate, &bps)) {
+    if (rate && *rate && ls_parse_size(rate, &bps)) {
         reply_error(c->req, LS_EINVAL, "rate: expected bytes per second, as 50M (0: no limit)");
         goto fail;
     }

@@ -119,7 +119,7 @@ write_done(struct wreq *r, void *arg)
         w->reply = o;
         w->ack.seq = r->applied || !w->batch ? r->last.seq : w->srv->pos.seq;
         w->ack.want = (int)w->wait_replicas;
-        w->ack.deadline_ms = mono_ms() + w->wait_ms;
+        w->ack.deadline_ms = ls_mono_ms() + w->wait_ms;
         w->ack.fire = acks_done;
         w->ack.arg = w;
         wreq_free(r);

@@ -41,14 +41,52 @@ struct http_conns {
     struct server *srv;
     struct conn *v;
     int n, cap;
+    /* An index from bufferevent to its place in v (open addressing, index + 1; 0: empty), so
+     * that finding a request's connection does not cost a scan of every connection. Rebuilt by
+     * the sweep, which moves entries; NULL (out of memory): find() scans instead. */
+    size_t *slots, nslots;
     struct event *sweep;
 };
+
+static size_t
+slot_of(const void *bev, size_t mask)
+{
+    uint64_t x = (uint64_t)(uintptr_t)bev;
+    x ^= x >> 29;
+    x *= 0x9e3779b97f4a7c15ull;
+    return (size_t)(x >> 32) & mask;
+}
+
+static void
+index_put(struct http_conns *hc, int i)
+{
+    size_t s = slot_of(hc->v[i].bev, hc->nslots - 1);
+    while (hc->slots[s]) s = (s + 1) & (hc->nslots - 1);
+    hc->slots[s] = (size_t)i + 1;
+}
+
+/* A table at most half full, whatever v holds now. */
+static void
+index_rebuild(struct http_conns *hc)
+{
+    size_t want = 128;
+    while (want < 2 * (size_t)hc->cap) want *= 2;
+    free(hc->slots);
+    hc->nslots = want;
+    if (!(hc->slots = calloc(want, sizeof *hc->slots))) return;
+    for (int i = 0; i < hc->n; i++) index_put(hc, i);
+}
 
 static struct conn *
 find(struct http_conns *hc, struct bufferevent *bev)
 {
-    for (int i = 0; i < hc->n; i++)
-        if (hc->v[i].bev == bev) return &hc->v[i];
+    if (!hc->slots) {
+        for (int i = 0; i < hc->n; i++)
+            if (hc->v[i].bev == bev) return &hc->v[i];
+        return NULL;
+    }
+    for (size_t s = slot_of(bev, hc->nslots - 1); hc->slots[s]; s = (s + 1) & (hc->nslots - 1))
+        if (hc->v[hc->slots[s] - 1].bev == bev) return &hc->v[hc->slots[s] - 1];
     return NULL;
 }
 
@@ -105,6 +143,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
             i++;
         }
     }
+    index_rebuild(hc); /* entries moved */
     order = hc->n ? malloc((size_t)hc->n * sizeof *order) : NULL;
     for (int i = 0; i < hc->n; i++) {
         struct conn *c = &hc->v[i];
@@ -154,9 +193,11 @@ make_bev(struct event_base *base, void *arg)
         if (!v) return bev; /* untracked, still served */
         hc->v = v;
         hc->cap = cap;
+        index_rebuild(hc);
     }
     bufferevent_incref(bev);
     hc->v[hc->n++] = (struct conn){.bev = bev, .created_ms = ls_mono_ms(), .since_ms = ls_mono_ms()};
+    if (hc->slots) index_put(hc, hc->n - 1);
     return bev;
 }
 
@@ -225,6 +266,7 @@ http_conns_stop(struct server *srv)
     if (!hc) return;
     for (int i = 0; i < hc->n; i++) bufferevent_decref(hc->v[i].bev);
     event_free(hc->sweep);
+    free(hc->slots);
     free(hc->v);
     free(hc);
     srv->conns = NULL;

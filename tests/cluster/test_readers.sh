@@ -53,4 +53,17 @@ assert_eq 1 "$(lsc rd history /d/000001 --json | jq '.versions | length')" "hist
 # a client that hangs up on a digest: the server goes on answering, digests included
 for _ in 1 2 3; do timeout 0.2 curl -s "$URL_rd/v1/digest" >/dev/null || true; done
 assert_eq 100001 "$(lsc rd digest --json | jq -r .items)" "a digest after three abandoned ones"
+# a blob read parked on min_seq whose client hangs up: the commit that wakes it finds nobody to
+# stream to (it once handed libevent a connection that was gone, and the server crashed)
+head -c 100000 /dev/urandom >"$T/blob"
+lsc rd put /big "$T/blob" >/dev/null
+next=$(($(seq_of rd) + 1))
+curl -s --max-time 1 "$URL_rd/v1/items/big?min_seq=$next&wait_ms=30000" >/dev/null || true
+printf 'wake' | lsc rd put /wake - >/dev/null
+sleep 0.5
+assert_eq "$next" "$(seq_of rd)" "the server after a parked blob read lost its client"
+lsc rd get /big | cmp - "$T/blob" || fail "the blob reads back"
+
+# a followed feed is GET only (a HEAD reply has no body to stream)
+assert_eq 400 "$(curl -s -o /dev/null -w '%{http_code}' -I "$URL_rd/v1/changes?follow=1")" "HEAD of a followed feed"
 stop_server rd

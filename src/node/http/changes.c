@@ -199,6 +199,11 @@ follower_read_done(struct read_job *j)
         follower_free(f);
         return;
     }
+    if (f->page_last > 0 && evbuffer_get_length(f->page) == 0) { /* out of memory */
+        stream_end(&f->s);
+        follower_free(f);
+        return;
+    }
     if (f->page_last > 0) {
         f->pos = f->page_last;
         f->sending = 1;
@@ -266,7 +271,12 @@ follow_start(struct ctx *c, int64_t since)
     f->s.on_sent = follower_sent;
     f->w.fire = follower_fire;
     f->w.arg = f;
-    f->heartbeat = evtimer_new(c->srv->base, follower_heartbeat, f);
+    if (!(f->heartbeat = evtimer_new(c->srv->base, follower_heartbeat, f))) {
+        evbuffer_free(f->page);
+        free(f);
+        reply_error(c->req, LS_ENOMEM, NULL);
+        return;
+    }
     f->next = c->srv->followers;
     if (f->next) f->next->prev = f;
     c->srv->followers = f;
@@ -326,6 +336,8 @@ out:
 void
 http_changes_routes(struct server *srv)
 {
-    const struct route r = {"/v1/changes", M_GET, NEED_READ, NEED_READ, NO_BODY, h_changes};
+    /* GET only: a HEAD reply has no body, and a followed one would never send its chunks */
+    const struct route r = {"/v1/changes", EVHTTP_REQ_GET, NEED_READ, NEED_READ, NO_BODY,
+                            h_changes};
     http_route(srv, &r);
 }

@@ -50,7 +50,7 @@ blob_stream_next(struct stream *s)
     int n = chunk ? evbuffer_read(chunk, b->fd, STREAM_CHUNK) : -1;
     if (n <= 0) {
         if (n < 0) log_warn("reading a blob: %s", strerror(errno));
-        evbuffer_free(chunk);
+        if (chunk) evbuffer_free(chunk);
         stream_end(&b->s);
         blob_stream_gone(&b->s);
         return;
@@ -115,9 +115,14 @@ get_item(struct ctx *c)
         evhttp_send_reply(c->req, 200, "OK", NULL);
     } else {
         char file[4300];
-        struct blob_stream *b = calloc(1, sizeof *b);
+        struct blob_stream *b = NULL;
         store_blob_path(c->srv->reader, it.sha, file, sizeof file);
-        if (!b || (b->fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
+        if (!evhttp_request_get_connection(c->req)) {
+            /* its client went away while the request waited for min_seq: nobody to stream
+             * to, and this reply frees the detached request */
+            reply_error(c->req, LS_EUNAVAIL, "the client has gone");
+        } else if (!(b = calloc(1, sizeof *b)) ||
+                   (b->fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
             free(b);
             evhttp_clear_headers(evhttp_request_get_output_headers(c->req));
             reply_error(c->req, LS_EIO, "cannot read the body of %s", it.path);

@@ -5,7 +5,7 @@ set -euo pipefail
 want=(cmake make gcc pkg-config libsqlite3-dev libevent-dev libssl-dev libjansson-dev
       libzstd-dev libcurl4-openssl-dev libinih-dev)
 case "${1:-build}" in
-  test)  want+=(libcmocka-dev curl python3 jq clang libclang-rt-dev) ;;
+  test)  want+=(libcmocka-dev curl python3 jq clang libclang-rt-dev sqlite3) ;;
   bench) want+=(curl python3 redis-server rsync) ;;
 esac
 missing=()

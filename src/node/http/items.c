@@ -373,33 +373,31 @@ simple_op(struct ctx *c, int type)
 {
     struct wreq *r;
     struct ls_op *op;
+    const char *to = qget(c, "to");
+    struct ls_error err;
     if (!(r = item_wreq(c, type))) goto out;
     op = &r->ops[0];
     if (qint(c, "if_version", 0, 0, INT64_MAX, &op->if_version) ||
-        (type == LS_OP_PUBLISH && qint(c, "version", 0, 0, INT64_MAX, &op->version))) {
-        wreq_free(r);
-        goto out;
-    }
+        (type == LS_OP_PUBLISH && qint(c, "version", 0, 0, INT64_MAX, &op->version)))
+        goto fail;
     if (type == LS_OP_MOVE) {
-        const char *to = qget(c, "to");
-        struct ls_error err;
         if (!to) {
-            wreq_free(r);
             reply_error(c->req, LS_EINVAL, "move needs ?to=DESTINATION");
-            goto out;
+            goto fail;
         }
         if (path_check(to, strlen(to), &err)) {
-            wreq_free(r);
             reply_error(c->req, LS_EPATH, "destination: %s", err.msg);
-            goto out;
+            goto fail;
         }
         if (!(op->to = strdup(to))) {
-            wreq_free(r);
             reply_error(c->req, LS_ENOMEM, NULL);
-            goto out;
+            goto fail;
         }
     }
     submit(c, r, 0);
+    goto out;
+fail:
+    wreq_free(r);
 out:
     ctx_free(c);
 }

@@ -318,6 +318,7 @@ export_entry(void *arg, const struct ls_entry *e)
     struct export_ctx *x = arg;
     struct export_path *p = x->track ? export_path_find(x, e->path) : NULL;
     json_t *o;
+    if (e->op == LS_OP_NOTIFY) return 0; /* not content: an import has nothing to do with it */
     if (e->op == LS_OP_PUT && (e->flags & REC_DATA) && x->track) {
         json_t *draft = export_put(x, e, 0);
         if (!x->buckets) x->buckets = calloc(EXPORT_BUCKETS, sizeof *x->buckets);
@@ -465,6 +466,8 @@ run_job(struct store *st, struct wreq *r)
     if (j->snapshot_done) {
         store_set_seq(st, j->seq);
         rc = store_meta_set(st, "snapshot_pending", "0", &r->err);
+        /* The log starts here now: a consumer from before gets a reset (docs/messenger.md). */
+        if (rc == 0) rc = store_raise_floor(st, FLOOR_LOG, j->seq, &r->err);
         /* Bodies of the store before the snapshot that nothing refers to any more. */
         if (rc == 0) store_collect_all_garbage(st);
     }

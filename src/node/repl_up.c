@@ -247,6 +247,11 @@ on_log_entry(void *arg, const struct ls_entry *e)
 
     ds->read_upto = e->seq;
     if (!ds->read_first) ds->read_first = e->seq;
+    /* Notifications reach every server of the site, whatever its filter (docs/messenger.md). */
+    if (e->op == LS_OP_NOTIFY) {
+        add_record(ds, &t);
+        return 0;
+    }
     if (e->op == LS_OP_MOVE && ds->ninclude) {
         int to_in = included(ds, e->to);
         if (in && !to_in) { /* leaves the subtree: gone from here */

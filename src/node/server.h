@@ -87,6 +87,8 @@ struct server {
     struct http_conns *conns;
     struct readers *readers;
     struct http_router *router;
+    struct messenger *msg;                  /* consumers (messenger.c) */
+    int64_t notify_age_ms, notify_bytes;    /* --notify-retention */
     int lock_fd; /* the data directory's lock (server.c lock_data_dir), held while open; 0: none */
 };
 

@@ -36,6 +36,9 @@ static const struct command commands[] = {
     {"promote", cmd_promote, "turn a replica into the primary"},
     {"resync", cmd_resync, "re-synchronize a replica from a point in time or seq"},
     {"token", cmd_token, "create, list and revoke access tokens"},
+    {"notify", cmd_notify, "publish a notification on a channel"},
+    {"watch", cmd_watch, "print notifications as they come (a consumer)"},
+    {"consumers", cmd_consumers, "list, rewind and reset the consumers of notifications"},
 };
 
 static void

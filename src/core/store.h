@@ -228,6 +228,20 @@ typedef int (*store_consumer_cb)(void *arg, const struct ls_consumer *c);
 int store_consumers(struct store *st, store_consumer_cb cb, void *arg);
 int store_consumer_save(struct store *st, const struct ls_consumer *c, struct ls_error *err);
 int store_consumer_del(struct store *st, const char *name, struct ls_error *err);
+/*
+ * A replica's outbox: notifications it accepted and has yet to forward to the primary, in
+ * order, with ids that are never reused (AUTOINCREMENT). The primary keeps, per origin server,
+ * the last outbox id it applied (forwarded), so a batch sent again is applied once.
+ */
+int store_outbox_add(struct store *st, const char *channel, const char *payload, int64_t ts,
+                     int64_t *id, struct ls_error *err);
+typedef int (*store_outbox_cb)(void *arg, int64_t id, const char *channel, const char *payload,
+                               int64_t ts);
+int store_outbox(struct store *st, int64_t after, int limit, store_outbox_cb cb, void *arg);
+int store_outbox_done(struct store *st, int64_t upto, struct ls_error *err);
+int64_t store_forwarded(struct store *st, const char *origin); /* 0: none yet; < 0: error */
+int store_set_forwarded(struct store *st, const char *origin, int64_t last_id,
+                        struct ls_error *err);
 
 /* ---- access tokens (local to this store; only hashes are kept) ---- */
 typedef void (*store_token_cb)(void *arg, const char *name, const char *role,

@@ -82,6 +82,7 @@ struct repl_down {
     int refused_now;     /* ... this session's: its close keeps the reason in last_error */
     int peer_error_now;  /* this session's upstream sent an ERROR frame: its close keeps it */
     char node_id[33];    /* this server's (store meta) */
+    int up_messenger;    /* the upstream takes PUBLISH frames (forward.c) */
     json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
     char last_error[600];
     /* the blob being received */
@@ -124,6 +125,9 @@ set_state(struct repl_down *d, enum us_state to, const char *why)
     }
     if (from == to) return;
     d->state = to;
+    /* notifications accepted here go up while the link streams (forward.c) */
+    if (to == US_STREAM && d->up_messenger) forward_link(d->srv, 1);
+    else if (from == US_STREAM) forward_link(d->srv, 0);
     /* The reconnect loop of an outage goes by at debug level; the rest at info. */
     if (to == US_RESOLVING || to == US_CONNECTING || (to == US_IDLE && from <= US_CONNECTING))
         log_debug("upstream %s: %s -> %s (%s)", d->srv->cfg.upstream, state_names[from],
@@ -890,6 +894,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         snprintf(d->up_name, sizeof d->up_name, "%s",
                  json_string_value(json_object_get(o, "name")) ?: "?");
         p->zstd = json_is_true(json_object_get(o, "zstd"));
+        d->up_messenger = json_is_true(json_object_get(o, "messenger"));
         snprintf(d->primary_http, sizeof d->primary_http, "%s",
                  json_string_value(json_object_get(o, "primary")) ?: "");
         send_sync(d);
@@ -998,6 +1003,10 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
             snprintf(d->primary_http, sizeof d->primary_http, "%s",
                      json_string_value(json_object_get(o, "primary")));
         break;
+    case F_PUBLISH_ACK:
+        if (d->state != US_STREAM || !d->up_messenger) goto unexpected;
+        forward_on_ack(d->srv, o);
+        break;
     case F_ERROR: {
         const char *code = json_string_value(json_object_get(o, "code"));
         /* The upstream's own reason, kept over the close that follows (on_close). */
@@ -1027,9 +1036,10 @@ on_connected(struct peer *p)
 {
     struct repl_down *d = p->owner;
     json_t *hello =
-        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name", d->srv->cfg.name,
-                  "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
-                  strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id);
+        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+                  d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
+                  strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id, "messenger",
+                  1);
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);
@@ -1335,6 +1345,20 @@ repl_down_chain(struct server *srv)
             if (json_is_string(v)) json_array_append(a, v);
         }
     return a;
+}
+
+int
+repl_down_send_json(struct server *srv, int type, json_t *o)
+{
+    struct repl_down *d = srv->down;
+    if (!d || d->state != US_STREAM || !d->up_messenger || d->peer.closed) return -1;
+    return peer_send_json(&d->peer, type, json_incref(o));
+}
+
+const char *
+repl_down_node_id(struct server *srv)
+{
+    return srv->down ? srv->down->node_id : "";
 }
 
 const char *

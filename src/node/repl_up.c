@@ -88,6 +88,8 @@ struct downstream {
     int64_t snap_wal_size;   /* the -wal file's size then */
     int pumping;
     int dead; /* closed; freed from the loop, never while its callbacks run */
+    int messenger;   /* it takes notifications, and may send NOTIFY (forward.c) */
+    uint64_t serial; /* names this connection to work that answers it later */
 };
 
 /* A record encoded and waiting for its frame; blob records send their blob first. */
@@ -105,6 +107,7 @@ struct repl_up {
     struct evconnlistener *listener;
     struct downstream *conns;
     struct node *nodes;
+    uint64_t serials;
     struct event *wal_timer;   /* --snapshot-max-wal */
     int64_t wal_quiet_until;   /* mono_ms: no drop before, the last one is being checkpointed */
 };
@@ -247,9 +250,10 @@ on_log_entry(void *arg, const struct ls_entry *e)
 
     ds->read_upto = e->seq;
     if (!ds->read_first) ds->read_first = e->seq;
-    /* Notifications reach every server of the site, whatever its filter (docs/messenger.md). */
+    /* Notifications reach every server of the site, whatever its filter (docs/messenger.md);
+     * a downstream too old to know them does without. */
     if (e->op == LS_OP_NOTIFY) {
-        add_record(ds, &t);
+        if (ds->messenger) add_record(ds, &t);
         return 0;
     }
     if (e->op == LS_OP_MOVE && ds->ninclude) {
@@ -723,16 +727,28 @@ on_hello(struct downstream *ds, json_t *o)
     ds->node->last_heartbeat_ms = ls_now_ms();
     ds->node->last_error[0] = '\0';
     ds->published_only = strcmp(role, "staging") == 0;
+    ds->messenger = json_is_true(json_object_get(o, "messenger"));
     {
-        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
+        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
                               ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
-                              "zstd", zstd, "primary", server_primary_http(ds->srv));
+                              "zstd", zstd, "primary", server_primary_http(ds->srv), "messenger",
+                              1);
         identity_fields(ds->srv, w);
         peer_send_json(&ds->peer, F_WELCOME, w);
     }
     ds->peer.zstd = zstd;
     ds_set_state(ds, DS_SYNC);
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
+}
+
+int
+repl_up_send_json(struct server *srv, uint64_t serial, int type, json_t *o)
+{
+    if (!srv->up) return -1;
+    for (struct downstream *ds = srv->up->conns; ds; ds = ds->next)
+        if (ds->serial == serial && !ds->dead && !ds->peer.closed)
+            return peer_send_json(&ds->peer, type, json_incref(o));
+    return -1; /* gone: its origin sends the batch again */
 }
 
 /* The size of the store's -wal file (0 when there is none). */
@@ -911,7 +927,8 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
 {
     struct downstream *ds = p->owner;
     json_t *o = NULL;
-    if (type == F_HELLO || type == F_SYNC || type == F_PING || type == F_ERROR) {
+    if (type == F_HELLO || type == F_SYNC || type == F_PING || type == F_ERROR ||
+        type == F_PUBLISH) {
         o = json_loadb((const char *)payload, len, 0, NULL);
         if (!json_is_object(o)) {
             json_decref(o);
@@ -952,6 +969,16 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     case F_PING:
         if (ds->state == DS_HELLO) goto unexpected;
         break;
+    case F_PUBLISH: {
+        const char *why = NULL;
+        if (ds->state < DS_SYNC || !ds->messenger) goto unexpected;
+        if (forward_on_notify(ds->srv, ds->serial, o, &why)) {
+            json_decref(o);
+            peer_fail(p, "protocol_error", "%s", why);
+            return;
+        }
+        break;
+    }
     case F_ERROR:
         log_warn("downstream %s reports: %s", ds->node ? ds->node->name : p->addr,
                  json_string_value(json_object_get(o, "message")) ?: "?");
@@ -1047,6 +1074,7 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     struct bufferevent *bev;
     char addr[80];
     struct timeval tv = {PING_MS / 1000, 0};
+    if (ds) ds->serial = ++up->serials;
 
     format_sockaddr(sa, addr, sizeof addr);
     if (!cidr_match(up->srv->peer_allow, up->srv->npeer_allow, sa)) {

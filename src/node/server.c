@@ -247,6 +247,7 @@ shutdown_begin(struct server *srv)
     readers_stop(srv->readers); /* before the writer: a finished upload commit submits a put */
     srv->readers = NULL;
     messenger_stop(srv);      /* the last acks go to the writer */
+    forward_stop(srv);
     writer_stop(srv->writer); /* its last completions may still talk to the upstream link */
     srv->writer = NULL;
     repl_down_stop(srv);
@@ -545,7 +546,7 @@ server_open(struct server *srv, int listen_peer)
     srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
     if (!(srv->writer = writer_start(srv, srv->wstore, &err)) ||
         !(srv->readers = readers_start(srv, READER_THREADS, &err)) ||
-        messenger_start(srv, &err) || http_api_start(srv, &err) ||
+        messenger_start(srv, &err) || forward_start(srv, &err) || http_api_start(srv, &err) ||
         (listen_peer && repl_up_start(srv, &err)) ||
         (!server_is_primary(srv) && repl_down_start(srv, &err))) {
         log_error("%s", err.msg);
@@ -574,6 +575,7 @@ server_close(struct server *srv)
     http_api_stop(srv);
     http_conns_stop(srv);
     messenger_free(srv);
+    forward_free(srv);
     if (srv->waiter_timer) event_free(srv->waiter_timer);
     if (srv->retention_timer) event_free(srv->retention_timer);
     if (srv->sigint) event_free(srv->sigint);

@@ -14,7 +14,7 @@ static const char *const type_names[F_TYPE_MAX] = {
     [F_CONTINUE] = "CONTINUE",     [F_SNAPSHOT] = "SNAPSHOT", [F_SNAP_ITEMS] = "SNAP_ITEMS",
     [F_SNAPSHOT_END] = "SNAPSHOT_END", [F_CHANGES] = "CHANGES", [F_BLOB] = "BLOB",
     [F_ACK] = "ACK",               [F_PING] = "PING",         [F_ERROR] = "ERROR",
-    [F_FORK] = "FORK",
+    [F_FORK] = "FORK",             [F_PUBLISH] = "PUBLISH",     [F_PUBLISH_ACK] = "PUBLISH_ACK",
 };
 
 const char *

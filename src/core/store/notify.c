@@ -184,3 +184,83 @@ store_consumer_del(struct store *st, const char *name, struct ls_error *err)
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? 0 : db_error(st, rc, err, "remove a consumer");
 }
+
+/* ---------------------------------------------------------------- forwarding */
+
+int
+store_outbox_add(struct store *st, const char *channel, const char *payload, int64_t ts,
+                 int64_t *id, struct ls_error *err)
+{
+    sqlite3_stmt *s;
+    int rc;
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO outbox(channel, payload, ts) VALUES(?1, ?2, ?3)",
+                           -1, &s, NULL))
+        return db_error(st, SQLITE_ERROR, err, "outbox");
+    sqlite3_bind_text(s, 1, channel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, payload, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, ts);
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) return db_error(st, rc, err, "queue a notification");
+    *id = sqlite3_last_insert_rowid(st->db);
+    return 0;
+}
+
+int
+store_outbox(struct store *st, int64_t after, int limit, store_outbox_cb cb, void *arg)
+{
+    sqlite3_stmt *s;
+    int rc, n = 0;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id, channel, payload, ts FROM outbox WHERE id>?1 ORDER BY id "
+                           "LIMIT ?2",
+                           -1, &s, NULL))
+        return LS_EIO;
+    sqlite3_bind_int64(s, 1, after);
+    sqlite3_bind_int(s, 2, limit);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *ch = (const char *)sqlite3_column_text(s, 1);
+        const char *pl = (const char *)sqlite3_column_text(s, 2);
+        if (!ch || !pl) continue;
+        n++;
+        if (cb(arg, sqlite3_column_int64(s, 0), ch, pl, sqlite3_column_int64(s, 3))) break;
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
+}
+
+int
+store_outbox_done(struct store *st, int64_t upto, struct ls_error *err)
+{
+    char sql[80];
+    snprintf(sql, sizeof sql, "DELETE FROM outbox WHERE id<=%lld", (long long)upto);
+    return db_exec(st, sql, err);
+}
+
+int64_t
+store_forwarded(struct store *st, const char *origin)
+{
+    sqlite3_stmt *s;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT last_id FROM forwarded WHERE origin=?1", -1, &s, NULL))
+        return -1;
+    sqlite3_bind_text(s, 1, origin, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+int
+store_set_forwarded(struct store *st, const char *origin, int64_t last_id, struct ls_error *err)
+{
+    sqlite3_stmt *s;
+    int rc;
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO forwarded(origin, last_id) VALUES(?1, ?2)",
+                           -1, &s, NULL))
+        return db_error(st, SQLITE_ERROR, err, "forwarded");
+    sqlite3_bind_text(s, 1, origin, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, last_id);
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : db_error(st, rc, err, "record a forwarded notification");
+}

@@ -13,7 +13,8 @@
  *   2  epochs.id: an epoch is named by its number and an id, so that two servers promoted
  *      separately to the same number are told apart (fork detection)
  *   3  the messenger: log_notify (an index of the notifications in the log), consumers (their
- *      durable positions) and outbox (notifications a replica accepted, not yet forwarded)
+ *      durable positions), outbox (notifications a replica accepted, not yet forwarded) and
+ *      forwarded (on the primary: the last outbox id applied per origin server)
  * A new store is created at SCHEMA_VERSION; an older one is migrated forward when its writer
  * opens it, all steps in one transaction; a newer one is refused.
  */
@@ -46,8 +47,10 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS consumers(name TEXT PRIMARY KEY, channels TEXT NOT NULL,"
     "  position INTEGER NOT NULL, created INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
     "  resets INTEGER NOT NULL DEFAULT 0, reset_at INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY, channel TEXT NOT NULL,"
-    "  payload TEXT NOT NULL, ts INTEGER NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  channel TEXT NOT NULL, payload TEXT NOT NULL, ts INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS forwarded(origin TEXT PRIMARY KEY, last_id INTEGER NOT NULL)"
+    "  WITHOUT ROWID;";
 
 void
 store_epoch_default_id(const char *store_id, int64_t epoch, char id[33])

@@ -619,7 +619,14 @@ h_notify(struct ctx *c)
     json_error_t jerr;
     json_t *body;
     struct wreq *r;
-    if (require_writable(c)) goto out; /* (a replica: forwarding, next) */
+    int64_t wait_ms;
+    int replica = !server_is_primary(c->srv);
+    if (qint(c, "wait_ms", 5000, 0, WAIT_MAX_MS, &wait_ms)) goto out;
+    /* a replica keeps them and forwards them (forward.c); the primary applies them */
+    if (replica ? writer_admit(c->srv->writer, len) != 0 : require_writable(c) != 0) {
+        if (replica) reply_error(c->req, LS_EUNAVAIL, "too many writes are waiting; try again");
+        goto out;
+    }
     body = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_DECODE_ANY, &jerr);
     if (!body) {
         reply_error(c->req, LS_EINVAL, "the body is not JSON: %s", jerr.text);
@@ -628,6 +635,10 @@ h_notify(struct ctx *c)
     r = notify_parse(c, body);
     json_decref(body);
     if (!r) goto out;
+    if (replica) {
+        forward_accept(c->srv, c->req, r, wait_ms);
+        goto out;
+    }
     r->done = notify_done;
     r->arg = c->req;
     writer_submit(c->srv->writer, r);

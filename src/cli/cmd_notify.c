@@ -4,6 +4,7 @@
  * consumers (list, rewind, reset, rm).
  */
 #include "cli/cli.h"
+#include "core/item.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -100,6 +101,13 @@ cmd_notify(int argc, char **argv)
     }
     channel = argv[optind];
     payload = optind + 1 < argc ? argv[optind + 1] : "null";
+    {
+        struct ls_error err;
+        if (name_check("channel", channel, strlen(channel), &err)) {
+            rc = cli_usage_error("notify", "%s", err.msg);
+            goto out;
+        }
+    }
     while (1) {
         json_error_t jerr;
         json_t *value;

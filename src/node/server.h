@@ -120,6 +120,9 @@ json_t *repl_up_nodes(struct server *srv);
 int repl_up_acked(struct server *srv, int64_t seq); /* downstreams that applied seq */
 int repl_up_connected(struct server *srv);
 void repl_up_drop_all(struct server *srv, const char *why);
+struct site_set;
+/* Adds the direct downstreams (judged by their links) and the subtrees they reported. */
+void repl_up_site(struct server *srv, struct site_set *s);
 
 /* ---- repl_down.c: following an upstream ---- */
 struct repl_down;
@@ -131,6 +134,10 @@ const char *repl_down_primary(struct server *srv); /* NULL when unknown */ /* st
 void repl_down_status(struct server *srv, json_t *status);
 /* This server's node_id, then its upstream's chain up to the primary as far as known. */
 json_t *repl_down_chain(struct server *srv);
+/* Adds what the upstream reported of the site, the upstream itself judged by the link. */
+void repl_down_site(struct server *srv, struct site_set *s);
+/* The upstream's name (its WELCOME), else --upstream; NULL on a server that follows nobody. */
+const char *repl_down_upstream_name(struct server *srv);
 int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);
 
 int serve_main(int argc, char **argv);

@@ -77,17 +77,15 @@ rec_from_json(json_t *o, int64_t now_ms, struct site_rec *r)
         take_str(o, "peer", r->peer, sizeof r->peer, 0) ||
         take_str(o, "upstream", r->upstream, sizeof r->upstream, 0))
         return -1;
-    if (r->node_id[0] &&
-        (strlen(r->node_id) != 32 || strspn(r->node_id, "0123456789abcdef") != 32))
+    if (r->node_id[0] && (strlen(r->node_id) != 32 || strspn(r->node_id, "0123456789abcdef") != 32))
         return -1;
     if (!json_is_integer(seq) || json_integer_value(seq) < 0 || !json_is_integer(age) ||
         json_integer_value(age) < 0)
         return -1;
-    if ((r->state = state_from_name(json_string_value(json_object_get(o, "state")))) < 0)
-        return -1;
+    if ((r->state = state_from_name(json_string_value(json_object_get(o, "state")))) < 0) return -1;
     r->seq = json_integer_value(seq);
-    r->heard_ms = now_ms - (json_integer_value(age) < SITE_AGE_MAX ? json_integer_value(age)
-                                                                    : SITE_AGE_MAX);
+    r->heard_ms =
+        now_ms - (json_integer_value(age) < SITE_AGE_MAX ? json_integer_value(age) : SITE_AGE_MAX);
     return 0;
 }
 
@@ -107,10 +105,9 @@ rec_api(const struct site_rec *r)
     char hb[40];
     json_t *o;
     ls_format_time(r->heard_ms, hb, sizeof hb);
-    o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:s}", "name", r->name, "node_id",
-                  r->node_id, "role", r->role, "http", r->http, "peer", r->peer, "version",
-                  r->version, "seq", (json_int_t)r->seq, "state", site_state_name(r->state),
-                  "last_heartbeat", hb);
+    o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:s}", "name", r->name, "node_id", r->node_id,
+                  "role", r->role, "http", r->http, "peer", r->peer, "version", r->version, "seq",
+                  (json_int_t)r->seq, "state", site_state_name(r->state), "last_heartbeat", hb);
     json_object_set_new(o, "upstream", r->upstream[0] ? json_string(r->upstream) : json_null());
     return o;
 }
@@ -262,13 +259,14 @@ site_set_merge(struct site_set *s, int64_t now_ms)
     int *ranks;
     size_t n = 0, i, j;
     if (!c) return;
-    for (i = 0; i < s->n; i++) c[i] = (struct cand){&s->recs[i], s->rank[i], i};
+    for (i = 0; i < s->n; i++)
+        c[i] = (struct cand){&s->recs[i], s->rank[i], i};
     qsort(c, s->n, sizeof *c, cmp_key);
     for (i = 0; i < s->n; i = j) {
         const struct cand *best;
         char ki[80], kj[80];
-        for (j = i + 1; j < s->n && strcmp(rec_key(c[i].r, ki, sizeof ki),
-                                           rec_key(c[j].r, kj, sizeof kj)) == 0;
+        for (j = i + 1; j < s->n &&
+                        strcmp(rec_key(c[i].r, ki, sizeof ki), rec_key(c[j].r, kj, sizeof kj)) == 0;
              j++)
             ;
         best = pick(&c[i], j - i);
@@ -349,7 +347,8 @@ site_ping_fields(struct server *srv, json_t *ping, int full, unsigned *counter)
     /* A big site's list goes less often: at most SITE_PER_PING records a second per link. */
     every = 1 + (s.n ? (unsigned)((s.n - 1) / SITE_PER_PING) : 0);
     a = json_array();
-    for (size_t i = 0; i < s.n; i++) json_array_append_new(a, rec_wire(&s.recs[i], now));
+    for (size_t i = 0; i < s.n; i++)
+        json_array_append_new(a, rec_wire(&s.recs[i], now));
     json_object_set_new(ping, "site", a);
     json_object_set_new(ping, "site_every_ms", json_integer((json_int_t)every * SITE_HEARTBEAT_MS));
     *counter = every - 1;
@@ -362,7 +361,8 @@ site_api_nodes(struct server *srv)
     struct site_set s;
     json_t *a = json_array();
     site_collect(srv, 1, &s);
-    for (size_t i = 0; i < s.n; i++) json_array_append_new(a, rec_api(&s.recs[i]));
+    for (size_t i = 0; i < s.n; i++)
+        json_array_append_new(a, rec_api(&s.recs[i]));
     site_set_release(&s);
     return a;
 }

@@ -18,12 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SITE_MAX 1024                          /* records in a list, sent or kept */
-#define SITE_HELD_MAX (4 * SITE_MAX)           /* records kept from all downstreams together */
-#define SITE_FORGET_MS (6 * 3600 * 1000LL)     /* a record not refreshed for this long goes */
-#define SITE_HEARTBEAT_MS 1000                 /* the PING interval (both sides) */
-#define SITE_STALE_MS (2 * SITE_HEARTBEAT_MS)  /* silent this long: stale */
-#define SITE_PER_PING 64                       /* a list of n records goes every 1 + (n-1)/64 PINGs */
+#define SITE_MAX 1024                         /* records in a list, sent or kept */
+#define SITE_HELD_MAX (4 * SITE_MAX)          /* records kept from all downstreams together */
+#define SITE_FORGET_MS (6 * 3600 * 1000LL)    /* a record not refreshed for this long goes */
+#define SITE_HEARTBEAT_MS 1000                /* the PING interval (both sides) */
+#define SITE_STALE_MS (2 * SITE_HEARTBEAT_MS) /* silent this long: stale */
+#define SITE_PER_PING 64 /* a list of n records goes every 1 + (n-1)/64 PINGs */
 
 enum site_state { SITE_ACTIVE, SITE_STALE, SITE_DOWN };
 

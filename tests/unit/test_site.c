@@ -124,9 +124,9 @@ test_parse(void **state)
         "\"version\":\"0.1.0\",\"http\":\"h:1\",\"peer\":\"h:2\",\"upstream\":\"p\",\"seq\":5,"
         "\"state\":\"active\",\"age_ms\":0},"
         "{\"name\":\"c\",\"seq\":3,\"state\":\"down\",\"age_ms\":60000,\"extra\":1},"
-        "{\"name\":\"\",\"seq\":3,\"state\":\"down\",\"age_ms\":1},"         /* no name */
-        "{\"name\":\"x\",\"seq\":-1,\"state\":\"down\",\"age_ms\":1},"       /* bad seq */
-        "{\"name\":\"x\",\"seq\":1,\"state\":\"sleepy\",\"age_ms\":1},"      /* bad state */
+        "{\"name\":\"\",\"seq\":3,\"state\":\"down\",\"age_ms\":1},"    /* no name */
+        "{\"name\":\"x\",\"seq\":-1,\"state\":\"down\",\"age_ms\":1},"  /* bad seq */
+        "{\"name\":\"x\",\"seq\":1,\"state\":\"sleepy\",\"age_ms\":1}," /* bad state */
         "{\"name\":\"x\",\"node_id\":\"XYZ\",\"seq\":1,\"state\":\"down\",\"age_ms\":1},"
         "{\"name\":\"a\\u001b[31m\",\"seq\":1,\"state\":\"down\",\"age_ms\":1}," /* escape */
         "{\"name\":\"d\",\"seq\":1,\"state\":\"stale\",\"age_ms\":1},"

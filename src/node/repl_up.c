@@ -1303,10 +1303,10 @@ repl_up_site(struct server *srv, struct site_set *s)
             r = n->site.recs[0];
         } else { /* a downstream that sends no list (an older one): what HELLO said */
             memset(&r, 0, sizeof r);
-            snprintf(r.node_id, sizeof r.node_id, "%.32s", n->node_id);
             r.seq = n->acked_seq;
         }
         snprintf(r.name, sizeof r.name, "%s", n->name);
+        if (!r.node_id[0]) snprintf(r.node_id, sizeof r.node_id, "%.32s", n->node_id);
         if (!r.role[0]) snprintf(r.role, sizeof r.role, "%s", n->role);
         if (!r.version[0]) snprintf(r.version, sizeof r.version, "%s", n->version);
         if (!r.upstream[0]) snprintf(r.upstream, sizeof r.upstream, "%s", srv->cfg.name);

@@ -32,7 +32,7 @@ static const struct command commands[] = {
     {"digest", cmd_digest, "digest of the live items"},
     {"verify", cmd_verify, "rehash every stored body and list the damaged ones"},
     {"status", cmd_status, "show the server's status"},
-    {"nodes", cmd_nodes, "list the servers following this one"},
+    {"nodes", cmd_nodes, "list the servers following this one (--all: the whole site)"},
     {"promote", cmd_promote, "turn a replica into the primary"},
     {"resync", cmd_resync, "re-synchronize a replica from a point in time or seq"},
     {"token", cmd_token, "create, list and revoke access tokens"},

@@ -21,6 +21,7 @@
 #include "node/net.h"
 #include "node/peer.h"
 #include "node/server.h"
+#include "node/site.h"
 #include "node/tls.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -84,6 +85,8 @@ struct repl_down {
     char node_id[33];    /* this server's (store meta) */
     int up_messenger;    /* the upstream takes PUBLISH frames (forward.c) */
     json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
+    struct site_list site; /* the site as the upstream's last PING with a list said, it first */
+    unsigned site_pace;    /* PINGs left until the next one with this server's subtree */
     char last_error[600];
     /* the blob being received */
     int blob_fd;
@@ -1002,6 +1005,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         if (json_is_string(json_object_get(o, "primary")))
             snprintf(d->primary_http, sizeof d->primary_http, "%s",
                      json_string_value(json_object_get(o, "primary")));
+        site_list_parse(&d->site, o, SITE_MAX);
         break;
     case F_PUBLISH_ACK:
         if (d->state != US_STREAM || !d->up_messenger) goto unexpected;
@@ -1204,8 +1208,11 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 {
     struct repl_down *d = arg;
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
-    if (d->state >= US_SYNC && !d->peer.closed)
-        peer_send_json(&d->peer, F_PING, server_info(d->srv));
+    if (d->state >= US_SYNC && !d->peer.closed) {
+        json_t *o = server_info(d->srv);
+        site_ping_fields(d->srv, o, 0, &d->site_pace); /* this server and its subtree */
+        peer_send_json(&d->peer, F_PING, o);
+    }
     evtimer_add(d->ping, &tv);
 }
 
@@ -1291,6 +1298,7 @@ repl_down_stop(struct server *srv)
     event_free(d->ping);
     if (d->blob_md) EVP_MD_CTX_free(d->blob_md);
     json_decref(d->up_chain);
+    site_list_release(&d->site);
     srv->down = NULL;
     /* Writer requests still in flight point at d: they finish before the writer stops, and
      * job_done must not run after this; the server stops the writer before calling us. */
@@ -1401,4 +1409,36 @@ repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct 
              (long long)(from_seq >= 0 ? from_seq : since_ms));
     if (!d->peer.closed) peer_fail(&d->peer, NULL, "resynchronizing on request");
     return 0;
+}
+
+const char *
+repl_down_upstream_name(struct server *srv)
+{
+    struct repl_down *d = srv->down;
+    if (!d) return NULL;
+    return d->up_name[0] ? d->up_name : srv->cfg.upstream;
+}
+
+void
+repl_down_site(struct server *srv, struct site_set *s)
+{
+    struct repl_down *d = srv->down;
+    int64_t now = ls_now_ms(), now_mono = ls_mono_ms();
+    int linked, old;
+    struct site_rec r;
+    if (!d) return;
+    linked = d->state >= US_SYNC && !d->peer.closed;
+    old = !linked || site_list_old(&d->site, now_mono);
+    for (size_t i = 0; i < d->site.n; i++) {
+        r = d->site.recs[i];
+        if (i == 0) { /* the upstream itself, as the link shows it */
+            r.heard_ms = now - (now_mono - d->up_seen_ms);
+            r.state = !linked                             ? SITE_DOWN
+                      : now_mono - d->up_seen_ms > SITE_STALE_MS ? SITE_STALE
+                                                               : SITE_ACTIVE;
+        } else if (old && r.state == SITE_ACTIVE) {
+            r.state = SITE_STALE; /* not heard of lately */
+        }
+        site_set_add(s, &r, 2);
+    }
 }

@@ -123,6 +123,9 @@ json_t *repl_up_nodes(struct server *srv);
 int repl_up_acked(struct server *srv, int64_t seq); /* downstreams that applied seq */
 int repl_up_connected(struct server *srv);
 void repl_up_drop_all(struct server *srv, const char *why);
+struct site_set;
+/* Adds the direct downstreams (judged by their links) and the subtrees they reported. */
+void repl_up_site(struct server *srv, struct site_set *s);
 
 /* ---- forward.c: notifications published on a replica, forwarded to the primary ---- */
 struct forwarder;
@@ -150,6 +153,10 @@ const char *repl_down_primary(struct server *srv); /* NULL when unknown */ /* st
 void repl_down_status(struct server *srv, json_t *status);
 /* This server's node_id, then its upstream's chain up to the primary as far as known. */
 json_t *repl_down_chain(struct server *srv);
+/* Adds what the upstream reported of the site, the upstream itself judged by the link. */
+void repl_down_site(struct server *srv, struct site_set *s);
+/* The upstream's name (its WELCOME), else --upstream; NULL on a server that follows nobody. */
+const char *repl_down_upstream_name(struct server *srv);
 int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);
 /* A control frame up the link: -1 unless it is streaming and the upstream knows NOTIFY. */
 int repl_down_send_json(struct server *srv, int type, json_t *o);

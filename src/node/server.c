@@ -166,13 +166,14 @@ retain_job(struct store *st, struct wreq *r)
     struct server *srv = r->fn_arg;
     int64_t removed = 0, min_ts = srv->retention_age_ms ? ls_now_ms() - srv->retention_age_ms : 0;
     int rc = store_log_retain(st, min_ts, srv->retention_bytes, 0, &removed, &r->err);
-    r->applied = (size_t)removed;
     if (rc) return rc;
+    if (removed) log_info("log retention removed %lld old entries", (long long)removed);
     /* notifications have their own, shorter, retention (--notify-retention) */
     min_ts = srv->notify_age_ms ? ls_now_ms() - srv->notify_age_ms : 0;
-    if (min_ts || srv->notify_bytes)
-        rc = store_log_retain(st, min_ts, srv->notify_bytes, 1, &removed, &r->err);
-    r->last.version = removed; /* (here: the count of notifications removed) */
+    if (!min_ts && !srv->notify_bytes) return 0;
+    rc = store_log_retain(st, min_ts, srv->notify_bytes, 1, &removed, &r->err);
+    if (rc == 0 && removed)
+        log_info("notification retention removed %lld old notifications", (long long)removed);
     return rc;
 }
 
@@ -180,9 +181,6 @@ static void
 retain_done(struct wreq *r, void *arg)
 {
     if (r->rc) log_warn("log retention: %s", r->err.msg);
-    else if (r->applied) log_info("log retention removed %zu old entries", r->applied);
-    if (!r->rc && r->last.version)
-        log_info("notification retention removed %lld old notifications", (long long)r->last.version);
     wreq_free(r);
 }
 

@@ -118,7 +118,8 @@ int
 store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int notify_only,
                  int64_t *removed, struct ls_error *err)
 {
-    int64_t lo = store_log_first_seq(st), hi = st->seq, cut;
+    /* The log keeps its last entry (its first seq stays meaningful); notifications may all go. */
+    int64_t lo = store_log_first_seq(st), hi = st->seq + (notify_only ? 1 : 0), cut;
     const char *floor = notify_only ? FLOOR_NOTIFY : FLOOR_LOG;
     char sql[120];
     int rc;

@@ -8,6 +8,7 @@
  * Not for: replication itself (repl_up.c, repl_down.c).
  */
 #include "node/http/http.h"
+#include "node/messenger.h"
 #include "node/site.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -27,6 +28,7 @@ h_status(struct ctx *c)
                           srv->cfg.http);
     json_object_set_new(o, "peer", json_string(srv->cfg.listen));
     json_object_set_new(o, "downstreams", json_integer(repl_up_connected(srv)));
+    json_object_set_new(o, "messenger", messenger_status_json(srv));
     if (server_is_primary(srv)) json_object_set_new(o, "state", json_string("live"));
     else repl_down_status(srv, o);
     reply_json(c->req, 200, o);

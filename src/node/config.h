@@ -32,6 +32,8 @@ struct config {
     char *log_retention;
     char *notify_retention;
     int64_t consumer_stall_ms;
+    char *messenger;           /* postgres://...: the shared-database messenger (pgmsg.c) */
+    int64_t poll_interval_ms;  /* its polling, when a wake-up from the database is missed */
     int64_t sync_max_versions;
     uint64_t snapshot_max_wal; /* a snapshot pinning a -wal file larger than this is dropped */
     char *compress;

@@ -12,6 +12,7 @@
 #include "node/messenger.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "node/pgmsg.h"
 #include "node/server.h"
 
 #include <stdlib.h>
@@ -302,38 +303,43 @@ set_state(struct server *srv, struct consumer *c, enum consumer_state s, const c
     c->state = s;
 }
 
+void
+consumer_judge(struct server *srv, struct consumer *c, int64_t pending, int64_t first_ts)
+{
+    int64_t now = ls_now_ms(), age = 0, bytes = 0, quiet;
+    char why[120];
+    messenger_retention(srv, &age, &bytes);
+    c->pending = pending;
+    c->first_ts = first_ts;
+    c->at_risk = pending > 0 && age > 0 && first_ts < now - age * 9 / 10;
+    quiet = now - (c->acked > c->created ? c->acked : c->created);
+    if (c->reset_at > 0) {
+        set_state(srv, c, CS_RESET, "a reset waits for its ack");
+    } else if (pending > 0 && quiet > srv->cfg.consumer_stall_ms) {
+        snprintf(why, sizeof why, "%lld pending, no ack for %lld s", (long long)pending,
+                 (long long)(quiet / 1000));
+        set_state(srv, c, CS_STALLED, why);
+    } else if (pending > BEHIND_PENDING || (pending > 0 && now - first_ts > BEHIND_AGE_MS)) {
+        snprintf(why, sizeof why, "%lld pending, the oldest %lld s old", (long long)pending,
+                 (long long)((now - first_ts) / 1000));
+        set_state(srv, c, CS_BEHIND, why);
+    } else {
+        set_state(srv, c, CS_LIVE, "");
+    }
+}
+
 static void
 reckon_done(struct read_job *j)
 {
     struct reckon *k = (struct reckon *)j;
     struct messenger *m = k->m;
     struct server *srv = m->srv;
-    int64_t now = ls_now_ms(), age = 0, bytes = 0;
-    messenger_retention(srv, &age, &bytes);
     for (size_t i = 0; i < k->n; i++) {
         struct reckon_row *r = &k->rows[i];
         struct consumer *c = consumer_find(srv, r->name);
-        char why[120];
-        int64_t quiet;
         free(r->channels);
         if (!c || r->pending < 0 || atomic_load(&j->cancelled)) continue;
-        c->pending = r->pending;
-        c->first_ts = r->first_ts;
-        c->at_risk = r->pending > 0 && age > 0 && r->first_ts < now - age * 9 / 10;
-        quiet = now - (c->acked > c->created ? c->acked : c->created);
-        if (c->reset_at > 0) {
-            set_state(srv, c, CS_RESET, "a reset waits for its ack");
-        } else if (r->pending > 0 && quiet > srv->cfg.consumer_stall_ms) {
-            snprintf(why, sizeof why, "%lld pending, no ack for %lld s", (long long)r->pending,
-                     (long long)(quiet / 1000));
-            set_state(srv, c, CS_STALLED, why);
-        } else if (r->pending > BEHIND_PENDING || (r->pending > 0 && now - r->first_ts > BEHIND_AGE_MS)) {
-            snprintf(why, sizeof why, "%lld pending, the oldest %lld s old", (long long)r->pending,
-                     (long long)((now - r->first_ts) / 1000));
-            set_state(srv, c, CS_BEHIND, why);
-        } else {
-            set_state(srv, c, CS_LIVE, "");
-        }
+        consumer_judge(srv, c, r->pending, r->first_ts);
     }
     free(k->rows);
     free(k);
@@ -410,7 +416,9 @@ json_t *
 messenger_status_json(struct server *srv)
 {
     int64_t by[4] = {0, 0, 0, 0}, n = 0;
-    json_t *risk = json_array();
+    json_t *risk;
+    if (srv->pgmsg) return pgmsg_status_json(srv); /* --messenger: the shared database's */
+    risk = json_array();
     if (srv->msg) {
         for (int b = 0; b < BUCKETS; b++) {
             for (struct consumer *c = srv->msg->bucket[b]; c; c = c->next) {

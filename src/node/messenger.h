@@ -51,6 +51,9 @@ void consumer_move(struct server *srv, struct consumer *c, int64_t pos);
 /* A reader found the position behind the floor: the reset (why) is issued, and waits for an ack. */
 void consumer_reset(struct server *srv, struct consumer *c, int64_t floor, json_t *why);
 void consumer_delete(struct server *srv, struct consumer *c);
+/* A reckoning's outcome: what waits for c (pending, counted up to a cap, and the time of the
+ * oldest) sets its state (logged when it changes) and whether it is at risk of a reset. */
+void consumer_judge(struct server *srv, struct consumer *c, int64_t pending, int64_t first_ts);
 json_t *consumer_json(struct server *srv, const struct consumer *c);
 json_t *messenger_consumers_json(struct server *srv);
 json_t *messenger_status_json(struct server *srv);

@@ -11,6 +11,7 @@
 #include "node/tls.h"
 #include "node/server.h"
 #include "node/messenger.h"
+#include "node/pgmsg.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -245,6 +246,7 @@ shutdown_begin(struct server *srv)
     readers_stop(srv->readers); /* before the writer: a finished upload commit submits a put */
     srv->readers = NULL;
     messenger_stop(srv);      /* the last acks go to the writer */
+    pgmsg_stop(srv);          /* its threads end; long polls and streams are answered */
     forward_stop(srv);
     writer_stop(srv->writer); /* its last completions may still talk to the upstream link */
     srv->writer = NULL;
@@ -339,6 +341,12 @@ check_config(struct config *c)
     }
     if (strcmp(c->sync, "full") != 0 && strcmp(c->sync, "normal") != 0) {
         fprintf(stderr, "lockstep serve: --sync must be full or normal\n");
+        return -1;
+    }
+    if (c->messenger && strncmp(c->messenger, "postgres://", 11) != 0 &&
+        strncmp(c->messenger, "postgresql://", 13) != 0) {
+        fprintf(stderr, "lockstep serve: --messenger takes a PostgreSQL URL "
+                        "(postgres://USER@HOST:PORT/DATABASE)\n");
         return -1;
     }
     if (log_level_of(c->log_level) < 0) {
@@ -544,7 +552,8 @@ server_open(struct server *srv, int listen_peer)
     srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
     if (!(srv->writer = writer_start(srv, srv->wstore, &err)) ||
         !(srv->readers = readers_start(srv, READER_THREADS, &err)) ||
-        messenger_start(srv, &err) || forward_start(srv, &err) || http_api_start(srv, &err) ||
+        messenger_start(srv, &err) || (srv->cfg.messenger && pgmsg_start(srv, &err)) ||
+        forward_start(srv, &err) || http_api_start(srv, &err) ||
         (listen_peer && repl_up_start(srv, &err)) ||
         (!server_is_primary(srv) && repl_down_start(srv, &err))) {
         log_error("%s", err.msg);
@@ -573,6 +582,7 @@ server_close(struct server *srv)
     http_api_stop(srv);
     http_conns_stop(srv);
     messenger_free(srv);
+    pgmsg_free(srv);
     forward_free(srv);
     if (srv->waiter_timer) event_free(srv->waiter_timer);
     if (srv->retention_timer) event_free(srv->retention_timer);

@@ -65,6 +65,19 @@ void http_cluster_routes(struct server *srv);
 void http_tokens_routes(struct server *srv);
 void http_verify_routes(struct server *srv);
 void http_notify_routes(struct server *srv);
+/* notify.c's parameters and parsing, shared with notify_pg.c */
+char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */
+struct wreq *notify_parse(struct ctx *c, json_t *body); /* NULL after a 400 */
+/* notify_pg.c: the same routes on the shared database (--messenger); each takes c */
+void pg_h_notify(struct ctx *c);
+void pg_h_notifications(struct ctx *c);
+void pg_h_events(struct ctx *c);
+void pg_h_consumers(struct ctx *c);
+void pg_h_consumer(struct ctx *c);
+void pg_h_ack(struct ctx *c);
+void pg_h_rewind(struct ctx *c);
+void pg_h_reset(struct ctx *c);
+void pg_h_consumer_delete(struct ctx *c);
 
 void ctx_free(struct ctx *c);
 /* A route parameter by name (percent-encoded), "" when the route has none of that name. */

@@ -29,7 +29,7 @@
 /* ---------------------------------------------------------------- parameters */
 
 /* The channel parameters as a set ("" for none: every channel), or NULL after a 400. */
-static char *
+char *
 query_channels(struct ctx *c)
 {
     struct evkeyval *kv;
@@ -257,6 +257,7 @@ npage_submit(struct npage *p)
 static void
 h_notifications(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_notifications(c); return; } /* --messenger: notify_pg.c */
     struct npage *p = calloc(1, sizeof *p);
     struct consumer *cons;
     int64_t limit, wait_ms, after = -1;
@@ -457,6 +458,7 @@ es_refuse(struct ctx *c, const char *code, const char *fmt, const char *arg)
 static void
 h_events(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_events(c); return; } /* --messenger: notify_pg.c */
     struct esession *e = calloc(1, sizeof *e);
     struct consumer *cons;
     const char *last = evhttp_find_header(evhttp_request_get_input_headers(c->req),
@@ -568,7 +570,7 @@ notify_done(struct wreq *r, void *arg)
 }
 
 /* The request's notifications as writer ops; NULL after a reply. */
-static struct wreq *
+struct wreq *
 notify_parse(struct ctx *c, json_t *body)
 {
     const char *channel = qget(c, "channel");
@@ -614,6 +616,7 @@ notify_parse(struct ctx *c, json_t *body)
 static void
 h_notify(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_notify(c); return; } /* --messenger: notify_pg.c */
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     size_t len = evbuffer_get_length(in);
     json_error_t jerr;
@@ -660,6 +663,7 @@ named(struct ctx *c)
 static void
 h_consumers(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_consumers(c); return; } /* --messenger: notify_pg.c */
     reply_json(c->req, 200, json_pack("{s:o,s:I}", "consumers", messenger_consumers_json(c->srv),
                                       "head", (json_int_t)c->srv->pos.seq));
     ctx_free(c);
@@ -668,6 +672,7 @@ h_consumers(struct ctx *c)
 static void
 h_consumer(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_consumer(c); return; } /* --messenger: notify_pg.c */
     struct consumer *cons = named(c);
     if (cons) reply_json(c->req, 200, consumer_json(c->srv, cons));
     ctx_free(c);
@@ -676,6 +681,7 @@ h_consumer(struct ctx *c)
 static void
 h_ack(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_ack(c); return; } /* --messenger: notify_pg.c */
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     struct consumer *cons = named(c);
     int64_t id = -1;
@@ -732,6 +738,7 @@ rewind_finish(struct http_read *hr)
 static void
 h_rewind(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_rewind(c); return; } /* --messenger: notify_pg.c */
     const char *to = qget(c, "to");
     struct consumer *cons = named(c);
     struct http_read *hr;
@@ -776,6 +783,7 @@ out:
 static void
 h_reset(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_reset(c); return; } /* --messenger: notify_pg.c */
     struct consumer *cons = named(c);
     if (cons) {
         consumer_move(c->srv, cons, c->srv->pos.seq);
@@ -787,6 +795,7 @@ h_reset(struct ctx *c)
 static void
 h_consumer_delete(struct ctx *c)
 {
+    if (c->srv->pgmsg) { pg_h_consumer_delete(c); return; } /* --messenger: notify_pg.c */
     struct consumer *cons = named(c);
     if (cons) {
         consumer_delete(c->srv, cons);

@@ -1,0 +1,750 @@
+/*
+ * pgmsg.c - the messenger's shared-database mode (pgmsg.h, docs/messenger.md "Shared
+ * database"): the connection threads, the listener, the schema, retention, the delivery
+ * watermark and the waiters.
+ *
+ * Threads. PGMSG_THREADS threads each own one connection and run jobs from one bounded FIFO
+ * queue (as readers.c does for the store); a finished job goes back to the loop through one
+ * event. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
+ * commit of every insert, whoever inserts) wakes the loop, which looks once for the head and fires
+ * the waiters below it. The loop also looks every --poll-interval: a NOTIFY missed while the
+ * listener was reconnecting, or while the database restarted, costs one interval, never a
+ * notification.
+ *
+ * The watermark. Publishers commit out of id order: a row with id 7 may commit while id 6 is
+ * still in flight, and a reader that moved its position to 7 would skip 6 for ever. Every insert
+ * takes its transaction id (xid) before it draws its id from the sequence (the trigger does,
+ * whoever inserts). A probe reads the sequence's last value L, then, in a later statement, the
+ * next xid to be assigned X: every row with an id <= L belongs to a transaction whose xid is < X.
+ * Once a snapshot's xmin is >= X, all those transactions have ended, so every id <= L is final in
+ * it: committed and visible, or never to appear. A reader delivers a row that follows the previous
+ * one (id = previous + 1) at once, and a row after a gap only when the gap is below the
+ * watermark of its snapshot; otherwise it stops there and looks again at the next wake-up.
+ *
+ * Not for: the HTTP answers (http/notify_pg.c).
+ */
+#include "node/pgmsg.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "node/server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PGMSG_THREADS 2
+#define PGMSG_QUEUE_MAX 4096
+#define PROBES 32
+#define SCHEMA_VERSION 1
+/* advisory lock keys: "lockstep" in ASCII, and the same + 1 */
+#define LOCK_SCHEMA "7813586174566774128"
+#define LOCK_RETENTION "7813586174566774129"
+
+struct probe {
+    int64_t last_id, next_xid; /* 0: empty */
+};
+
+struct pgmsg {
+    struct server *srv;
+    char *url;
+    /* the job threads */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct pg_job *queue, **queue_tail, *finished, **finished_tail;
+    int queued, stop;
+    pthread_t threads[PGMSG_THREADS];
+    int nthreads;
+    struct event *wake;
+    atomic_int schema_ok;
+    atomic_llong last_complaint; /* mono ms of the last "unreachable" log line */
+    /* the listener */
+    pthread_t listener;
+    int listening, stop_pipe[2];
+    struct event *kick_ev, *poll_timer, *retention_timer;
+    /* watermark probes, shared by the threads */
+    pthread_mutex_t probe_mu;
+    struct probe probes[PROBES];
+    unsigned nprobes;
+    int naive;
+    /* the loop's own */
+    struct pg_waiter *waiters;
+    struct pg_job head_job, prune_job;
+    int64_t head, found_head;
+    int looking, look_again, pruning, stopping;
+    int64_t age_ms, bytes;
+    void *views; /* http/notify_pg.c's */
+};
+
+struct pgmsg *
+pgmsg_of(struct server *srv)
+{
+    return srv->pgmsg;
+}
+
+void **
+pgmsg_views(struct pgmsg *m)
+{
+    return &m->views;
+}
+
+int
+pgmsg_stopping(struct pgmsg *m)
+{
+    return m->stopping;
+}
+
+int
+pgmsg_naive(struct pgmsg *m)
+{
+    return m->naive;
+}
+
+int64_t
+pgmsg_head(struct pgmsg *m)
+{
+    return m->head;
+}
+
+void
+pgmsg_retention(struct pgmsg *m, int64_t *age_ms, int64_t *bytes)
+{
+    *age_ms = m->age_ms;
+    *bytes = m->bytes;
+}
+
+/* ---------------------------------------------------------------- SQL helpers */
+
+PGresult *
+pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
+{
+    PGresult *r = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
+    {
+        const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(conn);
+        size_t len = strlen(msg);
+        while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) len--;
+        ls_error_set(err, PQstatus(conn) == CONNECTION_OK ? LS_EIO : LS_EUNAVAIL,
+                     "the messenger database: %.*s", (int)len, msg);
+    }
+    PQclear(r);
+    return NULL;
+}
+
+int
+pg_run(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
+{
+    PGresult *r = pg_exec(conn, err, sql, n, values);
+    if (!r) return -1;
+    PQclear(r);
+    return 0;
+}
+
+int64_t
+pg_i64(const PGresult *r, int row, int col)
+{
+    int64_t v = 0;
+    if (PQgetisnull(r, row, col)) return 0;
+    ls_parse_i64(PQgetvalue(r, row, col), &v);
+    return v;
+}
+
+/* ---------------------------------------------------------------- schema */
+
+/*
+ * Everything in public, prefixed lockstep_, created once by whichever server connects first
+ * (the advisory lock makes two servers starting together take turns). The trigger is what every
+ * writer goes through, an application inserting from its own transaction too: it takes the xid
+ * before the id (the watermark's rule), stamps the time, and a statement trigger sends the NOTIFY
+ * that is delivered at commit.
+ */
+static const char *const schema_sql[] = {
+    "CREATE SEQUENCE lockstep_notes_id CACHE 1", /* CACHE 1: ids are drawn in order */
+    "CREATE TABLE lockstep_notes (id bigint PRIMARY KEY, channel text NOT NULL, "
+    "payload json NOT NULL, ts bigint NOT NULL)",
+    "CREATE INDEX lockstep_notes_ts ON lockstep_notes (ts)",
+    "CREATE FUNCTION lockstep_notes_stamp() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  PERFORM pg_current_xact_id(); -- the xid first, then the id: see pgmsg.c\n"
+    "  NEW.id := nextval('lockstep_notes_id');\n"
+    "  NEW.ts := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;\n"
+    "  RETURN NEW;\n"
+    "END $$",
+    "CREATE TRIGGER lockstep_notes_stamp BEFORE INSERT ON lockstep_notes FOR EACH ROW "
+    "EXECUTE FUNCTION lockstep_notes_stamp()",
+    "CREATE FUNCTION lockstep_notes_wake() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN PERFORM pg_notify('lockstep_notes', ''); RETURN NULL; END $$",
+    "CREATE TRIGGER lockstep_notes_wake AFTER INSERT ON lockstep_notes FOR EACH STATEMENT "
+    "EXECUTE FUNCTION lockstep_notes_wake()",
+    "CREATE TABLE lockstep_consumers (name text PRIMARY KEY, channels text NOT NULL, "
+    "position bigint NOT NULL, created bigint NOT NULL, acked bigint NOT NULL DEFAULT 0, "
+    "resets bigint NOT NULL DEFAULT 0, reset_at bigint NOT NULL DEFAULT 0)",
+    "INSERT INTO lockstep_meta VALUES ('schema_version', 1), ('floor', 0)",
+};
+
+static int
+schema_ensure(PGconn *conn, struct ls_error *err)
+{
+    PGresult *r;
+    int64_t version;
+    if (PQserverVersion(conn) < 130000)
+        return ls_error_set(err, LS_EUNAVAIL,
+                            "the messenger database is PostgreSQL %d: 13 or later is needed",
+                            PQserverVersion(conn) / 10000);
+    if (pg_run(conn, err, "BEGIN", 0, NULL) ||
+        pg_run(conn, err, "SELECT pg_advisory_xact_lock(" LOCK_SCHEMA ")", 0, NULL) ||
+        pg_run(conn, err,
+               "CREATE TABLE IF NOT EXISTS lockstep_meta (key text PRIMARY KEY, value bigint "
+               "NOT NULL)",
+               0, NULL) ||
+        !(r = pg_exec(conn, err, "SELECT value FROM lockstep_meta WHERE key='schema_version'", 0,
+                      NULL)))
+        goto fail;
+    version = PQntuples(r) ? pg_i64(r, 0, 0) : 0;
+    PQclear(r);
+    if (version > SCHEMA_VERSION) {
+        ls_error_set(err, LS_EUNAVAIL,
+                     "the messenger database has schema version %lld, from a newer lockstep "
+                     "(this one knows %d)",
+                     (long long)version, SCHEMA_VERSION);
+        goto fail;
+    }
+    for (size_t i = 0; version == 0 && i < sizeof schema_sql / sizeof schema_sql[0]; i++)
+        if (pg_run(conn, err, schema_sql[i], 0, NULL)) goto fail;
+    if (pg_run(conn, err, "COMMIT", 0, NULL)) goto fail;
+    if (version == 0) log_info("messenger: created the schema in the shared database");
+    return 0;
+fail:
+    PQclear(PQexec(conn, "ROLLBACK"));
+    return -1;
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static PGconn *
+connect_db(struct pgmsg *m)
+{
+    /* ours first: the URL's own settings override them (expand_dbname) */
+    const char *const keys[] = {"connect_timeout", "application_name", "keepalives_idle",
+                                "keepalives_interval", "keepalives_count", "dbname", NULL};
+    const char *const values[] = {"5", "lockstep", "10", "5", "3", m->url, NULL};
+    return PQconnectdbParams(keys, values, 1);
+}
+
+/* Says once every 10 s at most that the database cannot be reached: a down database must not
+ * flood the log with one line per request. */
+static void
+complain(struct pgmsg *m, const char *what, const char *msg)
+{
+    long long now = ls_mono_ms(), last = atomic_load(&m->last_complaint);
+    if (last && now - last < 10000) return;
+    atomic_store(&m->last_complaint, now);
+    log_warn("messenger: %s: %s", what, msg);
+}
+
+static int
+db_ready(struct pgmsg *m, PGconn **conn, struct ls_error *err)
+{
+    if (*conn && PQstatus(*conn) == CONNECTION_OK) return 0;
+    PQfinish(*conn);
+    *conn = connect_db(m);
+    if (PQstatus(*conn) != CONNECTION_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(*conn));
+        msg[strcspn(msg, "\n")] = '\0';
+        complain(m, "the shared database is unreachable", msg);
+        ls_error_set(err, LS_EUNAVAIL, "the messenger database is unreachable: %s", msg);
+        PQfinish(*conn);
+        *conn = NULL;
+        return -1;
+    }
+    if (!atomic_load(&m->schema_ok)) {
+        if (schema_ensure(*conn, err)) {
+            complain(m, "schema", err->msg);
+            return -1;
+        }
+        atomic_store(&m->schema_ok, 1);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the job threads */
+
+static void
+push(struct pg_job ***tail, struct pg_job *j)
+{
+    j->next = NULL;
+    **tail = j;
+    *tail = &j->next;
+}
+
+static void
+run_job(struct pgmsg *m, PGconn **conn, struct pg_job *j)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        ls_error_clear(&j->err);
+        if (db_ready(m, conn, &j->err)) return;
+        if (j->run(m, *conn, j) == 0) return;
+        if (!j->err.code) ls_error_set(&j->err, LS_EIO, "the messenger database failed");
+        /* whatever the job left open is not to be committed by the next one */
+        if (PQstatus(*conn) == CONNECTION_OK && PQtransactionStatus(*conn) != PQTRANS_IDLE)
+            PQclear(PQexec(*conn, "ROLLBACK"));
+        if (PQstatus(*conn) == CONNECTION_OK || !j->idempotent) return;
+        complain(m, "the connection broke; trying again on a new one", j->err.msg);
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct pgmsg *m = arg;
+    PGconn *conn = NULL;
+    pthread_mutex_lock(&m->mu);
+    for (;;) {
+        struct pg_job *j;
+        int stopping;
+        while (!m->queue && !m->stop) pthread_cond_wait(&m->cv, &m->mu);
+        if (!m->queue) break;
+        j = m->queue;
+        m->queue = j->next;
+        if (!m->queue) m->queue_tail = &m->queue;
+        m->queued--;
+        stopping = m->stop;
+        pthread_mutex_unlock(&m->mu);
+        if (stopping || atomic_load(&j->cancelled)) atomic_store(&j->cancelled, 1);
+        else run_job(m, &conn, j);
+        pthread_mutex_lock(&m->mu);
+        push(&m->finished_tail, j);
+        event_active(m->wake, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&m->mu);
+    PQfinish(conn);
+    return NULL;
+}
+
+static void
+on_finished(evutil_socket_t fd, short what, void *arg)
+{
+    struct pgmsg *m = arg;
+    struct pg_job *list;
+    pthread_mutex_lock(&m->mu);
+    list = m->finished;
+    m->finished = NULL;
+    m->finished_tail = &m->finished;
+    pthread_mutex_unlock(&m->mu);
+    for (struct pg_job *j = list, *next; j; j = next) {
+        next = j->next;
+        j->done(j);
+    }
+}
+
+int
+pgmsg_submit(struct pgmsg *m, struct pg_job *j)
+{
+    pthread_mutex_lock(&m->mu);
+    if (m->stop || m->queued >= PGMSG_QUEUE_MAX) {
+        pthread_mutex_unlock(&m->mu);
+        return LS_EUNAVAIL;
+    }
+    atomic_store(&j->cancelled, 0);
+    push(&m->queue_tail, j);
+    m->queued++;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the listener */
+
+/* Sleeps ms, or less when the server stops; 1: stopping. */
+static int
+listener_pause(struct pgmsg *m, int ms)
+{
+    struct pollfd p = {m->stop_pipe[0], POLLIN, 0};
+    return poll(&p, 1, ms) > 0;
+}
+
+static void *
+listener_main(void *arg)
+{
+    struct pgmsg *m = arg;
+    PGconn *conn = NULL;
+    int backoff = 100, lost = 0;
+    for (;;) {
+        struct pollfd p[2];
+        PGnotify *n;
+        int got = 0;
+        if (!conn) {
+            PGresult *r;
+            conn = connect_db(m);
+            r = PQstatus(conn) == CONNECTION_OK ? PQexec(conn, "LISTEN lockstep_notes") : NULL;
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                PQclear(r);
+                PQfinish(conn);
+                conn = NULL;
+                if (listener_pause(m, backoff)) break;
+                backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+                continue;
+            }
+            PQclear(r);
+            if (lost) log_info("messenger: listening to the shared database again");
+            backoff = 100;
+            lost = 0;
+            event_active(m->kick_ev, EV_READ, 0); /* what was published while nobody listened */
+        }
+        p[0] = (struct pollfd){PQsocket(conn), POLLIN, 0};
+        p[1] = (struct pollfd){m->stop_pipe[0], POLLIN, 0};
+        if (poll(p, 2, -1) < 0 && errno != EINTR) break;
+        if (p[1].revents) break;
+        if (!p[0].revents) continue;
+        if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) {
+            log_warn("messenger: lost the listening connection to the shared database "
+                     "(polling meanwhile): %s",
+                     PQerrorMessage(conn));
+            PQfinish(conn);
+            conn = NULL;
+            lost = 1;
+            continue;
+        }
+        while ((n = PQnotifies(conn))) {
+            got = 1;
+            PQfreemem(n);
+        }
+        if (got) event_active(m->kick_ev, EV_READ, 0);
+    }
+    PQfinish(conn);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- the watermark */
+
+int
+pgmsg_probe(struct pgmsg *m, PGconn *conn, struct ls_error *err)
+{
+    PGresult *r;
+    struct probe p;
+    /* two statements, in this order: the second one's snapshot is taken after the first read */
+    if (!(r = pg_exec(conn, err, "SELECT last_value, is_called FROM lockstep_notes_id", 0, NULL)))
+        return -1;
+    p.last_id = pg_i64(r, 0, 0) - (strcmp(PQgetvalue(r, 0, 1), "t") == 0 ? 0 : 1);
+    PQclear(r);
+    if (!(r = pg_exec(conn, err, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text", 0,
+                      NULL)))
+        return -1;
+    p.next_xid = pg_i64(r, 0, 0);
+    PQclear(r);
+    pthread_mutex_lock(&m->probe_mu);
+    m->probes[m->nprobes++ % PROBES] = p;
+    pthread_mutex_unlock(&m->probe_mu);
+    return 0;
+}
+
+int64_t
+pgmsg_watermark(struct pgmsg *m, int64_t snap_xmin)
+{
+    int64_t w = 0;
+    if (m->naive) return INT64_MAX;
+    pthread_mutex_lock(&m->probe_mu);
+    for (int i = 0; i < PROBES; i++)
+        if (m->probes[i].next_xid && m->probes[i].next_xid <= snap_xmin &&
+            m->probes[i].last_id > w)
+            w = m->probes[i].last_id;
+    pthread_mutex_unlock(&m->probe_mu);
+    return w;
+}
+
+/* ---------------------------------------------------------------- looking for the head */
+
+static int
+head_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+{
+    PGresult *r = pg_exec(conn, &j->err, "SELECT coalesce(max(id), 0) FROM lockstep_notes", 0,
+                          NULL);
+    if (!r) return -1;
+    m->found_head = pg_i64(r, 0, 0);
+    PQclear(r);
+    return pgmsg_probe(m, conn, &j->err);
+}
+
+static void look(struct pgmsg *m);
+
+static void
+fire_waiters(struct pgmsg *m, int all)
+{
+    struct pg_waiter *due = NULL, *w, *next;
+    for (w = m->waiters; w; w = next) { /* unlinked first: a fire may wait again */
+        next = w->next;
+        if (!all && w->cursor >= m->head) continue;
+        pgmsg_cancel_wait(m, w);
+        w->next = due;
+        due = w;
+    }
+    for (w = due; w; w = next) {
+        next = w->next;
+        w->next = NULL;
+        w->fire(w);
+    }
+}
+
+static void
+head_done(struct pg_job *j)
+{
+    struct pgmsg *m = (struct pgmsg *)((char *)j - offsetof(struct pgmsg, head_job));
+    m->looking = 0;
+    if (!j->err.code && !atomic_load(&j->cancelled) && m->found_head > m->head)
+        m->head = m->found_head;
+    if (!m->stopping) fire_waiters(m, 0);
+    if (m->look_again) look(m);
+}
+
+static void
+look(struct pgmsg *m)
+{
+    if (m->stopping) return;
+    if (m->looking) {
+        m->look_again = 1;
+        return;
+    }
+    m->look_again = 0;
+    m->head_job.run = head_run;
+    m->head_job.done = head_done;
+    m->head_job.idempotent = 1;
+    if (pgmsg_submit(m, &m->head_job) == 0) m->looking = 1;
+}
+
+void
+pgmsg_kick(struct pgmsg *m)
+{
+    look(m);
+}
+
+static void
+on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    look(arg);
+}
+
+void
+pgmsg_wait(struct pgmsg *m, struct pg_waiter *w)
+{
+    if (w->waiting) return;
+    if (m->stopping) { /* answered now: nothing more will come */
+        w->fire(w);
+        return;
+    }
+    w->waiting = 1;
+    w->prev = NULL;
+    w->next = m->waiters;
+    if (m->waiters) m->waiters->prev = w;
+    m->waiters = w;
+}
+
+void
+pgmsg_cancel_wait(struct pgmsg *m, struct pg_waiter *w)
+{
+    if (!w->waiting) return;
+    if (w->prev) w->prev->next = w->next;
+    else m->waiters = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    w->waiting = 0;
+}
+
+/* ---------------------------------------------------------------- retention */
+
+/*
+ * One server at a time cuts (a transaction-level advisory lock; the others skip their turn). The
+ * cut is a prefix of ids: up to the newest notification older than the age, or beyond which the
+ * payloads exceed the size. The floor (lockstep_meta) remembers the highest id removed: a consumer
+ * whose position is below it gets a reset.
+ */
+static int
+prune_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+{
+    char min_ts[24], bytes[24], cut_s[24];
+    const char *v[1];
+    int64_t cut = 0, removed;
+    PGresult *r;
+    snprintf(min_ts, sizeof min_ts, "%lld", (long long)(m->age_ms ? ls_now_ms() - m->age_ms : 0));
+    snprintf(bytes, sizeof bytes, "%lld", (long long)m->bytes);
+    if (pg_run(conn, &j->err, "BEGIN", 0, NULL) ||
+        !(r = pg_exec(conn, &j->err, "SELECT pg_try_advisory_xact_lock(" LOCK_RETENTION ")", 0,
+                      NULL)))
+        return -1;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) { /* another server is cutting now */
+        PQclear(r);
+        return pg_run(conn, &j->err, "ROLLBACK", 0, NULL);
+    }
+    PQclear(r);
+    if (m->age_ms) {
+        v[0] = min_ts;
+        if (!(r = pg_exec(conn, &j->err, "SELECT max(id) FROM lockstep_notes WHERE ts < $1", 1,
+                          v)))
+            return -1;
+        cut = pg_i64(r, 0, 0);
+        PQclear(r);
+    }
+    if (m->bytes) {
+        int64_t by_size;
+        v[0] = bytes;
+        if (!(r = pg_exec(conn, &j->err,
+                          "SELECT max(id) FROM (SELECT id, sum(octet_length(payload::text)) "
+                          "OVER (ORDER BY id DESC) AS total FROM lockstep_notes) t "
+                          "WHERE total > $1::bigint",
+                          1, v)))
+            return -1;
+        by_size = pg_i64(r, 0, 0);
+        PQclear(r);
+        if (by_size > cut) cut = by_size;
+    }
+    if (cut <= 0) return pg_run(conn, &j->err, "COMMIT", 0, NULL);
+    snprintf(cut_s, sizeof cut_s, "%lld", (long long)cut);
+    v[0] = cut_s;
+    if (!(r = pg_exec(conn, &j->err, "DELETE FROM lockstep_notes WHERE id <= $1", 1, v)))
+        return -1;
+    removed = 0;
+    ls_parse_i64(PQcmdTuples(r), &removed);
+    PQclear(r);
+    if (pg_run(conn, &j->err,
+               "UPDATE lockstep_meta SET value = greatest(value, $1::bigint) WHERE key = 'floor'",
+               1, v) ||
+        pg_run(conn, &j->err, "COMMIT", 0, NULL))
+        return -1;
+    if (removed) log_info("notification retention removed %lld old notifications (up to id %lld)",
+                          (long long)removed, (long long)cut);
+    return 0;
+}
+
+static void
+prune_done(struct pg_job *j)
+{
+    struct pgmsg *m = (struct pgmsg *)((char *)j - offsetof(struct pgmsg, prune_job));
+    m->pruning = 0;
+    if (j->err.code && !atomic_load(&j->cancelled))
+        log_warn("notification retention: %s", j->err.msg);
+}
+
+static void
+on_retention(evutil_socket_t fd, short what, void *arg)
+{
+    struct pgmsg *m = arg;
+    if (m->pruning || m->stopping || (!m->age_ms && !m->bytes)) return;
+    m->prune_job.run = prune_run;
+    m->prune_job.done = prune_done;
+    m->prune_job.idempotent = 1;
+    if (pgmsg_submit(m, &m->prune_job) == 0) m->pruning = 1;
+}
+
+/* ---------------------------------------------------------------- start and stop */
+
+static void
+on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    look(arg);
+}
+
+static struct timeval
+tv_of(int64_t ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+int
+pgmsg_start(struct server *srv, struct ls_error *err)
+{
+    struct pgmsg *m = calloc(1, sizeof *m);
+    const char *naive = getenv("LOCKSTEP_PG_NAIVE");
+    struct timeval poll_tv, ret_tv;
+    if (!m || !(m->url = strdup(srv->cfg.messenger))) {
+        free(m);
+        return ls_error_set(err, LS_ENOMEM, "out of memory");
+    }
+    srv->pgmsg = m;
+    m->srv = srv;
+    m->naive = naive && strcmp(naive, "1") == 0;
+    m->age_ms = srv->notify_age_ms;
+    m->bytes = srv->notify_bytes;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->cv, NULL);
+    pthread_mutex_init(&m->probe_mu, NULL);
+    m->queue_tail = &m->queue;
+    m->finished_tail = &m->finished;
+    m->stop_pipe[0] = m->stop_pipe[1] = -1;
+    if (pipe2(m->stop_pipe, O_CLOEXEC) ||
+        !(m->wake = event_new(srv->base, -1, 0, on_finished, m)) ||
+        !(m->kick_ev = event_new(srv->base, -1, 0, on_kick, m)) ||
+        !(m->poll_timer = event_new(srv->base, -1, EV_PERSIST, on_poll, m)) ||
+        !(m->retention_timer = event_new(srv->base, -1, EV_PERSIST, on_retention, m)))
+        return ls_error_set(err, LS_ENOMEM, "cannot start the messenger's database threads");
+    for (; m->nthreads < PGMSG_THREADS; m->nthreads++)
+        if (pthread_create(&m->threads[m->nthreads], NULL, worker_main, m))
+            return ls_error_set(err, LS_ENOMEM, "cannot start the messenger's database threads");
+    if (pthread_create(&m->listener, NULL, listener_main, m))
+        return ls_error_set(err, LS_ENOMEM, "cannot start the messenger's listener");
+    m->listening = 1;
+    poll_tv = tv_of(srv->cfg.poll_interval_ms > 0 ? srv->cfg.poll_interval_ms : 1000);
+    ret_tv = tv_of(srv->retention_interval_ms);
+    event_add(m->poll_timer, &poll_tv);
+    event_add(m->retention_timer, &ret_tv);
+    pgmsg_reckon_start(srv);
+    look(m);
+    log_info("messenger: notifications and consumers in the shared database (poll every %lld ms%s)",
+             (long long)(srv->cfg.poll_interval_ms > 0 ? srv->cfg.poll_interval_ms : 1000),
+             m->naive ? "; LOCKSTEP_PG_NAIVE: no watermark, for tests" : "");
+    return 0;
+}
+
+/* The threads stop (queued jobs end cancelled, their done() runs), the waiters are answered. */
+void
+pgmsg_stop(struct server *srv)
+{
+    struct pgmsg *m = srv->pgmsg;
+    if (!m || m->stopping) return;
+    m->stopping = 1;
+    pgmsg_reckon_stop(srv);
+    if (m->poll_timer) event_del(m->poll_timer);
+    if (m->retention_timer) event_del(m->retention_timer);
+    if (m->listening) {
+        if (write(m->stop_pipe[1], "x", 1) < 0) log_warn("messenger: cannot stop the listener");
+        pthread_join(m->listener, NULL);
+        m->listening = 0;
+    }
+    pthread_mutex_lock(&m->mu);
+    m->stop = 1;
+    for (struct pg_job *j = m->queue; j; j = j->next) atomic_store(&j->cancelled, 1);
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; i < m->nthreads; i++) pthread_join(m->threads[i], NULL);
+    m->nthreads = 0;
+    if (m->wake) on_finished(-1, 0, m);
+    fire_waiters(m, 1);
+}
+
+void
+pgmsg_free(struct server *srv)
+{
+    struct pgmsg *m = srv->pgmsg;
+    if (!m) return;
+    pgmsg_stop(srv);
+    if (m->wake) event_free(m->wake);
+    if (m->kick_ev) event_free(m->kick_ev);
+    if (m->poll_timer) event_free(m->poll_timer);
+    if (m->retention_timer) event_free(m->retention_timer);
+    for (int i = 0; i < 2; i++)
+        if (m->stop_pipe[i] >= 0) close(m->stop_pipe[i]);
+    pthread_cond_destroy(&m->cv);
+    pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->probe_mu);
+    pgmsg_reckon_free(srv);
+    free(m->url);
+    free(m);
+    srv->pgmsg = NULL;
+}

@@ -1,0 +1,101 @@
+/*
+ * pgmsg.h - the messenger's shared-database mode (`lockstep serve --messenger postgres://...`,
+ * docs/messenger.md): notifications and consumers live in a PostgreSQL database that every
+ * server of the site uses, instead of in each store's change log.
+ *
+ * pgmsg.c owns the database side: the connection threads (the event loop never waits for
+ * PostgreSQL), the listener (LISTEN/NOTIFY wakes the servers, polling covers a missed wake-up),
+ * the schema, retention, the delivery watermark (below), and the waiters of long polls and event
+ * streams. http/notify_pg.c answers the HTTP API with it.
+ *
+ * Not for: the native messenger (messenger.c, store/notify.c).
+ */
+#ifndef LS_PGMSG_H
+#define LS_PGMSG_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct server;
+struct pgmsg;
+
+/* ---- lifecycle (server.c): start before the HTTP API, stop in shutdown_begin, free last ---- */
+int pgmsg_start(struct server *srv, struct ls_error *err);
+void pgmsg_stop(struct server *srv);
+void pgmsg_free(struct server *srv);
+/* /v1/status's "messenger" on a server in this mode (http/notify_pg.c) */
+json_t *pgmsg_status_json(struct server *srv);
+/* The consumers' states, reckoned every few seconds (http/notify_pg.c; started and stopped by
+ * pgmsg.c with the rest). */
+void pgmsg_reckon_start(struct server *srv);
+void pgmsg_reckon_stop(struct server *srv);
+void pgmsg_reckon_free(struct server *srv);
+/* http/notify_pg.c's own state, kept here */
+void **pgmsg_views(struct pgmsg *m);
+
+/* ---- work on a database thread ---- */
+/*
+ * A job runs on one of the connection threads with that thread's connection (connected when run
+ * is called), then done() runs on the loop, whatever happened (err.code set on failure, or
+ * cancelled set when the server stopped first). An idempotent job whose connection broke under
+ * it runs once more on a new connection; others fail (a publish must not be applied twice).
+ */
+struct pg_job {
+    struct pg_job *next;
+    int (*run)(struct pgmsg *m, PGconn *conn, struct pg_job *j);
+    void (*done)(struct pg_job *j);
+    int idempotent;
+    atomic_int cancelled;
+    struct ls_error err;
+};
+/* 0, or LS_EUNAVAIL when too many jobs wait or the server is stopping (j is not taken). */
+int pgmsg_submit(struct pgmsg *m, struct pg_job *j);
+
+/* ---- waiting for notifications (the loop) ---- */
+/*
+ * A long poll or an event stream waiting for notifications after cursor: fire() runs once the
+ * database holds a notification above it (found by a wake-up, a poll, or a publish by this
+ * server), or when the server stops. A waiter waits once per pgmsg_wait.
+ */
+struct pg_waiter {
+    struct pg_waiter *prev, *next;
+    int64_t cursor;
+    void (*fire)(struct pg_waiter *w);
+    void *arg;
+    int waiting;
+};
+void pgmsg_wait(struct pgmsg *m, struct pg_waiter *w);
+void pgmsg_cancel_wait(struct pgmsg *m, struct pg_waiter *w);
+/* Something may have been published: look now (once, however many ask meanwhile). */
+void pgmsg_kick(struct pgmsg *m);
+/* The highest id seen committed (0 before the first look). */
+int64_t pgmsg_head(struct pgmsg *m);
+struct pgmsg *pgmsg_of(struct server *srv);
+int pgmsg_stopping(struct pgmsg *m);
+
+/* ---- on a database thread ---- */
+/*
+ * The delivery watermark: every id at or below it is final (committed, or never to appear), as
+ * of a snapshot whose xmin is snap_xmin. Rows are delivered in id order; a row right after the
+ * previous one needs nothing, a row after a gap only once the gap is below the watermark
+ * (docs/messenger.md, "Shared database"). pgmsg_probe records what a later snapshot may use.
+ */
+int64_t pgmsg_watermark(struct pgmsg *m, int64_t snap_xmin);
+int pgmsg_probe(struct pgmsg *m, PGconn *conn, struct ls_error *err);
+/* Test hook (LOCKSTEP_PG_NAIVE=1): no watermark, every row is delivered as found. */
+int pgmsg_naive(struct pgmsg *m);
+
+/* One statement with text parameters; NULL (err set) unless it returned rows or completed. */
+PGresult *pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n,
+                  const char *const *values);
+/* pg_exec, then PQclear: 0 or -1 */
+int pg_run(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values);
+int64_t pg_i64(const PGresult *r, int row, int col); /* NULL as 0 */
+/* retention as parsed from --notify-retention */
+void pgmsg_retention(struct pgmsg *m, int64_t *age_ms, int64_t *bytes);
+
+#endif

@@ -249,10 +249,21 @@ complain(struct pgmsg *m, const char *what, const char *msg)
     log_warn("messenger: %s: %s", what, msg);
 }
 
+/* An idle connection with something to read has been told it is closed (a restart, a
+ * pg_terminate_backend): found before a job is sent on it, so that a publish, which is never
+ * sent twice, does not fail for it. */
+static int
+idle_conn_alive(PGconn *conn)
+{
+    struct pollfd p = {PQsocket(conn), POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0) return 1;
+    return PQconsumeInput(conn) && PQstatus(conn) == CONNECTION_OK;
+}
+
 static int
 db_ready(struct pgmsg *m, PGconn **conn, struct ls_error *err)
 {
-    if (*conn && PQstatus(*conn) == CONNECTION_OK) return 0;
+    if (*conn && PQstatus(*conn) == CONNECTION_OK && idle_conn_alive(*conn)) return 0;
     PQfinish(*conn);
     *conn = connect_db(m);
     if (PQstatus(*conn) != CONNECTION_OK) {

@@ -13,13 +13,17 @@
  *
  * The watermark. Publishers commit out of id order: a row with id 7 may commit while id 6 is
  * still in flight, and a reader that moved its position to 7 would skip 6 for ever. Every insert
- * takes its transaction id (xid) before it draws its id from the sequence (the trigger does,
- * whoever inserts). A probe reads the sequence's last value L, then, in a later statement, the
- * next xid to be assigned X: every row with an id <= L belongs to a transaction whose xid is < X.
- * Once a snapshot's xmin is >= X, all those transactions have ended, so every id <= L is final in
- * it: committed and visible, or never to appear. A reader delivers a row that follows the previous
- * one (id = previous + 1) at once, and a row after a gap only when the gap is below the
- * watermark of its snapshot; otherwise it stops there and looks again at the next wake-up.
+ * takes a shared advisory lock (held to the end of its transaction) before it draws its id from
+ * the sequence: the trigger does, whoever inserts. A probe reads the sequence's last value L,
+ * then, in a later statement, the transactions holding that lock (pg_locks): every id <= L
+ * belongs to one of them or to a transaction that had ended already. Once none of them holds
+ * the lock any more, every id <= L is final: committed (and visible to any later snapshot, a
+ * transaction's locks going only after its commit is visible) or never to appear. The watermark
+ * is the highest such L. A reader delivers a row that follows the previous one (id = previous
+ * + 1) at once, and a row after a gap only when the gap is below the watermark as it was before
+ * the reader's snapshot; otherwise it stops there and reads again at the next look. Only
+ * publishing transactions hold anything up: a long unrelated transaction in the database does
+ * not (as it would with a snapshot's xmin).
  *
  * Not for: the HTTP answers (http/notify_pg.c).
  */
@@ -46,9 +50,18 @@
 /* advisory lock keys: "lockstep" in ASCII, and the same + 1 */
 #define LOCK_SCHEMA "7813586174566774128"
 #define LOCK_RETENTION "7813586174566774129"
+/* held (shared) by every publishing transaction: "lock", 1 as two int4 (pg_locks shows them as
+ * classid, objid and objsubid 2) */
+#define LOCK_PUBLISH "1819239275, 1"
+#define HOLDERS_SQL                                                                               \
+    "SELECT coalesce(string_agg(virtualtransaction, ','), '') FROM pg_locks WHERE locktype = "    \
+    "'advisory' AND classid = 1819239275 AND objid = 1 AND objsubid = 2 AND granted"
 
+/* The sequence's last value, and the transactions ("vxid,vxid,") that held the publishing
+ * lock just after it was read: once none does, every id up to last_id is final. */
 struct probe {
-    int64_t last_id, next_xid; /* 0: empty */
+    int64_t last_id;
+    char *holders;
 };
 
 struct pgmsg {
@@ -68,10 +81,11 @@ struct pgmsg {
     pthread_t listener;
     int listening, stop_pipe[2];
     struct event *kick_ev, *poll_timer, *retention_timer;
-    /* watermark probes, shared by the threads */
+    /* the watermark and the probes that may raise it, shared by the threads */
     pthread_mutex_t probe_mu;
     struct probe probes[PROBES];
-    unsigned nprobes;
+    int nprobes;
+    int64_t watermark;
     int naive;
     /* the loop's own */
     struct pg_waiter *waiters;
@@ -172,7 +186,7 @@ static const char *const schema_sql[] = {
     "CREATE INDEX lockstep_notes_ts ON lockstep_notes (ts)",
     "CREATE FUNCTION lockstep_notes_stamp() RETURNS trigger LANGUAGE plpgsql AS $$\n"
     "BEGIN\n"
-    "  PERFORM pg_current_xact_id(); -- the xid first, then the id: see pgmsg.c\n"
+    "  PERFORM pg_advisory_xact_lock_shared(" LOCK_PUBLISH "); -- before the id: pgmsg.c\n"
     "  NEW.id := nextval('lockstep_notes_id');\n"
     "  NEW.ts := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;\n"
     "  RETURN NEW;\n"
@@ -436,37 +450,84 @@ listener_main(void *arg)
 
 /* ---------------------------------------------------------------- the watermark */
 
+/* The publishing lock's holders now, as ",vxid,vxid,"; NULL (err set) on failure. */
+static char *
+lock_holders(PGconn *conn, struct ls_error *err)
+{
+    PGresult *r = pg_exec(conn, err, HOLDERS_SQL, 0, NULL);
+    char *s;
+    if (!r) return NULL;
+    if (!(s = malloc(strlen(PQgetvalue(r, 0, 0)) + 3))) ls_error_set(err, LS_ENOMEM, NULL);
+    else sprintf(s, ",%s,", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return s;
+}
+
+static int
+holds_any(const char *now, const char *then)
+{
+    for (const char *p = then + 1; *p; p = strchr(p, ',') + 1) {
+        char one[64];
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n + 3 > sizeof one) continue;
+        snprintf(one, sizeof one, ",%.*s,", (int)n, p);
+        if (strstr(now, one)) return 1;
+    }
+    return 0;
+}
+
+/* Raises the watermark with every probe whose holders have all let go (the probe mutex held). */
+static void
+settle_locked(struct pgmsg *m, const char *now)
+{
+    for (int i = 0; i < m->nprobes;) {
+        struct probe *p = &m->probes[i];
+        if (holds_any(now, p->holders)) {
+            i++;
+            continue;
+        }
+        if (p->last_id > m->watermark) m->watermark = p->last_id;
+        free(p->holders);
+        m->probes[i] = m->probes[--m->nprobes];
+    }
+}
+
 int
 pgmsg_probe(struct pgmsg *m, PGconn *conn, struct ls_error *err)
 {
     PGresult *r;
     struct probe p;
-    /* two statements, in this order: the second one's snapshot is taken after the first read */
+    char *now;
+    /* two statements, in this order: the holders are read after the sequence */
     if (!(r = pg_exec(conn, err, "SELECT last_value, is_called FROM lockstep_notes_id", 0, NULL)))
         return -1;
     p.last_id = pg_i64(r, 0, 0) - (strcmp(PQgetvalue(r, 0, 1), "t") == 0 ? 0 : 1);
     PQclear(r);
-    if (!(r = pg_exec(conn, err, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text", 0,
-                      NULL)))
+    if (!(p.holders = lock_holders(conn, err))) return -1;
+    /* and once more: the earlier probes whose holders have gone raise the watermark */
+    if (!(now = lock_holders(conn, err))) {
+        free(p.holders);
         return -1;
-    p.next_xid = pg_i64(r, 0, 0);
-    PQclear(r);
+    }
     pthread_mutex_lock(&m->probe_mu);
-    m->probes[m->nprobes++ % PROBES] = p;
+    if (m->nprobes == PROBES) { /* the newest gives way: the oldest settle first */
+        free(m->probes[PROBES - 1].holders);
+        m->nprobes--;
+    }
+    m->probes[m->nprobes++] = p;
+    settle_locked(m, now);
     pthread_mutex_unlock(&m->probe_mu);
+    free(now);
     return 0;
 }
 
 int64_t
-pgmsg_watermark(struct pgmsg *m, int64_t snap_xmin)
+pgmsg_watermark(struct pgmsg *m)
 {
-    int64_t w = 0;
+    int64_t w;
     if (m->naive) return INT64_MAX;
     pthread_mutex_lock(&m->probe_mu);
-    for (int i = 0; i < PROBES; i++)
-        if (m->probes[i].next_xid && m->probes[i].next_xid <= snap_xmin &&
-            m->probes[i].last_id > w)
-            w = m->probes[i].last_id;
+    w = m->watermark;
     pthread_mutex_unlock(&m->probe_mu);
     return w;
 }
@@ -753,6 +814,7 @@ pgmsg_free(struct server *srv)
         if (m->stop_pipe[i] >= 0) close(m->stop_pipe[i]);
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
+    for (int i = 0; i < m->nprobes; i++) free(m->probes[i].holders);
     pthread_mutex_destroy(&m->probe_mu);
     pgmsg_reckon_free(srv);
     free(m->url);

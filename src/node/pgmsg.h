@@ -79,12 +79,13 @@ int pgmsg_stopping(struct pgmsg *m);
 
 /* ---- on a database thread ---- */
 /*
- * The delivery watermark: every id at or below it is final (committed, or never to appear), as
- * of a snapshot whose xmin is snap_xmin. Rows are delivered in id order; a row right after the
+ * The delivery watermark: every id at or below it is final (committed, or never to appear) for any
+ * snapshot taken after it was read. Rows are delivered in id order; a row right after the
  * previous one needs nothing, a row after a gap only once the gap is below the watermark
- * (docs/messenger.md, "Shared database"). pgmsg_probe records what a later snapshot may use.
+ * (pgmsg.c, docs/messenger.md "Shared database"). pgmsg_probe records what raises it later, and
+ * raises it with the earlier probes that have settled.
  */
-int64_t pgmsg_watermark(struct pgmsg *m, int64_t snap_xmin);
+int64_t pgmsg_watermark(struct pgmsg *m);
 int pgmsg_probe(struct pgmsg *m, PGconn *conn, struct ls_error *err);
 /* Test hook (LOCKSTEP_PG_NAIVE=1): no watermark, every row is delivered as found. */
 int pgmsg_naive(struct pgmsg *m);

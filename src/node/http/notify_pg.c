@@ -434,9 +434,9 @@ consumer_open_pg(PGconn *conn, struct pread *r, int64_t *position, int64_t *rese
 
 /* Walks the rows (id order, every channel) and keeps the page: see pgmsg.c for the rule. */
 static void
-pread_walk(struct pgmsg *m, PGresult *res, int64_t snap_xmin, struct pread *r)
+pread_walk(PGresult *res, int64_t watermark, struct pread *r)
 {
-    int64_t watermark = pgmsg_watermark(m, snap_xmin), prev = r->from;
+    int64_t prev = r->from;
     int n = 0;
     for (int i = 0; i < PQntuples(res) && n < r->limit; i++) {
         int64_t id = pg_i64(res, i, 0);
@@ -462,7 +462,7 @@ pread_walk(struct pgmsg *m, PGresult *res, int64_t snap_xmin, struct pread *r)
 static int
 pread_run(struct pgmsg *m, PGconn *conn, struct pread *r, struct ls_error *err)
 {
-    int64_t position = -1, reset_at = 0, snap_xmin, scan;
+    int64_t position = -1, reset_at = 0, watermark, scan;
     char from_s[24], scan_s[24], pos_s[24], floor_s[24];
     int started = 0, behind = 0;
     PGresult *res;
@@ -472,17 +472,17 @@ pread_run(struct pgmsg *m, PGconn *conn, struct pread *r, struct ls_error *err)
     r->reset = NULL;
     r->blocked = r->beyond = 0;
     if (*r->name && consumer_open_pg(conn, r, &position, &reset_at, err)) return -1;
-    /* one snapshot for the floor, the head, the watermark's xmin and the rows */
+    /* the watermark as it is before the snapshot: what it covers has ended before the snapshot */
+    watermark = pgmsg_watermark(m);
+    /* one snapshot for the floor, the head and the rows */
     if (pg_run(conn, err, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) ||
         !(res = pg_exec(conn, err,
-                        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, (SELECT value "
-                        "FROM lockstep_meta WHERE key = 'floor'), coalesce((SELECT max(id) FROM "
-                        "lockstep_notes), 0)",
+                        "SELECT (SELECT value FROM lockstep_meta WHERE key = 'floor'), "
+                        "coalesce((SELECT max(id) FROM lockstep_notes), 0)",
                         0, NULL)))
         return -1;
-    snap_xmin = pg_i64(res, 0, 0);
-    r->floor = pg_i64(res, 0, 1);
-    r->head = pg_i64(res, 0, 2) > r->floor ? pg_i64(res, 0, 2) : r->floor;
+    r->floor = pg_i64(res, 0, 0);
+    r->head = pg_i64(res, 0, 1) > r->floor ? pg_i64(res, 0, 1) : r->floor;
     PQclear(res);
     if (r->cursor >= 0) {
         r->from = r->cursor;
@@ -510,7 +510,7 @@ pread_run(struct pgmsg *m, PGconn *conn, struct pread *r, struct ls_error *err)
                         "WHERE id > $1::bigint ORDER BY id LIMIT $3::bigint",
                         3, (const char *const[]){from_s, r->channels, scan_s})))
         return -1;
-    pread_walk(m, res, snap_xmin, r);
+    pread_walk(res, watermark, r);
     PQclear(res);
     if (pg_run(conn, err, "COMMIT", 0, NULL)) return -1;
     if (r->blocked && pgmsg_probe(m, conn, err)) return -1; /* what the next look will use */

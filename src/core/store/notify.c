@@ -42,7 +42,7 @@ store_notes(struct store *st, int64_t after, const char *channels, int limit, in
 {
     sqlite3_stmt *s = NULL;
     int want_content = channels_has(channels, LS_CONTENT_CHANNEL);
-    int rc = SQLITE_DONE, n = 0;
+    int rc = SQLITE_DONE, n = 0, rows = 0;
     *scanned = after;
     *at_end = 0;
     if (sqlite3_prepare_v3(st->db, want_content ? notes_all_sql : notes_only_sql, -1, 0, &s,
@@ -57,6 +57,7 @@ store_notes(struct store *st, int64_t after, const char *channels, int limit, in
         e.ts = sqlite3_column_int64(s, 1);
         e.op = sqlite3_column_int(s, 2);
         *scanned = e.seq;
+        rows++;
         if (e.op == LS_OP_NOTIFY) {
             e.channel = (const char *)sqlite3_column_text(s, 3);
             e.payload = (const char *)sqlite3_column_text(s, 5);
@@ -72,7 +73,7 @@ store_notes(struct store *st, int64_t after, const char *channels, int limit, in
     }
     /* A failed step is an error, never the end of the log: a position would skip what follows. */
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) n = LS_EIO;
-    *at_end = rc == SQLITE_DONE;
+    *at_end = rc == SQLITE_DONE && rows < scan_max; /* not merely the scan's LIMIT */
     sqlite3_finalize(s);
     return n;
 }

@@ -2063,7 +2063,7 @@ test_consumers_saved(void **state)
 {
     struct fx *f = *state;
     struct ls_error err;
-    struct ls_consumer c = {"web1", "a,b", 42, 1000, 2000, 1, 40};
+    struct ls_consumer c = {"web1", "a,b", 42, 1000, 2000, 1, 40, 3};
     assert_int_equal(store_begin(f->st, &err), 0);
     assert_int_equal(store_consumer_save(f->st, &c, &err), 0);
     c.name = "gone";
@@ -2084,6 +2084,7 @@ test_consumers_saved(void **state)
         assert_string_equal(sv.ch, "a,b");
         assert_int_equal(sv.c.position, 42);
         assert_int_equal(sv.c.reset_at, 40);
+        assert_int_equal(sv.c.gen, 3);
     }
 }
 

@@ -130,8 +130,8 @@ store_consumers(struct store *st, store_consumer_cb cb, void *arg)
     sqlite3_stmt *s;
     int rc;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT name, channels, position, created, acked, resets, reset_at "
-                           "FROM consumers ORDER BY name",
+                           "SELECT name, channels, position, created, acked, resets, reset_at, "
+                           "gen FROM consumers ORDER BY name",
                            -1, &s, NULL))
         return LS_EIO;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -144,6 +144,7 @@ store_consumers(struct store *st, store_consumer_cb cb, void *arg)
         c.acked = sqlite3_column_int64(s, 4);
         c.resets = sqlite3_column_int64(s, 5);
         c.reset_at = sqlite3_column_int64(s, 6);
+        c.gen = sqlite3_column_int64(s, 7);
         if (!c.name || !c.channels) continue;
         if (cb(arg, &c)) break;
     }
@@ -158,7 +159,7 @@ store_consumer_save(struct store *st, const struct ls_consumer *c, struct ls_err
     int rc;
     if (sqlite3_prepare_v2(st->db,
                            "INSERT OR REPLACE INTO consumers(name, channels, position, created, "
-                           "acked, resets, reset_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           "acked, resets, reset_at, gen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                            -1, &s, NULL))
         return db_error(st, SQLITE_ERROR, err, "consumers");
     sqlite3_bind_text(s, 1, c->name, -1, SQLITE_STATIC);
@@ -168,6 +169,7 @@ store_consumer_save(struct store *st, const struct ls_consumer *c, struct ls_err
     sqlite3_bind_int64(s, 5, c->acked);
     sqlite3_bind_int64(s, 6, c->resets);
     sqlite3_bind_int64(s, 7, c->reset_at);
+    sqlite3_bind_int64(s, 8, c->gen);
     rc = sqlite3_step(s);
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? 0 : db_error(st, rc, err, "save a consumer");

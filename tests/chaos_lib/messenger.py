@@ -153,3 +153,48 @@ def check(run, publishers, consumers, prim):
                                 len(seen), len(want), missing[:5], extra[:5]))
     return "notifications: %d published and acknowledged, %d on the primary, %d consumers checked" % (
         acked, len(plist), len(consumers))
+
+
+class SseConsumer(Consumer):
+    """The same consumer read through Server-Sent Events: Last-Event-ID on every reconnect is
+    its acknowledgement (docs/messenger.md)."""
+
+    def __init__(self, cluster, server):
+        super().__init__(cluster, server)
+        self.name = "chaos-sse-" + server.name
+        self.last = None
+
+    def stream(self):
+        import urllib.request
+        url = "%s/v1/events?consumer=%s&channel=%s&from=start" % (self.srv.url, self.name, CHANNEL)
+        headers = {"Last-Event-ID": str(self.last)} if self.last is not None else {}
+        req = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            event, data, nid = None, None, None
+            for raw in r:
+                if self.c.stop.is_set():
+                    return
+                line = raw.decode("utf-8").rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("id: "):
+                    nid = int(line[4:])
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                elif line == "" and event:
+                    if event == "reset":
+                        self.resets.append(data)
+                        self.got.append(("RESET", data.get("oldest", 0)))
+                    elif event == "notification":
+                        self.got.append((data["id"], data["payload"]))
+                    elif event == "error":
+                        raise RuntimeError("error event: %s" % data)
+                    self.last = nid
+                    event, data, nid = None, None, None
+
+    def run(self):
+        while not self.c.stop.is_set():
+            try:
+                self.stream()
+            except Exception:
+                time.sleep(0.2)  # reconnect (a quiet stream times out here too)

@@ -123,6 +123,13 @@ void reply_json(struct evhttp_request *req, int status, json_t *body); /* takes 
 void reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void reply_lserror(struct evhttp_request *req, const struct ls_error *err);
+/* {"error":{"code":...,"message":...}}, the shape of every error (docs/api.md, "Errors"). */
+json_t *error_json(int code, const char *msg);
+/*
+ * A whole HTTP/1.1 error reply, status line to body, for a connection taken over from evhttp
+ * (http_conns.c); it says the connection closes. -1: out of memory.
+ */
+int reply_error_raw(struct evbuffer *out, int code, const char *msg);
 json_t *item_json(const struct ls_item *it);
 
 /*

@@ -17,7 +17,8 @@ import time
 
 GOOD_WRITES = 7  # the caller checks that the seq moved by exactly this much
 
-MSG_HEX = "malformed chunked body: a chunk size must be hexadecimal digits, without chunk extensions"
+MSG_HEX = ("malformed chunked body: a chunk size must be hexadecimal digits, "
+           "without chunk extensions")
 MSG_LONG = "malformed chunked body: a chunk size line is longer than 256 bytes"
 MSG_RANGE = "malformed chunked body: a chunk size does not fit in 64 bits"
 MSG_TRAILER = "malformed chunked body: a trailer line is not a header field"
@@ -42,8 +43,8 @@ def connect():
 
 
 def head(path, extra=b""):
-    return (b"PUT /v1/items" + path.encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            + extra + b"\r\n")
+    return (b"PUT /v1/items" + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n" + extra + b"\r\n")
 
 
 class Reader:
@@ -171,7 +172,8 @@ s.close()
 
 # pipelined, in one send: a good one, a malformed one, and a request that must not be served
 s = send_parts([head("/chunked/ok/pipe1") + good + head("/chunked/bad/pipe2") + b"zz\r\n"
-                + b"PUT /v1/items/chunked/bad/pipe3 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"])
+                + b"PUT /v1/items/chunked/bad/pipe3 HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 1\r\n\r\nx"])
 r = Reader(s)
 expect_ok(r, "a pipelined good chunked PUT")
 expect_refused(r, "a pipelined malformed chunked PUT", MSG_HEX)

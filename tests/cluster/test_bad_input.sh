@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Bad input: bad paths, bad meta, bodies over --max-body, unknown endpoints and garbage on the
-# HTTP port each get a clear error and change nothing; the server survives all of it; usage
-# errors exit 2; every command's --help works.
+# Bad input: bad paths, bad meta, bodies over --max-body, unknown endpoints, malformed chunked
+# bodies and garbage on the HTTP port each get a clear error and change nothing; the server
+# survives all of it; usage errors exit 2; every command's --help works.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

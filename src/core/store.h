@@ -215,6 +215,10 @@ int store_notes_pending(struct store *st, int64_t after, const char *channels, i
  * "notify_floor" for notifications (their own retention). Floors only rise. */
 #define FLOOR_LOG "log_floor"
 #define FLOOR_NOTIFY "notify_floor"
+/* (with store_floor) how many times the log was replaced by a snapshot: a position taken in an
+ * earlier generation belongs to another history */
+#define LOG_GEN "log_gen"
+#define GEN_START "gen_start" /* the last seq the current generation shares with the one before */
 int64_t store_floor(struct store *st, const char *which);
 int store_raise_floor(struct store *st, const char *which, int64_t seq, struct ls_error *err);
 /* The seq of the last entry before time ts (ms), by bisection; 0 when there is none. */
@@ -223,6 +227,7 @@ int64_t store_log_seq_before(struct store *st, int64_t ts);
 struct ls_consumer {
     const char *name, *channels;
     int64_t position, created, acked, resets, reset_at;
+    int64_t gen; /* the log generation its position belongs to; -1: not known yet */
 };
 typedef int (*store_consumer_cb)(void *arg, const struct ls_consumer *c);
 int store_consumers(struct store *st, store_consumer_cb cb, void *arg);

@@ -464,6 +464,96 @@ forward_on_notify(struct server *srv, uint64_t downstream, json_t *o, const char
     return 0;
 }
 
+/* ---------------------------------------------------------------- becoming the primary */
+
+struct drain_row {
+    struct ls_op op;
+    int64_t id;
+};
+
+struct drain {
+    struct drain_row rows[FWD_BATCH];
+    int n;
+};
+
+static int
+drain_cb(void *arg, int64_t id, const char *channel, const char *payload, int64_t ts)
+{
+    struct drain *d = arg;
+    struct drain_row *r = &d->rows[d->n];
+    op_init(&r->op);
+    r->op.type = LS_OP_NOTIFY;
+    r->op.path = strdup(channel);
+    r->op.to = strdup(payload);
+    r->id = id;
+    d->n++;
+    return d->n == FWD_BATCH;
+}
+
+/* The writer: the whole outbox into the log, in order, and out of the outbox, in one
+ * transaction. The old primary may have applied the last batch already (its ack lost): then
+ * those come twice (at least once). */
+static int
+drain_run(struct store *st, struct wreq *r)
+{
+    int64_t *count = r->fn_arg;
+    int n;
+    do {
+        struct drain d;
+        int rc = 0;
+        d.n = 0;
+        if ((n = store_outbox(st, 0, FWD_BATCH, drain_cb, &d)) < 0)
+            return ls_error_set(&r->err, LS_EIO, "cannot read the outbox");
+        for (int i = 0; i < d.n; i++) {
+            if (rc == 0 && d.rows[i].op.path && d.rows[i].op.to)
+                rc = store_apply(st, &d.rows[i].op, NULL, &r->err);
+            op_release(&d.rows[i].op);
+        }
+        if (rc) return rc;
+        if (d.n && (rc = store_outbox_done(st, d.rows[d.n - 1].id, &r->err))) return rc;
+        *count += d.n;
+    } while (n == FWD_BATCH);
+    return 0;
+}
+
+static void
+drain_done(struct wreq *r, void *arg)
+{
+    int64_t *count = r->fn_arg;
+    struct forwarder *f = arg;
+    if (r->rc) {
+        log_error("publishing this server's queued notifications: %s", r->err.msg);
+    } else if (*count) {
+        log_info("published %lld notifications queued while this server was a replica",
+                 (long long)*count);
+    }
+    /* requests that waited for the old primary's ids: theirs are in the log now */
+    while (f->waits) fwait_answer(f->waits, 1);
+    free(count);
+    wreq_free(r);
+}
+
+void
+forward_became_primary(struct server *srv)
+{
+    struct forwarder *f = srv->fwd;
+    int64_t *count = calloc(1, sizeof *count);
+    struct wreq *r = calloc(1, sizeof *r);
+    if (!f || !count || !r) {
+        free(count);
+        free(r);
+        return;
+    }
+    f->link = 0;
+    f->inflight = 0;
+    r->type = WREQ_CUSTOM;
+    r->fn = drain_run;
+    r->fn_arg = count;
+    r->done = drain_done;
+    r->arg = f;
+    writer_submit(srv->writer, r);
+}
+
 /* ---------------------------------------------------------------- start and stop */
 
 int
@@ -476,6 +566,8 @@ forward_start(struct server *srv, struct ls_error *err)
     }
     f->srv = srv;
     srv->fwd = f;
+    /* a replica restarted as the primary: what it had queued goes into its own log */
+    if (server_is_primary(srv)) forward_became_primary(srv);
     return 0;
 }
 

@@ -11,6 +11,10 @@
  *
  * We keep a reference on each bufferevent so that it cannot be freed under us; evhttp's free
  * clears its callbacks, which is how the sweep learns that a connection has gone.
+ *
+ * And one thing evhttp gets wrong: it answers a malformed chunked body with the HTML 413 it
+ * gives a body that is too large. Each connection's input is watched as it arrives, before
+ * evhttp reads it (the section "malformed chunked bodies" below), so that those get a JSON 400.
  */
 #include "node/net.h"
 #include "node/server.h"
@@ -19,16 +23,21 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+struct watch;
+
 struct conn {
     struct bufferevent *bev;
+    struct watch *watch; /* NULL: not watched (out of memory), evhttp alone reads the input */
     int64_t created_ms;
     int64_t since_ms; /* created, or last request finished */
     int busy;         /* a request is being served */
@@ -110,6 +119,243 @@ kick(struct conn *c, const char *addr, const char *why)
     c->closing = 1;
 }
 
+/* "host:port" of c, looked up the first time it is needed. */
+static const char *
+conn_addr(struct conn *c)
+{
+    if (!c->addr[0]) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        const char *colon;
+        if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &len) == 0)
+            format_sockaddr((struct sockaddr *)&ss, c->addr, sizeof c->addr);
+        else snprintf(c->addr, sizeof c->addr, "?");
+        colon = strrchr(c->addr, ':');
+        c->host_len = colon ? (size_t)(colon - c->addr) : strlen(c->addr);
+    }
+    return c->addr;
+}
+
+/* ---------------------------------------------------------------- malformed chunked bodies */
+
+/*
+ * evhttp reads a chunked body itself, and a chunk size line it cannot parse ("5;x=y", "zz")
+ * ends in the same evhttp_send_error as a body over its limit: an HTML 413, with no hook to
+ * answer otherwise. So each connection's input is watched: an evbuffer callback sees the bytes
+ * as they are added, before evhttp's read callback parses them, and framing.c scans them one
+ * request at a time. The scan stops at the end of a request and starts on the next once evhttp
+ * has served it (http_conns_request), from where evhttp then stands: the scan cannot drift
+ * from evhttp by more than one request, and a request the scan cannot be sure of is left to
+ * evhttp alone, as before.
+ *
+ * A line the scan refuses is cut off the input, with everything after it and everything that
+ * comes later. evhttp reads what comes before (the request's head and its good chunks) and
+ * waits for more; once it has read all of it, and is not answering anything, the connection is
+ * taken over: our callbacks replace evhttp's, the JSON 400 is written, and when it has left
+ * evhttp frees the connection (evhttp_connection_free), as it does after its own errors.
+ *
+ * The order matters for pipelined requests: the cut can come while evhttp still serves an
+ * earlier request, and the answer must wait for that one's.
+ */
+struct watch {
+    struct http_conns *hc;
+    struct bufferevent *bev;
+    struct evbuffer_cb_entry *cb;
+    struct event *ready;             /* deferred: may the connection be taken over now? */
+    struct evhttp_connection *evcon; /* once taken over */
+    uint64_t consumed, received;     /* bytes drained from and added to the input, ever */
+    uint64_t begin;                  /* where the scanned request began */
+    uint64_t pos;                    /* scanned up to here */
+    int idle;                        /* the scan waits for evhttp to serve the request */
+    int editing;                     /* changing the input ourselves: not news */
+    const char *refused;             /* why, once a line was cut */
+    struct frame_scan scan;
+};
+
+static void
+give_up(struct watch *w, const char *why)
+{
+    evutil_socket_t fd = bufferevent_getfd(w->bev);
+    log_warn("closing an HTTP connection: %s", why);
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+}
+
+/* Keeps the first keep bytes of the input and drops the rest. */
+static void
+keep_first(struct watch *w, size_t keep)
+{
+    struct evbuffer *in = bufferevent_get_input(w->bev), *head = NULL;
+    if (evbuffer_get_length(in) <= keep) return;
+    if (keep && !(head = evbuffer_new())) {
+        give_up(w, "out of memory");
+        return;
+    }
+    w->editing = 1;
+    if (head) evbuffer_remove_buffer(in, head, keep);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (head) evbuffer_prepend_buffer(in, head);
+    w->editing = 0;
+    if (head) evbuffer_free(head);
+}
+
+static void
+refuse(struct watch *w, uint64_t at, const char *why)
+{
+    if (at < w->consumed) { /* evhttp has read part of the line: cannot be (it reads whole lines) */
+        give_up(w, why);
+        return;
+    }
+    w->refused = why;
+    keep_first(w, (size_t)(at - w->consumed));
+    w->received = at;
+    event_active(w->ready, EV_TIMEOUT, 0);
+}
+
+/* Scans what has come of the current request, up to its end. */
+static void
+scan(struct watch *w)
+{
+    struct evbuffer *in = bufferevent_get_input(w->bev);
+    char buf[512];
+    while (!w->idle && !w->refused && w->pos < w->received) {
+        uint64_t avail = w->received - w->pos;
+        struct evbuffer_ptr at;
+        enum frame_verdict v;
+        size_t used = 0;
+        ev_ssize_t n;
+        if (w->scan.skip) { /* a body or a chunk's data: counted, not read */
+            uint64_t k = w->scan.skip < avail ? w->scan.skip : avail;
+            v = frame_scan_skip(&w->scan, k);
+            w->pos += k;
+        } else {
+            size_t want = avail < sizeof buf ? (size_t)avail : sizeof buf;
+            if (w->pos < w->consumed ||
+                evbuffer_ptr_set(in, &at, (size_t)(w->pos - w->consumed), EVBUFFER_PTR_SET) < 0 ||
+                (n = evbuffer_copyout_from(in, &at, buf, want)) <= 0) {
+                w->idle = 1; /* cannot be; evhttp alone reads this request */
+                break;
+            }
+            v = frame_scan_feed(&w->scan, buf, (size_t)n, &used);
+            w->pos += used;
+        }
+        if (v == FRAME_BAD) refuse(w, w->begin + w->scan.line_start, w->scan.why);
+        else if (v != FRAME_MORE) w->idle = 1; /* the end, or evhttp's alone: until it is served */
+    }
+}
+
+static void
+on_input(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct watch *w = arg;
+    if (w->editing) return;
+    w->consumed += info->n_deleted;
+    if (!w->refused) {
+        w->received += info->n_added;
+        if (info->n_added) scan(w);
+        return;
+    }
+    /* After the cut: what comes is dropped; once evhttp has read the rest, answer. */
+    if (info->n_added) keep_first(w, (size_t)(w->received - w->consumed));
+    if (evbuffer_get_length(in) == 0) event_active(w->ready, EV_TIMEOUT, 0);
+}
+
+/* evhttp read the request before; the next starts where evhttp stands. */
+static void
+watch_served(struct watch *w)
+{
+    if (w->refused) return; /* (the refused request never ends: it cannot be served) */
+    frame_scan_init(&w->scan);
+    w->begin = w->pos = w->consumed;
+    w->idle = 0;
+    scan(w);
+}
+
+/* ---- the connection, once taken over */
+
+static void
+release(struct watch *w)
+{
+    struct evhttp_connection *evcon = w->evcon;
+    w->evcon = NULL;
+    if (evcon) evhttp_connection_free(evcon); /* clears our callbacks: the sweep then frees w */
+}
+
+/* (evhttp may call this with its own arg, from a deferred read: only bev is used) */
+static void
+taken_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void
+taken_written(struct bufferevent *bev, void *arg)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) release(arg);
+}
+
+static void
+taken_event(struct bufferevent *bev, short what, void *arg)
+{
+    /* A client that has finished sending still gets the answer. */
+    if ((what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) &&
+        evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    release(arg);
+}
+
+static void
+on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct watch *w = arg;
+    struct conn *c;
+    bufferevent_data_cb readcb;
+    void *evcon;
+    if (!w->refused || w->evcon || gone(w->bev)) return;
+    /* evhttp has not read up to the cut yet, or still answers an earlier request */
+    if (evbuffer_get_length(bufferevent_get_input(w->bev))) return;
+    c = find(w->hc, w->bev);
+    if (c && c->busy) return;
+    bufferevent_getcb(w->bev, &readcb, NULL, NULL, &evcon);
+    if (!readcb || !evcon) return; /* evhttp answers already: an error of its own */
+    if (c) log_info("refusing a request from %s: %s", conn_addr(c), w->refused);
+    w->evcon = evcon;
+    bufferevent_setcb(w->bev, taken_read, taken_written, taken_event, w);
+    if (reply_error_raw(bufferevent_get_output(w->bev), LS_EINVAL, w->refused)) {
+        release(w);
+        return;
+    }
+    bufferevent_enable(w->bev, EV_READ | EV_WRITE);
+}
+
+static struct watch *
+watch_new(struct http_conns *hc, struct bufferevent *bev)
+{
+    struct watch *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->hc = hc;
+    w->bev = bev;
+    frame_scan_init(&w->scan);
+    if (!(w->ready = event_new(hc->srv->base, -1, 0, on_ready, w)) ||
+        !(w->cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input, w))) {
+        if (w->ready) event_free(w->ready);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void
+watch_free(struct watch *w)
+{
+    if (!w) return;
+    evbuffer_remove_cb_entry(bufferevent_get_input(w->bev), w->cb);
+    event_free(w->ready);
+    free(w);
+}
+
 static int
 same_host_conn(const struct conn *x, const struct conn *y)
 {
@@ -137,6 +383,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
     int n = 0;
     for (int i = 0; i < hc->n;) {
         if (gone(hc->v[i].bev)) {
+            watch_free(hc->v[i].watch);
             bufferevent_decref(hc->v[i].bev);
             hc->v[i] = hc->v[--hc->n];
         } else {
@@ -148,16 +395,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < hc->n; i++) {
         struct conn *c = &hc->v[i];
         if (c->closing) continue;
-        if (!c->addr[0]) {
-            struct sockaddr_storage ss;
-            socklen_t len = sizeof ss;
-            const char *colon;
-            if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &len) == 0)
-                format_sockaddr((struct sockaddr *)&ss, c->addr, sizeof c->addr);
-            else snprintf(c->addr, sizeof c->addr, "?");
-            colon = strrchr(c->addr, ':');
-            c->host_len = colon ? (size_t)(colon - c->addr) : strlen(c->addr);
-        }
+        conn_addr(c);
         if (!c->busy && now - c->since_ms > hc->srv->cfg.request_timeout_ms) {
             kick(c, c->addr, "no whole request within --request-timeout");
             continue;
@@ -196,7 +434,10 @@ make_bev(struct event_base *base, void *arg)
         index_rebuild(hc);
     }
     bufferevent_incref(bev);
-    hc->v[hc->n++] = (struct conn){.bev = bev, .created_ms = ls_mono_ms(), .since_ms = ls_mono_ms()};
+    hc->v[hc->n++] = (struct conn){.bev = bev,
+                                   .watch = watch_new(hc, bev),
+                                   .created_ms = ls_mono_ms(),
+                                   .since_ms = ls_mono_ms()};
     if (hc->slots) index_put(hc, hc->n - 1);
     return bev;
 }
@@ -237,6 +478,7 @@ http_conns_request(struct server *srv, struct evhttp_request *req)
     struct http_conns *hc = srv->conns;
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     struct conn *c = evcon && hc ? find(hc, evhttp_connection_get_bufferevent(evcon)) : NULL;
+    if (c && c->watch) watch_served(c->watch);
     if (refuse_ambiguous(req)) return 1;
     if (!c) return 0;
     c->busy = 1;
@@ -264,7 +506,10 @@ http_conns_stop(struct server *srv)
 {
     struct http_conns *hc = srv->conns;
     if (!hc) return;
-    for (int i = 0; i < hc->n; i++) bufferevent_decref(hc->v[i].bev);
+    for (int i = 0; i < hc->n; i++) {
+        watch_free(hc->v[i].watch);
+        bufferevent_decref(hc->v[i].bev);
+    }
     event_free(hc->sweep);
     free(hc->slots);
     free(hc->v);

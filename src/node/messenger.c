@@ -154,7 +154,8 @@ save_flush(evutil_socket_t fd, short what, void *arg)
             j->owned[2 * k + 1] = strdup(c->channels);
             if (!j->owned[2 * k] || !j->owned[2 * k + 1]) continue; /* stays dirty */
             j->rows[k] = (struct ls_consumer){j->owned[2 * k], j->owned[2 * k + 1], c->position,
-                                              c->created, c->acked, c->resets, c->reset_at};
+                                              c->created, c->acked, c->resets, c->reset_at,
+                                              c->gen};
             j->del[k] = c->gone;
             c->dirty = 0;
             c->saving = 1;
@@ -209,6 +210,7 @@ consumer_open(struct server *srv, const char *name, const char *channels, int fr
     }
     if (!(c = consumer_add(srv->msg, name, channels ? channels : ""))) return NULL;
     c->created = ls_now_ms();
+    c->gen = -1; /* the first read tells */
     /* from_start: the oldest retained, which notes_floor finds at the first read (a reset
      * there is not one: the consumer asked for everything that is kept). */
     c->position = from_start ? -1 : srv->pos.seq;
@@ -499,6 +501,7 @@ load_cb(void *arg, const struct ls_consumer *row)
     c->acked = row->acked;
     c->resets = row->resets;
     c->reset_at = row->reset_at;
+    c->gen = row->gen;
     if (c->reset_at > 0) c->state = CS_RESET;
     return 0;
 }

@@ -24,6 +24,7 @@ struct consumer {
     char *channels; /* comma-separated; "" is every channel */
     int64_t position, created, acked, resets;
     int64_t reset_at;  /* > 0: a reset with this id waits for an ack */
+    int64_t gen;       /* the log generation of position (store.h LOG_GEN); -1: not known */
     json_t *reset_why; /* the reset event's body while it waits (NULL after a restart) */
     int connected;     /* readers attached now */
     int dirty, saving, gone;

@@ -137,6 +137,7 @@ void forward_free(struct server *srv);
  * the primary's ids, or 202 with the outbox ids after wait_ms. Takes r. */
 void forward_accept(struct server *srv, struct evhttp_request *req, struct wreq *r,
                     int64_t wait_ms);
+void forward_became_primary(struct server *srv); /* promotion, or started so: drain the outbox */
 void forward_link(struct server *srv, int up); /* repl_down: streaming (and NOTIFY known), or not */
 void forward_on_ack(struct server *srv, json_t *o); /* repl_down: a PUBLISH_ACK */
 /* repl_up: a NOTIFY from the downstream connection with that serial; -1 (with why) when it

@@ -3,7 +3,8 @@
 #
 # 1. --tls-cert/--tls-key: the CLI works over https:// with --cacert (flag or $LOCKSTEP_CACERT),
 #    curl too; a client that checks the server against the wrong CA (or the system's) fails;
-#    plain HTTP to the TLS port gets nothing; TLS below 1.2 is refused.
+#    plain HTTP to the TLS port gets nothing; TLS below 1.2 is refused; malformed chunked bodies
+#    get the JSON 400 over TLS too, and good ones are stored.
 # 2. --tls-ca (mutual TLS): no client certificate, one from another CA, and an expired one all
 #    fail (curl and the CLI); a valid one works (curl --cert/--key, CLI --cert/--key). The server
 #    stays healthy after the refusals.
@@ -30,6 +31,12 @@ assert_eq "over tls" "$OUT" "get /t/a over https"
 assert_exit 0 env LOCKSTEP_CACERT="$D/ca.pem" "$LOCKSTEP" status --server "$URL_S" --json
 assert_eq primary "$(jq -r .role <<<"$OUT")" "status over https with \$LOCKSTEP_CACERT"
 assert_eq 200 "$(http_code --cacert "$D/ca.pem" "$URL_S/v1/items/t/a")" "curl --cacert ca.pem"
+# chunked bodies over TLS (tests/cluster/chunked.py): a malformed one gets the JSON 400 and the
+# good ones are stored, split across TLS records, keep-alive and pipelined
+s_tls=$(LOCKSTEP_CACERT=$D/ca.pem seq_of S)
+python3 "$CLUSTER_DIR/chunked.py" "$PORT_S" --tls "$D/ca.pem" || fail "chunked request bodies over TLS"
+assert_eq $((s_tls + 7)) "$(LOCKSTEP_CACERT=$D/ca.pem seq_of S)" "seq after the chunked requests over TLS (7 good ones)"
+assert_exit 3 lsc S get /chunked/bad/x --cacert "$D/ca.pem"
 # the wrong CA, and the system's CAs: the client refuses the server
 assert_exit 1 lsc S status --cacert "$D/other-ca.pem"
 assert_contains "$ERR" "cannot reach the server" "CLI with the wrong CA"

@@ -167,8 +167,15 @@ store_log_seq_before(struct store *st, int64_t ts)
 int
 store_truncate_log(struct store *st, int64_t seq, struct ls_error *err)
 {
-    char sql[80];
-    snprintf(sql, sizeof sql, "DELETE FROM log WHERE seq>%lld", (long long)seq);
+    char sql[300];
+    /* What follows seq comes again, maybe from another history (a fork): readers beyond it
+     * start again from there (LOG_GEN, GEN_START). */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM log WHERE seq>%lld;"
+             "INSERT OR IGNORE INTO meta VALUES('log_gen', 0);"
+             "UPDATE meta SET value=value+1 WHERE key='log_gen';"
+             "INSERT OR REPLACE INTO meta VALUES('gen_start', %lld);",
+             (long long)seq, (long long)seq);
     if (st->tail) tail_break(st->tail);
     return db_exec(st, sql, err);
 }

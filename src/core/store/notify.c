@@ -42,7 +42,7 @@ store_notes(struct store *st, int64_t after, const char *channels, int limit, in
 {
     sqlite3_stmt *s = NULL;
     int want_content = channels_has(channels, LS_CONTENT_CHANNEL);
-    int rc = SQLITE_DONE, n = 0;
+    int rc = SQLITE_DONE, n = 0, rows = 0;
     *scanned = after;
     *at_end = 0;
     if (sqlite3_prepare_v3(st->db, want_content ? notes_all_sql : notes_only_sql, -1, 0, &s,
@@ -57,6 +57,7 @@ store_notes(struct store *st, int64_t after, const char *channels, int limit, in
         e.ts = sqlite3_column_int64(s, 1);
         e.op = sqlite3_column_int(s, 2);
         *scanned = e.seq;
+        rows++;
         if (e.op == LS_OP_NOTIFY) {
             e.channel = (const char *)sqlite3_column_text(s, 3);
             e.payload = (const char *)sqlite3_column_text(s, 5);
@@ -72,7 +73,7 @@ store_notes(struct store *st, int64_t after, const char *channels, int limit, in
     }
     /* A failed step is an error, never the end of the log: a position would skip what follows. */
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) n = LS_EIO;
-    *at_end = rc == SQLITE_DONE;
+    *at_end = rc == SQLITE_DONE && rows < scan_max; /* not merely the scan's LIMIT */
     sqlite3_finalize(s);
     return n;
 }
@@ -129,8 +130,8 @@ store_consumers(struct store *st, store_consumer_cb cb, void *arg)
     sqlite3_stmt *s;
     int rc;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT name, channels, position, created, acked, resets, reset_at "
-                           "FROM consumers ORDER BY name",
+                           "SELECT name, channels, position, created, acked, resets, reset_at, "
+                           "gen FROM consumers ORDER BY name",
                            -1, &s, NULL))
         return LS_EIO;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -143,6 +144,7 @@ store_consumers(struct store *st, store_consumer_cb cb, void *arg)
         c.acked = sqlite3_column_int64(s, 4);
         c.resets = sqlite3_column_int64(s, 5);
         c.reset_at = sqlite3_column_int64(s, 6);
+        c.gen = sqlite3_column_int64(s, 7);
         if (!c.name || !c.channels) continue;
         if (cb(arg, &c)) break;
     }
@@ -157,7 +159,7 @@ store_consumer_save(struct store *st, const struct ls_consumer *c, struct ls_err
     int rc;
     if (sqlite3_prepare_v2(st->db,
                            "INSERT OR REPLACE INTO consumers(name, channels, position, created, "
-                           "acked, resets, reset_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           "acked, resets, reset_at, gen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                            -1, &s, NULL))
         return db_error(st, SQLITE_ERROR, err, "consumers");
     sqlite3_bind_text(s, 1, c->name, -1, SQLITE_STATIC);
@@ -167,6 +169,7 @@ store_consumer_save(struct store *st, const struct ls_consumer *c, struct ls_err
     sqlite3_bind_int64(s, 5, c->acked);
     sqlite3_bind_int64(s, 6, c->resets);
     sqlite3_bind_int64(s, 7, c->reset_at);
+    sqlite3_bind_int64(s, 8, c->gen);
     rc = sqlite3_step(s);
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? 0 : db_error(st, rc, err, "save a consumer");

@@ -135,6 +135,7 @@ promote_done(struct wreq *r, void *arg)
                  "--role primary to keep the role)",
                  (long long)r->last.version, (long long)srv->pos.seq);
         repl_up_drop_all(srv, "the upstream was promoted; a new epoch begins");
+        forward_became_primary(srv);
         reply_json(w->req, 200,
                    json_pack("{s:s,s:I,s:I}", "role", "primary", "epoch",
                              (json_int_t)r->last.version, "seq", (json_int_t)srv->pos.seq));

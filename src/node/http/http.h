@@ -99,11 +99,51 @@ int check_prefix(struct ctx *c, const char *prefix);
  */
 int park_until_seq(struct ctx *c, handler_fn resume);
 
+/* ---- framing.c: where a request ends, and whether evhttp would refuse its chunked body ---- */
+#define FRAME_LINE_MAX 256 /* the longest chunk size line taken */
+enum frame_verdict {
+    FRAME_MORE, /* every byte given was taken; the request goes on */
+    FRAME_END,  /* the request ends after the bytes taken */
+    FRAME_BAD,  /* the line that began at line_start is refused; why says why, for a person */
+    FRAME_LOST, /* the scan cannot be sure what evhttp will do: this request is evhttp's alone */
+};
+/*
+ * The scan of one request's bytes, from its first. Feed it bytes in any pieces; a verdict other
+ * than FRAME_MORE is final (begin the next request with frame_scan_init). While skip is not 0
+ * the bytes are not looked at, and frame_scan_skip may pass over them without copying.
+ */
+struct frame_scan {
+    int state;
+    uint64_t off;        /* bytes taken since the request began */
+    uint64_t line_start; /* where the current line began */
+    uint64_t skip;       /* bytes to pass over unread: a chunk's data, a Content-Length body */
+    size_t len;          /* bytes of the current line so far, without its LF */
+    char last;           /* the last of them */
+    char line[FRAME_LINE_MAX + 2]; /* the first FRAME_LINE_MAX + 1 of them, and a NUL */
+    unsigned may_body : 1, te_seen : 1, chunked : 1, cl_seen : 1, cl_bad : 1, expect_seen : 1,
+        expect_other : 1;
+    long long cl;
+    const char *why;
+};
+void frame_scan_init(struct frame_scan *s);
+/* Takes bytes from p[0..n) until a verdict; *used: how many. */
+enum frame_verdict frame_scan_feed(struct frame_scan *s, const char *p, size_t n, size_t *used);
+/* Passes over n (0 < n <= skip) bytes unread. */
+enum frame_verdict frame_scan_skip(struct frame_scan *s, uint64_t n);
+extern const char frame_msg_hex[], frame_msg_long[], frame_msg_range[], frame_msg_trailer[];
+
 /* ---- reply.c ---- */
 void reply_json(struct evhttp_request *req, int status, json_t *body); /* takes body */
 void reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void reply_lserror(struct evhttp_request *req, const struct ls_error *err);
+/* {"error":{"code":...,"message":...}}, the shape of every error (docs/api.md, "Errors"). */
+json_t *error_json(int code, const char *msg);
+/*
+ * A whole HTTP/1.1 error reply, status line to body, for a connection taken over from evhttp
+ * (http_conns.c); it says the connection closes. -1: out of memory.
+ */
+int reply_error_raw(struct evbuffer *out, int code, const char *msg);
 json_t *item_json(const struct ls_item *it);
 
 /*

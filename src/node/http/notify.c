@@ -107,8 +107,9 @@ struct nread {
     int64_t cursor; /* < 0: from the floor (a consumer that asked for everything kept) */
     int limit;
     int64_t seen; /* the server's seq before the read */
+    int64_t gen_in; /* the consumer's log generation, -1: not known (store.h LOG_GEN) */
     /* results */
-    int64_t floor, from, next;
+    int64_t floor, from, next, gen;
     int reset, rc;
     json_t *notes;
 };
@@ -127,9 +128,16 @@ nread_run(struct store *st, struct nread *r)
     int64_t scanned;
     int at_end, n, scan = r->limit * 20 > SCAN_MIN ? r->limit * 20 : SCAN_MIN;
     r->floor = notes_floor(st, r->channels);
+    r->gen = store_floor(st, LOG_GEN);
     r->from = r->cursor;
     if (r->from < 0) {
         r->from = r->floor;
+    } else if (r->gen_in >= 0 && r->gen_in != r->gen) {
+        /* another history past gen_start: read again from there (or the floor) */
+        int64_t start = store_floor(st, GEN_START);
+        r->reset = 1;
+        if (start < r->from) r->from = start;
+        if (r->from < r->floor) r->from = r->floor;
     } else if (r->from < r->floor) {
         r->reset = 1;
         r->from = r->floor;
@@ -154,11 +162,21 @@ nread_apply(struct server *srv, struct consumer *c, struct nread *r)
 {
     json_t *why = NULL;
     if (r->reset) {
-        why = reset_json(r->cursor, r->floor, r->seen);
-        if (c && c->position < r->floor) consumer_reset(srv, c, r->floor, why);
+        why = reset_json(r->cursor, r->from, r->seen);
+        if (r->gen_in >= 0 && r->gen_in != r->gen)
+            json_object_set_new(why, "reason", json_string("this server's log was replaced by a "
+                                                           "snapshot of another history"));
+        if (c && (c->position < r->floor || (c->gen >= 0 && c->gen != r->gen))) {
+            consumer_reset(srv, c, r->from, why);
+            c->gen = r->gen;
+        }
         return why;
     }
     if (!c) return NULL;
+    if (c->gen != r->gen) {
+        c->gen = r->gen;
+        c->dirty = 1;
+    }
     if (c->position < 0) { /* created from the start: that is the floor, no reset */
         c->position = r->floor;
         c->dirty = 1;
@@ -276,6 +294,7 @@ h_notifications(struct ctx *c)
                     (long long)p->r.cursor, (long long)c->srv->pos.seq);
         goto out;
     }
+    p->r.gen_in = cons && after < 0 ? cons->gen : -1;
     if (cons) snprintf(p->name, sizeof p->name, "%s", cons->name);
     p->r.limit = (int)limit;
     p->deadline_ms = wait_ms ? ls_mono_ms() + wait_ms : 0;
@@ -386,6 +405,7 @@ es_read_done(struct read_job *j)
         add_event(out, "notification", json_integer_value(json_object_get(o, "id")), o);
     }
     e->r.cursor = e->r.next;
+    e->r.gen_in = e->r.gen; /* a snapshot loaded while it streams is another history: a reset */
     if (evbuffer_get_length(out) > 0) {
         e->sending = 1;
         stream_send(&e->s, out);
@@ -484,6 +504,7 @@ h_events(struct ctx *c)
     }
     e->srv = c->srv;
     e->r.limit = SSE_BATCH;
+    e->r.gen_in = cons && id < 0 ? cons->gen : -1;
     e->s.on_gone = es_gone;
     e->s.on_sent = es_sent;
     e->w.fire = es_fire;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------- JSON replies */
 
@@ -45,8 +46,36 @@ reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     }
     if (code == LS_EUNAVAIL)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-    reply_json(req, ls_errstatus(code),
-               json_pack("{s:{s:s,s:s}}", "error", "code", ls_errcode(code), "message", msg));
+    reply_json(req, ls_errstatus(code), error_json(code, msg));
+}
+
+json_t *
+error_json(int code, const char *msg)
+{
+    return json_pack("{s:{s:s,s:s}}", "error", "code", ls_errcode(code), "message", msg);
+}
+
+int
+reply_error_raw(struct evbuffer *out, int code, const char *msg)
+{
+    json_t *body = error_json(code, msg);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    int rc = -1;
+    json_decref(body);
+    if (!text) return -1;
+    /* The headers evhttp would send with reply_error, and the connection's end. */
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+    if (evbuffer_add_printf(out,
+                            "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nDate: %s\r\n"
+                            "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
+                            ls_errstatus(code), ls_errstatus(code) == 400 ? "Bad Request" : "Error",
+                            date, strlen(text) + 1, text) > 0)
+        rc = 0;
+    free(text);
+    return rc;
 }
 
 void

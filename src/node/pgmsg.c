@@ -25,12 +25,16 @@
  * publishing transactions hold anything up: a long unrelated transaction in the database does
  * not (as it would with a snapshot's xmin).
  *
+ * The site registry. Each server also writes its own record (as PING carries it) every second and
+ * reads everyone's: GET /v1/nodes?all=1 lists the servers sharing the database.
+ *
  * Not for: the HTTP answers (http/notify_pg.c).
  */
 #include "node/pgmsg.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "node/server.h"
+#include "node/site.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -94,6 +98,13 @@ struct pgmsg {
     int looking, look_again, pruning, stopping;
     int64_t age_ms, bytes;
     void *views; /* http/notify_pg.c's */
+    /* the site registry: this server's record goes in, everyone's comes out */
+    struct pg_job site_job;
+    struct event *site_timer;
+    int site_busy;
+    char *site_key, *site_self; /* in: the key and record to write */
+    json_t *site_found;         /* out: [[record, age_ms], ...] */
+    json_t *site_known;         /* the loop's: the last list read */
 };
 
 struct pgmsg *
@@ -200,6 +211,10 @@ static const char *const schema_sql[] = {
     "CREATE TABLE lockstep_consumers (name text PRIMARY KEY, channels text NOT NULL, "
     "position bigint NOT NULL, created bigint NOT NULL, acked bigint NOT NULL DEFAULT 0, "
     "resets bigint NOT NULL DEFAULT 0, reset_at bigint NOT NULL DEFAULT 0)",
+    /* the site registry: each server's own record, as PING carries it; heard: the database's
+     * clock, so that the servers' clocks need not agree */
+    "CREATE TABLE lockstep_nodes (key text PRIMARY KEY, rec json NOT NULL, heard bigint NOT "
+    "NULL)",
     "INSERT INTO lockstep_meta VALUES ('schema_version', 1), ('floor', 0)",
 };
 
@@ -714,6 +729,97 @@ on_retention(evutil_socket_t fd, short what, void *arg)
     if (pgmsg_submit(m, &m->prune_job) == 0) m->pruning = 1;
 }
 
+/* ---------------------------------------------------------------- the site registry */
+
+/*
+ * Every SITE_HEARTBEAT_MS each server writes its own record (as PING carries it) and reads
+ * everyone's: GET /v1/nodes?all=1 then lists the servers of the site that share the database,
+ * though none of them talks to another. A record is active while fresh, stale after
+ * SITE_STALE_MS (a missed heartbeat or two), down after --heartbeat-timeout, forgotten after
+ * SITE_FORGET_MS.
+ */
+static int
+site_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+{
+    char forget[24];
+    PGresult *r;
+    json_decref(m->site_found);
+    m->site_found = NULL;
+    if (pg_run(conn, &j->err,
+               "INSERT INTO lockstep_nodes VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) "
+               "* 1000)::bigint) ON CONFLICT (key) DO UPDATE SET rec = EXCLUDED.rec, heard = "
+               "EXCLUDED.heard",
+               2, (const char *const[]){m->site_key, m->site_self}))
+        return -1;
+    snprintf(forget, sizeof forget, "%lld", (long long)SITE_FORGET_MS);
+    if (!(r = pg_exec(conn, &j->err,
+                      "SELECT rec::text, age FROM (SELECT rec, (extract(epoch FROM "
+                      "clock_timestamp()) * 1000)::bigint - heard AS age FROM lockstep_nodes) t "
+                      "WHERE age < $1::bigint LIMIT 1024",
+                      1, (const char *const[]){forget})))
+        return -1;
+    m->site_found = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *rec = json_loads(PQgetvalue(r, i, 0), 0, NULL);
+        if (rec) json_array_append_new(m->site_found, json_pack("[o,I]", rec, pg_i64(r, i, 1)));
+    }
+    PQclear(r);
+    return 0;
+}
+
+static void
+site_done(struct pg_job *j)
+{
+    struct pgmsg *m = (struct pgmsg *)((char *)j - offsetof(struct pgmsg, site_job));
+    m->site_busy = 0;
+    free(m->site_key);
+    free(m->site_self);
+    m->site_key = m->site_self = NULL;
+    if (j->err.code || atomic_load(&j->cancelled) || !m->site_found) return;
+    json_decref(m->site_known);
+    m->site_known = m->site_found;
+    m->site_found = NULL;
+}
+
+static void
+on_site(evutil_socket_t fd, short what, void *arg)
+{
+    struct pgmsg *m = arg;
+    json_t *self;
+    const char *id, *name;
+    if (m->site_busy || m->stopping || !(self = site_self_json(m->srv))) return;
+    id = json_string_value(json_object_get(self, "node_id"));
+    name = json_string_value(json_object_get(self, "name"));
+    m->site_key = strdup(id && *id ? id : name ? name : "?");
+    m->site_self = json_dumps(self, JSON_COMPACT);
+    json_decref(self);
+    m->site_job.run = site_run;
+    m->site_job.done = site_done;
+    m->site_job.idempotent = 1;
+    if (!m->site_key || !m->site_self || pgmsg_submit(m, &m->site_job)) {
+        free(m->site_key);
+        free(m->site_self);
+        m->site_key = m->site_self = NULL;
+        return;
+    }
+    m->site_busy = 1;
+}
+
+void
+pgmsg_site(struct server *srv, struct site_set *out)
+{
+    struct pgmsg *m = srv->pgmsg;
+    size_t i;
+    json_t *e;
+    json_array_foreach(m->site_known, i, e) {
+        int64_t age = json_integer_value(json_array_get(e, 1));
+        int state = age <= SITE_STALE_MS + SITE_HEARTBEAT_MS ? SITE_ACTIVE
+                    : age <= srv->cfg.heartbeat_timeout_ms   ? SITE_STALE
+                                                             : SITE_DOWN;
+        site_set_add_json(out, json_array_get(e, 0), age, state, 1);
+    }
+}
+
 /* ---------------------------------------------------------------- start and stop */
 
 static void
@@ -734,7 +840,7 @@ pgmsg_start(struct server *srv, struct ls_error *err)
 {
     struct pgmsg *m = calloc(1, sizeof *m);
     const char *naive = getenv("LOCKSTEP_PG_NAIVE");
-    struct timeval poll_tv, ret_tv;
+    struct timeval poll_tv, ret_tv, site_tv;
     if (!m || !(m->url = strdup(srv->cfg.messenger))) {
         free(m);
         return ls_error_set(err, LS_ENOMEM, "out of memory");
@@ -754,7 +860,8 @@ pgmsg_start(struct server *srv, struct ls_error *err)
         !(m->wake = event_new(srv->base, -1, 0, on_finished, m)) ||
         !(m->kick_ev = event_new(srv->base, -1, 0, on_kick, m)) ||
         !(m->poll_timer = event_new(srv->base, -1, EV_PERSIST, on_poll, m)) ||
-        !(m->retention_timer = event_new(srv->base, -1, EV_PERSIST, on_retention, m)))
+        !(m->retention_timer = event_new(srv->base, -1, EV_PERSIST, on_retention, m)) ||
+        !(m->site_timer = event_new(srv->base, -1, EV_PERSIST, on_site, m)))
         return ls_error_set(err, LS_ENOMEM, "cannot start the messenger's database threads");
     for (; m->nthreads < PGMSG_THREADS; m->nthreads++)
         if (pthread_create(&m->threads[m->nthreads], NULL, worker_main, m))
@@ -766,8 +873,11 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     ret_tv = tv_of(srv->retention_interval_ms);
     event_add(m->poll_timer, &poll_tv);
     event_add(m->retention_timer, &ret_tv);
+    site_tv = tv_of(SITE_HEARTBEAT_MS);
+    event_add(m->site_timer, &site_tv);
     pgmsg_reckon_start(srv);
     look(m);
+    on_site(-1, 0, m); /* in the registry from the start */
     log_info("messenger: notifications and consumers in the shared database (poll every %lld ms%s)",
              (long long)(srv->cfg.poll_interval_ms > 0 ? srv->cfg.poll_interval_ms : 1000),
              m->naive ? "; LOCKSTEP_PG_NAIVE: no watermark, for tests" : "");
@@ -784,6 +894,7 @@ pgmsg_stop(struct server *srv)
     pgmsg_reckon_stop(srv);
     if (m->poll_timer) event_del(m->poll_timer);
     if (m->retention_timer) event_del(m->retention_timer);
+    if (m->site_timer) event_del(m->site_timer);
     if (m->listening) {
         if (write(m->stop_pipe[1], "x", 1) < 0) log_warn("messenger: cannot stop the listener");
         pthread_join(m->listener, NULL);
@@ -810,6 +921,9 @@ pgmsg_free(struct server *srv)
     if (m->kick_ev) event_free(m->kick_ev);
     if (m->poll_timer) event_free(m->poll_timer);
     if (m->retention_timer) event_free(m->retention_timer);
+    if (m->site_timer) event_free(m->site_timer);
+    json_decref(m->site_found);
+    json_decref(m->site_known);
     for (int i = 0; i < 2; i++)
         if (m->stop_pipe[i] >= 0) close(m->stop_pipe[i]);
     pthread_cond_destroy(&m->cv);

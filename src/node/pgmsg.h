@@ -34,6 +34,9 @@ json_t *pgmsg_status_json(struct server *srv);
 void pgmsg_reckon_start(struct server *srv);
 void pgmsg_reckon_stop(struct server *srv);
 void pgmsg_reckon_free(struct server *srv);
+/* GET /v1/nodes?all=1: the servers that share the database, as each last wrote its record */
+struct site_set;
+void pgmsg_site(struct server *srv, struct site_set *out);
 /* http/notify_pg.c's own state, kept here */
 void **pgmsg_views(struct pgmsg *m);
 

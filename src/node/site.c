@@ -19,6 +19,7 @@
  * Not for: replication state and lag (GET /v1/nodes without all, repl_up.c).
  */
 #include "node/site.h"
+#include "node/pgmsg.h"
 #include "node/server.h"
 #include "common/util.h"
 
@@ -328,7 +329,28 @@ site_collect(struct server *srv, int full, struct site_set *out)
     site_set_add(out, &self, 0);
     repl_up_site(srv, out);
     if (full) repl_down_site(srv, out);
+    if (full && srv->pgmsg) pgmsg_site(srv, out); /* the shared database's registry */
     site_set_merge(out, ls_now_ms());
+}
+
+json_t *
+site_self_json(struct server *srv)
+{
+    struct site_rec self;
+    site_self(srv, &self);
+    return rec_wire(&self, self.heard_ms);
+}
+
+int
+site_set_add_json(struct site_set *s, json_t *o, int64_t age_ms, int state, int rank)
+{
+    struct site_rec r;
+    int64_t now = ls_now_ms();
+    if (rec_from_json(o, now, &r)) return -1;
+    r.heard_ms = now - (age_ms < SITE_AGE_MAX ? age_ms : SITE_AGE_MAX);
+    r.state = state;
+    site_set_add(s, &r, rank);
+    return 0;
 }
 
 void

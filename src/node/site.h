@@ -71,6 +71,11 @@ void site_collect(struct server *srv, int full, struct site_set *out);
 /* The PING fields `site` and `site_every_ms`, every 1 + (n-1)/SITE_PER_PING calls of the same
  * counter (one per connection). */
 void site_ping_fields(struct server *srv, json_t *ping, int full, unsigned *counter);
+/* This server's record as PING carries it (the shared database's registry stores it too). */
+json_t *site_self_json(struct server *srv);
+/* A record heard age_ms ago, in state (a site_state), from its JSON (PING's form); -1 when it is
+ * not well-formed. */
+int site_set_add_json(struct site_set *s, json_t *o, int64_t age_ms, int state, int rank);
 /* GET /v1/nodes?all=1's list. */
 json_t *site_api_nodes(struct server *srv);
 const char *site_state_name(int state);

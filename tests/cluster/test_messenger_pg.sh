@@ -13,6 +13,8 @@
 #     listener reconnects, watchers go on.
 #  5. Retention (a server with --notify-retention 1s prunes, alone): a consumer left behind gets
 #     one reset event, again until it acknowledges.
+#  6. The site registry in the database: each server lists the others (no link between them), a
+#     stopped one goes stale.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -225,6 +227,8 @@ pub A cache '"newer"' >/dev/null
 sleep 1.2
 LOCKSTEP_RETENTION_INTERVAL_MS=200 start_server C --messenger "$DB" --notify-retention 1s
 wait_until 10 grep -q "notification retention removed" "$T/C.log" || fail "C did not prune"
+_c_listed() { [[ "$(curl -sf "$URL_A/v1/nodes?all=1" | jq '[.nodes[] | select(.name == "C")] | length')" == 1 ]]; }
+wait_until 10 _c_listed || fail "C is not in the registry A reads"
 stop_server C
 floor=$(sql -c "SELECT value FROM lockstep_meta WHERE key = 'floor'")
 ((floor > stale_pos)) || fail "the floor $floor is not above stale's position $stale_pos"
@@ -242,4 +246,11 @@ lsc A consumers rewind stale --to "$floor" >/dev/null
 assert_eq "$floor" "$(curl -sf "$URL_B/v1/consumers/stale" | jq .position)" "rewind, seen from B"
 lsc B consumers rm stale >/dev/null
 assert_eq 404 "$(curl -s -o /dev/null -w '%{http_code}' "$URL_A/v1/consumers/stale")" "rm, seen from A"
+
+# ---------------------------------------------------------------- 6. the site registry
+log "6: the site registry in the shared database"
+nodes() { curl -sf "$(url_of "$1")/v1/nodes?all=1" | jq -c "[.nodes[] | select(.name == \"$2\") | .state]"; }
+_states() { [[ "$(nodes A B)" == '["active"]' && "$(nodes B A)" == '["active"]' && "$(nodes A C)" == '["stale"]' ]]; }
+wait_until 10 _states || fail "the site seen from A: $(curl -sf "$URL_A/v1/nodes?all=1" | jq -c '[.nodes[] | [.name, .state]]')"
+assert_eq "$URL_B" "http://$(curl -sf "$URL_A/v1/nodes?all=1" | jq -r '.nodes[] | select(.name == "B") | .http')" "B's address, seen from A"
 kill "$wa" "$wb" "$wo" "$wr" 2>/dev/null || true

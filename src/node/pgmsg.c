@@ -257,14 +257,23 @@ fail:
 
 /* ---------------------------------------------------------------- connections */
 
+/* The server's notices ("relation ... already exists, skipping") are not for the log. */
+static void
+ignore_notice(void *arg, const char *message)
+{
+}
+
 static PGconn *
 connect_db(struct pgmsg *m)
 {
+    PGconn *conn;
     /* ours first: the URL's own settings override them (expand_dbname) */
     const char *const keys[] = {"connect_timeout", "application_name", "keepalives_idle",
                                 "keepalives_interval", "keepalives_count", "dbname", NULL};
     const char *const values[] = {"5", "lockstep", "10", "5", "3", m->url, NULL};
-    return PQconnectdbParams(keys, values, 1);
+    conn = PQconnectdbParams(keys, values, 1);
+    if (conn) PQsetNoticeProcessor(conn, ignore_notice, NULL);
+    return conn;
 }
 
 /* Says once every 10 s at most that the database cannot be reached: a down database must not

@@ -49,10 +49,18 @@ pg_stop() {
 }
 _pg_cleanup() {
     local rc=$?
+    set +e # (under set -e the `(exit $rc)` of a failed run would end this before _cleanup)
+    _cleanup_pg_servers
     pg_stop
     rm -rf "$PGDIR"
     (exit $rc)
     _cleanup
+}
+# lockstep servers and watchers first: they would only reconnect to a stopping database
+_cleanup_pg_servers() {
+    local name pid
+    for pid in "${_BG_PIDS[@]}"; do _signal TERM "$pid"; done
+    for name in "${!_PID[@]}"; do _signal KILL "${_PID[$name]}"; done
 }
 trap _pg_cleanup EXIT
 

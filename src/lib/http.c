@@ -17,7 +17,8 @@
 /* A page is at most 100 notifications of at most 64 KiB each: well under this. */
 #define LS_LIB_REPLY_MAX (32u << 20)
 #define CONNECT_TIMEOUT_MS 5000L
-#define POLL_SLICE_MS 1000
+/* curl_multi_poll() returns sooner for curl's own timers, and at once on lockstep_stop() */
+#define POLL_SLICE_MS 30000
 
 /* ---------------------------------------------------------------- errors and log */
 

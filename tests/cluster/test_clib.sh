@@ -85,9 +85,17 @@ log "200 notifications across kill -9 and a server stop; $dups printed again"
 
 # ---------------------------------------------------------------- 2. SIGTERM
 log "2: SIGTERM in a long poll"
-t0=$(date +%s%N)
 kill -TERM $wpid
-bg_wait $wpid 5 || fail "the example exited $? after SIGTERM"
+bg_wait $wpid 10 || fail "the example exited $? after SIGTERM"
+"$WATCH" --server "$URL_P" quiet >"$T/q.out" 2>"$T/q.err" &
+qpid=$!
+bg_track $qpid
+# 1 s into its long poll: without lockstep_stop()'s wakeup, nothing would end that wait before
+# curl's next timer (its 5 s connect timeout)
+sleep 1
+t0=$(date +%s%N)
+kill -TERM $qpid
+bg_wait $qpid 10 || fail "the example exited $? after SIGTERM"
 ms=$((($(date +%s%N) - t0) / 1000000))
 ((ms < 2000)) || fail "the example took $ms ms to stop"
 
@@ -107,10 +115,10 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 
 # ---------------------------------------------------------------- 3. stop from the callback
 log "3: --count stops from the callback, its last line acknowledged"
-assert_exit 0 "$WATCH" --server "$URL_P" --consumer c2 --from-start --count 25 jobs
+assert_exit 0 timeout 20 "$WATCH" --server "$URL_P" --consumer c2 --from-start --count 25 jobs
 assert_eq "$(awk '{ print $3 }' "$T/out" | tr '\n' ' ')" "$(seq -s ' ' 1 25) " "c2's first run"
 assert_eq "$(position_of c2)" "$(tail -1 "$T/out" | awk '{ print $1 }')" "c2's position"
-assert_exit 0 "$WATCH" --server "$URL_P" --consumer c2 --count 5 jobs
+assert_exit 0 timeout 20 "$WATCH" --server "$URL_P" --consumer c2 --count 5 jobs
 assert_eq "$(awk '{ print $3 }' "$T/out" | tr '\n' ' ')" "26 27 28 29 30 " "c2's second run"
 
 # ---------------------------------------------------------------- 4. reset
@@ -121,12 +129,12 @@ printf '1\n2\n3\n' | lsc Q notify r - >/dev/null
 _pruned() { grep -q "notification retention removed" "$T/Q.log"; }
 wait_until 15 _pruned || fail "notification retention did not run on Q"
 printf '4\n5\n' | lsc Q notify r - >/dev/null
-assert_exit 0 "$WATCH" --server "$URL_Q" --consumer old --count 3 r
+assert_exit 0 timeout 20 "$WATCH" --server "$URL_Q" --consumer old --count 3 r
 assert_eq "$(sed -n 1p "$T/out" | cut -c1-6)" "RESET " "the first line"
 assert_eq "$(sed -n 1p "$T/out" | cut -c7- | jq -r .type)" reset "the reset's JSON"
 assert_eq "$(sed -n '2,$p' "$T/out" | awk '{ print $3 }' | tr '\n' ' ')" "4 5 " "after the reset"
 lsc Q notify r 6 >/dev/null
-assert_exit 0 "$WATCH" --server "$URL_Q" --consumer old --count 1 r
+assert_exit 0 timeout 20 "$WATCH" --server "$URL_Q" --consumer old --count 1 r
 assert_eq "$(awk '{ print $3 }' "$T/out")" 6 "the next run: no reset again"
 assert_eq "$(curl -sf "$URL_Q/v1/consumers/old" | jq .resets)" 1 "old's resets"
 

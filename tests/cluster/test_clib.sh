@@ -42,18 +42,18 @@ publish() {
 
 # ---------------------------------------------------------------- 1. kill -9, server stop
 log "1: a named subscriber, killed with -9 and restarted"
-"$WATCH" --server "$URL_P" --consumer w1 jobs >"$T/w.a" 2>"$T/w.err" &
+"$WATCH" --server "$URL_P" --consumer w1 jobs >"$T/w.a" 2>"$T/watch.log" &
 wpid=$!
 bg_track $wpid
-wait_until 10 curl -sf "$URL_P/v1/consumers/w1" || fail "the example did not subscribe: $(cat "$T/w.err")"
+wait_until 10 curl -sf "$URL_P/v1/consumers/w1" || fail "the example did not subscribe: $(cat "$T/watch.log")"
 publish 1 100 &
 ppid=$!
 bg_track $ppid
-wait_until 20 lines_at_least "$T/w.a" 30 || fail "the example printed nothing: $(cat "$T/w.err")"
+wait_until 20 lines_at_least "$T/w.a" 30 || fail "the example printed nothing: $(cat "$T/watch.log")"
 kill -9 $wpid
 wait $wpid 2>/dev/null || true
 lines_at_least "$T/w.a" 100 && fail "the publisher was done before the kill: nothing tested"
-"$WATCH" --server "$URL_P" --consumer w1 jobs >"$T/w.b" 2>>"$T/w.err" &
+"$WATCH" --server "$URL_P" --consumer w1 jobs >"$T/w.b" 2>>"$T/watch.log" &
 wpid=$!
 bg_track $wpid
 bg_wait $ppid 60 || fail "publishing 1..100 failed"
@@ -64,9 +64,9 @@ stop_server P
 sleep 2
 restart_server P
 publish 101 200
-N=200 wait_until 30 seen "$T/w.b" || fail "the example did not reach 200: $(tail -2 "$T/w.b"; cat "$T/w.err")"
-_alive $wpid || fail "the example exited: $(cat "$T/w.err")"
-assert_contains "$(cat "$T/w.err")" "connected again" "the example's log"
+N=200 wait_until 30 seen "$T/w.b" || fail "the example did not reach 200: $(tail -2 "$T/w.b"; cat "$T/watch.log")"
+_alive $wpid || fail "the example exited: $(cat "$T/watch.log")"
+assert_contains "$(cat "$T/watch.log")" "connected again" "the example's log"
 
 for f in "$T/w.a" "$T/w.b"; do increasing "$f" || fail "$(basename "$f"): out of order or repeated"; done
 payloads "$T/w.a" "$T/w.b" >"$T/w.all"
@@ -87,7 +87,7 @@ log "200 notifications across kill -9 and a server stop; $dups printed again"
 log "2: SIGTERM in a long poll"
 kill -TERM $wpid
 bg_wait $wpid 10 || fail "the example exited $? after SIGTERM"
-"$WATCH" --server "$URL_P" quiet >"$T/q.out" 2>"$T/q.err" &
+"$WATCH" --server "$URL_P" quiet >"$T/watch-quiet.out" 2>"$T/watch-quiet.log" &
 qpid=$!
 bg_track $qpid
 # 1 s into its long poll: without lockstep_stop()'s wakeup, nothing would end that wait before
@@ -101,11 +101,11 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 
 log "2: SIGTERM while the server is away"
 dead=$(free_port)
-"$WATCH" --server "http://127.0.0.1:$dead" --consumer w9 >"$T/d.out" 2>"$T/d.err" &
+"$WATCH" --server "http://127.0.0.1:$dead" --consumer w9 >"$T/d.out" 2>"$T/watch-away.log" &
 dpid=$!
 bg_track $dpid
-_away() { grep -q 'trying again' "$T/d.err"; }
-wait_until 10 _away || fail "no word of the server being away: $(cat "$T/d.err")"
+_away() { grep -q 'trying again' "$T/watch-away.log"; }
+wait_until 10 _away || fail "no word of the server being away: $(cat "$T/watch-away.log")"
 sleep 1 # into the pauses between tries
 t0=$(date +%s%N)
 kill -TERM $dpid
@@ -151,7 +151,9 @@ libdir=$(dirname "$pcdir")
 assert_eq "$(nm -D --defined-only "$libdir/liblockstep.so" | awk '{ print $3 }' | grep -v '^lockstep_' || true)" "" \
     "symbols of liblockstep.so outside lockstep_"
 san=""
+# a sanitizer build's library needs the same runtime in the program
 nm -D "$libdir/liblockstep.so" | grep -q __asan_init && san="-fsanitize=address,undefined"
+nm -D "$libdir/liblockstep.so" | grep -q __tsan_init && san="-fsanitize=thread"
 
 mkdir -p "$T/app"
 cat >"$T/app/app.c" <<'EOF'

@@ -60,7 +60,8 @@ lockstep_open(const char *url, const char *token, char *err, size_t errlen)
     size_t n;
     if (err && errlen) err[0] = '\0';
     if (!url || !(n = url_base_len(url)))
-        return open_fail(c, err, errlen, "the server's URL must be http://HOST:PORT or https://...");
+        return open_fail(c, err, errlen,
+                         "the server's URL must be http://HOST:PORT or https://...");
     if (token && (strlen(token) > TOKEN_MAX || strpbrk(token, "\r\n")))
         return open_fail(c, err, errlen, "the token is not a lockstep token");
     pthread_once(&once, global_init);
@@ -126,7 +127,8 @@ notify_body(lockstep_client *c, const char *channel, const char *payload_json, i
     o = json_pack("{s:s,s:o}", "channel", channel, "payload", payload);
     text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (!text) *rc = ls_lib_error(c, LOCKSTEP_EINVAL, "the channel name is not UTF-8, or out of memory");
+    if (!text)
+        *rc = ls_lib_error(c, LOCKSTEP_EINVAL, "the channel name is not UTF-8, or out of memory");
     return text;
 }
 

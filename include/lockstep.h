@@ -130,8 +130,8 @@ LOCKSTEP_API int lockstep_notify(lockstep_client *c, const char *channel, const 
  *
  * Returns 0 after lockstep_stop(), cb's value when cb stopped it, or a negative code when the
  * server refused the request (a bad token or role, a bad channel or consumer name, a position
- * this server does not have): those do not pass by trying again. Before it returns, what was
- * handled is acknowledged (one try).
+ * this server does not have): those do not pass by trying again. When lockstep_stop() or the
+ * callback ends it, what was handled is acknowledged before it returns (one try of at most 2 s).
  */
 LOCKSTEP_API int lockstep_subscribe(lockstep_client *c, const char *consumer,
                                     const char *const *channels, size_t nchannels, int flags,

@@ -142,6 +142,7 @@ lockstep_notify(lockstep_client *c, const char *channel, const char *payload_jso
     int rc;
     if (id_out) *id_out = -1;
     if (!c) return LOCKSTEP_EINVAL;
+    c->err[0] = '\0';
     if (!channel || !payload_json)
         return ls_lib_error(c, LOCKSTEP_EINVAL, "lockstep_notify needs a channel and a payload");
     if (!(body = notify_body(c, channel, payload_json, &rc))) return rc;

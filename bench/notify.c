@@ -58,6 +58,7 @@
 #define WARM_LIMIT 30.0   /* seconds the consumers have to come up */
 #define SETTLE 0.2        /* seconds between the warm-up and the run */
 #define LAT_MAX 50000000u /* latencies kept (floats): 200 MB at most */
+#define RD_RING 256       /* PUBLISH commands in flight at most */
 
 enum { SYS_LOCKSTEP, SYS_REDIS, SYS_PG };
 enum { READ_SSE, READ_POLL };
@@ -157,6 +158,8 @@ struct conn {
     int poll_phase;
     int inflight;     /* requests (Redis: PUBLISH commands) waiting for their reply */
     int64_t sent_ns;  /* the request in flight: when it was written */
+    int64_t rd_sent[RD_RING]; /* Redis: when each PUBLISH in flight was written, a ring in order */
+    unsigned rd_head;
     long long sent_n; /* and how many measured notifications it carries */
 #ifdef BENCH_HAVE_LIBPQ
     PGconn *pg;
@@ -846,6 +849,8 @@ pub_send(struct conn *c, long long n0, long long nn)
         free(req.p);
     } else if (opt.system == SYS_REDIS) {
         const char *argv[] = {"PUBLISH", opt.channel, one};
+        if (c->inflight > RD_RING) bench_die("redis: over %d PUBLISH commands waiting for their reply", RD_RING);
+        c->rd_sent[(c->rd_head + (unsigned)c->inflight - 1) % RD_RING] = n0 < 0 ? -1 : t;
         payload_fmt(one, sizeof one, n0, t);
         resp_send(c, 3, argv);
     } else {
@@ -906,6 +911,8 @@ pub_input(struct conn *c)
         while (off < c->in.len && (used = resp_parse(c->in.p + off, c->in.p + c->in.len, &v, NULL, 0, &n)) != 0) {
             if (used < 0 || v.type != ':') bench_die("PUBLISH: unexpected reply %.80s", c->in.p + off);
             off += (size_t)used;
+            if (c->rd_sent[c->rd_head] >= 0) lats_add(&pub_lat, (double)(now - c->rd_sent[c->rd_head]) / 1e6);
+            c->rd_head = (c->rd_head + 1) % RD_RING;
             c->inflight--;
         }
         dbuf_consume(&c->in, off);
@@ -979,6 +986,9 @@ usage(void)
             "  [--rate 0 --seconds 10 --pub-conns 8 --batch 1] [--drop I --drop-at S --drop-for 2]\n"
             "  [--cpu-pid PID]... [--drain 20] [--quiet 2] [--time-limit 120] [--tag NAME]\n"
             "  [--channel bench] [--pg-user postgres] [--pg-db postgres]\n");
+#ifndef BENCH_HAVE_LIBPQ
+    fprintf(stderr, "(built without libpq: no --system pg)\n");
+#endif
     exit(2);
 }
 

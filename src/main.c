@@ -32,10 +32,13 @@ static const struct command commands[] = {
     {"digest", cmd_digest, "digest of the live items"},
     {"verify", cmd_verify, "rehash every stored body and list the damaged ones"},
     {"status", cmd_status, "show the server's status"},
-    {"nodes", cmd_nodes, "list the servers following this one"},
+    {"nodes", cmd_nodes, "list the servers following this one (--all: the whole site)"},
     {"promote", cmd_promote, "turn a replica into the primary"},
     {"resync", cmd_resync, "re-synchronize a replica from a point in time or seq"},
     {"token", cmd_token, "create, list and revoke access tokens"},
+    {"notify", cmd_notify, "publish a notification on a channel"},
+    {"watch", cmd_watch, "print notifications as they come (a consumer)"},
+    {"consumers", cmd_consumers, "list, rewind and reset the consumers of notifications"},
 };
 
 static void

@@ -1,6 +1,7 @@
 /*
  * cmd_cluster.c - the commands about the servers of a site rather than its items:
- * nodes (the registry of downstreams), promote, resync, verify (the server's scrub).
+ * nodes (the downstreams of a server, or with --all every server of the site), promote, resync,
+ * verify (the server's scrub).
  */
 #include "cli/cli.h"
 
@@ -8,14 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { O_SERVER = 1000, O_HELP, O_JSON, O_SINCE, O_FROM, O_RATE };
+enum { O_SERVER = 1000, O_HELP, O_JSON, O_SINCE, O_FROM, O_RATE, O_ALL };
 
 #define COMMON_HELP                                                                               \
     "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"         \
     "  --help           this text\n"
 
 struct cluster_args {
-    int json;
+    int json, all;
     const char *since, *from, *rate;
 };
 
@@ -24,6 +25,7 @@ cluster_opt(int ch, const char *arg, void *ctx)
 {
     struct cluster_args *a = ctx;
     if (ch == O_JSON) a->json = 1;
+    else if (ch == O_ALL) a->all = 1;
     else if (ch == O_SINCE) a->since = arg;
     else if (ch == O_FROM) a->from = arg;
     else if (ch == O_RATE) a->rate = arg;
@@ -37,6 +39,7 @@ parse(struct client *cl, int argc, char **argv, const char *usage, struct cluste
                                          {"since", required_argument, NULL, O_SINCE},
                                          {"from-seq", required_argument, NULL, O_FROM},
                                          {"rate", required_argument, NULL, O_RATE},
+                                         {"all", no_argument, NULL, O_ALL},
                                          {NULL, 0, NULL, 0}};
     int rc;
     memset(a, 0, sizeof *a);
@@ -45,41 +48,78 @@ parse(struct client *cl, int argc, char **argv, const char *usage, struct cluste
     return -1;
 }
 
+/* A string field for the table: "-" when absent or empty. */
+static const char *
+field(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s && *s ? s : "-";
+}
+
+static void
+print_downstreams(json_t *o)
+{
+    json_t *n;
+    size_t i;
+    printf("%-16s %-8s %-12s %10s %8s %10s %6s  %s\n", "NAME", "ROLE", "STATE", "APPLIED", "LAG",
+           "LAG_BYTES", "LAG_S", "ADDRESS");
+    json_array_foreach(json_object_get(o, "nodes"), i, n)
+    {
+        printf("%-16s %-8s %-12s %10lld %8lld %10lld %6lld  %s\n", field(n, "name"),
+               field(n, "role"), field(n, "state"),
+               (long long)json_integer_value(json_object_get(n, "applied_seq")),
+               (long long)json_integer_value(json_object_get(n, "lag_changes")),
+               (long long)json_integer_value(json_object_get(n, "lag_bytes")),
+               (long long)json_integer_value(json_object_get(n, "lag_seconds")),
+               field(n, "address"));
+    }
+}
+
+static void
+print_site(json_t *o)
+{
+    json_t *n;
+    size_t i;
+    printf("%-16s %-8s %-7s %10s %-16s %-24s %-21s %-21s %s\n", "NAME", "ROLE", "STATE", "SEQ",
+           "UPSTREAM", "LAST_HEARTBEAT", "HTTP", "PEER", "VERSION");
+    json_array_foreach(json_object_get(o, "nodes"), i, n)
+    {
+        printf("%-16s %-8s %-7s %10lld %-16s %-24s %-21s %-21s %s\n", field(n, "name"),
+               field(n, "role"), field(n, "state"),
+               (long long)json_integer_value(json_object_get(n, "seq")), field(n, "upstream"),
+               field(n, "last_heartbeat"), field(n, "http"), field(n, "peer"),
+               field(n, "version"));
+    }
+}
+
 int
 cmd_nodes(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: lockstep nodes [--json]\n\n"
+        "usage: lockstep nodes [--all] [--json]\n\n"
         "Lists the servers that follow this one: name, role, address, version, applied seq,\n"
         "lag (changes, bytes, seconds), state (snapshot, catching-up, live, down) and last\n"
-        "heartbeat.\n\n"
+        "heartbeat. With --all, every server of the site as this one knows it, whichever it\n"
+        "is: name, role, state (active, stale: silent for 2 heartbeats, down), seq, the server\n"
+        "it follows, last heartbeat, HTTP and peer addresses, version.\n\n"
+        "  --all            every server of the site\n"
         "  --json           print JSON\n" COMMON_HELP;
     struct client cl = {.cmd = "nodes"};
     struct cluster_args a;
-    json_t *o, *n;
-    size_t i;
+    json_t *o;
     int rc;
     if ((rc = parse(&cl, argc, argv, usage, &a)) >= 0) return rc;
-    if (!(o = client_json(&cl, "GET", "/v1/nodes", NULL, 0, NULL, &rc))) return rc;
+    if (!(o = client_json(&cl, "GET", a.all ? "/v1/nodes?all=1" : "/v1/nodes", NULL, 0, NULL,
+                          &rc)))
+        return rc;
     if (a.json) {
         char *text = json_dumps(o, JSON_INDENT(2));
         puts(text);
         free(text);
+    } else if (a.all) {
+        print_site(o);
     } else {
-        printf("%-16s %-8s %-12s %10s %8s %10s %6s  %s\n", "NAME", "ROLE", "STATE", "APPLIED",
-               "LAG", "LAG_BYTES", "LAG_S", "ADDRESS");
-        json_array_foreach(json_object_get(o, "nodes"), i, n)
-        {
-            printf("%-16s %-8s %-12s %10lld %8lld %10lld %6lld  %s\n",
-                   json_string_value(json_object_get(n, "name")),
-                   json_string_value(json_object_get(n, "role")),
-                   json_string_value(json_object_get(n, "state")),
-                   (long long)json_integer_value(json_object_get(n, "applied_seq")),
-                   (long long)json_integer_value(json_object_get(n, "lag_changes")),
-                   (long long)json_integer_value(json_object_get(n, "lag_bytes")),
-                   (long long)json_integer_value(json_object_get(n, "lag_seconds")),
-                   json_string_value(json_object_get(n, "address")));
-        }
+        print_downstreams(o);
     }
     json_decref(o);
     return EXIT_OK;

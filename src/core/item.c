@@ -10,12 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *op_names[] = {NULL, "put", "delete", "purge", "move", "publish", "unpublish"};
+static const char *op_names[] = {NULL, "put", "delete", "purge", "move", "publish", "unpublish",
+                                 "notify"};
 
 const char *
 op_name(int type)
 {
-    if (type < LS_OP_PUT || type > LS_OP_UNPUBLISH) return "?";
+    if (type < LS_OP_PUT || type > LS_OP_NOTIFY) return "?";
     return op_names[type];
 }
 
@@ -44,6 +45,26 @@ op_release(struct ls_op *op)
     free(op->body_owned);
     free(op->body_file);
     op_init(op);
+}
+
+/* ---------------------------------------------------------------- names */
+
+int
+name_check(const char *what, const char *name, size_t len, struct ls_error *err)
+{
+    if (len == 0 || len > LS_CHANNEL_MAX)
+        return ls_error_set(err, LS_EINVAL, "a %s name has 1 to %d characters", what,
+                            LS_CHANNEL_MAX);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || (ch != '.' && ch != '_' && ch != ':' && ch != '-')))
+            return ls_error_set(err, LS_EINVAL,
+                                "bad %s name: use A-Z a-z 0-9 . _ : -, starting with a letter or "
+                                "a digit",
+                                what);
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- paths */

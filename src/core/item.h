@@ -24,10 +24,15 @@ enum ls_op_type {
     LS_OP_MOVE,
     LS_OP_PUBLISH,
     LS_OP_UNPUBLISH,
+    LS_OP_NOTIFY, /* a notification (docs/messenger.md): path is its channel, to its payload */
 };
 
+#define LS_CHANNEL_MAX 64
+#define LS_NOTIFY_MAX (64 * 1024) /* a payload, as compact JSON text */
+#define LS_CONTENT_CHANNEL "content" /* the store's own changes; nobody publishes there */
+
 const char *op_name(int type);
-int op_from_name(const char *name); /* 0 when unknown */
+int op_from_name(const char *name); /* an item operation's (not notify); 0 when unknown */
 
 /*
  * One operation. Strings are owned by the op (op_release frees them) except body, which is
@@ -86,6 +91,10 @@ struct ls_entry {
 
 void op_init(struct ls_op *op);
 void op_release(struct ls_op *op);
+
+/* A channel or consumer name: 1 to 64 of A-Z a-z 0-9 . _ : -, starting with a letter or a
+ * digit (docs/messenger.md). */
+int name_check(const char *what, const char *name, size_t len, struct ls_error *err);
 
 /* Checks a path against the rules in docs/api.md; fills err with the reason. */
 int path_check(const char *path, size_t len, struct ls_error *err);

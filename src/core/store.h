@@ -183,8 +183,70 @@ int store_log_cum_at(struct store *st, int64_t seq, int64_t *cum, int64_t *ts);
 /* The current latest version of the item the log entry at seq refers to, wherever it is now
  * (by item id: the item may have moved since). LS_ENOTFOUND when the entry or the item is gone. */
 int store_log_item_version(struct store *st, int64_t seq, int64_t *version);
-int store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *removed,
-                     struct ls_error *err);
+/* Drops entries older than min_ts and beyond max_bytes of log (0: no limit), and raises the
+ * floor; only notifications with notify_only (then max_bytes counts all the log after them). */
+int store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int notify_only,
+                     int64_t *removed, struct ls_error *err);
+
+/* ---- notifications and consumers (notify.c; docs/messenger.md) ---- */
+/* A notification, or a change of an item as the channel "content" shows it. */
+struct ls_note {
+    int64_t seq, ts;
+    int op;              /* LS_OP_NOTIFY, or the item operation */
+    const char *channel; /* LS_CONTENT_CHANNEL for an item operation */
+    const char *payload; /* notify: compact JSON text */
+    const char *path, *to;
+    int64_t version;
+};
+typedef int (*store_note_cb)(void *arg, const struct ls_note *n);
+/* Whether a set of channels (comma-separated; "" is every channel) has this one. */
+int channels_has(const char *set, const char *channel);
+/*
+ * The entries after `after` on a set of channels, at most limit of them, looking at no more
+ * than scan_max log entries. *scanned: the last seq looked at (a position may move there even
+ * when nothing matched); *at_end: the log had nothing more. Returns the count, or < 0.
+ */
+int store_notes(struct store *st, int64_t after, const char *channels, int limit, int scan_max,
+                store_note_cb cb, void *arg, int64_t *scanned, int *at_end);
+/* How many entries wait after `after` (counted up to cap), and the time of the first. */
+int store_notes_pending(struct store *st, int64_t after, const char *channels, int64_t cap,
+                        int64_t *count, int64_t *first_ts);
+/* Below a floor entries may be missing: "log_floor" (retention, a snapshot) for everything,
+ * "notify_floor" for notifications (their own retention). Floors only rise. */
+#define FLOOR_LOG "log_floor"
+#define FLOOR_NOTIFY "notify_floor"
+/* (with store_floor) how many times the log was replaced by a snapshot: a position taken in an
+ * earlier generation belongs to another history */
+#define LOG_GEN "log_gen"
+#define GEN_START "gen_start" /* the last seq the current generation shares with the one before */
+int64_t store_floor(struct store *st, const char *which);
+int store_raise_floor(struct store *st, const char *which, int64_t seq, struct ls_error *err);
+/* The seq of the last entry before time ts (ms), by bisection; 0 when there is none. */
+int64_t store_log_seq_before(struct store *st, int64_t ts);
+/* A consumer's durable record. reset_at > 0: a reset (with that id) waits for an ack. */
+struct ls_consumer {
+    const char *name, *channels;
+    int64_t position, created, acked, resets, reset_at;
+    int64_t gen; /* the log generation its position belongs to; -1: not known yet */
+};
+typedef int (*store_consumer_cb)(void *arg, const struct ls_consumer *c);
+int store_consumers(struct store *st, store_consumer_cb cb, void *arg);
+int store_consumer_save(struct store *st, const struct ls_consumer *c, struct ls_error *err);
+int store_consumer_del(struct store *st, const char *name, struct ls_error *err);
+/*
+ * A replica's outbox: notifications it accepted and has yet to forward to the primary, in
+ * order, with ids that are never reused (AUTOINCREMENT). The primary keeps, per origin server,
+ * the last outbox id it applied (forwarded), so a batch sent again is applied once.
+ */
+int store_outbox_add(struct store *st, const char *channel, const char *payload, int64_t ts,
+                     int64_t *id, struct ls_error *err);
+typedef int (*store_outbox_cb)(void *arg, int64_t id, const char *channel, const char *payload,
+                               int64_t ts);
+int store_outbox(struct store *st, int64_t after, int limit, store_outbox_cb cb, void *arg);
+int store_outbox_done(struct store *st, int64_t upto, struct ls_error *err);
+int64_t store_forwarded(struct store *st, const char *origin); /* 0: none yet; < 0: error */
+int store_set_forwarded(struct store *st, const char *origin, int64_t last_id,
+                        struct ls_error *err);
 
 /* ---- access tokens (local to this store; only hashes are kept) ---- */
 typedef void (*store_token_cb)(void *arg, const char *name, const char *role,

@@ -49,7 +49,7 @@ role_allows(const char *role, enum need need)
         return strcmp(role, "write") == 0 || strcmp(role, "read") == 0 ||
                strcmp(role, "report") == 0;
     case NEED_REPLICATE: return strcmp(role, "replicate") == 0;
-    case NEED_NOTIFY: return strcmp(role, "notify") == 0;
+    case NEED_NOTIFY: return strcmp(role, "notify") == 0 || strcmp(role, "write") == 0;
     case NEED_ADMIN: return 0;
     }
     return 0;

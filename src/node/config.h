@@ -30,6 +30,8 @@ struct config {
     int64_t idle_timeout_ms;
     int64_t heartbeat_timeout_ms;
     char *log_retention;
+    char *notify_retention;
+    int64_t consumer_stall_ms;
     int64_t sync_max_versions;
     uint64_t snapshot_max_wal; /* a snapshot pinning a -wal file larger than this is dropped */
     char *compress;

@@ -21,6 +21,7 @@
 #include "node/net.h"
 #include "node/peer.h"
 #include "node/server.h"
+#include "node/site.h"
 #include "node/tls.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -82,7 +83,10 @@ struct repl_down {
     int refused_now;     /* ... this session's: its close keeps the reason in last_error */
     int peer_error_now;  /* this session's upstream sent an ERROR frame: its close keeps it */
     char node_id[33];    /* this server's (store meta) */
+    int up_messenger;    /* the upstream takes PUBLISH frames (forward.c) */
     json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
+    struct site_list site; /* the site as the upstream's last PING with a list said, it first */
+    unsigned site_pace;    /* PINGs left until the next one with this server's subtree */
     char last_error[600];
     /* the blob being received */
     int blob_fd;
@@ -124,6 +128,9 @@ set_state(struct repl_down *d, enum us_state to, const char *why)
     }
     if (from == to) return;
     d->state = to;
+    /* notifications accepted here go up while the link streams (forward.c) */
+    if (to == US_STREAM && d->up_messenger) forward_link(d->srv, 1);
+    else if (from == US_STREAM) forward_link(d->srv, 0);
     /* The reconnect loop of an outage goes by at debug level; the rest at info. */
     if (to == US_RESOLVING || to == US_CONNECTING || (to == US_IDLE && from <= US_CONNECTING))
         log_debug("upstream %s: %s -> %s (%s)", d->srv->cfg.upstream, state_names[from],
@@ -318,6 +325,7 @@ export_entry(void *arg, const struct ls_entry *e)
     struct export_ctx *x = arg;
     struct export_path *p = x->track ? export_path_find(x, e->path) : NULL;
     json_t *o;
+    if (e->op == LS_OP_NOTIFY) return 0; /* not content: an import has nothing to do with it */
     if (e->op == LS_OP_PUT && (e->flags & REC_DATA) && x->track) {
         json_t *draft = export_put(x, e, 0);
         if (!x->buckets) x->buckets = calloc(EXPORT_BUCKETS, sizeof *x->buckets);
@@ -465,6 +473,8 @@ run_job(struct store *st, struct wreq *r)
     if (j->snapshot_done) {
         store_set_seq(st, j->seq);
         rc = store_meta_set(st, "snapshot_pending", "0", &r->err);
+        /* The log starts here now: a consumer from before gets a reset (docs/messenger.md). */
+        if (rc == 0) rc = store_raise_floor(st, FLOOR_LOG, j->seq, &r->err);
         /* Bodies of the store before the snapshot that nothing refers to any more. */
         if (rc == 0) store_collect_all_garbage(st);
     }
@@ -887,6 +897,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         snprintf(d->up_name, sizeof d->up_name, "%s",
                  json_string_value(json_object_get(o, "name")) ?: "?");
         p->zstd = json_is_true(json_object_get(o, "zstd"));
+        d->up_messenger = json_is_true(json_object_get(o, "messenger"));
         snprintf(d->primary_http, sizeof d->primary_http, "%s",
                  json_string_value(json_object_get(o, "primary")) ?: "");
         send_sync(d);
@@ -994,6 +1005,11 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         if (json_is_string(json_object_get(o, "primary")))
             snprintf(d->primary_http, sizeof d->primary_http, "%s",
                      json_string_value(json_object_get(o, "primary")));
+        site_list_parse(&d->site, o, SITE_MAX);
+        break;
+    case F_PUBLISH_ACK:
+        if (d->state != US_STREAM || !d->up_messenger) goto unexpected;
+        forward_on_ack(d->srv, o);
         break;
     case F_ERROR: {
         const char *code = json_string_value(json_object_get(o, "code"));
@@ -1024,9 +1040,10 @@ on_connected(struct peer *p)
 {
     struct repl_down *d = p->owner;
     json_t *hello =
-        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name", d->srv->cfg.name,
-                  "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
-                  strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id);
+        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+                  d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
+                  strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id, "messenger",
+                  1);
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);
@@ -1191,8 +1208,11 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 {
     struct repl_down *d = arg;
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
-    if (d->state >= US_SYNC && !d->peer.closed)
-        peer_send_json(&d->peer, F_PING, server_info(d->srv));
+    if (d->state >= US_SYNC && !d->peer.closed) {
+        json_t *o = server_info(d->srv);
+        site_ping_fields(d->srv, o, 0, &d->site_pace); /* this server and its subtree */
+        peer_send_json(&d->peer, F_PING, o);
+    }
     evtimer_add(d->ping, &tv);
 }
 
@@ -1278,6 +1298,7 @@ repl_down_stop(struct server *srv)
     event_free(d->ping);
     if (d->blob_md) EVP_MD_CTX_free(d->blob_md);
     json_decref(d->up_chain);
+    site_list_release(&d->site);
     srv->down = NULL;
     /* Writer requests still in flight point at d: they finish before the writer stops, and
      * job_done must not run after this; the server stops the writer before calling us. */
@@ -1334,6 +1355,20 @@ repl_down_chain(struct server *srv)
     return a;
 }
 
+int
+repl_down_send_json(struct server *srv, int type, json_t *o)
+{
+    struct repl_down *d = srv->down;
+    if (!d || d->state != US_STREAM || !d->up_messenger || d->peer.closed) return -1;
+    return peer_send_json(&d->peer, type, json_incref(o));
+}
+
+const char *
+repl_down_node_id(struct server *srv)
+{
+    return srv->down ? srv->down->node_id : "";
+}
+
 const char *
 repl_down_primary(struct server *srv)
 {
@@ -1374,4 +1409,36 @@ repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct 
              (long long)(from_seq >= 0 ? from_seq : since_ms));
     if (!d->peer.closed) peer_fail(&d->peer, NULL, "resynchronizing on request");
     return 0;
+}
+
+const char *
+repl_down_upstream_name(struct server *srv)
+{
+    struct repl_down *d = srv->down;
+    if (!d) return NULL;
+    return d->up_name[0] ? d->up_name : srv->cfg.upstream;
+}
+
+void
+repl_down_site(struct server *srv, struct site_set *s)
+{
+    struct repl_down *d = srv->down;
+    int64_t now = ls_now_ms(), now_mono = ls_mono_ms();
+    int linked, old;
+    struct site_rec r;
+    if (!d) return;
+    linked = d->state >= US_SYNC && !d->peer.closed;
+    old = !linked || site_list_old(&d->site, now_mono);
+    for (size_t i = 0; i < d->site.n; i++) {
+        r = d->site.recs[i];
+        if (i == 0) { /* the upstream itself, as the link shows it */
+            r.heard_ms = now - (now_mono - d->up_seen_ms);
+            r.state = !linked                             ? SITE_DOWN
+                      : now_mono - d->up_seen_ms > SITE_STALE_MS ? SITE_STALE
+                                                               : SITE_ACTIVE;
+        } else if (old && r.state == SITE_ACTIVE) {
+            r.state = SITE_STALE; /* not heard of lately */
+        }
+        site_set_add(s, &r, 2);
+    }
 }

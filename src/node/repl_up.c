@@ -18,6 +18,7 @@
 #include "node/net.h"
 #include "node/peer.h"
 #include "node/server.h"
+#include "node/site.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -58,6 +59,7 @@ struct node {
     int64_t disconnected_ms;
     char last_error[200];
     char node_id[65]; /* HELLO's node_id when it had one: the same server reconnecting */
+    struct site_list site; /* its subtree, itself first, as its last PING with a list said */
 };
 
 struct downstream {
@@ -86,8 +88,11 @@ struct downstream {
     int64_t accepted_ms;     /* mono_ms: HELLO must come within --heartbeat-timeout */
     int64_t snap_started_ms; /* mono_ms: when its snapshot began (--snapshot-max-wal) */
     int64_t snap_wal_size;   /* the -wal file's size then */
+    unsigned site_pace;      /* PINGs left until the next one with the site list */
     int pumping;
     int dead; /* closed; freed from the loop, never while its callbacks run */
+    int messenger;   /* it takes notifications, and may send NOTIFY (forward.c) */
+    uint64_t serial; /* names this connection to work that answers it later */
 };
 
 /* A record encoded and waiting for its frame; blob records send their blob first. */
@@ -105,8 +110,10 @@ struct repl_up {
     struct evconnlistener *listener;
     struct downstream *conns;
     struct node *nodes;
+    uint64_t serials;
     struct event *wal_timer;   /* --snapshot-max-wal */
     int64_t wal_quiet_until;   /* mono_ms: no drop before, the last one is being checkpointed */
+    size_t site_held;          /* records in every node's site list together (SITE_HELD_MAX) */
 };
 
 static void pump(struct downstream *ds);
@@ -247,6 +254,12 @@ on_log_entry(void *arg, const struct ls_entry *e)
 
     ds->read_upto = e->seq;
     if (!ds->read_first) ds->read_first = e->seq;
+    /* Notifications reach every server of the site, whatever its filter (docs/messenger.md);
+     * a downstream too old to know them does without. */
+    if (e->op == LS_OP_NOTIFY) {
+        if (ds->messenger) add_record(ds, &t);
+        return 0;
+    }
     if (e->op == LS_OP_MOVE && ds->ninclude) {
         int to_in = included(ds, e->to);
         if (in && !to_in) { /* leaves the subtree: gone from here */
@@ -508,6 +521,14 @@ on_drain(struct peer *p)
 
 /* ---------------------------------------------------------------- handshake */
 
+static void
+node_free(struct repl_up *up, struct node *n)
+{
+    up->site_held -= n->site.n;
+    site_list_release(&n->site);
+    free(n);
+}
+
 /* Forgets departed downstreams: those gone for NODE_FORGET_MS, then the longest gone while more
  * than `keep` remain. Only nodes without a connection go (a live downstream's node is its). */
 static void
@@ -519,7 +540,7 @@ nodes_forget(struct repl_up *up, int keep)
         struct node *n = *pp;
         if (!n->conn && now - n->disconnected_ms > NODE_FORGET_MS) {
             *pp = n->next;
-            free(n);
+            node_free(up, n);
             continue;
         }
         if (!n->conn) down++;
@@ -534,7 +555,7 @@ nodes_forget(struct repl_up *up, int keep)
         {
             struct node *n = *oldest;
             *oldest = n->next;
-            free(n);
+            node_free(up, n);
         }
         down--;
     }
@@ -718,16 +739,28 @@ on_hello(struct downstream *ds, json_t *o)
     ds->node->last_heartbeat_ms = ls_now_ms();
     ds->node->last_error[0] = '\0';
     ds->published_only = strcmp(role, "staging") == 0;
+    ds->messenger = json_is_true(json_object_get(o, "messenger"));
     {
-        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s}", "proto", LS_PROTO_VERSION, "name",
+        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
                               ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
-                              "zstd", zstd, "primary", server_primary_http(ds->srv));
+                              "zstd", zstd, "primary", server_primary_http(ds->srv), "messenger",
+                              1);
         identity_fields(ds->srv, w);
         peer_send_json(&ds->peer, F_WELCOME, w);
     }
     ds->peer.zstd = zstd;
     ds_set_state(ds, DS_SYNC);
     log_info("downstream %s (%s) connected from %s", name, role, ds->peer.addr);
+}
+
+int
+repl_up_send_json(struct server *srv, uint64_t serial, int type, json_t *o)
+{
+    if (!srv->up) return -1;
+    for (struct downstream *ds = srv->up->conns; ds; ds = ds->next)
+        if (ds->serial == serial && !ds->dead && !ds->peer.closed)
+            return peer_send_json(&ds->peer, type, json_incref(o));
+    return -1; /* gone: its origin sends the batch again */
 }
 
 /* The size of the store's -wal file (0 when there is none). */
@@ -901,12 +934,25 @@ on_sync(struct downstream *ds, json_t *o)
 
 /* ---------------------------------------------------------------- frames */
 
+/* Keeps the subtree a downstream's PING reported, within SITE_HELD_MAX for all of them: a
+ * downstream cannot make this server hold more than that, whatever it sends. */
+static void
+take_site(struct downstream *ds, json_t *ping)
+{
+    struct repl_up *up = ds->up;
+    struct node *n = ds->node;
+    size_t before = n->site.n, others = up->site_held - before;
+    size_t room = others < SITE_HELD_MAX ? SITE_HELD_MAX - others : 0;
+    if (site_list_parse(&n->site, ping, room)) up->site_held = others + n->site.n;
+}
+
 static void
 on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
 {
     struct downstream *ds = p->owner;
     json_t *o = NULL;
-    if (type == F_HELLO || type == F_SYNC || type == F_PING || type == F_ERROR) {
+    if (type == F_HELLO || type == F_SYNC || type == F_PING || type == F_ERROR ||
+        type == F_PUBLISH) {
         o = json_loadb((const char *)payload, len, 0, NULL);
         if (!json_is_object(o)) {
             json_decref(o);
@@ -946,7 +992,18 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     }
     case F_PING:
         if (ds->state == DS_HELLO) goto unexpected;
+        take_site(ds, o);
         break;
+    case F_PUBLISH: {
+        const char *why = NULL;
+        if (ds->state < DS_SYNC || !ds->messenger) goto unexpected;
+        if (forward_on_notify(ds->srv, ds->serial, o, &why)) {
+            json_decref(o);
+            peer_fail(p, "protocol_error", "%s", why);
+            return;
+        }
+        break;
+    }
     case F_ERROR:
         log_warn("downstream %s reports: %s", ds->node ? ds->node->name : p->addr,
                  json_string_value(json_object_get(o, "message")) ?: "?");
@@ -977,6 +1034,7 @@ send_ping(evutil_socket_t fd, short what, void *arg)
     if (ds->state >= DS_SYNC && !ds->peer.closed) {
         json_t *o = server_info(ds->srv);
         identity_fields(ds->srv, o); /* re-checked by the downstream at every PING */
+        site_ping_fields(ds->srv, o, 1, &ds->site_pace);
         peer_send_json(&ds->peer, F_PING, o);
     }
     evtimer_add(ds->ping, &tv);
@@ -1042,6 +1100,7 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     struct bufferevent *bev;
     char addr[80];
     struct timeval tv = {PING_MS / 1000, 0};
+    if (ds) ds->serial = ++up->serials;
 
     format_sockaddr(sa, addr, sizeof addr);
     if (!cidr_match(up->srv->peer_allow, up->srv->npeer_allow, sa)) {
@@ -1187,7 +1246,7 @@ repl_up_stop(struct server *srv)
     while (up->nodes) {
         struct node *n = up->nodes;
         up->nodes = n->next;
-        free(n);
+        node_free(up, n);
     }
     if (up->wal_timer) event_free(up->wal_timer);
     evconnlistener_free(up->listener);
@@ -1254,4 +1313,44 @@ repl_up_nodes(struct server *srv)
         json_array_append_new(a, o);
     }
     return a;
+}
+
+/* How this server sees a direct downstream: by the link, whatever the downstream says. */
+static int
+link_state(struct server *srv, const struct node *n, int64_t now)
+{
+    if (!n->conn || now - n->last_heartbeat_ms > srv->cfg.heartbeat_timeout_ms) return SITE_DOWN;
+    return now - n->last_heartbeat_ms > SITE_STALE_MS ? SITE_STALE : SITE_ACTIVE;
+}
+
+void
+repl_up_site(struct server *srv, struct site_set *s)
+{
+    int64_t now = ls_now_ms(), now_mono = ls_mono_ms();
+    if (!srv->up) return;
+    for (struct node *n = srv->up->nodes; n; n = n->next) {
+        struct site_rec r;
+        size_t first = n->site.n > 0 && strcmp(n->site.recs[0].name, n->name) == 0;
+        int old = !n->conn || site_list_old(&n->site, now_mono);
+        if (first) {
+            r = n->site.recs[0];
+        } else { /* a downstream that sends no list (an older one): what HELLO said */
+            memset(&r, 0, sizeof r);
+            r.seq = n->acked_seq;
+        }
+        snprintf(r.name, sizeof r.name, "%s", n->name);
+        if (!r.node_id[0]) snprintf(r.node_id, sizeof r.node_id, "%.32s", n->node_id);
+        if (!r.role[0]) snprintf(r.role, sizeof r.role, "%s", n->role);
+        if (!r.version[0]) snprintf(r.version, sizeof r.version, "%s", n->version);
+        if (!r.upstream[0]) snprintf(r.upstream, sizeof r.upstream, "%s", srv->cfg.name);
+        r.heard_ms = n->last_heartbeat_ms;
+        r.state = link_state(srv, n, now);
+        site_set_add(s, &r, 1);
+        /* Its subtree: as it said, but nobody is active on a report that is not fresh. */
+        for (size_t i = first; i < n->site.n; i++) {
+            r = n->site.recs[i];
+            if (old && r.state == SITE_ACTIVE) r.state = SITE_STALE;
+            site_set_add(s, &r, 1);
+        }
+    }
 }

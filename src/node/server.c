@@ -10,6 +10,7 @@
 #include "node/peer.h"
 #include "node/tls.h"
 #include "node/server.h"
+#include "node/messenger.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -164,8 +165,15 @@ retain_job(struct store *st, struct wreq *r)
 {
     struct server *srv = r->fn_arg;
     int64_t removed = 0, min_ts = srv->retention_age_ms ? ls_now_ms() - srv->retention_age_ms : 0;
-    int rc = store_log_retain(st, min_ts, srv->retention_bytes, &removed, &r->err);
-    r->applied = (size_t)removed;
+    int rc = store_log_retain(st, min_ts, srv->retention_bytes, 0, &removed, &r->err);
+    if (rc) return rc;
+    if (removed) log_info("log retention removed %lld old entries", (long long)removed);
+    /* notifications have their own, shorter, retention (--notify-retention) */
+    min_ts = srv->notify_age_ms ? ls_now_ms() - srv->notify_age_ms : 0;
+    if (!min_ts && !srv->notify_bytes) return 0;
+    rc = store_log_retain(st, min_ts, srv->notify_bytes, 1, &removed, &r->err);
+    if (rc == 0 && removed)
+        log_info("notification retention removed %lld old notifications", (long long)removed);
     return rc;
 }
 
@@ -173,7 +181,6 @@ static void
 retain_done(struct wreq *r, void *arg)
 {
     if (r->rc) log_warn("log retention: %s", r->err.msg);
-    else if (r->applied) log_info("log retention removed %zu old entries", r->applied);
     wreq_free(r);
 }
 
@@ -237,6 +244,8 @@ shutdown_begin(struct server *srv)
     repl_down_halt(srv);      /* no new work from the upstream while the writer drains */
     readers_stop(srv->readers); /* before the writer: a finished upload commit submits a put */
     srv->readers = NULL;
+    messenger_stop(srv);      /* the last acks go to the writer */
+    forward_stop(srv);
     writer_stop(srv->writer); /* its last completions may still talk to the upstream link */
     srv->writer = NULL;
     repl_down_stop(srv);
@@ -499,6 +508,11 @@ server_open(struct server *srv, int listen_peer)
                   srv->cfg.log_retention);
         return -1;
     }
+    if (parse_retention(srv->cfg.notify_retention, &srv->notify_age_ms, &srv->notify_bytes)) {
+        log_error("--notify-retention %s: expected an age (2d), a size (1G) or both (2d,1G)",
+                  srv->cfg.notify_retention);
+        return -1;
+    }
     if (ls_mkdir_p(srv->cfg.data, 0755) < 0) {
         log_error("cannot create data directory %s", srv->cfg.data);
         return -1;
@@ -529,7 +543,8 @@ server_open(struct server *srv, int listen_peer)
     srv->base = event_base_new();
     srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
     if (!(srv->writer = writer_start(srv, srv->wstore, &err)) ||
-        !(srv->readers = readers_start(srv, READER_THREADS, &err)) || http_api_start(srv, &err) ||
+        !(srv->readers = readers_start(srv, READER_THREADS, &err)) ||
+        messenger_start(srv, &err) || forward_start(srv, &err) || http_api_start(srv, &err) ||
         (listen_peer && repl_up_start(srv, &err)) ||
         (!server_is_primary(srv) && repl_down_start(srv, &err))) {
         log_error("%s", err.msg);
@@ -557,6 +572,8 @@ server_close(struct server *srv)
     if (srv->http) evhttp_free(srv->http);
     http_api_stop(srv);
     http_conns_stop(srv);
+    messenger_free(srv);
+    forward_free(srv);
     if (srv->waiter_timer) event_free(srv->waiter_timer);
     if (srv->retention_timer) event_free(srv->retention_timer);
     if (srv->sigint) event_free(srv->sigint);

@@ -87,6 +87,9 @@ struct server {
     struct http_conns *conns;
     struct readers *readers;
     struct http_router *router;
+    struct messenger *msg;                  /* consumers (messenger.c) */
+    struct forwarder *fwd;                  /* notifications a replica forwards (forward.c) */
+    int64_t notify_age_ms, notify_bytes;    /* --notify-retention */
     int lock_fd; /* the data directory's lock (server.c lock_data_dir), held while open; 0: none */
 };
 
@@ -120,6 +123,25 @@ json_t *repl_up_nodes(struct server *srv);
 int repl_up_acked(struct server *srv, int64_t seq); /* downstreams that applied seq */
 int repl_up_connected(struct server *srv);
 void repl_up_drop_all(struct server *srv, const char *why);
+struct site_set;
+/* Adds the direct downstreams (judged by their links) and the subtrees they reported. */
+void repl_up_site(struct server *srv, struct site_set *s);
+
+/* ---- forward.c: notifications published on a replica, forwarded to the primary ---- */
+struct forwarder;
+int forward_start(struct server *srv, struct ls_error *err);
+void forward_stop(struct server *srv); /* answers the requests still waiting (202) */
+void forward_free(struct server *srv);
+/* A replica's POST /v1/notify: r's NOTIFY ops go to the outbox, then up; req is answered with
+ * the primary's ids, or 202 with the outbox ids after wait_ms. Takes r. */
+void forward_accept(struct server *srv, struct evhttp_request *req, struct wreq *r,
+                    int64_t wait_ms);
+void forward_link(struct server *srv, int up); /* repl_down: streaming (and NOTIFY known), or not */
+void forward_on_ack(struct server *srv, json_t *o); /* repl_down: a PUBLISH_ACK */
+/* repl_up: a NOTIFY from the downstream connection with that serial; -1 (with why) when it
+ * breaks the protocol. */
+int forward_on_notify(struct server *srv, uint64_t downstream, json_t *o, const char **why);
+int repl_up_send_json(struct server *srv, uint64_t downstream, int type, json_t *o);
 
 /* ---- repl_down.c: following an upstream ---- */
 struct repl_down;
@@ -131,7 +153,14 @@ const char *repl_down_primary(struct server *srv); /* NULL when unknown */ /* st
 void repl_down_status(struct server *srv, json_t *status);
 /* This server's node_id, then its upstream's chain up to the primary as far as known. */
 json_t *repl_down_chain(struct server *srv);
+/* Adds what the upstream reported of the site, the upstream itself judged by the link. */
+void repl_down_site(struct server *srv, struct site_set *s);
+/* The upstream's name (its WELCOME), else --upstream; NULL on a server that follows nobody. */
+const char *repl_down_upstream_name(struct server *srv);
 int repl_down_resync(struct server *srv, int64_t from_seq, int64_t since_ms, struct ls_error *err);
+/* A control frame up the link: -1 unless it is streaming and the upstream knows NOTIFY. */
+int repl_down_send_json(struct server *srv, int type, json_t *o);
+const char *repl_down_node_id(struct server *srv);
 
 int serve_main(int argc, char **argv);
 /* For embedding (the HTTP fuzz target): open with srv->cfg filled in, run srv->base, close. */

@@ -14,7 +14,7 @@ static const char *const type_names[F_TYPE_MAX] = {
     [F_CONTINUE] = "CONTINUE",     [F_SNAPSHOT] = "SNAPSHOT", [F_SNAP_ITEMS] = "SNAP_ITEMS",
     [F_SNAPSHOT_END] = "SNAPSHOT_END", [F_CHANGES] = "CHANGES", [F_BLOB] = "BLOB",
     [F_ACK] = "ACK",               [F_PING] = "PING",         [F_ERROR] = "ERROR",
-    [F_FORK] = "FORK",
+    [F_FORK] = "FORK",             [F_PUBLISH] = "PUBLISH",     [F_PUBLISH_ACK] = "PUBLISH_ACK",
 };
 
 const char *
@@ -206,7 +206,7 @@ rec_encode(struct ls_wbuf *w, const struct ls_entry *r)
     ls_put_u8(w, (uint8_t)r->flags);
     ls_put_varint(w, (uint64_t)r->ts);
     ls_put_str(w, r->path);
-    if (r->op == LS_OP_MOVE) ls_put_str(w, r->to);
+    if (r->op == LS_OP_MOVE || r->op == LS_OP_NOTIFY) ls_put_str(w, r->to);
     ls_put_varint(w, (uint64_t)r->version);
     if (r->flags & REC_DATA) {
         ls_put_str(w, r->kind);
@@ -238,6 +238,7 @@ rec_decode(struct ls_rbuf *rb, struct ls_entry *r)
     r->ts = (int64_t)ls_get_varint(rb);
     r->path = get_str(rb, LS_PATH_MAX);
     if (r->op == LS_OP_MOVE) r->to = get_str(rb, LS_PATH_MAX);
+    if (r->op == LS_OP_NOTIFY) r->to = get_str(rb, LS_NOTIFY_MAX);
     r->version = (int64_t)ls_get_varint(rb);
     if (!rb->failed && (r->flags & REC_DATA)) {
         size_t n;
@@ -258,8 +259,9 @@ rec_decode(struct ls_rbuf *rb, struct ls_entry *r)
     }
     if ((r->flags & REC_RESTORE) && (r->op != LS_OP_PUT || !(r->flags & REC_NOLOG)))
         rb->failed = 1; /* a restore is a put applied without a log entry */
-    if (rb->failed || r->flags > 15 || r->op < LS_OP_PUT || r->op > LS_OP_UNPUBLISH || r->seq < 0 ||
-        r->version < 0 || r->ts < 0 || !r->path || (r->op == LS_OP_MOVE && !r->to)) {
+    if (rb->failed || r->flags > 15 || r->op < LS_OP_PUT || r->op > LS_OP_NOTIFY || r->seq < 0 ||
+        r->version < 0 || r->ts < 0 || !r->path || (r->op == LS_OP_MOVE && !r->to) ||
+        (r->op == LS_OP_NOTIFY && (!r->to || r->flags != 0))) {
         rec_release(r);
         return LS_EPROTO;
     }

@@ -35,6 +35,8 @@ enum ls_frame_type {
     F_PING,          /* both, JSON: server info */
     F_ERROR,         /* both, JSON: code, message; the sender closes */
     F_FORK,          /* up -> down, JSON: histories diverge after seq */
+    F_PUBLISH,        /* down -> up, JSON: notifications a replica accepted (forward.c) */
+    F_PUBLISH_ACK,    /* up -> down, JSON: how far they are applied, or retry */
     F_TYPE_MAX
 };
 

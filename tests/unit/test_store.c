@@ -1766,7 +1766,7 @@ test_schema_version(void **state)
     char v[32], path[128];
     sqlite3 *db;
     assert_int_equal(store_meta_get(f->st, "schema_version", v, sizeof v), 0);
-    assert_string_equal(v, "2");
+    assert_string_equal(v, "3");
     PUT(f->st, "/a", "alpha");
     store_free(f->st);
     f->st = NULL;
@@ -1902,6 +1902,192 @@ test_epoch_ids_set_identity(void **state)
     assert_int_equal(out[2].start_seq, 9);
 }
 
+
+static int
+count_change(void *arg, const struct ls_change *c)
+{
+    (void)c;
+    ((int *)arg)[0]++;
+    return 0;
+}
+
+static int
+consumer_cb(void *arg, const struct ls_consumer *c)
+{
+    struct {
+        int n;
+        struct ls_consumer c;
+        char name[16], ch[16];
+    } *sv = arg;
+    sv->n++;
+    sv->c = *c;
+    snprintf(sv->name, sizeof sv->name, "%s", c->name);
+    snprintf(sv->ch, sizeof sv->ch, "%s", c->channels);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the messenger */
+
+static int64_t
+notify_(struct store *st, const char *channel, const char *payload, const char *file, int line)
+{
+    struct ls_op op = mk(LS_OP_NOTIFY, channel);
+    int64_t seq = 0;
+    op.to = (char *)payload;
+    ok_(st, &op, &seq, file, line);
+    return seq;
+}
+#define NOTIFY(st, ch, pl) notify_((st), (ch), (pl), __FILE__, __LINE__)
+
+struct seen {
+    int n;
+    int64_t seq[16];
+    char what[16][64];
+};
+
+static int
+seen_cb(void *arg, const struct ls_note *e)
+{
+    struct seen *s = arg;
+    if (s->n < 16) {
+        s->seq[s->n] = e->seq;
+        snprintf(s->what[s->n], sizeof s->what[0], "%s:%s", e->channel,
+                 e->op == LS_OP_NOTIFY ? e->payload : e->path);
+    }
+    s->n++;
+    return 0;
+}
+
+static struct seen
+notes(struct store *st, int64_t after, const char *channels, int limit, int scan, int64_t *scanned,
+      int *at_end)
+{
+    struct seen s = {0};
+    int n = store_notes(st, after, channels, limit, scan, seen_cb, &s, scanned, at_end);
+    assert_int_equal(n, s.n);
+    return s;
+}
+
+/* Notifications share the log's seqs with content changes; each channel set reads its own, in
+ * order, and "content" is every item change. The change feed does not show notifications. */
+static void
+test_notes_channels(void **state)
+{
+    struct fx *f = *state;
+    int64_t scanned;
+    int at_end;
+    struct seen s;
+    NOTIFY(f->st, "a", "1");
+    PUT(f->st, "/x", "x");
+    NOTIFY(f->st, "b", "{\"k\":2}");
+    NOTIFY(f->st, "a", "3");
+    DO(f->st, LS_OP_DELETE, "/x");
+    s = notes(f->st, 0, "a", 10, 100, &scanned, &at_end);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.what[0], "a:1");
+    assert_string_equal(s.what[1], "a:3");
+    assert_int_equal(s.seq[1], 4);
+    assert_true(at_end);
+    s = notes(f->st, 0, "content", 10, 100, &scanned, &at_end);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.what[0], "content:/x");
+    assert_int_equal(s.seq[1], 5);
+    s = notes(f->st, 0, "", 10, 100, &scanned, &at_end); /* every channel */
+    assert_int_equal(s.n, 5);
+    s = notes(f->st, 1, "a,content", 2, 100, &scanned, &at_end);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.seq[0], 2);
+    assert_int_equal(s.seq[1], 4);
+    assert_int_equal(scanned, 4); /* stopped at the limit: the position may move to 4 only */
+    assert_false(at_end);
+    /* a bounded scan moves past other channels without returning anything */
+    s = notes(f->st, 0, "b", 10, 1, &scanned, &at_end);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(scanned, 1);
+    assert_false(at_end);
+    /* the change feed is the items' */
+    {
+        struct ls_change_count {
+            int n;
+        } c = {0};
+        assert_int_equal(store_changes(f->st, 0, 100, count_change, &c), 2);
+    }
+}
+
+/* Notification retention removes notifications only (all of them when all are old) and raises
+ * the notify floor; the log floor stays. */
+static void
+test_notes_retention(void **state)
+{
+    struct fx *f = *state;
+    struct ls_error err;
+    int64_t removed = -1, scanned;
+    int at_end;
+    struct seen s;
+    NOTIFY(f->st, "a", "1");
+    PUT(f->st, "/x", "x");
+    NOTIFY(f->st, "a", "2");
+    assert_int_equal(store_begin(f->st, &err), 0);
+    assert_int_equal(store_log_retain(f->st, ls_now_ms() + 1000, 0, 1, &removed, &err), 0);
+    assert_int_equal(store_commit(f->st, &err), 0);
+    assert_int_equal(removed, 2);
+    assert_int_equal(store_floor(f->st, FLOOR_NOTIFY), 3);
+    assert_int_equal(store_floor(f->st, FLOOR_LOG), 0);
+    s = notes(f->st, 0, "", 10, 100, &scanned, &at_end);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.what[0], "content:/x");
+}
+
+/* A replica's outbox ids are never reused, and the primary's forwarded mark is per origin. */
+static void
+test_outbox_and_forwarded(void **state)
+{
+    struct fx *f = *state;
+    struct ls_error err;
+    int64_t a, b, c;
+    assert_int_equal(store_begin(f->st, &err), 0);
+    assert_int_equal(store_outbox_add(f->st, "ch", "1", 1, &a, &err), 0);
+    assert_int_equal(store_outbox_add(f->st, "ch", "2", 1, &b, &err), 0);
+    assert_int_equal(store_outbox_done(f->st, b, &err), 0);
+    assert_int_equal(store_outbox_add(f->st, "ch", "3", 1, &c, &err), 0);
+    assert_int_equal(store_set_forwarded(f->st, "o1", 7, &err), 0);
+    assert_int_equal(store_commit(f->st, &err), 0);
+    assert_true(a < b && b < c); /* not b again after the rows were deleted */
+    assert_int_equal(store_forwarded(f->st, "o1"), 7);
+    assert_int_equal(store_forwarded(f->st, "o2"), 0);
+}
+
+/* Consumers round-trip through the store. */
+static void
+test_consumers_saved(void **state)
+{
+    struct fx *f = *state;
+    struct ls_error err;
+    struct ls_consumer c = {"web1", "a,b", 42, 1000, 2000, 1, 40, 3};
+    assert_int_equal(store_begin(f->st, &err), 0);
+    assert_int_equal(store_consumer_save(f->st, &c, &err), 0);
+    c.name = "gone";
+    assert_int_equal(store_consumer_save(f->st, &c, &err), 0);
+    assert_int_equal(store_consumer_del(f->st, "gone", &err), 0);
+    assert_int_equal(store_commit(f->st, &err), 0);
+    store_free(f->st);
+    f->st = open_store(f);
+    {
+        struct saved {
+            int n;
+            struct ls_consumer c;
+            char name[16], ch[16];
+        } sv = {0};
+        assert_int_equal(store_consumers(f->st, consumer_cb, &sv), 0);
+        assert_int_equal(sv.n, 1);
+        assert_string_equal(sv.name, "web1");
+        assert_string_equal(sv.ch, "a,b");
+        assert_int_equal(sv.c.position, 42);
+        assert_int_equal(sv.c.reset_at, 40);
+        assert_int_equal(sv.c.gen, 3);
+    }
+}
+
 int
 main(void)
 {
@@ -1940,6 +2126,10 @@ main(void)
         T(test_schema_version),
         T(test_epoch_ids_set_identity),
         T(test_epochs_past_64),
+        T(test_notes_channels),
+        T(test_notes_retention),
+        T(test_outbox_and_forwarded),
+        T(test_consumers_saved),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -371,6 +371,20 @@ apply_other(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_o
     return log_append(st, op->type, c.id, op->path, version, 0, NULL, 0, mtime, err);
 }
 
+/* A notification is only a log entry: its channel where an item's path would be, its payload
+ * (compact JSON) as the argument. */
+static int
+apply_notify(struct store *st, const struct ls_op *op, int64_t mtime, struct ls_error *err)
+{
+    int rc;
+    if (!op->to || (rc = name_check("channel", op->path, strlen(op->path), err)))
+        return op->to ? rc : ls_error_set(err, LS_EINVAL, "a notification needs a payload");
+    if (strlen(op->to) > LS_NOTIFY_MAX)
+        return ls_error_set(err, LS_ETOOBIG, "a notification's payload is at most %d bytes",
+                            LS_NOTIFY_MAX);
+    return log_append(st, LS_OP_NOTIFY, 0, op->path, 0, 0, op->to, 0, mtime, err);
+}
+
 int
 store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
             struct ls_error *err)
@@ -390,6 +404,7 @@ store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
         rc = op->restore ? apply_restore(st, op, mtime, err) : apply_put(st, op, mtime, res, err);
         break;
     case LS_OP_MOVE: rc = apply_move(st, op, mtime, res, err); break;
+    case LS_OP_NOTIFY: rc = apply_notify(st, op, mtime, err); break;
     default: rc = apply_other(st, op, mtime, res, err); break;
     }
     if (rc == 0) res->seq = st->seq;

@@ -43,7 +43,8 @@ static const char *const stmt_sql[N_STMT] = {
                "JOIN versions v ON v.item=i.id AND v.version=i.version "
                "WHERE i.path>=?1 AND i.path<?3 AND (i.path=?1 OR i.path>=?2) AND i.path>?4 "
                "AND (?5 OR i.deleted=0) ORDER BY i.path LIMIT ?6",
-    [R_CHANGES] = "SELECT seq, ts, op, path, version, flags, arg FROM log WHERE seq>?1 "
+    /* The change feed is the items' (notifications are the messenger's: notify.c) */
+    [R_CHANGES] = "SELECT seq, ts, op, path, version, flags, arg FROM log WHERE seq>?1 AND op<>7 "
                   "ORDER BY seq LIMIT ?2",
     [R_META] = "SELECT value FROM meta WHERE key=?1",
     [R_DIGEST] = "SELECT i.path, v.kind, i.version, i.published, v.sha256, v.meta FROM items i "

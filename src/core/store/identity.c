@@ -135,7 +135,11 @@ store_reset(struct store *st, struct ls_error *err)
 {
     int rc = db_exec(st,
                   "DELETE FROM items; DELETE FROM versions; DELETE FROM log;"
-                  "INSERT OR REPLACE INTO meta VALUES('snapshot_pending', 1);",
+                  "INSERT OR REPLACE INTO meta VALUES('snapshot_pending', 1);"
+                  /* another history: consumers' positions in the old one mean nothing now */
+                  "INSERT OR IGNORE INTO meta VALUES('log_gen', 0);"
+                  "UPDATE meta SET value=value+1 WHERE key='log_gen';"
+                  "INSERT OR REPLACE INTO meta VALUES('gen_start', 0);",
                   err);
     if (st->tail) tail_break(st->tail);
     if (rc == 0) {

@@ -111,14 +111,17 @@ store_log_cum_at(struct store *st, int64_t seq, int64_t *cum, int64_t *ts)
 
 /*
  * Drops log entries older than min_ts and beyond max_bytes (0: no limit). cum and ts grow with
- * seq, so the cut is found by bisection over seq with point look-ups, never a scan.
+ * seq, so the cut is found by bisection over seq with point look-ups, never a scan. The floor
+ * rises to the cut, so that a consumer behind it is told (a reset), never silently skipped.
  */
 int
-store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *removed,
-                 struct ls_error *err)
+store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int notify_only,
+                 int64_t *removed, struct ls_error *err)
 {
-    int64_t lo = store_log_first_seq(st), hi = st->seq, cut = lo;
-    char sql[96];
+    /* The log keeps its last entry (its first seq stays meaningful); notifications may all go. */
+    int64_t lo = store_log_first_seq(st), hi = st->seq + (notify_only ? 1 : 0), cut;
+    const char *floor = notify_only ? FLOOR_NOTIFY : FLOOR_LOG;
+    char sql[120];
     int rc;
     *removed = 0;
     if (lo <= 0 || hi <= lo) return 0;
@@ -131,19 +134,48 @@ store_log_retain(struct store *st, int64_t min_ts, int64_t max_bytes, int64_t *r
         else lo = mid + 1;
     }
     cut = lo;
-    if (cut <= store_log_first_seq(st)) return 0;
-    snprintf(sql, sizeof sql, "DELETE FROM log WHERE seq<%lld", (long long)cut);
+    if (cut <= store_log_first_seq(st) || cut - 1 <= store_floor(st, floor)) return 0;
+    snprintf(sql, sizeof sql, "DELETE FROM log WHERE %sseq<%lld", notify_only ? "op=7 AND " : "",
+             (long long)cut);
     if ((rc = db_exec(st, sql, err))) return rc;
     *removed = sqlite3_changes(st->db);
-    return 0;
+    return store_raise_floor(st, floor, cut - 1, err);
+}
+
+int64_t
+store_log_seq_before(struct store *st, int64_t ts)
+{
+    int64_t lo = store_log_first_seq(st), hi = 0, found, t;
+    sqlite3_stmt *s;
+    if (lo <= 0) return 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT max(seq) FROM log", -1, &s, NULL)) return 0;
+    if (sqlite3_step(s) == SQLITE_ROW) hi = sqlite3_column_int64(s, 0) + 1;
+    sqlite3_finalize(s);
+    while (lo < hi) { /* the first seq at or after ts */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (log_point(st, mid, &found, NULL, &t)) {
+            hi = mid;
+            continue;
+        }
+        if (t >= ts) hi = mid;
+        else lo = found + 1;
+    }
+    return hi - 1;
 }
 
 /* A resync from seq: the log after it is forgotten, to be received again. */
 int
 store_truncate_log(struct store *st, int64_t seq, struct ls_error *err)
 {
-    char sql[80];
-    snprintf(sql, sizeof sql, "DELETE FROM log WHERE seq>%lld", (long long)seq);
+    char sql[300];
+    /* What follows seq comes again, maybe from another history (a fork): readers beyond it
+     * start again from there (LOG_GEN, GEN_START). */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM log WHERE seq>%lld;"
+             "INSERT OR IGNORE INTO meta VALUES('log_gen', 0);"
+             "UPDATE meta SET value=value+1 WHERE key='log_gen';"
+             "INSERT OR REPLACE INTO meta VALUES('gen_start', %lld);",
+             (long long)seq, (long long)seq);
     if (st->tail) tail_break(st->tail);
     return db_exec(st, sql, err);
 }

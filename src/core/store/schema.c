@@ -12,10 +12,13 @@
  *   1  lockstep 0.1.0: meta, items, versions, log, epochs(epoch, start_seq, ts), tokens
  *   2  epochs.id: an epoch is named by its number and an id, so that two servers promoted
  *      separately to the same number are told apart (fork detection)
+ *   3  the messenger: log_notify (an index of the notifications in the log), consumers (their
+ *      durable positions), outbox (notifications a replica accepted, not yet forwarded) and
+ *      forwarded (on the primary: the last outbox id applied per origin server)
  * A new store is created at SCHEMA_VERSION; an older one is migrated forward when its writer
  * opens it, all steps in one transaction; a newer one is refused.
  */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* The tables as SCHEMA_VERSION has them (CREATE ... IF NOT EXISTS: on an older store it only
  * adds tables that are missing; the migrations change the ones that exist). */
@@ -38,7 +41,17 @@ static const char schema[] =
     "  ts INTEGER NOT NULL, id TEXT);"
     /* Access tokens of this server (not replicated): only their SHA-256 is kept. */
     "CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, role TEXT NOT NULL,"
-    "  hash BLOB NOT NULL, created INTEGER NOT NULL);";
+    "  hash BLOB NOT NULL, created INTEGER NOT NULL);"
+    /* The messenger (docs/messenger.md); consumers and outbox are this server's own. */
+    "CREATE INDEX IF NOT EXISTS log_notify ON log(seq) WHERE op=7;"
+    "CREATE TABLE IF NOT EXISTS consumers(name TEXT PRIMARY KEY, channels TEXT NOT NULL,"
+    "  position INTEGER NOT NULL, created INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
+    "  resets INTEGER NOT NULL DEFAULT 0, reset_at INTEGER NOT NULL DEFAULT 0,"
+    "  gen INTEGER NOT NULL DEFAULT -1) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  channel TEXT NOT NULL, payload TEXT NOT NULL, ts INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS forwarded(origin TEXT PRIMARY KEY, last_id INTEGER NOT NULL)"
+    "  WITHOUT ROWID;";
 
 void
 store_epoch_default_id(const char *store_id, int64_t epoch, char id[33])
@@ -115,12 +128,22 @@ init_identity(struct store *st, struct ls_error *err)
     return db_exec(st, sql, err);
 }
 
+/* Steps whose tables are new: the schema above has created them already. */
+static int
+migrate_nothing(struct store *st, struct ls_error *err)
+{
+    (void)st;
+    (void)err;
+    return 0;
+}
+
 static const struct migration {
     int64_t to;
     const char *what;
     int (*run)(struct store *st, struct ls_error *err);
 } migrations[] = {
     {2, "epochs get ids", migrate_epoch_ids},
+    {3, "the messenger's tables", migrate_nothing},
 };
 
 int

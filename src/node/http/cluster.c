@@ -1,6 +1,6 @@
 /*
  * cluster.c - this server and its place in the site: status, digest, the downstreams that
- * follow it (nodes), promote and resync (docs/api.md).
+ * follow it and every server of the site (nodes), promote and resync (docs/api.md).
  *
  * The digest reads every item and runs on a reader thread; the others answer from the loop's
  * own state.
@@ -8,6 +8,8 @@
  * Not for: replication itself (repl_up.c, repl_down.c).
  */
 #include "node/http/http.h"
+#include "node/messenger.h"
+#include "node/site.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -26,6 +28,7 @@ h_status(struct ctx *c)
                           srv->cfg.http);
     json_object_set_new(o, "peer", json_string(srv->cfg.listen));
     json_object_set_new(o, "downstreams", json_integer(repl_up_connected(srv)));
+    json_object_set_new(o, "messenger", messenger_status_json(srv));
     if (server_is_primary(srv)) json_object_set_new(o, "state", json_string("live"));
     else repl_down_status(srv, o);
     reply_json(c->req, 200, o);
@@ -87,12 +90,17 @@ fail:
 
 /* ---------------------------------------------------------------- replication */
 
+/* The downstreams of this server (their replication state), or with all=1 every server of the
+ * site as far as this one knows (site.c). */
 static void
 h_nodes(struct ctx *c)
 {
-    reply_json(c->req, 200,
-               json_pack("{s:s,s:s,s:I,s:o}", "name", c->srv->cfg.name, "role", c->srv->cfg.role,
-                         "seq", (json_int_t)c->srv->pos.seq, "nodes", repl_up_nodes(c->srv)));
+    int all = qflag(c, "all");
+    json_t *o = json_pack("{s:s,s:s,s:I}", "name", c->srv->cfg.name, "role", c->srv->cfg.role,
+                          "seq", (json_int_t)c->srv->pos.seq);
+    json_object_set_new(o, "nodes", all ? site_api_nodes(c->srv) : repl_up_nodes(c->srv));
+    if (all) json_object_set_new(o, "all", json_true());
+    reply_json(c->req, 200, o);
     ctx_free(c);
 }
 

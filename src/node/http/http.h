@@ -64,6 +64,7 @@ void http_batch_routes(struct server *srv);
 void http_cluster_routes(struct server *srv);
 void http_tokens_routes(struct server *srv);
 void http_verify_routes(struct server *srv);
+void http_notify_routes(struct server *srv);
 
 void ctx_free(struct ctx *c);
 /* A route parameter by name (percent-encoded), "" when the route has none of that name. */
@@ -126,6 +127,9 @@ struct http_read {
     struct ls_error err;
     void *arg;                        /* the handler's own */
     void (*free_arg)(void *arg);
+    /* When set, runs on the loop after run() (not after a cancel), before the answer; 1: it
+     * took c and arg (it answers later), and only r is freed. */
+    int (*finish)(struct http_read *r);
 };
 /* Takes c; r is calloc'ed by the caller with run (and arg) set, and freed here. */
 void http_read_submit(struct ctx *c, struct http_read *r);

@@ -263,6 +263,10 @@ read_done(struct read_job *j)
     struct http_read *r = (struct http_read *)j;
     struct evhttp_connection *evcon = evhttp_request_get_connection(r->c->req);
     if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+    if (r->finish && !r->err.code && !atomic_load(&j->cancelled) && r->finish(r)) {
+        free(r);
+        return;
+    }
     if (r->reply) reply_json(r->c->req, r->status ? r->status : 200, r->reply);
     else if (r->err.code) reply_lserror(r->c->req, &r->err);
     else if (atomic_load(&j->cancelled))
@@ -474,6 +478,7 @@ http_api_start(struct server *srv, struct ls_error *err)
     http_cluster_routes(srv);
     http_tokens_routes(srv);
     http_verify_routes(srv);
+    http_notify_routes(srv);
     srv->http = evhttp_new(srv->base);
     if (!srv->http) return ls_error_set(err, LS_ENOMEM, NULL);
     evhttp_set_allowed_methods(srv->http, M_ANY);

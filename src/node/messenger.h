@@ -1,0 +1,69 @@
+/*
+ * messenger.h - the cluster messenger's consumers as the event loop keeps them
+ * (docs/messenger.md): each a name, a set of channels and a durable position, saved by the writer
+ * within ~100 ms of a change; their state (live, behind, stalled, reset) reckoned every few
+ * seconds on a reader thread; and what a reader of notifications needs to know about floors and
+ * resets.
+ *
+ * Everything here runs on the loop thread, except the functions marked "reader thread".
+ */
+#ifndef LS_MESSENGER_H
+#define LS_MESSENGER_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/store.h"
+
+struct server;
+
+enum consumer_state { CS_LIVE, CS_BEHIND, CS_STALLED, CS_RESET };
+
+struct consumer {
+    char name[LS_CHANNEL_MAX + 1];
+    char *channels; /* comma-separated; "" is every channel */
+    int64_t position, created, acked, resets;
+    int64_t reset_at;  /* > 0: a reset with this id waits for an ack */
+    int64_t gen;       /* the log generation of position (store.h LOG_GEN); -1: not known */
+    json_t *reset_why; /* the reset event's body while it waits (NULL after a restart) */
+    int connected;     /* readers attached now */
+    int dirty, saving, gone;
+    enum consumer_state state;
+    int64_t pending, first_ts; /* the last reckoning */
+    int at_risk;
+    struct consumer *next; /* hash chain */
+};
+
+int messenger_start(struct server *srv, struct ls_error *err);
+void messenger_stop(struct server *srv); /* before the writer stops: saves what is dirty */
+void messenger_free(struct server *srv);  /* after it */
+
+struct consumer *consumer_find(struct server *srv, const char *name);
+/*
+ * The consumer of that name, created at its first use (at the server's seq, or at the oldest
+ * retained entry with from_start). channels, when not NULL, replace its set. NULL: out of memory.
+ */
+struct consumer *consumer_open(struct server *srv, const char *name, const char *channels,
+                               int from_start);
+/* Everything up to id is handled; the position only moves forward here. */
+void consumer_ack(struct server *srv, struct consumer *c, int64_t id);
+/* An operator's move (rewind, reset): the position becomes pos, whatever it was. */
+void consumer_move(struct server *srv, struct consumer *c, int64_t pos);
+/* A reader found the position behind the floor: the reset (why) is issued, and waits for an ack. */
+void consumer_reset(struct server *srv, struct consumer *c, int64_t floor, json_t *why);
+void consumer_delete(struct server *srv, struct consumer *c);
+json_t *consumer_json(struct server *srv, const struct consumer *c);
+json_t *messenger_consumers_json(struct server *srv);
+json_t *messenger_status_json(struct server *srv);
+/* notify retention: age and size from --notify-retention */
+void messenger_retention(struct server *srv, int64_t *age_ms, int64_t *bytes);
+
+/* ---- reading (reader thread) ---- */
+/* The lowest position a reader of these channels may hold without having missed anything. */
+int64_t notes_floor(struct store *st, const char *channels);
+/* One entry as the API shows it: {"id","channel","payload","time"}. */
+json_t *note_json(const struct ls_note *n);
+/* The body of a reset event. */
+json_t *reset_json(int64_t position, int64_t floor, int64_t head);
+
+#endif

@@ -28,7 +28,10 @@
  *
  * --cpu-pid PID (repeatable): CPU seconds (utime + stime of /proc/PID/stat) of each process from
  * the first measured publish to the end of the delivery; reported per notification, the first
- * PID alone (the primary) and the average of the others.
+ * PID alone (the primary) and the average of the others; self_cpu_s is this program's own (the
+ * measurer must not be what limits a throughput run).
+ *
+ * At the end, a lockstep run deletes its consumers (DELETE /v1/consumers/NAME).
  *
  * The run ends when every consumer has everything, or when nothing has arrived for --quiet
  * seconds and the only consumer still short is the dropped one, or --drain seconds after the
@@ -176,6 +179,9 @@ struct consumer {
     long long last_id;   /* lockstep: the last id handled (Last-Event-ID, ack) */
     long long acked;     /* lockstep poll: the last id acknowledged */
     int64_t reconnect_ns; /* > 0: connect again then */
+    int64_t ack_retry_ns; /* > 0: send the refused ack again then */
+    long long ack_refused;
+    int64_t lat_sum_ns;   /* its deliveries' latencies: the mean per consumer tells servers apart */
     long long ev_id;     /* the SSE event being read */
     char ev_type[32];
     struct dbuf ev_data;
@@ -209,23 +215,30 @@ ep_set(struct conn *c, int fd, bool out)
     c->want_out = out;
 }
 
-/* A connected, non-blocking TCP socket to 127.0.0.1:port, registered with the loop. The connect
- * itself blocks: on loopback it is over at once (or refused at once). */
+/* A blocking TCP socket connected to 127.0.0.1:port, Nagle off. On loopback the connect is over
+ * at once (or refused at once). */
+static int
+tcp_connect(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) bench_die("socket: %s", strerror(errno));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        bench_die("connect 127.0.0.1:%d: %s", port, strerror(errno));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+/* A connection of the loop: tcp_connect's socket, non-blocking, registered. */
 static struct conn *
 conn_open(int port, bool is_pub)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     struct conn *c = calloc(1, sizeof *c);
-    int one = 1;
     if (!c) bench_die("out of memory");
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     c->is_pub = is_pub;
     c->port = port;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) bench_die("socket: %s", strerror(errno));
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        bench_die("connect 127.0.0.1:%d: %s", port, strerror(errno));
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = tcp_connect(port);
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
     ep_set(c, c->fd, false);
     return c;
@@ -349,6 +362,7 @@ deliver(struct consumer *k, long long n, long long t, int64_t now)
     } else {
         lats_add(&lat, (double)(now - t) / 1e6);
     }
+    k->lat_sum_ns += now - t;
 }
 
 /* The payload {"n":..,"t":..} of one notification (found inside the SSE data, or alone). */
@@ -368,6 +382,7 @@ sub_close(struct consumer *k)
 {
     conn_free(k->c);
     k->c = NULL;
+    k->ack_retry_ns = 0;
     k->ev_data.len = 0;
     k->ev_id = 0;
     k->ev_type[0] = '\0';
@@ -596,6 +611,24 @@ poll_page(struct consumer *k, int64_t now)
     ls_sub_request(k);
 }
 
+/* An ack refused as "beyond this server's seq" although the id came from this server's own page:
+ * the page was read (on a reader thread) before the loop counted the commit it saw. Counted, and
+ * sent again 1 ms later; any other refusal ends the run. */
+static bool
+ack_refused(struct consumer *k)
+{
+    struct conn *c = k->c;
+    if (c->poll_phase != POLL_ACK || c->rx.status != 400 || !c->rx.body.p ||
+        !strstr(c->rx.body.p, "beyond this server's seq"))
+        return false;
+    k->ack_refused++;
+    if (k->ack_refused == 1)
+        fprintf(stderr, "consumer %s: ack of %lld refused: %.200s\n", k->name, k->last_id, c->rx.body.p);
+    k->ack_retry_ns = now_ns() + 1000000;
+    http_rx_reset(&c->rx);
+    return true;
+}
+
 static void
 ls_sub_input(struct consumer *k, int64_t now)
 {
@@ -605,6 +638,7 @@ ls_sub_input(struct consumer *k, int64_t now)
         if (rc < 0) bench_die("consumer %s: malformed HTTP from port %d", k->name, k->port);
         if (c->rx.state != RX_HEAD && c->rx.status != 200) {
             if (rc == 0) return; /* the error's body is on its way */
+            if (ack_refused(k)) continue;
             bench_die("consumer %s: HTTP %d: %.300s", k->name, c->rx.status, c->rx.body.p ? c->rx.body.p : "");
         }
         if (opt.read == READ_SSE) {
@@ -621,6 +655,43 @@ ls_sub_input(struct consumer *k, int64_t now)
         }
         http_rx_reset(&c->rx);
     }
+}
+
+/* DELETE /v1/consumers/NAME of every consumer, after the run: a consumer left behind would cost
+ * the next runs (a server counts every consumer's backlog, up to 100,000, every few seconds).
+ * Returns how many were not deleted. */
+static int
+ls_forget_consumers(void)
+{
+    int failed = 0;
+    for (int i = 0; i < opt.consumers; i++) {
+        struct consumer *k = &cons[i];
+        struct http_rx rx = {0};
+        struct dbuf in = {0};
+        struct timeval tv = {.tv_sec = 5};
+        char req[256];
+        int fd, n, rc = 0;
+        ssize_t r;
+        sub_close(k);
+        fd = tcp_connect(k->port);
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        n = snprintf(req, sizeof req, "DELETE /v1/consumers/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                      "Connection: close\r\n\r\n", k->name, k->port);
+        if (write(fd, req, (size_t)n) == n) {
+            while (rc == 0) {
+                dbuf_reserve(&in, 4096);
+                if ((r = read(fd, in.p + in.len, in.cap - in.len - 1)) <= 0) break;
+                in.len += (size_t)r;
+                in.p[in.len] = '\0';
+                rc = http_rx_run(&rx, &in);
+            }
+        }
+        if (rc != 1 || rx.status / 100 != 2) failed++;
+        close(fd);
+        free(in.p);
+        free(rx.body.p);
+    }
+    return failed;
 }
 
 /* ---------------------------------------------------------------- Redis (RESP) */
@@ -1084,6 +1155,8 @@ main(int argc, char **argv)
     int64_t t0, t_phase, t_start = 0, t_pub_end = 0, t_end, next_warm = 0, deadline, drop_ns = 0;
     bool dropped = false, timed_out = false;
     double cpu_p = -1, cpu_o = -1;
+    int n_forget_failed = 0;
+    double self_cpu0 = 0;
 
     options(argc, argv);
     signal(SIGPIPE, SIG_IGN);
@@ -1133,6 +1206,7 @@ main(int argc, char **argv)
             t_start = now_ns();
             drop_ns = t_start + (int64_t)(opt.drop_at * 1e9);
             for (int i = 0; i < opt.ncpu; i++) cpu0[i] = proc_cpu(opt.cpu_pids[i]);
+            self_cpu0 = bench_cpu();
         }
         if (phase == RUN) {
             bool more;
@@ -1185,6 +1259,14 @@ main(int argc, char **argv)
                 if (now >= k->reconnect_ns) sub_start(k);
                 else if (k->reconnect_ns < wake) wake = k->reconnect_ns;
             }
+            if (k->c && k->ack_retry_ns) {
+                if (now >= k->ack_retry_ns) {
+                    k->ack_retry_ns = 0;
+                    ls_sub_request(k);
+                } else if (k->ack_retry_ns < wake) {
+                    wake = k->ack_retry_ns;
+                }
+            }
         }
         nev = loop_wait(evs, 64, wake > now ? wake - now : 0);
         if (nev < 0 && errno != EINTR) bench_die("epoll_wait: %s", strerror(errno));
@@ -1206,9 +1288,12 @@ main(int argc, char **argv)
     }
     t_end = now_ns();
     if (opt.ncpu) cpu_p = cpu_per_notification(&cpu_o);
+    if (opt.system == SYS_LOCKSTEP && (n_forget_failed = ls_forget_consumers()))
+        fprintf(stderr, "%d consumers could not be deleted (DELETE /v1/consumers/NAME)\n", n_forget_failed);
 
     /* ---- figures */
     long long missing = 0, dups = 0, resets = 0, unexpected = 0, misordered = 0, lost_drop = 0, dups_drop = 0;
+    long long refused = 0;
     for (int i = 0; i < opt.consumers; i++) {
         struct consumer *k = &cons[i];
         if (k->is_drop) {
@@ -1221,6 +1306,7 @@ main(int argc, char **argv)
         resets += k->resets;
         unexpected += k->unexpected;
         misordered += k->misordered;
+        refused += k->ack_refused;
     }
     double secs = (double)(t_pub_end ? t_pub_end - t_start : t_end - t_start) / 1e9;
     double e2e = (double)(t_end - t_start) / 1e9;
@@ -1235,16 +1321,23 @@ main(int argc, char **argv)
            p50, p99, mx, missing, dups);
     if (opt.drop >= 0) printf("; dropped consumer lost %lld (dups %lld)", lost_drop, dups_drop);
     if (cpu_p >= 0) printf("; CPU/notification %.1f us (first pid)", cpu_p);
+    if (refused) printf("; %lld acks refused", refused);
     printf("\n");
+    if (opt.consumers <= 16) { /* which servers are slower: the mean by consumer (= by server) */
+        fprintf(stderr, "mean ms by consumer:");
+        for (int i = 0; i < opt.consumers; i++)
+            fprintf(stderr, " %.2f", cons[i].distinct ? (double)cons[i].lat_sum_ns / 1e6 / (double)cons[i].distinct : 0);
+        fprintf(stderr, "\n");
+    }
     printf("RESULT system=%s read=%s consumers=%d published=%lld replied=%lld secs=%.3f pub_rate=%.1f "
            "e2e_secs=%.3f e2e_rate=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f n_lat=%zu "
            "pub_p50_ms=%.3f pub_p99_ms=%.3f late=%lld missing=%lld lost_dropped=%lld dups_dropped=%lld "
            "drop_max_ms=%.1f dups=%lld resets=%lld misordered=%lld unexpected=%lld pub_conns=%d "
-           "cpu_primary_us=%.2f cpu_other_us=%.2f drain_s=%.3f timed_out=%d\n",
+           "cpu_primary_us=%.2f cpu_other_us=%.2f self_cpu_s=%.2f drain_s=%.3f ack_refused=%lld timed_out=%d\n",
            sys_name(), opt.system == SYS_LOCKSTEP ? (opt.read == READ_SSE ? "sse" : "poll") : "-", opt.consumers,
            published, opt.system == SYS_REDIS ? published : replied, secs, secs > 0 ? (double)published / secs : 0,
            e2e, e2e > 0 ? (double)published / e2e : 0, p50, p90, p99, p999, mx, nlat, pp50, pp99, late, missing,
            lost_drop, dups_drop, (double)drop_lat_max_ns / 1e6, dups, resets, misordered, unexpected, npubs,
-           cpu_p, cpu_o, t_pub_end ? (double)(t_end - t_pub_end) / 1e9 : 0, timed_out);
+           cpu_p, cpu_o, bench_cpu() - self_cpu0, t_pub_end ? (double)(t_end - t_pub_end) / 1e9 : 0, refused, timed_out);
     return timed_out ? 3 : 0;
 }

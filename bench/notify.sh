@@ -19,10 +19,11 @@
 #             the same consumer name (SSE: with Last-Event-ID, as EventSource does).
 #   throughput  1 lockstep primary + 8 replicas, BENCH_NOTIFY_TPUT_CONSUMERS (100) SSE consumers
 #             spread over the 9 servers; BENCH_NOTIFY_TPUT_CONNS (8) publisher connections
-#             POSTing as fast as the primary answers, BENCH_NOTIFY_TPUT_BATCH (1; a list runs
+#             POSTing as fast as the primary answers, BENCH_NOTIFY_TPUT_BATCH ("1 100", a run
 #             each) notifications a request, for BENCH_NOTIFY_TPUT_SECONDS (10): notifications/s
 #             published and delivered to every consumer, and CPU per notification of the
 #             primary and of a replica (utime + stime of /proc/PID/stat around the run).
+#   BENCH_NOTIFY_SYSTEMS ("lockstep redis pg") picks the systems.
 #
 # Every server listens on 127.0.0.1 (free ports), keeps its data in BENCH_NOTIFY_DIR (/dev/shm),
 # is stopped by PID at the end; every step is bounded by BENCH_STEP_LIMIT (120 s). Redis: Debian's
@@ -44,7 +45,8 @@ READS=${BENCH_NOTIFY_READ:-sse poll}
 TPUT_SECS=${BENCH_NOTIFY_TPUT_SECONDS:-10}
 TPUT_CONSUMERS=${BENCH_NOTIFY_TPUT_CONSUMERS:-100}
 TPUT_CONNS=${BENCH_NOTIFY_TPUT_CONNS:-8}
-TPUT_BATCHES=${BENCH_NOTIFY_TPUT_BATCH:-1}
+TPUT_BATCHES=${BENCH_NOTIFY_TPUT_BATCH:-1 100}
+SYSTEMS=${BENCH_NOTIFY_SYSTEMS:-lockstep redis pg}
 BASE=${BENCH_NOTIFY_DIR:-/dev/shm}
 LIMIT=${BENCH_STEP_LIMIT:-120}
 SERVERS=8     # the latency runs: a consumer on each of 8 servers
@@ -83,7 +85,7 @@ run_nb() {
     fi
     for kv in ${line#RESULT }; do R[$key.${kv%%=*}]=${kv#*=}; done
     say "  $(grep -E '^(lockstep|redis|pg)' "$out" | tail -n 1)"
-    grep -E 'connection lost|time limit' "$out" | head -n 3 | sed 's/^/    /' >&2
+    grep -E 'connection lost|time limit|could not be deleted|ack of .* refused|mean ms by consumer' "$out" | head -n 4 | sed 's/^/    /' >&2
     return 0
 }
 
@@ -197,7 +199,10 @@ pg_server() {
 say ""
 say "== messenger: lockstep vs Redis pub/sub vs PostgreSQL LISTEN/NOTIFY ($(nproc) CPUs, $BASE, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 R[load0]=$(cut -d' ' -f1-3 /proc/loadavg)
-if [ -x "$LOCKSTEP" ] && command -v curl >/dev/null && ls_cluster $((SERVERS - 1)); then
+wanted() { [[ " $SYSTEMS " == *" $1 "* ]]; }
+if ! wanted lockstep; then
+    :
+elif [ -x "$LOCKSTEP" ] && command -v curl >/dev/null && ls_cluster $((SERVERS - 1)); then
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:${LS_HTTP[0]}/v1/notifications?limit=1")
     if [ "$code" = 200 ]; then
         HAVE_LS=1
@@ -208,7 +213,9 @@ if [ -x "$LOCKSTEP" ] && command -v curl >/dev/null && ls_cluster $((SERVERS - 1
 else
     say "   lockstep cannot run (needs $LOCKSTEP and curl): left out"
 fi
-if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+if ! wanted redis; then
+    :
+elif command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
     if rd_cluster; then
         HAVE_RD=1
         say "   $(redis-server --version | cut -d' ' -f1-3): master + $((SERVERS - 1)) replicas linked"
@@ -216,7 +223,9 @@ if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
 else
     say "   redis-server is missing (scripts/deps.sh bench): Redis left out"
 fi
-if "$NB" --help 2>&1 | grep -q "without libpq"; then
+if ! wanted pg; then
+    :
+elif "$NB" --help 2>&1 | grep -q "without libpq"; then
     say "   bench_notify was built without libpq (libpq-dev): PostgreSQL left out"
 elif pg_server; then
     HAVE_PG=1

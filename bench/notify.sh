@@ -310,20 +310,25 @@ drop_row rd.repl.drop "Redis pub/sub (subscriber on a replica)"
 drop_row pg.drop "PostgreSQL LISTEN/NOTIFY"
 echo "(lost: notifications it never received; others': what the other consumers missed; its max: the"
 echo " longest publish -> receipt among its deliveries, the redelivered ones included)"
+refused=0
+for k in ls.poll ls.poll.drop; do refused=$((refused + ${R[$k.ack_refused]:-0})); done
+[ $refused = 0 ] || echo "NOTE: $refused acks of a page's \"next\" were refused (400, beyond this server's seq) and retried 1 ms later"
 
 if [ $HAVE_LS = 1 ]; then
     echo
     echo "lockstep throughput: 1 primary + $TPUT_REPLICAS replicas, $TPUT_CONSUMERS SSE consumers over the $((TPUT_REPLICAS + 1)) servers, $TPUT_CONNS publisher connections, ${TPUT_SECS} s"
-    printf '%-22s %12s %12s %8s %8s %8s %9s %9s %7s\n' "notifications/request" "published/s" "to all/s" "p50 ms" "p99 ms" \
-        "max ms" "CPU prim" "CPU repl" "missing"
+    printf '%-22s %12s %12s %8s %8s %8s %9s %9s %7s %6s\n' "notifications/request" "published/s" "to all/s" "p50 ms" "p99 ms" \
+        "max ms" "CPU prim" "CPU repl" "missing" "client"
     for b in $TPUT_BATCHES; do
-        printf '%-22s %12s %12s %8s %8s %8s %9s %9s %7s\n' "$b" "$(num "tput.$b.pub_rate" %.0f)" \
+        printf '%-22s %12s %12s %8s %8s %8s %9s %9s %7s %6s\n' "$b" "$(num "tput.$b.pub_rate" %.0f)" \
             "$(num "tput.$b.e2e_rate" %.0f)" "$(num "tput.$b.p50_ms" %.2f)" "$(num "tput.$b.p99_ms" %.2f)" \
             "$(num "tput.$b.max_ms" %.1f)" "$(num "tput.$b.cpu_primary_us" %.1f)" "$(num "tput.$b.cpu_other_us" %.1f)" \
-            "$(v "tput.$b.missing")"
+            "$(v "tput.$b.missing")" "$(awk -v c="${R[tput.$b.self_cpu_s]:-}" -v t="${R[tput.$b.e2e_secs]:-}" \
+            'BEGIN { if (c != "" && t > 0) printf "%.0f%%", 100 * c / t; else printf "n/a" }')"
     done
     echo "(to all/s: notifications / time from the first publish until every consumer had all of them;"
-    echo " CPU: us per notification of the primary, and the mean of the replicas, over that time)"
+    echo " CPU: us per notification of the primary, and the mean of the replicas, over that time; client:"
+    echo " bench_notify's own CPU over that time, one thread: near 100% it, not lockstep, is the limit)"
 fi
 echo
 echo "load average at the start: ${R[load0]}, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -159,6 +159,7 @@ rd_cluster() { # 1 master + 7 replicas
     done
 }
 rd_ports() { local IFS=,; echo "${RD_PORT[*]}"; }
+rd_cpu_args() { local p; for p in "${RD_PIDS[@]}"; do printf -- '--cpu-pid %s ' "$p"; done; }
 
 # ---------------------------------------------------------------- PostgreSQL
 
@@ -240,14 +241,15 @@ say "-- latency: $COUNT notifications at $RATE/s, a consumer on each of $SERVERS
 if [ $HAVE_LS = 1 ]; then
     for rd in $READS; do
         run_nb "ls.$rd" --system lockstep --read "$rd" --pub "${LS_HTTP[0]}" --sub "$(ls_ports $SERVERS)" \
-            "${LAT[@]}"
+            "${LAT[@]}" $(ls_cpu_args)
         run_nb "ls.$rd.drop" --system lockstep --read "$rd" --pub "${LS_HTTP[0]}" --sub "$(ls_ports $SERVERS)" \
             "${LAT[@]}" "${DROPPED[@]}"
     done
 fi
 if [ $HAVE_RD = 1 ]; then
-    run_nb rd.repl --system redis --pub "${RD_PORT[0]}" --sub "$(rd_ports)" "${LAT[@]}"
-    run_nb rd.one --system redis --pub "${RD_PORT[0]}" --sub "${RD_PORT[0]}" --consumers $SERVERS "${LAT[@]}"
+    run_nb rd.repl --system redis --pub "${RD_PORT[0]}" --sub "$(rd_ports)" "${LAT[@]}" $(rd_cpu_args)
+    run_nb rd.one --system redis --pub "${RD_PORT[0]}" --sub "${RD_PORT[0]}" --consumers $SERVERS "${LAT[@]}" \
+        --cpu-pid "${RD_PIDS[0]}"
     run_nb rd.repl.drop --system redis --pub "${RD_PORT[0]}" --sub "$(rd_ports)" "${LAT[@]}" "${DROPPED[@]}"
 fi
 if [ $HAVE_PG = 1 ]; then
@@ -279,8 +281,9 @@ v() { local x=${R[$1]:-}; [ -n "$x" ] && printf '%s' "$x" || printf 'n/a'; }
 num() { local x=${R[$1]:-}; [ -n "$x" ] && awk -v x="$x" "BEGIN { if (x < 0) printf \"n/a\"; else printf \"$2\", x }" || printf 'n/a'; }
 
 lat_row() { # lat_row KEY LABEL
-    printf '%-50s %8s %8s %8s %8s %7s %5s\n' "$2" "$(num "$1.p50_ms" %.3f)" "$(num "$1.p99_ms" %.3f)" \
-        "$(num "$1.max_ms" %.3f)" "$(num "$1.pub_p99_ms" %.3f)" "$(v "$1.missing")" "$(v "$1.dups")"
+    printf '%-50s %8s %8s %8s %8s %7s %5s %9s %9s\n' "$2" "$(num "$1.p50_ms" %.3f)" "$(num "$1.p99_ms" %.3f)" \
+        "$(num "$1.max_ms" %.3f)" "$(num "$1.pub_p99_ms" %.3f)" "$(v "$1.missing")" "$(v "$1.dups")" \
+        "$(num "$1.cpu_primary_us" %.0f)" "$(num "$1.cpu_other_us" %.0f)"
 }
 drop_row() { # drop_row KEY LABEL
     printf '%-50s %8s %8s %8s %10s\n' "$2" "$(v "$1.lost_dropped")" "$(v "$1.dups_dropped")" \
@@ -289,8 +292,9 @@ drop_row() { # drop_row KEY LABEL
 
 echo
 echo "messenger latency: publish call -> receipt by a consumer on each of $SERVERS servers, $COUNT notifications at $RATE/s"
-echo "(ms over the $((SERVERS * COUNT)) deliveries; pub p99: the publish request until its reply)"
-printf '%-50s %8s %8s %8s %8s %7s %5s\n' "system" "p50" "p99" "max" "pub p99" "missing" "dups"
+echo "(ms over the $((SERVERS * COUNT)) deliveries; pub p99: the publish request until its reply; CPU: us per"
+echo " notification over the run of the primary and of a replica (mean), idle cost included, 10 ms ticks)"
+printf '%-50s %8s %8s %8s %8s %7s %5s %9s %9s\n' "system" "p50" "p99" "max" "pub p99" "missing" "dups" "CPU prim" "CPU repl"
 for rd in $READS; do
     [ "$rd" = sse ] && lat_row ls.sse "lockstep, GET /v1/events (1 primary + 7 replicas)"
     [ "$rd" = poll ] && lat_row ls.poll "lockstep, GET /v1/notifications?wait_ms= + ack"

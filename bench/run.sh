@@ -126,16 +126,7 @@ start_server() {
 }
 
 stop_server() {
-    local i
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
-    forget_pid "$SERVER_PID"
+    stop_pid "$SERVER_PID"
     SERVER_PID=
 }
 

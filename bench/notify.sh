@@ -165,13 +165,10 @@ rd_cpu_args() { local p; for p in "${RD_PIDS[@]}"; do printf -- '--cpu-pid %s ' 
 
 PG_PID= PG_PORT= PG_BIN=
 HAVE_PG=0
-pg_as() { # runs a PostgreSQL program as user postgres when we are root (it refuses root)
-    if [ "$(id -u)" = 0 ]; then
-        setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
-    else
-        "$@"
-    fi
-}
+# PostgreSQL refuses to run as root: then its programs run as user postgres. A prefix, not a
+# function, so that `"${PG_AS[@]}" postgres ... &` leaves the postmaster's own PID in $!.
+PG_AS=()
+[ "$(id -u)" = 0 ] && PG_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; }
 
 pg_server() {
@@ -183,15 +180,20 @@ pg_server() {
     fi
     mkdir -p "$d"
     [ "$(id -u)" = 0 ] && chown postgres: "$d"
-    pg_as "$PG_BIN/initdb" -D "$d/data" -U postgres -A trust -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 ||
+    "${PG_AS[@]}" "$PG_BIN/initdb" -D "$d/data" -U postgres -A trust -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 ||
         { say "  initdb failed:"; tail -n 5 "$WORK/initdb.log" >&2; return 1; }
     pick_port || return 1
     PG_PORT=$PORT
-    pg_as "$PG_BIN/postgres" -D "$d/data" -p "$PG_PORT" -k "$d" -c listen_addresses=127.0.0.1 \
+    "${PG_AS[@]}" "$PG_BIN/postgres" -D "$d/data" -p "$PG_PORT" -k "$d" -c listen_addresses=127.0.0.1 \
         >"$WORK/pg.log" 2>&1 &
     PG_PID=$!
     PIDS+=("$PG_PID")
     poll_until 20 pg_ready || { say "  PostgreSQL does not start:"; tail -n 5 "$WORK/pg.log" >&2; return 1; }
+    if [ "$(head -n 1 "$d/data/postmaster.pid")" != "$PG_PID" ]; then # it would outlive the script
+        say "  PostgreSQL runs as PID $(head -n 1 "$d/data/postmaster.pid"), not $PG_PID: stopped, left out"
+        kill -INT "$(head -n 1 "$d/data/postmaster.pid")"
+        return 1
+    fi
     say "   $("$PG_BIN/postgres" --version)"
 }
 

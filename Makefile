@@ -70,6 +70,7 @@ chaos: build/lockstep
 
 bench: build/lockstep
 	@scripts/deps.sh bench
+	@cmake -S . -B build/release >/dev/null # again: bench_notify links libpq when deps.sh has just installed it
 	@cmake --build build/release -j $(JOBS) --target $(patsubst bench/%.c,bench_%,$(wildcard bench/*.c)) \
 		>build/release/bench-build.log 2>&1 || { tail -n 30 build/release/bench-build.log; exit 1; }
 	@bench/run.sh

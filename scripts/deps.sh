@@ -6,7 +6,7 @@ want=(cmake make gcc pkg-config libsqlite3-dev libevent-dev libssl-dev libjansso
       libzstd-dev libcurl4-openssl-dev libinih-dev)
 case "${1:-build}" in
   test)  want+=(libcmocka-dev curl python3 jq clang libclang-rt-dev sqlite3) ;;
-  bench) want+=(curl python3 redis-server rsync) ;;
+  bench) want+=(curl python3 redis-server rsync libpq-dev) ;;
 esac
 missing=()
 for p in "${want[@]}"; do

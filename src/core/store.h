@@ -202,15 +202,17 @@ typedef int (*store_note_cb)(void *arg, const struct ls_note *n);
 /* Whether a set of channels (comma-separated; "" is every channel) has this one. */
 int channels_has(const char *set, const char *channel);
 /*
- * The entries after `after` on a set of channels, at most limit of them, looking at no more
- * than scan_max log entries. *scanned: the last seq looked at (a position may move there even
- * when nothing matched); *at_end: the log had nothing more. Returns the count, or < 0.
+ * The entries after `after` and up to `upto` (what the caller knows is committed: a reader may
+ * see a commit before the loop has counted it) on a set of channels, at most limit of them,
+ * looking at no more than scan_max log entries. *scanned: the last seq looked at (a position
+ * may move there even when nothing matched); *at_end: nothing more up to `upto`. Returns the
+ * count, or < 0.
  */
-int store_notes(struct store *st, int64_t after, const char *channels, int limit, int scan_max,
-                store_note_cb cb, void *arg, int64_t *scanned, int *at_end);
-/* How many entries wait after `after` (counted up to cap), and the time of the first. */
-int store_notes_pending(struct store *st, int64_t after, const char *channels, int64_t cap,
-                        int64_t *count, int64_t *first_ts);
+int store_notes(struct store *st, int64_t after, int64_t upto, const char *channels, int limit,
+                int scan_max, store_note_cb cb, void *arg, int64_t *scanned, int *at_end);
+/* How many entries wait in (after, upto] (counted up to cap), and the time of the first. */
+int store_notes_pending(struct store *st, int64_t after, int64_t upto, const char *channels,
+                        int64_t cap, int64_t *count, int64_t *first_ts);
 /* Below a floor entries may be missing: "log_floor" (retention, a snapshot) for everything,
  * "notify_floor" for notifications (their own retention). Floors only rise. */
 #define FLOOR_LOG "log_floor"

@@ -20,7 +20,8 @@
 #define BUCKETS 256
 #define FLUSH_MS 100
 #define RECKON_MS 5000
-#define PENDING_CAP 100000
+#define PENDING_CAP 10000
+#define RECOUNT_EVERY 12 /* a full count every 12 reckonings; between, only what is new */
 #define BEHIND_PENDING 1000
 #define BEHIND_AGE_MS 60000
 
@@ -30,6 +31,7 @@ struct messenger {
     size_t count;
     struct event *flush_timer, *reckon_timer;
     int flush_armed, reckoning;
+    uint64_t reckonings;
 };
 
 static const char *const state_names[] = {"live", "behind", "stalled", "reset"};
@@ -62,6 +64,7 @@ consumer_add(struct messenger *m, const char *name, const char *channels)
         return NULL;
     }
     snprintf(c->name, sizeof c->name, "%s", name);
+    c->reck_pos = c->reck_head = -1;
     c->next = m->bucket[b];
     m->bucket[b] = c;
     m->count++;
@@ -273,6 +276,7 @@ struct reckon_row {
     char name[LS_CHANNEL_MAX + 1];
     char *channels;
     int64_t position, pending, first_ts;
+    int64_t prev_pos, prev_head, prev_pending, prev_first_ts; /* the last reckoning's */
 };
 
 struct reckon {
@@ -280,9 +284,12 @@ struct reckon {
     struct messenger *m;
     size_t n;
     struct reckon_row *rows;
-    int64_t floor_any;
+    int64_t head; /* the loop's seq when it began: counts stop there */
+    int full;     /* count everything again (retention may have removed some) */
 };
 
+/* What waits for each consumer. A consumer that did not move since the last time is counted
+ * only for what came since: a thousand idle consumers cost a thousand short index reads. */
 static void
 reckon_run(struct store *st, struct read_job *j)
 {
@@ -290,8 +297,21 @@ reckon_run(struct store *st, struct read_job *j)
     for (size_t i = 0; i < k->n && !atomic_load(&j->cancelled); i++) {
         struct reckon_row *r = &k->rows[i];
         int64_t from = r->position < 0 ? notes_floor(st, r->channels) : r->position;
-        if (store_notes_pending(st, from, r->channels, PENDING_CAP, &r->pending, &r->first_ts))
+        int64_t add = 0, first = 0;
+        if (!k->full && r->prev_head >= 0 && r->prev_pos == r->position &&
+            r->prev_head >= from && r->prev_head <= k->head) {
+            if (store_notes_pending(st, r->prev_head, k->head, r->channels, PENDING_CAP, &add,
+                                    &first)) {
+                r->pending = -1;
+                continue;
+            }
+            r->pending = r->prev_pending + add;
+            if (r->pending > PENDING_CAP) r->pending = PENDING_CAP;
+            r->first_ts = r->prev_pending > 0 ? r->prev_first_ts : first;
+        } else if (store_notes_pending(st, from, k->head, r->channels, PENDING_CAP, &r->pending,
+                                       &r->first_ts)) {
             r->pending = -1;
+        }
     }
 }
 
@@ -321,6 +341,8 @@ reckon_done(struct read_job *j)
         if (!c || r->pending < 0 || atomic_load(&j->cancelled)) continue;
         c->pending = r->pending;
         c->first_ts = r->first_ts;
+        c->reck_pos = r->position;
+        c->reck_head = k->head;
         c->at_risk = r->pending > 0 && age > 0 && r->first_ts < now - age * 9 / 10;
         quiet = now - (c->acked > c->created ? c->acked : c->created);
         if (c->reset_at > 0) {
@@ -358,11 +380,17 @@ reckon_start(evutil_socket_t fd, short what, void *arg)
             if (c->gone || !(k->rows[i].channels = strdup(c->channels))) continue;
             snprintf(k->rows[i].name, sizeof k->rows[i].name, "%s", c->name);
             k->rows[i].position = c->position;
+            k->rows[i].prev_pos = c->reck_pos;
+            k->rows[i].prev_head = c->reck_head;
+            k->rows[i].prev_pending = c->pending;
+            k->rows[i].prev_first_ts = c->first_ts;
             i++;
         }
     }
     k->n = i;
     k->m = m;
+    k->head = m->srv->pos.seq;
+    k->full = m->reckonings++ % RECOUNT_EVERY == 0;
     k->job.run = reckon_run;
     k->job.done = reckon_done;
     m->reckoning = 1;

@@ -30,6 +30,7 @@ struct consumer {
     int dirty, saving, gone;
     enum consumer_state state;
     int64_t pending, first_ts; /* the last reckoning */
+    int64_t reck_pos, reck_head; /* ... of (position, head]; -1: none yet */
     int at_risk;
     struct consumer *next; /* hash chain */
 };

@@ -63,6 +63,8 @@ enum {
     R_DIGEST,
     R_DIGEST_PUB,
     R_LOG_FIRST,
+    R_NOTES_ALL,
+    R_NOTES_ONLY,
     N_STMT
 };
 

@@ -144,8 +144,9 @@ nread_run(struct store *st, struct nread *r)
     }
     json_decref(r->notes);
     r->notes = json_array();
-    n = store_notes(st, r->from, r->channels, r->limit, scan, nread_cb, r->notes, &scanned,
-                    &at_end);
+    /* up to what the loop has counted: a `next` beyond it would be refused by an ack */
+    n = store_notes(st, r->from, r->seen, r->channels, r->limit, scan, nread_cb, r->notes,
+                    &scanned, &at_end);
     if (n < 0) {
         r->rc = n;
         return;

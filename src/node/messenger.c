@@ -242,6 +242,7 @@ consumer_move(struct server *srv, struct consumer *c, int64_t pos)
     log_info("consumer %s moved from %lld to %lld", c->name, (long long)c->position,
              (long long)pos);
     c->position = pos;
+    c->moves++;
     c->reset_at = 0;
     json_decref(c->reset_why);
     c->reset_why = NULL;

@@ -27,6 +27,7 @@ struct consumer {
     int64_t gen;       /* the log generation of position (store.h LOG_GEN); -1: not known */
     json_t *reset_why; /* the reset event's body while it waits (NULL after a restart) */
     int connected;     /* readers attached now */
+    unsigned moves;    /* operator moves (rewind, reset): a read begun before one is read again */
     int dirty, saving, gone;
     enum consumer_state state;
     int64_t pending, first_ts; /* the last reckoning */

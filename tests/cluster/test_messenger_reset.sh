@@ -74,6 +74,18 @@ lsc P consumers rewind old --to "$mid" >/dev/null
 assert_eq "$(page "consumer=old" | jq -c '[.notifications[].payload]')" "[6]" "after a rewind to a time"
 lsc P consumers reset old >/dev/null
 assert_eq "$(page "consumer=old" | jq '.notifications | length')" 0 "after a reset to the head"
+# a running watcher follows a rewind (its long poll in flight is read again from there)
+"$LOCKSTEP" watch --server "$H" --consumer live --channel rw --json >"$T/live.out" 2>&1 &
+wpid=$!
+bg_track $wpid
+wait_until 10 curl -sf "$H/v1/consumers/live" || fail "watcher live did not register"
+ids=$(curl -sf -X POST "$H/v1/notify" -d '[{"channel":"rw","payload":1},{"channel":"rw","payload":2}]')
+wait_until 10 lines_at_least "$T/live.out" 2 || fail "the watcher printed: $(cat "$T/live.out")"
+lsc P consumers rewind live --to "$(($(jq '.ids[0]' <<<"$ids") - 1))" >/dev/null
+lsc P notify rw 3 >/dev/null
+wait_until 10 lines_at_least "$T/live.out" 5 || fail "after the rewind the watcher printed: $(cat "$T/live.out")"
+kill $wpid
+assert_eq "$(jq -c .payload "$T/live.out" | tr '\n' ' ')" "1 2 1 2 3 " "the watcher's lines around the rewind"
 assert_exit 0 lsc P consumers rm old
 assert_exit 3 lsc P consumers rm old
 assert_exit 2 lsc P consumers rewind slow

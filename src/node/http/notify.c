@@ -200,6 +200,8 @@ struct npage {
     struct seq_waiter w;
     struct ctx *c;
     int64_t deadline_ms;
+    unsigned moves; /* the consumer's, when the read began from its position */
+    int own_cursor; /* after= was given: the consumer's moves do not apply */
     char name[LS_CHANNEL_MAX + 1]; /* "" anonymous */
 };
 
@@ -226,7 +228,12 @@ static void
 npage_fire(struct seq_waiter *w, int timed_out)
 {
     struct npage *p = w->arg;
+    struct consumer *c = *p->name ? consumer_find(p->c->srv, p->name) : NULL;
     p->r.cursor = p->r.next;
+    if (c && !p->own_cursor && c->moves != p->moves) { /* moved while it waited */
+        p->moves = c->moves;
+        p->r.cursor = c->position;
+    }
     if (timed_out) p->deadline_ms = 0;
     npage_submit(p);
 }
@@ -240,6 +247,13 @@ npage_finish(struct http_read *hr)
     struct consumer *c = *p->name ? consumer_find(srv, p->name) : NULL;
     json_t *reset;
     if (p->r.rc) return 0;
+    if (c && !p->own_cursor && c->moves != p->moves) {
+        /* an operator moved it while this was read: read from where it is now */
+        p->moves = c->moves;
+        p->r.cursor = c->position;
+        npage_submit(p);
+        return 1;
+    }
     reset = nread_apply(srv, c, &p->r);
     if (!reset && json_array_size(p->r.notes) == 0 && p->deadline_ms > ls_mono_ms()) {
         p->w.target = p->r.next + 1;
@@ -289,6 +303,8 @@ h_notifications(struct ctx *c)
         open_reader(c, &cons, &p->r.channels, &p->r.cursor))
         goto out;
     if (after >= 0) p->r.cursor = after;
+    p->own_cursor = after >= 0;
+    if (cons) p->moves = cons->moves;
     if (p->r.cursor > c->srv->pos.seq) {
         reply_error(c->req, LS_EINVAL, "after=%lld is beyond this server's seq %lld",
                     (long long)p->r.cursor, (long long)c->srv->pos.seq);
@@ -321,6 +337,7 @@ struct esession {
     struct seq_waiter w;
     struct event *ping;
     char name[LS_CHANNEL_MAX + 1];
+    unsigned moves; /* the consumer's: a move (rewind, reset) restarts the stream there */
     int sending, reading, gone, attached;
 };
 
@@ -393,6 +410,13 @@ es_read_done(struct read_job *j)
     }
     if (e->r.rc || atomic_load(&j->cancelled) || !(out = evbuffer_new())) {
         es_end(e); /* the log cannot be read, or the server is stopping */
+        return;
+    }
+    if (c && c->moves != e->moves) { /* an operator moved it: go on from there */
+        e->moves = c->moves;
+        e->r.cursor = c->position;
+        evbuffer_free(out);
+        es_pump(e);
         return;
     }
     if ((reset = nread_apply(e->srv, c, &e->r))) {
@@ -514,6 +538,7 @@ h_events(struct ctx *c)
     }
     if (cons) {
         snprintf(e->name, sizeof e->name, "%s", cons->name);
+        e->moves = cons->moves;
         cons->connected++;
         e->attached = 1;
     }

@@ -242,6 +242,7 @@ consumer_move(struct server *srv, struct consumer *c, int64_t pos)
     json_decref(c->reset_why);
     c->reset_why = NULL;
     touch(srv, c);
+    webhook_kick(srv, c->name); /* a webhook delivers from there now, not at the next commit */
 }
 
 void

@@ -570,6 +570,15 @@ find(struct server *srv, const char *name)
     return NULL;
 }
 
+void
+webhook_kick(struct server *srv, const char *name)
+{
+    struct webhook *w = find(srv, name);
+    if (!w || w->step != H_FOLLOWING || srv->stopping) return;
+    server_cancel_wait(srv, &w->wait);
+    read_submit(w);
+}
+
 static json_t *
 time_or_null(int64_t ms)
 {

@@ -20,6 +20,8 @@ int webhook_start(struct server *srv, struct ls_error *err);
 /* After the readers stop (every read has come back) and before messenger_stop (which saves
  * the last acknowledgements): a POST in flight is dropped, and sent again at the next start. */
 void webhook_stop(struct server *srv);
+/* Consumer name was moved (rewind, reset): its webhook, waiting for commits, reads again now. */
+void webhook_kick(struct server *srv, const char *name);
 /* The "webhook" object of consumer name's JSON; NULL when no webhook has that name. */
 json_t *webhook_json(struct server *srv, const char *name);
 /* The names of the webhooks that are failing now. */

@@ -550,9 +550,8 @@ server_open(struct server *srv, int listen_peer)
     srv->base = event_base_new();
     srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
     if (!(srv->writer = writer_start(srv, srv->wstore, &err)) ||
-        !(srv->readers = readers_start(srv, READER_THREADS, &err)) ||
-        messenger_start(srv, &err) || webhook_start(srv, &err) || forward_start(srv, &err) ||
-        http_api_start(srv, &err) ||
+        !(srv->readers = readers_start(srv, READER_THREADS, &err)) || messenger_start(srv, &err) ||
+        webhook_start(srv, &err) || forward_start(srv, &err) || http_api_start(srv, &err) ||
         (listen_peer && repl_up_start(srv, &err)) ||
         (!server_is_primary(srv) && repl_down_start(srv, &err))) {
         log_error("%s", err.msg);

@@ -33,28 +33,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BATCH_MAX 100                  /* notifications per POST */
-#define BODY_MAX (1u << 20)            /* bytes per POST */
-#define NOTES_MAX (BODY_MAX - 4096)    /* of which the notifications (the rest: consumer, reset) */
-#define TIMEOUT_S 10                   /* a POST must be answered within this */
-#define REPLY_MAX (1u << 20)           /* a reply's body (ignored) is at most this */
+#define BATCH_MAX 100               /* notifications per POST */
+#define BODY_MAX (1u << 20)         /* bytes per POST */
+#define NOTES_MAX (BODY_MAX - 4096) /* of which the notifications (the rest: consumer, reset) */
+#define TIMEOUT_S 10                /* a POST must be answered within this */
+#define REPLY_MAX (1u << 20)        /* a reply's body (ignored) is at most this */
 #define REPLY_HEADERS_MAX (64u << 10)
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
-#define LOCAL_RETRY_MS 1000            /* after a read that could not run (not the endpoint's fault) */
-#define FAILING_AFTER 3                /* attempts in a row before the webhook shows failing */
-#define SNIPPET 160                    /* of a failed reply's body, in last_error */
+#define LOCAL_RETRY_MS 1000 /* after a read that could not run (not the endpoint's fault) */
+#define FAILING_AFTER 3     /* attempts in a row before the webhook shows failing */
+#define SNIPPET 160         /* of a failed reply's body, in last_error */
 
 enum hook_step { H_IDLE, H_READING, H_POSTING, H_RETRY, H_FOLLOWING };
 
 /* One --webhook value, parsed. */
 struct hook_spec {
     char name[LS_CHANNEL_MAX + 1];
-    char *url;      /* as given */
-    char *host;     /* to connect to (an IPv6 address without brackets) */
+    char *url;       /* as given */
+    char *host;      /* to connect to (an IPv6 address without brackets) */
     char *authority; /* the Host header */
-    char *target;   /* path and query */
-    char *channels; /* comma-separated set; "" is every channel */
+    char *target;    /* path and query */
+    char *channels;  /* comma-separated set; "" is every channel */
     int port;
 };
 
@@ -71,8 +71,8 @@ struct webhook {
     struct nread r;
     struct ls_buf text; /* the notifications as a JSON array */
     size_t count;
-    int64_t next;       /* the position once the batch is delivered */
-    int64_t from;       /* the consumer's position the batch follows */
+    int64_t next; /* the position once the batch is delivered */
+    int64_t from; /* the consumer's position the batch follows */
     /* health */
     int failing, failures, last_status, err_kind;
     char last_error[300];
@@ -89,7 +89,7 @@ struct webhooks {
 
 static const char *const step_names[] = {"idle", "reading", "posting", "retry", "following"};
 
-/* ---------------------------------------------------------------- --webhook NAME=URL[,channel=C] */
+/* ---------------------------------------------------------------- --webhook values */
 
 static void
 spec_release(struct hook_spec *s)
@@ -312,11 +312,13 @@ delivered(struct webhook *w, int status)
     struct server *srv = w->all->srv;
     struct consumer *c = consumer_find(srv, w->spec.name);
     /* A consumer moved meanwhile (rewind, reset, rm) keeps its new position. */
-    if (c && c->position == w->from) consumer_ack(srv, c, w->next);
-    else
+    if (c && c->position == w->from) {
+        consumer_ack(srv, c, w->next);
+    } else {
         log_info("webhook %s: its consumer moved while a batch was in flight; it continues from "
                  "there",
                  w->spec.name);
+    }
     w->delivered += (int64_t)w->count;
     w->last_status = status;
     w->last_delivery_ms = ls_now_ms();
@@ -333,11 +335,12 @@ failed(struct webhook *w, int status, const char *why)
     w->failures++;
     w->last_status = status;
     snprintf(w->last_error, sizeof w->last_error, "%s", why);
-    for (int i = 1; i < w->failures && delay < w->all->backoff_max_ms; i++) delay *= 2;
+    for (int i = 1; i < w->failures && delay < w->all->backoff_max_ms; i++)
+        delay *= 2;
     if (delay > w->all->backoff_max_ms) delay = w->all->backoff_max_ms;
     w->next_attempt_ms = ls_now_ms() + delay;
-    log_debug("webhook %s: attempt %d failed: %s; again in %lld ms", w->spec.name, w->failures,
-              why, (long long)delay);
+    log_debug("webhook %s: attempt %d failed: %s; again in %lld ms", w->spec.name, w->failures, why,
+              (long long)delay);
     if (w->failures >= FAILING_AFTER) set_failing(w, 1);
     set_step(w, H_RETRY);
     arm(w->retry, delay);
@@ -381,12 +384,16 @@ on_post_done(struct evhttp_request *req, void *arg)
         reply_error_text(req, status, why, sizeof why);
     } else {
         switch (w->err_kind - 1) {
-        case EVREQ_HTTP_TIMEOUT: snprintf(why, sizeof why, "no reply within %d s", TIMEOUT_S); break;
+        case EVREQ_HTTP_TIMEOUT:
+            snprintf(why, sizeof why, "no reply within %d s", TIMEOUT_S);
+            break;
         case EVREQ_HTTP_EOF:
             snprintf(why, sizeof why, "the connection to %s closed before a reply",
                      w->spec.authority);
             break;
-        case EVREQ_HTTP_INVALID_HEADER: snprintf(why, sizeof why, "a malformed reply"); break;
+        case EVREQ_HTTP_INVALID_HEADER:
+            snprintf(why, sizeof why, "a malformed reply");
+            break;
         case EVREQ_HTTP_DATA_TOO_LONG:
             snprintf(why, sizeof why, "a reply over %u bytes", REPLY_MAX);
             break;
@@ -539,10 +546,11 @@ static void
 read_submit(struct webhook *w)
 {
     struct server *srv = w->all->srv;
-    struct consumer *c = hook_consumer(w);
-    char *channels = c ? strdup(c->channels) : NULL;
+    struct consumer *c;
+    char *channels;
     if (srv->stopping) return;
-    if (!channels) {
+    c = hook_consumer(w);
+    if (!c || !(channels = strdup(c->channels))) {
         retry_local(w, "out of memory");
         return;
     }
@@ -594,12 +602,13 @@ webhook_json(struct server *srv, const char *name)
     struct webhook *w = find(srv, name);
     json_t *o;
     if (!w) return NULL;
-    o = json_pack("{s:s,s:s,s:i,s:I}", "url", w->spec.url, "state",
-                  w->failing ? "failing" : "ok", "failures", w->failures, "delivered",
-                  (json_int_t)w->delivered);
-    json_object_set_new(o, "last_status", w->last_status ? json_integer(w->last_status) : json_null());
+    o = json_pack("{s:s,s:s,s:i,s:I}", "url", w->spec.url, "state", w->failing ? "failing" : "ok",
+                  "failures", w->failures, "delivered", (json_int_t)w->delivered);
+    json_object_set_new(o, "last_status",
+                        w->last_status ? json_integer(w->last_status) : json_null());
     json_object_set_new(o, "last_error", *w->last_error ? json_string(w->last_error) : json_null());
-    json_object_set_new(o, "next_attempt", time_or_null(w->step == H_RETRY ? w->next_attempt_ms : 0));
+    json_object_set_new(o, "next_attempt",
+                        time_or_null(w->step == H_RETRY ? w->next_attempt_ms : 0));
     json_object_set_new(o, "last_delivery", time_or_null(w->last_delivery_ms));
     return o;
 }
@@ -609,7 +618,8 @@ webhook_failing_json(struct server *srv)
 {
     json_t *arr = json_array();
     for (size_t i = 0; srv->hooks && i < srv->hooks->n; i++)
-        if (srv->hooks->v[i].failing) json_array_append_new(arr, json_string(srv->hooks->v[i].spec.name));
+        if (srv->hooks->v[i].failing)
+            json_array_append_new(arr, json_string(srv->hooks->v[i].spec.name));
     return arr;
 }
 
@@ -668,7 +678,8 @@ webhook_start(struct server *srv, struct ls_error *err)
         all->n++;
         if (hook_open(all, &all->v[i], specs->v[i], err)) return err->code;
     }
-    for (size_t i = 0; i < all->n; i++) read_submit(&all->v[i]);
+    for (size_t i = 0; i < all->n; i++)
+        read_submit(&all->v[i]);
     return 0;
 }
 

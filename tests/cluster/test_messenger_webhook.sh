@@ -11,7 +11,7 @@
 #     durable position, nothing delivered twice; kill -9 right after a delivery: at most that
 #     batch again
 #  6. a rewind of the consumer is delivered again at once
-#  7. retention removes what was pending: the next batch carries the reset first
+#  7. retention removes what was pending: the next batch carries the reset first, once
 set -euo pipefail
 source "$(dirname "$0")/lib_repl.sh"
 
@@ -178,23 +178,26 @@ assert_eq "$(jq -sc ".[$n_before:] | [.[].notifications[].id]" "$T/bodies")" \
 log "7: retention removes what was pending: a reset first"
 stop_server P
 stop_sink
-LOCKSTEP_RETENTION_INTERVAL_MS=100 start_node P --webhook "$HOOK" --notify-retention 3s
+LOCKSTEP_RETENTION_INTERVAL_MS=100 start_node P --webhook "$HOOK" --notify-retention 5s
 pos=$(hook_field .position)
-for i in 1 2 3; do lsc P notify c "\"lost $i\"" >/dev/null; done
+printf '"lost 1"\n"lost 2"\n"lost 3"\n' | lsc P notify c - >/dev/null # one time: pruned together
 _pruned() { [[ "$(curl -sf "$URL_P/v1/notifications?after=0&channel=c" | jq '.notifications | length')" == 0 ]]; }
 wait_until 15 _pruned || fail "retention did not remove the pending notifications"
-lsc P notify c '"kept 1"' >/dev/null
-lsc P notify c '"kept 2"' >/dev/null
 n_before=$(jq -s length "$T/bodies")
 start_sink
-wait_until 10 _got_more || fail "nothing delivered after the reset"
+lsc P notify c '"kept 1"' >/dev/null
+lsc P notify c '"kept 2"' >/dev/null
+_kept() { jq -se ".[$n_before:] | [.[].notifications[].payload] | index(\"kept 2\")" "$T/bodies" >/dev/null; }
+wait_until 10 _kept || fail "not delivered after the reset: $(jq -sc ".[$n_before:]" "$T/bodies")"
 first=$(jq -sc ".[$n_before]" "$T/bodies")
 assert_eq "$(jq -r .reset.type <<<"$first")" reset "the first batch after retention: a reset"
 assert_eq "$(jq .reset.position <<<"$first")" "$pos" "the reset's position"
-assert_eq "$(jq -c '[.notifications[].payload]' <<<"$first")" '["kept 1","kept 2"]' \
-    "the notifications after the reset"
 assert_eq "$(jq -c 'keys_unsorted' <<<"$first")" '["consumer","reset","notifications","next"]' \
     "the fields of a body, the reset first"
+assert_eq "$(jq -sc ".[$n_before:] | [.[].notifications[].payload]" "$T/bodies")" \
+    '["kept 1","kept 2"]' "the notifications after the reset"
+assert_eq "$(jq -sc ".[$n_before + 1:] | map(has(\"reset\")) | any" "$T/bodies")" false \
+    "a reset in a later batch"
 _reset_done() { [[ "$(hook_field '[.state, .resets]')" == '["live",1]' ]]; }
 wait_until 5 _reset_done || fail "after the reset was delivered: $(hook)"
 lsc P notify c '"later"' >/dev/null

@@ -32,6 +32,7 @@ struct config {
     char *log_retention;
     char *notify_retention;
     int64_t consumer_stall_ms;
+    struct strlist webhook; /* NAME=URL[,channel=C]... (webhook.c checks them) */
     int64_t sync_max_versions;
     uint64_t snapshot_max_wal; /* a snapshot pinning a -wal file larger than this is dropped */
     char *compress;

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "node/server.h"
+#include "node/webhook.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +248,7 @@ consumer_move(struct server *srv, struct consumer *c, int64_t pos)
     json_decref(c->reset_why);
     c->reset_why = NULL;
     touch(srv, c);
+    webhook_kick(srv, c->name); /* a webhook delivers from there now, not at the next commit */
 }
 
 void
@@ -409,7 +411,7 @@ json_t *
 consumer_json(struct server *srv, const struct consumer *c)
 {
     char t[40], chans[LS_CHANNEL_MAX * 4];
-    json_t *arr = json_array(), *o;
+    json_t *arr = json_array(), *o, *hook;
     snprintf(chans, sizeof chans, "%s", c->channels);
     for (char *save = NULL, *tok = strtok_r(chans, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save))
@@ -423,6 +425,7 @@ consumer_json(struct server *srv, const struct consumer *c)
                         json_integer(c->pending > 0 ? (ls_now_ms() - c->first_ts) / 1000 : 0));
     if (c->acked) ls_format_time(c->acked, t, sizeof t);
     json_object_set_new(o, "last_ack", c->acked ? json_string(t) : json_null());
+    if ((hook = webhook_json(srv, c->name))) json_object_set_new(o, "webhook", hook);
     return o;
 }
 
@@ -452,10 +455,10 @@ messenger_status_json(struct server *srv)
             }
         }
     }
-    return json_pack("{s:I,s:{s:I,s:I,s:I,s:I},s:o}", "consumers", (json_int_t)n, "states",
+    return json_pack("{s:I,s:{s:I,s:I,s:I,s:I},s:o,s:o}", "consumers", (json_int_t)n, "states",
                      "live", (json_int_t)by[CS_LIVE], "behind", (json_int_t)by[CS_BEHIND],
                      "stalled", (json_int_t)by[CS_STALLED], "reset", (json_int_t)by[CS_RESET],
-                     "at_risk", risk);
+                     "at_risk", risk, "webhooks_failing", webhook_failing_json(srv));
 }
 
 void

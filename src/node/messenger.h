@@ -68,4 +68,25 @@ json_t *note_json(const struct ls_note *n);
 /* The body of a reset event. */
 json_t *reset_json(int64_t position, int64_t floor, int64_t head);
 
+/*
+ * One read of notifications for a reader (http/notify.c: pages, SSE; webhook.c): the floor below
+ * which entries are gone, whether the cursor is behind it (a reset), then at most limit entries.
+ * The caller fills the first four fields; nread_run (reader thread) the results.
+ */
+struct nread {
+    char *channels;
+    int64_t cursor; /* < 0: from the floor (a consumer that asked for everything kept) */
+    int limit;
+    int64_t seen; /* the server's seq before the read */
+    int64_t gen_in; /* the consumer's log generation, -1: not known (store.h LOG_GEN) */
+    /* results */
+    int64_t floor, from, next, gen;
+    int reset, rc;
+    json_t *notes; /* note_json objects */
+};
+void nread_run(struct store *st, struct nread *r); /* reader thread */
+/* The loop, after a read for consumer c (NULL: anonymous): a new consumer's start, a reset.
+ * Returns the reset event's body to send (a reference the caller owns), or NULL. */
+json_t *nread_apply(struct server *srv, struct consumer *c, struct nread *r);
+
 #endif

@@ -102,18 +102,6 @@ fail:
 
 /* ---------------------------------------------------------------- one read */
 
-struct nread {
-    char *channels;
-    int64_t cursor; /* < 0: from the floor (a consumer that asked for everything kept) */
-    int limit;
-    int64_t seen; /* the server's seq before the read */
-    int64_t gen_in; /* the consumer's log generation, -1: not known (store.h LOG_GEN) */
-    /* results */
-    int64_t floor, from, next, gen;
-    int reset, rc;
-    json_t *notes;
-};
-
 static int
 nread_cb(void *arg, const struct ls_note *n)
 {
@@ -122,7 +110,7 @@ nread_cb(void *arg, const struct ls_note *n)
 }
 
 /* On a reader thread. */
-static void
+void
 nread_run(struct store *st, struct nread *r)
 {
     int64_t scanned;
@@ -158,7 +146,7 @@ nread_run(struct store *st, struct nread *r)
 
 /* On the loop, after a read for consumer c (NULL: anonymous): a new consumer's start, a reset.
  * Returns the reset event's body to send (a reference), or NULL. */
-static json_t *
+json_t *
 nread_apply(struct server *srv, struct consumer *c, struct nread *r)
 {
     json_t *why = NULL;

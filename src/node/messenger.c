@@ -91,6 +91,7 @@ struct save_job {
     struct ls_consumer *rows;
     char **owned; /* names and channel sets, copied for the writer thread */
     int *del;     /* 1: remove the row */
+    struct consumer **who; /* the loop's records (a saving one is never freed before done) */
 };
 
 static int
@@ -113,10 +114,7 @@ save_done(struct wreq *r, void *arg)
     struct messenger *m = arg;
     struct save_job *j = r->fn_arg;
     for (size_t i = 0; i < j->n; i++) {
-        struct consumer *c;
-        for (c = m->bucket[bucket_of(j->rows[i].name)]; c; c = c->next)
-            if (c->saving && strcmp(c->name, j->rows[i].name) == 0) break;
-        if (!c) continue;
+        struct consumer *c = j->who[i];
         c->saving = 0;
         if (r->rc) c->dirty = 1; /* tried again at the next flush */
         if (c->gone && !c->dirty) consumer_unlink_free(m, c);
@@ -126,9 +124,34 @@ save_done(struct wreq *r, void *arg)
     free(j->owned);
     free(j->rows);
     free(j->del);
+    free(j->who);
     free(j);
     wreq_free(r);
     save_arm(m);
+}
+
+/* c's row into the job, when it is dirty and not being saved already */
+static void
+save_add(struct save_job *j, struct consumer *c, size_t *k, size_t n)
+{
+    char *name, *channels;
+    if (!c->dirty || c->saving || *k == n) return;
+    name = strdup(c->name);
+    channels = strdup(c->channels);
+    if (!name || !channels) { /* stays dirty: the next flush */
+        free(name);
+        free(channels);
+        return;
+    }
+    j->owned[2 * *k] = name;
+    j->owned[2 * *k + 1] = channels;
+    j->rows[*k] = (struct ls_consumer){name,          channels,  c->position, c->created,
+                                       c->acked,      c->resets, c->reset_at, c->gen};
+    j->del[*k] = c->gone;
+    j->who[*k] = c;
+    c->dirty = 0;
+    c->saving = 1;
+    (*k)++;
 }
 
 static void
@@ -144,27 +167,20 @@ save_flush(evutil_socket_t fd, short what, void *arg)
     if (n == 0 || !m->srv->writer) return;
     if (!(j = calloc(1, sizeof *j)) || !(j->rows = calloc(n, sizeof *j->rows)) ||
         !(j->owned = calloc(2 * n, sizeof *j->owned)) || !(j->del = calloc(n, sizeof *j->del)) ||
-        !(r = calloc(1, sizeof *r))) {
-        if (j) free(j->rows), free(j->owned), free(j->del);
+        !(j->who = calloc(n, sizeof *j->who)) || !(r = calloc(1, sizeof *r))) {
+        if (j) free(j->rows), free(j->owned), free(j->del), free(j->who);
         free(j);
         save_arm(m); /* out of memory: later */
         return;
     }
-    for (int b = 0; b < BUCKETS; b++) {
-        for (struct consumer *c = m->bucket[b]; c; c = c->next) {
-            if (!c->dirty || c->saving || k == n) continue;
-            j->owned[2 * k] = strdup(c->name);
-            j->owned[2 * k + 1] = strdup(c->channels);
-            if (!j->owned[2 * k] || !j->owned[2 * k + 1]) continue; /* stays dirty */
-            j->rows[k] = (struct ls_consumer){j->owned[2 * k], j->owned[2 * k + 1], c->position,
-                                              c->created, c->acked, c->resets, c->reset_at,
-                                              c->gen};
-            j->del[k] = c->gone;
-            c->dirty = 0;
-            c->saving = 1;
-            k++;
-        }
-    }
+    /* removals first: a consumer removed and made again under its name within one flush
+     * must end up saved, not removed */
+    for (int b = 0; b < BUCKETS; b++)
+        for (struct consumer *c = m->bucket[b]; c; c = c->next)
+            if (c->gone) save_add(j, c, &k, n);
+    for (int b = 0; b < BUCKETS; b++)
+        for (struct consumer *c = m->bucket[b]; c; c = c->next)
+            if (!c->gone) save_add(j, c, &k, n);
     j->n = k;
     r->type = WREQ_CUSTOM;
     r->fn = save_run;

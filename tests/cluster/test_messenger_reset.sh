@@ -89,6 +89,12 @@ assert_eq "$(jq -c .payload "$T/live.out" | tr '\n' ' ')" "1 2 1 2 3 " "the watc
 assert_exit 0 lsc P consumers rm old
 assert_exit 3 lsc P consumers rm old
 assert_exit 2 lsc P consumers rewind slow
+# removed and made again at once (within one save): it is the new one that is kept
+curl -sf -X DELETE "$H/v1/consumers/slow" >/dev/null
+curl -sf "$H/v1/notifications?consumer=slow&channel=again" >/dev/null
+stop_server P
+start_node P --notify-retention 6s --consumer-stall 1s
+assert_eq "$(curl -sf "$H/v1/consumers/slow" | jq -c .channels)" '["again"]' "slow after rm, a new use and a restart"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$H/v1/consumers/slow/ack" -d '{"id":99999}')
 assert_eq "$code" 400 "an ack beyond the head"
 log "ok"

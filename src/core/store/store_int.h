@@ -15,6 +15,7 @@
  *   log.c       log entries with the data to replicate them, retention, truncation
  *   snapshot.c  consistent snapshots on a read transaction of their own
  *   tokens.c    access tokens (hashes only)
+ *   mirror.c    mirroring jobs: definitions, runs, errors, checkpoints, directory indexes
  */
 #ifndef LS_STORE_INT_H
 #define LS_STORE_INT_H

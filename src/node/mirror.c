@@ -955,6 +955,16 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
     return 0;
 }
 
+/* LOCKSTEP_MIRROR_PACKAGE_DELAY_MS: the tests slow a run down to kill its server mid-way. */
+static void
+test_delay(struct mirror_run *run)
+{
+    const char *v = getenv("LOCKSTEP_MIRROR_PACKAGE_DELAY_MS");
+    int64_t ms;
+    if (!v || ls_parse_i64(v, &ms) || ms <= 0) return;
+    for (int64_t t = 0; t < ms && !atomic_load(&run->cancel); t += 10) usleep(10 * 1000);
+}
+
 /* Every target applies the package, syncs, and the store records it. Nonzero: stop the run. */
 static int
 package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq, const char *after)
@@ -993,6 +1003,7 @@ package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq, const
         run->fatal = 1;
     }
     package_clear(p);
+    test_delay(run);
     if (!rc && errors_exceeded(run)) {
         snprintf(run->note, sizeof run->note, "more than %lld errors",
                  (long long)run->def->max_errors);
@@ -1382,6 +1393,7 @@ run_dir(struct mirror_run *run, struct package *p)
     if ((rc = walk(run, p, dir_entry, NULL))) return rc;
     if (p->n && (rc = package_flush(run, p, 0, NULL))) return rc;
     if (run->def->delete_missing && (rc = dir_deletions(run, p, 0))) return rc;
+    if (p->n && (rc = package_flush(run, p, 0, NULL))) return rc;
     return 0;
 }
 

@@ -480,6 +480,16 @@ progress_add(struct mirror_run *run, int64_t items, int64_t bytes, int64_t error
     pthread_mutex_unlock(&run->mu);
 }
 
+/* One more item of bytes to do (the counting pass). */
+static void
+progress_total(struct mirror_run *run, int64_t bytes)
+{
+    pthread_mutex_lock(&run->mu);
+    run->items_total++;
+    run->bytes_total += bytes;
+    pthread_mutex_unlock(&run->mu);
+}
+
 /* The percentage never goes backwards, even when the tree grew after the first pass. */
 static double
 progress_percent(struct mirror_run *run)
@@ -1026,7 +1036,7 @@ struct store_scan {
     struct package *p;
     int counting;
     unsigned mask; /* the targets this pass feeds */
-    char last[LS_PATH_MAX + 2];
+    char last[4096];
     int64_t last_seq;
     int rc;
 };
@@ -1052,8 +1062,7 @@ full_item(void *arg, const struct ls_item *it)
         if ((s->mask & (1u << i)) && strcmp(it->path, run->t[i].cp.after) > 0) pi.need |= 1u << i;
     if (!pi.need) return 0;
     if (s->counting) {
-        run->items_total++;
-        run->bytes_total += pi.size;
+        progress_total(run, pi.size);
         return 0;
     }
     if ((s->rc = package_add(s->p, &pi))) return 1;
@@ -1074,7 +1083,7 @@ store_full(struct mirror_run *run, struct package *p, unsigned mask, int countin
             after = run->t[i].cp.after;
     snprintf(s.last, sizeof s.last, "%s", after ? after : "");
     do {
-        char from[LS_PATH_MAX + 2];
+        char from[4096];
         snprintf(from, sizeof from, "%s", s.last);
         n = store_list(run->st, run->def->src_path, from, PAGE, 0, full_item, &s, &err);
         if (n < 0) {
@@ -1125,8 +1134,7 @@ change_path(struct store_scan *s, const char *path, int64_t seq)
         if ((s->mask & (1u << i)) && seq > run->t[i].cp.seq) pi.need |= 1u << i;
     if (!pi.need) return 0;
     if (s->counting) {
-        run->items_total++;
-        run->bytes_total += pi.kind == IT_FILE ? pi.size : 0;
+        progress_total(run, pi.kind == IT_FILE ? pi.size : 0);
         return 0;
     }
     if ((s->rc = package_add(s->p, &pi))) return 1;
@@ -1321,8 +1329,7 @@ dir_entry(struct mirror_run *run, struct package *p, const char *rel, const stru
         if (!run->t[i].failed && !dir_unchanged(run, i, rel, sb)) pi.need |= 1u << i;
     if (!pi.need) return 0;
     if (arg) {
-        run->items_total++;
-        run->bytes_total += pi.kind == IT_FILE ? pi.size : 0;
+        progress_total(run, pi.kind == IT_FILE ? pi.size : 0);
         return 0;
     }
     if (package_add(p, &pi)) return LS_ENOMEM;
@@ -1348,7 +1355,7 @@ gone_item(void *arg, const char *path)
     snprintf(src, sizeof src, "%s%s", g->run->def->src_path, path);
     if (lstat(src, &sb) == 0 && !S_ISDIR(sb.st_mode) && path_selected(g->run->def, path)) return 0;
     if (g->counting) {
-        g->run->items_total++;
+        progress_total(g->run, 0);
         return 0;
     }
     if ((g->rc = package_add(g->p, &pi))) return 1;
@@ -1493,7 +1500,9 @@ run_main(void *arg)
         log_error("mirror %s: cannot record the run: %s", run->job_name, err.msg);
         goto out;
     }
+    pthread_mutex_lock(&run->mu);
     run->id = rec.id;
+    pthread_mutex_unlock(&run->mu);
     log_info("mirror %s: run %lld started", run->job_name, (long long)run->id);
     for (int i = 0; i < run->nt; i++) {
         struct target_state *t = &run->t[i];

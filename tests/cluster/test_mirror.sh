@@ -10,7 +10,8 @@
 #   - two targets, one under a file: the run is partial, that target failed, the other ok;
 #   - kill -9 of the server mid-run (small packages, slowed down): the restarted server runs the
 #     job again from its checkpoint; the result equals an uninterrupted run, and the two runs
-#     together sent every item exactly once.
+#     together sent every item exactly once;
+#   - pause and resume, --every.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -181,6 +182,15 @@ assert_exit 1 lsc m mirror run k
 assert_contains "$ERR" "paused"
 assert_exit 0 lsc m mirror resume k
 assert_exit 0 lsc m mirror run k --wait
+
+# --every: runs start by themselves, one at a time
+assert_exit 0 lsc m mirror create ev --source store:/s --target "dir:$SHM/ev_out" --every 1s
+two_runs() { (($(lsc m mirror history ev --json | jq '.runs | length') >= 2)); }
+wait_until 20 two_runs || fail "--every 1s did not run the job twice"
+assert_same_file "$SHM/s_out/s/big" "$SHM/ev_out/s/big"
+assert_exit 0 lsc m mirror pause ev
+wait_until 20 job_idle ev || fail "the scheduled run did not end"
+assert_exit 0 lsc m mirror rm ev
 
 stop_server m
 log "ok"

@@ -160,11 +160,14 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
             fflush(stdout);
         } else if (ls_mono_ms() - last_print >= 1000) {
             last_print = ls_mono_ms();
-            printf("%s: %s %.1f%% items %lld/%lld bytes %lld/%lld errors %lld\n", name,
-                   json_string_value(json_object_get(p, "phase")),
+            printf("%s: %s %.1f%% items %lld/%lld bytes %lld/%lld errors %lld rate %.0f B/s "
+                   "eta %.0fs\n",
+                   name, json_string_value(json_object_get(p, "phase")),
                    json_real_value(json_object_get(p, "percent")), (long long)jint(p, "items_done"),
                    (long long)jint(p, "items_total"), (long long)jint(p, "bytes_done"),
-                   (long long)jint(p, "bytes_total"), (long long)jint(p, "errors"));
+                   (long long)jint(p, "bytes_total"), (long long)jint(p, "errors"),
+                   json_real_value(json_object_get(p, "rate_bytes_per_s")),
+                   json_real_value(json_object_get(p, "eta_s")));
             fflush(stdout);
         }
         json_decref(o);

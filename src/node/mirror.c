@@ -1120,7 +1120,11 @@ change_path(struct store_scan *s, const char *path, int64_t seq)
     struct ls_error err;
     if (!under_prefix(run->def->src_path, path) || !path_selected(run->def, path)) return 0;
     memset(&it, 0, sizeof it);
-    if (store_get(run->st, path, 0, 0, &it, &err) == 0 && (pi.version = send_version(run->def, &it))) {
+    if (store_get(run->st, path, 0, 0, &it, &err) == 0 && it.seq > seq && it.seq <= s->last_seq) {
+        item_release(&it); /* a later change of this pass sends it (once, not once per change) */
+        return 0;
+    }
+    if ((pi.version = send_version(run->def, &it))) {
         pi.kind = IT_FILE;
         pi.size = (int64_t)it.size;
     } else if (run->def->delete_missing) {

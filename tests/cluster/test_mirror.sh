@@ -74,7 +74,8 @@ assert_exit 0 lsc m mirror run s --wait
 assert_eq 0 "$(run_field s items)" "items of a no-change re-run (store)"
 assert_eq ok "$(run_field s state)" "state of the no-change run"
 
-printf 'changed' | lsc m put /s/d1/item5 >/dev/null
+printf 'first change' | lsc m put /s/d1/item5 >/dev/null
+printf 'changed' | lsc m put /s/d1/item5 >/dev/null # two changes of one item: sent once
 lsc m rm /s/d2/item6 >/dev/null
 assert_exit 0 lsc m mirror run s --wait
 assert_eq 2 "$(run_field s items)" "items after one change and one deletion"

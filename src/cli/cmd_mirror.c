@@ -12,8 +12,18 @@
 #include <unistd.h>
 
 enum {
-    O_SOURCE = 1000, O_TARGET, O_INCLUDE, O_EXCLUDE, O_PUBLISHED, O_DELETE, O_EVERY, O_PITEMS,
-    O_PBYTES, O_MAXERR, O_WAIT, O_JSON
+    O_SOURCE = 1000,
+    O_TARGET,
+    O_INCLUDE,
+    O_EXCLUDE,
+    O_PUBLISHED,
+    O_DELETE,
+    O_EVERY,
+    O_PITEMS,
+    O_PBYTES,
+    O_MAXERR,
+    O_WAIT,
+    O_JSON
 };
 
 static const char usage[] =
@@ -49,12 +59,24 @@ mirror_opt(int ch, const char *arg, void *ctx)
     struct mirror_args *a = ctx;
     int64_t n;
     switch (ch) {
-    case O_SOURCE: json_object_set_new(a->def, "source", json_string(arg)); break;
-    case O_TARGET: list_add(a->def, "targets", arg); break;
-    case O_INCLUDE: list_add(a->def, "include", arg); break;
-    case O_EXCLUDE: list_add(a->def, "exclude", arg); break;
-    case O_PUBLISHED: json_object_set_new(a->def, "published_only", json_true()); break;
-    case O_DELETE: json_object_set_new(a->def, "delete", json_true()); break;
+    case O_SOURCE:
+        json_object_set_new(a->def, "source", json_string(arg));
+        break;
+    case O_TARGET:
+        list_add(a->def, "targets", arg);
+        break;
+    case O_INCLUDE:
+        list_add(a->def, "include", arg);
+        break;
+    case O_EXCLUDE:
+        list_add(a->def, "exclude", arg);
+        break;
+    case O_PUBLISHED:
+        json_object_set_new(a->def, "published_only", json_true());
+        break;
+    case O_DELETE:
+        json_object_set_new(a->def, "delete", json_true());
+        break;
     case O_EVERY:
         if (ls_parse_duration_ms(arg, &n) || n < 1000)
             return cli_usage_error("mirror", "--every: a duration of at least 1s (30s, 10m, 1h)");
@@ -65,14 +87,20 @@ mirror_opt(int ch, const char *arg, void *ctx)
             return cli_usage_error("mirror", "--package-items: a positive number");
         json_object_set_new(a->def, "package_items", json_integer(n));
         break;
-    case O_PBYTES: json_object_set_new(a->def, "package_bytes", json_string(arg)); break;
+    case O_PBYTES:
+        json_object_set_new(a->def, "package_bytes", json_string(arg));
+        break;
     case O_MAXERR:
         if (ls_parse_i64(arg, &n) || n < 0)
             return cli_usage_error("mirror", "--max-errors: a number (0 or more)");
         json_object_set_new(a->def, "max_errors", json_integer(n));
         break;
-    case O_WAIT: a->wait = 1; break;
-    case O_JSON: a->json = 1; break;
+    case O_WAIT:
+        a->wait = 1;
+        break;
+    case O_JSON:
+        a->json = 1;
+        break;
     }
     return -1;
 }
@@ -129,8 +157,10 @@ simple(struct client *cl, const char *method, const char *name, const char *tail
     o = client_json(cl, method, url, NULL, 0, NULL, &rc);
     free(url);
     if (!o) return rc;
-    if (json) print_json(o);
-    else if (show) print_job(o);
+    if (json)
+        print_json(o);
+    else if (show)
+        print_job(o);
     json_decref(o);
     return EXIT_OK;
 }
@@ -176,7 +206,8 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
     }
     if (tty) printf("\n");
     if (!(h = client_json(cl, "GET", hurl, NULL, 0, NULL, &rc))) goto out;
-    json_array_foreach(json_object_get(h, "runs"), i, r) if (jint(r, "id") == run_id) {
+    json_array_foreach(json_object_get(h, "runs"), i, r) if (jint(r, "id") == run_id)
+    {
         state = json_string_value(json_object_get(r, "state"));
         printf("run %lld: %s, %lld items, %lld bytes, %lld errors\n", (long long)run_id, state,
                (long long)jint(r, "items"), (long long)jint(r, "bytes"),
@@ -206,7 +237,8 @@ history(struct client *cl, const char *name, int json)
     if (json) {
         print_json(o);
     } else {
-        json_array_foreach(json_object_get(o, "runs"), i, r) {
+        json_array_foreach(json_object_get(o, "runs"), i, r)
+        {
             json_t *e, *t;
             size_t k;
             printf("%lld %s %s %.1fs items %lld bytes %lld errors %lld%s%s\n",
@@ -219,9 +251,8 @@ history(struct client *cl, const char *name, int json)
             json_array_foreach(json_object_get(r, "targets"), k, t)
                 printf("  %s %s items %lld bytes %lld errors %lld\n",
                        json_string_value(json_object_get(t, "target")),
-                       json_string_value(json_object_get(t, "state")),
-                       (long long)jint(t, "items"), (long long)jint(t, "bytes"),
-                       (long long)jint(t, "errors"));
+                       json_string_value(json_object_get(t, "state")), (long long)jint(t, "items"),
+                       (long long)jint(t, "bytes"), (long long)jint(t, "errors"));
             json_array_foreach(json_object_get(r, "failed_items"), k, e)
                 printf("  failed %s %s: %s\n", json_string_value(json_object_get(e, "target")),
                        json_string_value(json_object_get(e, "path")),
@@ -270,8 +301,10 @@ cmd_mirror(int argc, char **argv)
             goto out;
         }
         if (!(o = client_json(&cl, "GET", "/v1/mirrors", NULL, 0, NULL, &rc))) goto out;
-        if (a.json) print_json(o);
-        else json_array_foreach(json_object_get(o, "mirrors"), i, j) print_job(j);
+        if (a.json)
+            print_json(o);
+        else
+            json_array_foreach(json_object_get(o, "mirrors"), i, j) print_job(j);
         json_decref(o);
         rc = EXIT_OK;
         goto out;

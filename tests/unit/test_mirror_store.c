@@ -177,7 +177,8 @@ test_checkpoints_and_index(void **state)
     assert_int_equal(2, store_mirror_index_page(f->st, "j", "dir:/t", "", 10, collect_path, paths));
     assert_string_equal("/a,/b,", paths); /* in path order, this target's only */
     paths[0] = '\0';
-    assert_int_equal(1, store_mirror_index_page(f->st, "j", "dir:/t", "/a", 10, collect_path, paths));
+    assert_int_equal(1,
+                     store_mirror_index_page(f->st, "j", "dir:/t", "/a", 10, collect_path, paths));
     assert_string_equal("/b,", paths);
     assert_int_equal(0, store_mirror_index_del(f->st, "j", "dir:/t", "/a", &err));
     assert_int_equal(LS_ENOTFOUND, store_mirror_index_get(f->st, "j", "dir:/t", "/a", &back));

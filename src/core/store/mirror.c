@@ -51,7 +51,8 @@ store_mirror_job_add(struct store *st, const char *name, const char *def, struct
     sqlite3_bind_text(s, 2, def, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, ls_now_ms());
     rc = step_done(st, s, err);
-    if (rc == LS_EEXISTS) ls_error_set(err, LS_EEXISTS, "a mirror job named %s exists already", name);
+    if (rc == LS_EEXISTS)
+        ls_error_set(err, LS_EEXISTS, "a mirror job named %s exists already", name);
     return rc;
 }
 
@@ -117,8 +118,10 @@ store_mirror_run_save(struct store *st, struct ls_mirror_run *r, struct ls_error
     int rc;
     if (r->id == 0) {
         /* A run still "running" in the store was cut short by a crash: this one replaces it. */
-        if (!(s = prep(st, "UPDATE mirror_runs SET state='failed', note='interrupted', "
-                           "ended=?2 WHERE job=?1 AND state='running'", err)))
+        if (!(s = prep(st,
+                       "UPDATE mirror_runs SET state='failed', note='interrupted', "
+                       "ended=?2 WHERE job=?1 AND state='running'",
+                       err)))
             return err->code;
         sqlite3_bind_text(s, 1, r->job, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 2, r->started);
@@ -163,13 +166,18 @@ store_mirror_runs(struct store *st, const char *job, int limit, store_mirror_run
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, limit);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        struct ls_mirror_run r = {
-            .id = sqlite3_column_int64(s, 0), .job = col_text(s, 1),
-            .started = sqlite3_column_int64(s, 2), .ended = sqlite3_column_int64(s, 3),
-            .state = col_text(s, 4), .items = sqlite3_column_int64(s, 5),
-            .bytes = sqlite3_column_int64(s, 6), .items_total = sqlite3_column_int64(s, 7),
-            .bytes_total = sqlite3_column_int64(s, 8), .errors = sqlite3_column_int64(s, 9),
-            .targets = col_text(s, 10), .note = (const char *)sqlite3_column_text(s, 11)};
+        struct ls_mirror_run r = {.id = sqlite3_column_int64(s, 0),
+                                  .job = col_text(s, 1),
+                                  .started = sqlite3_column_int64(s, 2),
+                                  .ended = sqlite3_column_int64(s, 3),
+                                  .state = col_text(s, 4),
+                                  .items = sqlite3_column_int64(s, 5),
+                                  .bytes = sqlite3_column_int64(s, 6),
+                                  .items_total = sqlite3_column_int64(s, 7),
+                                  .bytes_total = sqlite3_column_int64(s, 8),
+                                  .errors = sqlite3_column_int64(s, 9),
+                                  .targets = col_text(s, 10),
+                                  .note = (const char *)sqlite3_column_text(s, 11)};
         n++;
         if (cb(arg, &r)) break;
     }
@@ -240,8 +248,8 @@ int
 store_mirror_checkpoint_set(struct store *st, const char *job, const char *target,
                             const struct ls_mirror_checkpoint *cp, struct ls_error *err)
 {
-    sqlite3_stmt *s = prep(st, "INSERT OR REPLACE INTO mirror_checkpoints VALUES(?1,?2,?3,?4,?5)",
-                           err);
+    sqlite3_stmt *s =
+        prep(st, "INSERT OR REPLACE INTO mirror_checkpoints VALUES(?1,?2,?3,?4,?5)", err);
     if (!s) return err->code;
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
@@ -285,8 +293,8 @@ int
 store_mirror_index_set(struct store *st, const char *job, const char *target,
                        const struct ls_mirror_file *f, struct ls_error *err)
 {
-    sqlite3_stmt *s = prep(st, "INSERT OR REPLACE INTO mirror_index VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
-                           err);
+    sqlite3_stmt *s =
+        prep(st, "INSERT OR REPLACE INTO mirror_index VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", err);
     if (!s) return err->code;
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
@@ -303,8 +311,8 @@ int
 store_mirror_index_del(struct store *st, const char *job, const char *target, const char *path,
                        struct ls_error *err)
 {
-    sqlite3_stmt *s = prep(st, "DELETE FROM mirror_index WHERE job=?1 AND target=?2 AND path=?3",
-                           err);
+    sqlite3_stmt *s =
+        prep(st, "DELETE FROM mirror_index WHERE job=?1 AND target=?2 AND path=?3", err);
     if (!s) return err->code;
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);

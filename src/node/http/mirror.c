@@ -28,9 +28,12 @@ job_write_run(struct store *st, struct wreq *r)
 {
     struct job_write *j = r->fn_arg;
     switch (j->what) {
-    case 0: return store_mirror_job_add(st, j->name, j->def_text, &r->err);
-    case 1: return store_mirror_job_del(st, j->name, &r->err);
-    default: return store_mirror_job_pause(st, j->name, j->what == 2, &r->err);
+    case 0:
+        return store_mirror_job_add(st, j->name, j->def_text, &r->err);
+    case 1:
+        return store_mirror_job_del(st, j->name, &r->err);
+    default:
+        return store_mirror_job_pause(st, j->name, j->what == 2, &r->err);
     }
 }
 
@@ -51,9 +54,12 @@ job_write_done(struct wreq *r, void *arg)
             mirror_paused(j->srv, j->name, j->what == 2);
         }
         job = mirror_find(j->srv, j->name);
-        if (j->what == 1) reply_json(j->req, 200, json_pack("{s:s}", "removed", j->name));
-        else if (job) reply_json(j->req, j->what == 0 ? 201 : 200, mirror_job_json(job));
-        else reply_error(j->req, LS_EINTERNAL, "the job vanished");
+        if (j->what == 1)
+            reply_json(j->req, 200, json_pack("{s:s}", "removed", j->name));
+        else if (job)
+            reply_json(j->req, j->what == 0 ? 201 : 200, mirror_job_json(job));
+        else
+            reply_error(j->req, LS_EINTERNAL, "the job vanished");
         log_info("mirror %s %s", j->name,
                  (const char *[]){"created", "removed", "paused", "resumed"}[j->what]);
     }
@@ -169,9 +175,21 @@ job_change(struct ctx *c, int what)
     job_write_submit(c, j);
 }
 
-static void h_remove(struct ctx *c) { job_change(c, 1); }
-static void h_pause(struct ctx *c) { job_change(c, 2); }
-static void h_resume(struct ctx *c) { job_change(c, 3); }
+static void
+h_remove(struct ctx *c)
+{
+    job_change(c, 1);
+}
+static void
+h_pause(struct ctx *c)
+{
+    job_change(c, 2);
+}
+static void
+h_resume(struct ctx *c)
+{
+    job_change(c, 3);
+}
 
 static void
 h_run(struct ctx *c)
@@ -179,8 +197,10 @@ h_run(struct ctx *c)
     struct mirror_job *job = url_job(c);
     struct ls_error err;
     if (!job) return;
-    if (mirror_run_now(c->srv, job, &err)) reply_lserror(c->req, &err);
-    else reply_json(c->req, 202, mirror_job_json(job));
+    if (mirror_run_now(c->srv, job, &err))
+        reply_lserror(c->req, &err);
+    else
+        reply_json(c->req, 202, mirror_job_json(job));
     ctx_free(c);
 }
 
@@ -194,8 +214,8 @@ struct hist {
 static int
 hist_error(void *arg, const char *target, const char *path, const char *reason)
 {
-    json_array_append_new(arg, json_pack("{s:s,s:s,s:s}", "target", target, "path", path,
-                                         "reason", reason));
+    json_array_append_new(
+        arg, json_pack("{s:s,s:s,s:s}", "target", target, "path", path, "reason", reason));
     return 0;
 }
 
@@ -215,12 +235,10 @@ hist_run(void *arg, const struct ls_mirror_run *r)
     store_mirror_errors(h->st, r->id, 1000, hist_error, errs);
     o = json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "id", (json_int_t)r->id,
                   "state", r->state, "started", t0, "ended", t1, "duration_ms",
-                  (json_int_t)(r->ended ? r->ended - r->started : 0), "items",
-                  (json_int_t)r->items, "bytes", (json_int_t)r->bytes, "items_total",
-                  (json_int_t)r->items_total, "bytes_total", (json_int_t)r->bytes_total, "errors",
-                  (json_int_t)r->errors, "targets",
-                  targets ? targets : json_array(),
-                  "failed_items", errs);
+                  (json_int_t)(r->ended ? r->ended - r->started : 0), "items", (json_int_t)r->items,
+                  "bytes", (json_int_t)r->bytes, "items_total", (json_int_t)r->items_total,
+                  "bytes_total", (json_int_t)r->bytes_total, "errors", (json_int_t)r->errors,
+                  "targets", targets ? targets : json_array(), "failed_items", errs);
     if (r->note) json_object_set_new(o, "note", json_string(r->note));
     json_array_append_new(h->runs, o);
     return 0;

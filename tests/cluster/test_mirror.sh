@@ -8,9 +8,10 @@
 #     re-run sends nothing; 1% changed sends only those; a deletion; a FIFO (unreadable, even for
 #     root) makes the run partial and is named in the history;
 #   - two targets, one under a file: the run is partial, that target failed, the other ok;
-#   - kill -9 of the server mid-run (small packages, slowed down): the restarted server runs the
-#     job again from its checkpoint; the result equals an uninterrupted run, and the two runs
-#     together sent every item exactly once;
+#   - kill -9 of the server mid-run (small packages, slowed down) with a store and a directory
+#     job running: the restarted server runs each again from its checkpoints (its index); the
+#     result equals an uninterrupted run (the source), no temporary file is left, and the two
+#     runs together sent every item exactly once;
 #   - pause and resume, --every.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -156,15 +157,35 @@ for i in $(seq 1 $nk); do
     printf '{"op":"put","path":"/k/%03d/item%d","body":"kill test %d"}\n' $((i % 37)) "$i" "$i"
 done >"$T/k.ndjson"
 lsc m import "$T/k.ndjson" >/dev/null
+ksrc=$SHM/ksrc # and a directory source beside it, resumed through its index
+for d in $(seq 1 20); do
+    mkdir -p "$ksrc/d$d"
+    for f in $(seq 1 20); do printf 'dir kill test %d %d\n' "$d" "$f" >"$ksrc/d$d/f$f"; done
+done
 stop_server m
 LOCKSTEP_MIRROR_PACKAGE_DELAY_MS=100 start_server m
 assert_exit 0 lsc m mirror create k --source store:/k --target "dir:$SHM/k_out" --package-items 20
+assert_exit 0 lsc m mirror create kd --source "dir:$ksrc" --target "dir:$SHM/kd_out" \
+    --package-items 20
 assert_exit 0 lsc m mirror run k
-acked_enough() { (($(lsc m mirror show k --json | jq '.progress.items_done // 0') >= 200)); }
-wait_until 60 acked_enough || fail "the run did not get far enough"
+assert_exit 0 lsc m mirror run kd
+acked() { (($(lsc m mirror show "$1" --json | jq '.progress.items_done // 0') >= $2)); }
+wait_until 60 acked k 200 || fail "the run did not get far enough"
+wait_until 60 acked kd 100 || fail "the dir run did not get far enough"
 kill9_server m
-start_server m # without the delay; it runs k again from its checkpoint
+# what a write cut short leaves: a temporary name beside the file (the next run removes it)
+mkdir -p "$SHM/kd_out/d1"
+printf 'half a fi' >"$SHM/kd_out/d1/.lsmirror-0123456789ab"
+start_server m # without the delay; it runs k and kd again from their checkpoints
 wait_until 60 job_idle k || fail "the resumed run did not end"
+wait_until 60 job_idle kd || fail "the resumed dir run did not end"
+lsc m mirror history kd --json >"$T/hist"
+assert_eq ok "$(jq -r '.runs[0].state' "$T/hist")" "the resumed dir run"
+assert_eq interrupted "$(jq -r '.runs[1].note' "$T/hist")" "the interrupted dir run's note"
+first=$(jq '.runs[1].items' "$T/hist")
+((first >= 100 && first < 400)) || fail "the interrupted dir run acknowledged $first items"
+assert_eq 400 "$((first + $(jq '.runs[0].items' "$T/hist")))" "items of both dir runs"
+diff -r "$ksrc" "$SHM/kd_out" >"$T/diff" || fail "the resumed dir mirror differs: $(head -5 "$T/diff")"
 lsc m mirror history k --json >"$T/hist"
 assert_eq ok "$(jq -r '.runs[0].state' "$T/hist")" "the resumed run"
 assert_eq failed "$(jq -r '.runs[1].state' "$T/hist")" "the interrupted run"

@@ -473,7 +473,10 @@ run_main(void *arg)
         rc = mirror_run_store(run, &p);
     else
         rc = mirror_run_dir(run, &p);
-    (void)rc;
+    if (rc && !atomic_load(&run->cancel)) { /* whatever stopped it, the run did not finish */
+        run->fatal = 1;
+        if (!*run->note) snprintf(run->note, sizeof run->note, "%s", ls_strerror(rc));
+    }
 out:
     run_finish_state(run);
     if (run->id) {

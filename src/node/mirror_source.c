@@ -88,7 +88,7 @@ store_full(struct mirror_run *run, struct package *p, unsigned mask, int countin
         if (s.rc || atomic_load(&run->cancel)) return s.rc ? s.rc : LS_EUNAVAIL;
     } while (n == PAGE);
     if (counting) return 0;
-    if (p->n && (s.rc = mirror_package_flush(run, p, 0, s.last))) return s.rc;
+    if ((p->n || p->nerrs) && (s.rc = mirror_package_flush(run, p, 0, s.last))) return s.rc;
     for (int i = 0; i < run->nt; i++)
         if ((mask & (1u << i)) && !run->t[i].stuck) { /* done: it continues from the log */
             run->t[i].cp.seq = run->t[i].cp.full_seq;
@@ -180,7 +180,7 @@ store_incremental(struct mirror_run *run, struct package *p, unsigned mask, int6
         if (n < PAGE || since == before) break;
     }
     if (counting) return 0;
-    if (p->n && (s.rc = mirror_package_flush(run, p, head, NULL))) return s.rc;
+    if ((p->n || p->nerrs) && (s.rc = mirror_package_flush(run, p, head, NULL))) return s.rc;
     for (int i = 0; i < run->nt; i++)
         if ((mask & (1u << i)) && !run->t[i].failed && !run->t[i].stuck && run->t[i].cp.seq < head)
             run->t[i].cp.seq = head;
@@ -403,8 +403,8 @@ mirror_run_dir(struct mirror_run *run, struct package *p)
     run->phase = "transferring";
     pthread_mutex_unlock(&run->mu);
     if ((rc = walk(run, p, dir_entry, NULL))) return rc;
-    if (p->n && (rc = mirror_package_flush(run, p, 0, NULL))) return rc;
+    if ((p->n || p->nerrs) && (rc = mirror_package_flush(run, p, 0, NULL))) return rc;
     if (run->def->delete_missing && (rc = dir_deletions(run, p, 0))) return rc;
-    if (p->n && (rc = mirror_package_flush(run, p, 0, NULL))) return rc;
+    if ((p->n || p->nerrs) && (rc = mirror_package_flush(run, p, 0, NULL))) return rc;
     return 0;
 }

@@ -135,6 +135,11 @@ assert_eq partial "$(run_field d state)" "a run with an unreadable file"
 lsc m mirror history d --json >"$T/hist"
 assert_contains "$(jq -r '.runs[0].failed_items[].path' "$T/hist")" "/dir9/pipe"
 [[ $(id -u) == 0 ]] || assert_contains "$(jq -r '.runs[0].failed_items[].path' "$T/hist")" "/dir9/locked"
+# --max-errors 0: the first failed item ends the run, failed
+assert_exit 0 lsc m mirror create strict --source "dir:$src" --target "dir:$SHM/strict" --max-errors 0
+assert_exit 1 lsc m mirror run strict --wait
+assert_eq failed "$(run_field strict state)" "a run past --max-errors"
+assert_contains "$(run_field strict note)" "more than 0 errors"
 rm -f "$src/dir9/pipe" "$src/dir9/locked"
 
 # ---------------------------------------------------------------- two targets, one unwritable

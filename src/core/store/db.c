@@ -56,6 +56,8 @@ static const char *const stmt_sql[N_STMT] = {
                      "WHERE i.path>=?1 AND i.path<?3 AND (i.path=?1 OR i.path>=?2) "
                      "AND i.deleted=0 AND i.published IS NOT NULL ORDER BY i.path",
     [R_LOG_FIRST] = "SELECT min(seq) FROM log",
+    [R_MIRROR_INDEX] = "SELECT size, mtime_ns, ino, mode, sha256 FROM mirror_index "
+                       "WHERE job=?1 AND target=?2 AND path=?3",
 };
 
 #define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */

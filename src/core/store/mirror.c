@@ -265,13 +265,9 @@ int
 store_mirror_index_get(struct store *st, const char *job, const char *target, const char *path,
                        struct ls_mirror_file *f)
 {
-    sqlite3_stmt *s = NULL;
+    sqlite3_stmt *s = db_stmt(st, R_MIRROR_INDEX);
     int rc;
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT size, mtime_ns, ino, mode, sha256 FROM mirror_index "
-                           "WHERE job=?1 AND target=?2 AND path=?3",
-                           -1, &s, NULL))
-        return LS_EIO;
+    if (!s) return LS_EIO;
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, path, -1, SQLITE_STATIC);
@@ -284,7 +280,7 @@ store_mirror_index_get(struct store *st, const char *job, const char *target, co
         memset(f->sha, 0, 32);
         if (sqlite3_column_bytes(s, 4) == 32) memcpy(f->sha, sqlite3_column_blob(s, 4), 32);
     }
-    sqlite3_finalize(s);
+    db_done(s);
     if (rc == SQLITE_ROW) return 0;
     return rc == SQLITE_DONE ? LS_ENOTFOUND : LS_EIO;
 }

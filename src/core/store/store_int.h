@@ -64,6 +64,7 @@ enum {
     R_DIGEST,
     R_DIGEST_PUB,
     R_LOG_FIRST,
+    R_MIRROR_INDEX, /* a directory source's scan looks up every file: prepared once */
     N_STMT
 };
 

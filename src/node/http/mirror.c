@@ -290,13 +290,13 @@ void
 http_mirror_routes(struct server *srv)
 {
     const struct route routes[] = {
-        {"/v1/mirrors", M_GET, NEED_READ, NEED_ADMIN, NO_BODY, h_list},
+        {"/v1/mirrors", M_GET, NEED_REPORT, NEED_ADMIN, NO_BODY, h_list},
         {"/v1/mirrors", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, 256 * 1024, h_create},
         {"/v1/mirrors/{name}/run", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_run},
         {"/v1/mirrors/{name}/pause", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_pause},
         {"/v1/mirrors/{name}/resume", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_resume},
-        {"/v1/mirrors/{name}/history", M_GET, NEED_READ, NEED_ADMIN, NO_BODY, h_history},
-        {"/v1/mirrors/{name}", M_GET, NEED_READ, NEED_ADMIN, NO_BODY, h_show},
+        {"/v1/mirrors/{name}/history", M_GET, NEED_REPORT, NEED_ADMIN, NO_BODY, h_history},
+        {"/v1/mirrors/{name}", M_GET, NEED_REPORT, NEED_ADMIN, NO_BODY, h_show},
         {"/v1/mirrors/{name}", EVHTTP_REQ_DELETE, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_remove},
     };
     http_routes(srv, routes, sizeof routes / sizeof routes[0]);

@@ -175,6 +175,15 @@ assert_exit 0 lsc m mirror create kd --source "dir:$ksrc" --target "dir:$SHM/kd_
 assert_exit 0 lsc m mirror run k
 assert_exit 0 lsc m mirror run kd
 acked() { (($(lsc m mirror show "$1" --json | jq '.progress.items_done // 0') >= $2)); }
+# the percentage, read while the run goes on, never goes backwards
+pcts=()
+for _ in 1 2 3 4 5 6; do
+    pcts+=("$(lsc m mirror show k --json | jq '.progress.percent // 0')")
+    sleep 0.15
+done
+[[ "$(printf '%s\n' "${pcts[@]}" | sort -g | tr '\n' ' ')" == "$(printf '%s\n' "${pcts[@]}" | tr '\n' ' ')" ]] ||
+    fail "the percentage went backwards: ${pcts[*]}"
+[[ "${pcts[0]}" != "${pcts[5]}" ]] || fail "the percentage did not move: ${pcts[*]}"
 wait_until 60 acked k 200 || fail "the run did not get far enough"
 wait_until 60 acked kd 100 || fail "the dir run did not get far enough"
 kill9_server m

@@ -27,9 +27,10 @@ struct store_scan {
     struct mirror_run *run;
     struct package *p;
     int counting;
-    unsigned mask; /* the targets this pass feeds */
-    char last[4096];
-    int64_t last_seq;
+    unsigned mask;   /* the targets this pass feeds */
+    char last[4096]; /* the full pass: the last path listed */
+    int64_t head;    /* the log pass: the store's seq when the run began, where it ends */
+    int64_t at_seq;  /* the log pass: the last seq read */
     int rc;
 };
 
@@ -114,7 +115,7 @@ change_path(struct store_scan *s, const char *path, int64_t seq)
     struct ls_error err;
     if (!under_prefix(run->def->src_path, path) || !mirror_path_selected(run->def, path)) return 0;
     memset(&it, 0, sizeof it);
-    if (store_get(run->st, path, 0, 0, &it, &err) == 0 && it.seq > seq && it.seq <= s->last_seq) {
+    if (store_get(run->st, path, 0, 0, &it, &err) == 0 && it.seq > seq && it.seq <= s->head) {
         item_release(&it); /* a later change of this pass sends it (once, not once per change) */
         return 0;
     }
@@ -143,9 +144,8 @@ static int
 change_item(void *arg, const struct ls_change *c)
 {
     struct store_scan *s = arg;
-    int64_t head = s->last_seq; /* the run's end seq, set by store_incremental */
-    if (c->seq > head) return 1;
-    snprintf(s->last, sizeof s->last, "%lld", (long long)c->seq);
+    if (c->seq > s->head) return 1;
+    s->at_seq = c->seq;
     if (c->op == LS_OP_NOTIFY) return 0;
     if (change_path(s, c->path, c->seq)) return 1;
     if (c->to && change_path(s, c->to, c->seq)) return 1;
@@ -166,7 +166,8 @@ store_incremental(struct mirror_run *run, struct package *p, unsigned mask, int6
     for (int i = 0; i < run->nt; i++)
         if ((mask & (1u << i)) && run->t[i].cp.seq < since) since = run->t[i].cp.seq;
     if (since == INT64_MAX) return 0;
-    s.last_seq = head;
+    s.head = head;
+    s.at_seq = since;
     while (since < head) {
         int64_t before = since;
         n = store_changes(run->st, since, PAGE, change_item, &s);
@@ -176,7 +177,7 @@ store_incremental(struct mirror_run *run, struct package *p, unsigned mask, int6
             return n;
         }
         if (s.rc || atomic_load(&run->cancel)) return s.rc ? s.rc : LS_EUNAVAIL;
-        ls_parse_i64(s.last, &since);
+        since = s.at_seq;
         if (n < PAGE || since == before) break;
     }
     if (counting) return 0;

@@ -212,6 +212,15 @@ assert_exit 0 lsc m mirror create kref --source store:/k --target "dir:$SHM/k_re
 assert_exit 0 lsc m mirror run kref --wait
 diff -r --no-dereference "$SHM/k_ref" "$SHM/k_out" >"$T/diff" || fail "the resumed mirror differs: $(head -5 "$T/diff")"
 
+# an incremental run longer than a page of the log (500): every item changed once
+sed 's/kill test/changed again/' "$T/k.ndjson" >"$T/k2.ndjson"
+lsc m import "$T/k2.ndjson" >/dev/null
+assert_exit 0 lsc m mirror run k --wait
+assert_eq "$nk" "$(run_field k items)" "items of an incremental run over $nk changes"
+assert_exit 0 lsc m mirror run kref --wait
+diff -r --no-dereference "$SHM/k_ref" "$SHM/k_out" >"$T/diff" || fail "the incremental mirror differs: $(head -5 "$T/diff")"
+grep -q "changed again 77" "$SHM/k_out/k/003/item77" || fail "an item was not updated"
+
 # pause: no run starts; resume: it does
 assert_exit 0 lsc m mirror pause k
 assert_exit 1 lsc m mirror run k

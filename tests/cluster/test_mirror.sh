@@ -142,6 +142,15 @@ assert_eq failed "$(run_field strict state)" "a run past --max-errors"
 assert_contains "$(run_field strict note)" "more than 0 errors"
 rm -f "$src/dir9/pipe" "$src/dir9/locked"
 
+# --include and --exclude: fnmatch patterns on the item path
+assert_exit 0 lsc m mirror create sel --source "dir:$src" --target "dir:$SHM/sel" \
+    --include '/dir1/*' --include '/dir2/*' --exclude '*/f1*'
+assert_exit 0 lsc m mirror run sel --wait
+got=$(cd "$SHM/sel" && find . -type f | sort | tr '\n' ' ')
+want=$(cd "$src" && find ./dir1 ./dir2 -type f ! -name 'f1*' | sort | tr '\n' ' ')
+assert_eq "$want" "$got" "files selected by --include and --exclude"
+assert_eq 19 "$(echo "$got" | wc -w)" "selected file count"
+
 # ---------------------------------------------------------------- two targets, one unwritable
 printf 'a file' >"$SHM/afile"
 assert_exit 0 lsc m mirror create two --source "dir:$src" --target "dir:$SHM/ok_out" \

@@ -116,7 +116,8 @@ int_field(const json_t *body, const char *key, int64_t def, int64_t min, int64_t
 }
 
 int
-mirror_def_check(const json_t *body, char name[65], json_t **def_out, struct ls_error *err)
+mirror_def_check(const json_t *body, const char *data_dir, char name[65], json_t **def_out,
+                 struct ls_error *err)
 {
     const char *nm = json_string_value(json_object_get(body, "name"));
     const char *src = json_string_value(json_object_get(body, "source"));
@@ -183,6 +184,10 @@ mirror_def_check(const json_t *body, char name[65], json_t **def_out, struct ls_
                                   "target %s: unknown scheme (dir:/PATH; lockstep:// targets are "
                                   "not in this release)",
                                   t ? t : "(not a string)");
+            goto out;
+        }
+        if (data_dir && (mirror_path_within(p, data_dir) || mirror_path_within(data_dir, p))) {
+            rc = ls_error_set(err, LS_EINVAL, "target %s overlaps this server's data directory", t);
             goto out;
         }
         if (src_dir && (mirror_path_within(p, src_dir) || mirror_path_within(src_dir, p))) {

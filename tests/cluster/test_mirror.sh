@@ -34,6 +34,8 @@ assert_exit 1 lsc m mirror create bad --source store:/s --target lockstep://h:1/
 assert_contains "$ERR" "not in this release"
 assert_exit 1 lsc m mirror create bad --source "dir:$SHM/a" --target "dir:$SHM/a/b"
 assert_contains "$ERR" "overlaps"
+assert_exit 1 lsc m mirror create bad --source store:/s --target "dir:$(cd "$DATA_m" && pwd)/blobs"
+assert_contains "$ERR" "data directory"
 assert_exit 3 lsc m mirror show nope
 assert_exit 3 lsc m mirror run nope
 assert_exit 0 lsc m mirror ls --json

@@ -11,6 +11,7 @@
 #include "common/util.h"
 
 #include <event2/buffer.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,12 +114,15 @@ h_create(struct ctx *c)
     json_t *body = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, 0, &jerr);
     struct job_write *j = calloc(1, sizeof *j);
     struct ls_error err;
+    char data_dir[PATH_MAX];
     if (!j || !body) {
         reply_error(c->req, body ? LS_ENOMEM : LS_EINVAL, "the body must be a JSON object: %s",
                     jerr.text);
         goto fail;
     }
-    if (mirror_def_check(body, j->name, &j->def, &err)) {
+    if (!realpath(c->srv->cfg.data, data_dir))
+        snprintf(data_dir, sizeof data_dir, "%s", c->srv->cfg.data);
+    if (mirror_def_check(body, data_dir, j->name, &j->def, &err)) {
         reply_lserror(c->req, &err);
         goto fail;
     }

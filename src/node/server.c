@@ -10,6 +10,7 @@
 #include "node/peer.h"
 #include "node/tls.h"
 #include "node/server.h"
+#include "node/mirror.h"
 #include "node/messenger.h"
 #include "node/webhook.h"
 #include "common/log.h"
@@ -243,6 +244,7 @@ shutdown_begin(struct server *srv)
     srv->http_socket = NULL;
     repl_up_stop(srv);
     repl_down_halt(srv);      /* no new work from the upstream while the writer drains */
+    mirrors_stop(srv);        /* the runs' threads end before the writer they write through */
     readers_stop(srv->readers); /* before the writer: a finished upload commit submits a put */
     srv->readers = NULL;
     webhook_stop(srv);        /* its reads are back; its last acks are the messenger's */
@@ -551,7 +553,8 @@ server_open(struct server *srv, int listen_peer)
     srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
     if (!(srv->writer = writer_start(srv, srv->wstore, &err)) ||
         !(srv->readers = readers_start(srv, READER_THREADS, &err)) || messenger_start(srv, &err) ||
-        webhook_start(srv, &err) || forward_start(srv, &err) || http_api_start(srv, &err) ||
+        webhook_start(srv, &err) || forward_start(srv, &err) || mirrors_start(srv, &err) ||
+        http_api_start(srv, &err) ||
         (listen_peer && repl_up_start(srv, &err)) ||
         (!server_is_primary(srv) && repl_down_start(srv, &err))) {
         log_error("%s", err.msg);
@@ -580,6 +583,7 @@ server_close(struct server *srv)
     http_api_stop(srv);
     http_conns_stop(srv);
     messenger_free(srv);
+    mirrors_free(srv);
     forward_free(srv);
     if (srv->waiter_timer) event_free(srv->waiter_timer);
     if (srv->retention_timer) event_free(srv->retention_timer);

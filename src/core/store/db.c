@@ -62,6 +62,8 @@ static const char *const stmt_sql[N_STMT] = {
                     "ORDER BY seq LIMIT ?2",
     [R_NOTES_ONLY] = "SELECT seq, ts, op, path, version, arg FROM log WHERE op=7 AND seq>?1 "
                      "AND seq<=?3 ORDER BY seq LIMIT ?2",
+    [R_MIRROR_INDEX] = "SELECT size, mtime_ns, ino, mode, sha256 FROM mirror_index "
+                       "WHERE job=?1 AND target=?2 AND path=?3",
 };
 
 #define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */

@@ -65,6 +65,7 @@ void http_cluster_routes(struct server *srv);
 void http_tokens_routes(struct server *srv);
 void http_verify_routes(struct server *srv);
 void http_notify_routes(struct server *srv);
+void http_mirror_routes(struct server *srv);
 
 void ctx_free(struct ctx *c);
 /* A route parameter by name (percent-encoded), "" when the route has none of that name. */

@@ -43,6 +43,8 @@ static const struct option_def defs[] = {
      "a peer silent this long is down"},
     {"log-retention", T_STR, OFF(log_retention), "7d,1G", "AGE,SIZE",
      "keep the change log this long and at most this big"},
+    {"mirror-root", T_LIST, OFF(mirror_root), NULL, "DIR",
+     "mirror jobs may read and write directories under DIR only (repeatable; default: any)"},
     {"notify-retention", T_STR, OFF(notify_retention), "2d", "AGE,SIZE",
      "keep notifications this long (and within this much log)"},
     {"consumer-stall", T_DURATION, OFF(consumer_stall_ms), "60s", "DURATION",

@@ -31,6 +31,7 @@ struct config {
     int64_t heartbeat_timeout_ms;
     char *log_retention;
     char *notify_retention;
+    struct strlist mirror_root; /* mirror jobs' directories must be within one (empty: any) */
     int64_t consumer_stall_ms;
     struct strlist webhook; /* NAME=URL[,channel=C]... (webhook.c checks them) */
     int64_t sync_max_versions;

@@ -115,9 +115,19 @@ int_field(const json_t *body, const char *key, int64_t def, int64_t min, int64_t
     return 0;
 }
 
+/* Within one of the --mirror-root directories (or no roots are set). */
+static int
+within_roots(const char *path, const struct strlist *roots)
+{
+    if (!roots || roots->n == 0) return 1;
+    for (int i = 0; i < roots->n; i++)
+        if (mirror_path_within(path, roots->v[i])) return 1;
+    return 0;
+}
+
 int
-mirror_def_check(const json_t *body, const char *data_dir, char name[65], json_t **def_out,
-                 struct ls_error *err)
+mirror_def_check(const json_t *body, const char *data_dir, const struct strlist *roots,
+                 char name[65], json_t **def_out, struct ls_error *err)
 {
     const char *nm = json_string_value(json_object_get(body, "name"));
     const char *src = json_string_value(json_object_get(body, "source"));
@@ -158,6 +168,10 @@ mirror_def_check(const json_t *body, const char *data_dir, char name[65], json_t
             rc = LS_EINVAL;
             goto out;
         }
+        if (!within_roots(src_dir, roots)) {
+            rc = ls_error_set(err, LS_EINVAL, "source %s is outside every --mirror-root", src);
+            goto out;
+        }
     } else {
         rc = ls_error_set(err, LS_EINVAL,
                           "source %s: unknown scheme (store:/PREFIX or dir:/PATH; lockstep:// "
@@ -184,6 +198,10 @@ mirror_def_check(const json_t *body, const char *data_dir, char name[65], json_t
                                   "target %s: unknown scheme (dir:/PATH; lockstep:// targets are "
                                   "not in this release)",
                                   t ? t : "(not a string)");
+            goto out;
+        }
+        if (!within_roots(p, roots)) {
+            rc = ls_error_set(err, LS_EINVAL, "target %s is outside every --mirror-root", t);
             goto out;
         }
         if (data_dir && (mirror_path_within(p, data_dir) || mirror_path_within(data_dir, p))) {

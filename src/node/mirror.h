@@ -24,10 +24,12 @@ void mirrors_free(struct server *srv); /* after the writer has stopped */
 /*
  * Checks a job as the API receives it ({"name","source","targets",...}) and gives its name and
  * its definition as stored (normalized, defaults filled in). data_dir (absolute, resolved): the
- * server's own data, which no target may touch. 0, or LS_EINVAL with the reason.
+ * server's own data, which no target may touch; roots (--mirror-root, may be empty): when given,
+ * every directory source and target must be within one of them. 0, or LS_EINVAL with the reason.
  */
-int mirror_def_check(const json_t *body, const char *data_dir, char name[65], json_t **def,
-                     struct ls_error *err);
+struct strlist;
+int mirror_def_check(const json_t *body, const char *data_dir, const struct strlist *roots,
+                     char name[65], json_t **def, struct ls_error *err);
 struct mirror_job *mirror_find(struct server *srv, const char *name);
 int mirror_running(const struct mirror_job *job);
 /* The loop's own view after the store has changed (the HTTP API's writer jobs call these). */

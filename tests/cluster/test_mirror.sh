@@ -249,4 +249,16 @@ wait_until 20 job_idle ev || fail "the scheduled run did not end"
 assert_exit 0 lsc m mirror rm ev
 
 stop_server m
+
+# --mirror-root: directories outside every root are refused, and nothing is created
+mkdir -p "$SHM/roots/in"
+start_server mr --mirror-root "$SHM/roots"
+assert_exit 1 lsc mr mirror create out --source store:/s --target "dir:$SHM/elsewhere"
+assert_contains "$ERR" "outside every --mirror-root"
+assert_exit 1 lsc mr mirror create out2 --source "dir:$SHM/src" --target "dir:$SHM/roots/in"
+assert_contains "$ERR" "outside every --mirror-root"
+assert_eq "$(lsc mr mirror ls --json | jq '.mirrors | length')" 0 "jobs after refusals"
+assert_exit 0 lsc mr mirror create in --source store:/s --target "dir:$SHM/roots/in"
+assert_eq "$(lsc mr mirror ls --json | jq -r '.mirrors[].name')" in "the job within the root"
+stop_server mr
 log "ok"

@@ -122,7 +122,7 @@ h_create(struct ctx *c)
     }
     if (!realpath(c->srv->cfg.data, data_dir))
         snprintf(data_dir, sizeof data_dir, "%s", c->srv->cfg.data);
-    if (mirror_def_check(body, data_dir, j->name, &j->def, &err)) {
+    if (mirror_def_check(body, data_dir, &c->srv->cfg.mirror_root, j->name, &j->def, &err)) {
         reply_lserror(c->req, &err);
         goto fail;
     }

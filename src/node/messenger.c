@@ -203,8 +203,8 @@ save_arm(struct messenger *m)
     evtimer_add(m->flush_timer, &tv);
 }
 
-static void
-touch(struct server *srv, struct consumer *c)
+void
+consumer_touch(struct server *srv, struct consumer *c)
 {
     c->dirty = 1;
     save_arm(srv->msg);
@@ -223,7 +223,7 @@ consumer_open(struct server *srv, const char *name, const char *channels, int fr
             free(c->channels);
             c->channels = dup;
             log_info("consumer %s: channels now %s", c->name, *dup ? dup : "(every channel)");
-            touch(srv, c);
+            consumer_touch(srv, c);
         }
         return c;
     }
@@ -236,7 +236,7 @@ consumer_open(struct server *srv, const char *name, const char *channels, int fr
     log_info("consumer %s created at %s, channels %s", c->name,
              from_start ? "the oldest retained entry" : "the head",
              *c->channels ? c->channels : "(every channel)");
-    touch(srv, c);
+    consumer_touch(srv, c);
     return c;
 }
 
@@ -250,7 +250,7 @@ consumer_ack(struct server *srv, struct consumer *c, int64_t id)
         json_decref(c->reset_why);
         c->reset_why = NULL;
     }
-    touch(srv, c);
+    consumer_touch(srv, c);
 }
 
 void
@@ -263,7 +263,7 @@ consumer_move(struct server *srv, struct consumer *c, int64_t pos)
     c->reset_at = 0;
     json_decref(c->reset_why);
     c->reset_why = NULL;
-    touch(srv, c);
+    consumer_touch(srv, c);
     webhook_kick(srv, c->name); /* a webhook delivers from there now, not at the next commit */
 }
 
@@ -278,7 +278,7 @@ consumer_reset(struct server *srv, struct consumer *c, int64_t floor, json_t *wh
     c->resets++;
     json_decref(c->reset_why);
     c->reset_why = json_incref(why);
-    touch(srv, c);
+    consumer_touch(srv, c);
 }
 
 void
@@ -286,7 +286,7 @@ consumer_delete(struct server *srv, struct consumer *c)
 {
     log_info("consumer %s removed", c->name);
     c->gone = 1;
-    touch(srv, c);
+    consumer_touch(srv, c);
 }
 
 /* ---------------------------------------------------------------- reckoning states */

@@ -47,6 +47,8 @@ struct consumer *consumer_find(struct server *srv, const char *name);
  */
 struct consumer *consumer_open(struct server *srv, const char *name, const char *channels,
                                int from_start);
+/* Its record changed: saved within FLUSH_MS. */
+void consumer_touch(struct server *srv, struct consumer *c);
 /* Everything up to id is handled; the position only moves forward here. */
 void consumer_ack(struct server *srv, struct consumer *c, int64_t id);
 /* An operator's move (rewind, reset): the position becomes pos, whatever it was. */

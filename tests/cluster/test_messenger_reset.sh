@@ -57,8 +57,14 @@ assert_eq "$(grep -c '"type":"reset"' "$T/w.out")" 1 "the watcher's reset line"
 assert_eq "$(grep -v '"type":"reset"' "$T/w.out" | jq -c .payload | tr '\n' ' ')" "4 5 " \
     "the watcher's lines after the reset"
 # SSE: an old Last-Event-ID gets the reset event first
-timeout 2 curl -sN -H "Last-Event-ID: 1" "$H/v1/events?channel=c" >"$T/sse" || true
+timeout 3 curl -sN -H "Last-Event-ID: 1" "$H/v1/events?channel=c" >"$T/sse" &
+spid=$!
+sleep 1
+lsc P notify c '"later"' >/dev/null # a second page of the same stream
+wait $spid || true
 assert_eq "$(grep '^event:' "$T/sse" | head -1)" "event: reset" "the first SSE event"
+assert_eq "$(grep -c '^event: reset' "$T/sse")" 1 "resets in one SSE stream over two pages"
+assert_contains "$(cat "$T/sse")" '"later"' "the second page"
 
 # ---------------------------------------------------------------- rewind, reset, rm
 log "rewind, reset, rm"

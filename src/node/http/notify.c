@@ -118,6 +118,7 @@ nread_run(struct store *st, struct nread *r)
     r->floor = notes_floor(st, r->channels);
     r->gen = store_floor(st, LOG_GEN);
     r->from = r->cursor;
+    r->reset = 0; /* a stream reads again and again with the same struct */
     if (r->from < 0) {
         r->from = r->floor;
     } else if (r->gen_in >= 0 && r->gen_in != r->gen) {
@@ -164,13 +165,11 @@ nread_apply(struct server *srv, struct consumer *c, struct nread *r)
     if (!c) return NULL;
     if (c->gen != r->gen) {
         c->gen = r->gen;
-        c->dirty = 1;
+        consumer_touch(srv, c);
     }
     if (c->position < 0) { /* created from the start: that is the floor, no reset */
         c->position = r->floor;
-        c->dirty = 1;
-        consumer_ack(srv, c, r->floor); /* (saves it; moves nothing further) */
-        c->acked = 0;
+        consumer_touch(srv, c);
     }
     if (c->reset_at > 0 && r->from <= c->reset_at) { /* delivered again until acknowledged */
         if (!c->reset_why) c->reset_why = json_pack("{s:s,s:s,s:I}", "type", "reset", "reason",

@@ -28,9 +28,9 @@ test:
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 # ThreadSanitizer (build/tsan): the unit tests and the cluster tests that keep the writer, the
-# checkpoint thread, the reader threads and the loop busy at once. A race report stops the
+# checkpoint thread, the reader threads, the mirror runs and the loop busy at once. A race report stops the
 # process (halt_on_error) and fails the test; tests/tsan.supp silences third-party internals only.
-TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|changes|upload_resume|digest|verify|messenger_pg)$$
+TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|changes|upload_resume|digest|verify|clib|mirror|messenger_pg)$$
 TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 
 tsan:
@@ -70,6 +70,7 @@ chaos: build/lockstep
 
 bench: build/lockstep
 	@scripts/deps.sh bench
+	@cmake -S . -B build/release >/dev/null # again: bench_notify links libpq when deps.sh has just installed it
 	@cmake --build build/release -j $(JOBS) --target $(patsubst bench/%.c,bench_%,$(wildcard bench/*.c)) \
 		>build/release/bench-build.log 2>&1 || { tail -n 30 build/release/bench-build.log; exit 1; }
 	@bench/run.sh

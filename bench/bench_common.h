@@ -124,4 +124,59 @@ bench_pct(const double *sorted, size_t n, double p)
     return sorted[i - 1];
 }
 
+/* A growable byte buffer, always NUL-terminated (the programs parse replies in place). */
+struct dbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static inline void
+dbuf_reserve(struct dbuf *b, size_t more)
+{
+    if (b->len + more + 1 <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more + 1) cap *= 2;
+    if (!(b->p = realloc(b->p, cap))) bench_die("out of memory");
+    b->cap = cap;
+}
+
+static inline void
+dbuf_add(struct dbuf *b, const void *data, size_t n)
+{
+    dbuf_reserve(b, n);
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static inline void dbuf_printf(struct dbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static inline void
+dbuf_printf(struct dbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    dbuf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* Drops the first n bytes (what a parser has consumed). */
+static inline void
+dbuf_consume(struct dbuf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+    } else {
+        memmove(b->p, b->p + n, b->len - n);
+        b->len -= n;
+    }
+    if (b->p) b->p[b->len] = '\0';
+}
+
 #endif

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# bench/lib.sh - sourced by run.sh and repl.sh: what every benchmark script needs to start
+# bench/lib.sh - sourced by run.sh, repl.sh and notify.sh: what every benchmark script needs to start
 # processes and leave nothing behind. PIDS holds every process a script started (stopped by
 # PID at exit), DIRS every directory to remove; BENCH_NAME prefixes its messages.
 
@@ -53,3 +53,35 @@ pick_port() { # sets PORT to a free port not handed out before
     done
     return 1
 }
+
+# stop_pid PID [SIGNAL]: SIGNAL (TERM; and SIGCONT), up to 15 s, then SIGKILL
+stop_pid() {
+    local pid=$1 i
+    [ -n "$pid" ] || return 0
+    kill -"${2:-TERM}" "$pid" 2>/dev/null
+    kill -CONT "$pid" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    forget_pid "$pid"
+}
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# poll_until SECONDS CMD...: CMD every 50 ms until it succeeds (0), or 1 after SECONDS
+poll_until() {
+    local limit=$1 end i
+    shift
+    end=$(($(now_us) + limit * 1000000))
+    for ((i = 0; i < limit * 20 + 1; i++)); do
+        "$@" && return 0
+        [ "$(now_us)" -gt "$end" ] && return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+jget() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$2" | head -n 1; } # jget KEY JSON: a scalar of flat JSON

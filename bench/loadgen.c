@@ -52,49 +52,6 @@ static struct {
 static double deadline; /* bench_now() after which no new request starts */
 static atomic_int timed_out;
 
-/* ---------------------------------------------------------------- growable buffer */
-
-struct dbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void
-dbuf_reserve(struct dbuf *b, size_t more)
-{
-    if (b->len + more + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more + 1) cap *= 2;
-    if (!(b->p = realloc(b->p, cap))) bench_die("out of memory");
-    b->cap = cap;
-}
-
-static void
-dbuf_add(struct dbuf *b, const void *data, size_t n)
-{
-    dbuf_reserve(b, n);
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void dbuf_printf(struct dbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-dbuf_printf(struct dbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    dbuf_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 /* ---------------------------------------------------------------- one connection */
 
 struct conn {

@@ -61,40 +61,12 @@ declare -A R # figures: R[key] = value
 BENCH_NAME="repl bench"
 source "$ROOT/bench/lib.sh"
 
-# stop_pid PID: SIGTERM (and SIGCONT), up to 15 s, then SIGKILL
-stop_pid() {
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null
-    kill -CONT "$pid" 2>/dev/null
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    forget_pid "$pid"
-}
-
-now_us() { echo "${EPOCHREALTIME/./}"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e6 }'; }           # secs T0 T1
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { if (b > a) printf "%.0f", n * 1e6 / (b - a) }'; }
 T_START=$(now_us)
 elapsed() { echo $((($(now_us) - T_START) / 1000000)); }
 over_budget() { [ "$(elapsed)" -ge "$BUDGET" ]; }
 
-# poll_until SECONDS CMD...: CMD every 50 ms until it succeeds (0), or 1 after SECONDS
-poll_until() {
-    local limit=$1 end i
-    shift
-    end=$(($(now_us) + limit * 1000000))
-    for ((i = 0; i < limit * 20 + 1; i++)); do
-        "$@" && return 0
-        [ "$(now_us)" -gt "$end" ] && return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 # /proc figures
 kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null; } # kb PID FIELD
@@ -170,7 +142,6 @@ ls_status() {
         "$LOCKSTEP" status --json --server "http://127.0.0.1:$1" 2>/dev/null
     fi
 }
-jget() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$2" | head -n 1; } # jget KEY JSON
 
 LS_FIRST_UP= # when a replica being watched first answered
 # ls_caught_up PORT TARGET [live]: the server's seq >= TARGET (and state live)

@@ -18,7 +18,8 @@
 #   BENCH_PUT_RUNS (3) BENCH_PUTS_CONC (4000) BENCH_IMPORT_DOCS (100000) BENCH_MEDIA ("shm disk")
 #   BENCH_DISK_DIR (/tmp) BENCH_STEP_LIMIT (seconds per step, 120) BENCH_PERF (1: perf profile
 #   of the server during the shm import, when perf works) LOCKSTEP (the binary)
-#   BENCH_REPL (1; 0 skips the replication figures of bench/repl.sh, which runs last)
+#   BENCH_REPL (1; 0 skips the replication figures of bench/repl.sh), BENCH_NOTIFY (1; 0 skips
+#   the messenger's figures of bench/notify.sh, which runs last)
 #
 # It stops every process it started (by PID) and removes its directories, whatever happens.
 # It never fails a CI run: it exits 0 unless it cannot run at all (nothing built).
@@ -69,7 +70,7 @@ field() { sed -n "s/^RESULT.* $1=\([^ ]*\).*/\1/p" "$2" | tail -n 1; }
 
 build() {
     local need=0 f targets
-    for f in "$LOCKSTEP" "$LOADGEN" "$BARE" "$DIRECT"; do [ -x "$f" ] || need=1; done
+    for f in "$LOCKSTEP" "$LOADGEN" "$BARE" "$DIRECT" "$BUILD/bench_notify"; do [ -x "$f" ] || need=1; done
     for f in "$ROOT"/bench/*.c "$ROOT"/bench/*.h; do
         [ "$f" -nt "$LOADGEN" ] || [ "$f" -nt "$BARE" ] || [ "$f" -nt "$DIRECT" ] && need=1
     done
@@ -87,7 +88,7 @@ build() {
     fi
     # lockstep itself only when it is missing: `make bench` has just built it (make all), and a
     # relink that fails would delete a binary that works.
-    targets=(bench_loadgen bench_bare_sqlite bench_store_direct)
+    targets=(bench_loadgen bench_bare_sqlite bench_store_direct bench_notify)
     [ -x "$LOCKSTEP" ] || targets+=(lockstep)
     cmake --build "$BUILD" -j "$(nproc)" --target "${targets[@]}" >"$BUILD/bench-build.log" 2>&1 ||
         { say "bench: the build failed (see $BUILD/bench-build.log); using what is there"; tail -n 20 "$BUILD/bench-build.log" >&2; }
@@ -125,16 +126,7 @@ start_server() {
 }
 
 stop_server() {
-    local i
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
-    forget_pid "$SERVER_PID"
+    stop_pid "$SERVER_PID"
     SERVER_PID=
 }
 
@@ -384,4 +376,7 @@ fi
 
 # Replication next to Redis (bench/repl.sh), unless BENCH_REPL=0.
 [ "${BENCH_REPL:-1}" = 0 ] || "$ROOT/bench/repl.sh"
+
+# The messenger next to Redis pub/sub and PostgreSQL LISTEN/NOTIFY (bench/notify.sh), unless BENCH_NOTIFY=0.
+[ "${BENCH_NOTIFY:-1}" = 0 ] || "$ROOT/bench/notify.sh"
 exit 0

@@ -39,6 +39,7 @@ static const struct command commands[] = {
     {"notify", cmd_notify, "publish a notification on a channel"},
     {"watch", cmd_watch, "print notifications as they come (a consumer)"},
     {"consumers", cmd_consumers, "list, rewind and reset the consumers of notifications"},
+    {"mirror", cmd_mirror, "mirroring jobs: create, run, follow and list their history"},
 };
 
 static void

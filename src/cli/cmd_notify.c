@@ -213,7 +213,9 @@ cmd_watch(int argc, char **argv)
             len += (size_t)snprintf(url + len, sizeof url - len, "&channel=%s", q);
             free(q);
         }
-        if (after >= 0 && len < sizeof url)
+        /* a named consumer reads from the position the server keeps (so an operator's rewind
+         * is followed); an anonymous one from where it stands */
+        if (!a.consumer && after >= 0 && len < sizeof url)
             snprintf(url + len, sizeof url - len, "&after=%lld", (long long)after);
         resp_init(&r);
         if (client_call(&cl, "GET", url, NULL, 0, NULL, &r) < 0 || r.status >= 500) {

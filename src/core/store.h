@@ -202,15 +202,17 @@ typedef int (*store_note_cb)(void *arg, const struct ls_note *n);
 /* Whether a set of channels (comma-separated; "" is every channel) has this one. */
 int channels_has(const char *set, const char *channel);
 /*
- * The entries after `after` on a set of channels, at most limit of them, looking at no more
- * than scan_max log entries. *scanned: the last seq looked at (a position may move there even
- * when nothing matched); *at_end: the log had nothing more. Returns the count, or < 0.
+ * The entries after `after` and up to `upto` (what the caller knows is committed: a reader may
+ * see a commit before the loop has counted it) on a set of channels, at most limit of them,
+ * looking at no more than scan_max log entries. *scanned: the last seq looked at (a position
+ * may move there even when nothing matched); *at_end: nothing more up to `upto`. Returns the
+ * count, or < 0.
  */
-int store_notes(struct store *st, int64_t after, const char *channels, int limit, int scan_max,
-                store_note_cb cb, void *arg, int64_t *scanned, int *at_end);
-/* How many entries wait after `after` (counted up to cap), and the time of the first. */
-int store_notes_pending(struct store *st, int64_t after, const char *channels, int64_t cap,
-                        int64_t *count, int64_t *first_ts);
+int store_notes(struct store *st, int64_t after, int64_t upto, const char *channels, int limit,
+                int scan_max, store_note_cb cb, void *arg, int64_t *scanned, int *at_end);
+/* How many entries wait in (after, upto] (counted up to cap), and the time of the first. */
+int store_notes_pending(struct store *st, int64_t after, int64_t upto, const char *channels,
+                        int64_t cap, int64_t *count, int64_t *first_ts);
 /* Below a floor entries may be missing: "log_floor" (retention, a snapshot) for everything,
  * "notify_floor" for notifications (their own retention). Floors only rise. */
 #define FLOOR_LOG "log_floor"
@@ -247,6 +249,57 @@ int store_outbox_done(struct store *st, int64_t upto, struct ls_error *err);
 int64_t store_forwarded(struct store *st, const char *origin); /* 0: none yet; < 0: error */
 int store_set_forwarded(struct store *st, const char *origin, int64_t last_id,
                         struct ls_error *err);
+
+/* ---- mirroring jobs (mirror.c; docs/mirror.md): this server's own, never replicated ---- */
+/* One run of a job as stored; targets is a JSON array of per-target results. */
+struct ls_mirror_run {
+    int64_t id; /* 0: a new run (store_mirror_run_save assigns it) */
+    const char *job, *state, *targets, *note;
+    int64_t started, ended, items, bytes, items_total, bytes_total, errors;
+};
+/* How far a target has acknowledged its source: a store source's seq; a full pass of a store
+ * source in progress at full_seq has given everything up to the path after. */
+struct ls_mirror_checkpoint {
+    int64_t seq, full_seq;
+    char after[4096];
+};
+/* What a directory target was last given of one file of a directory source. */
+struct ls_mirror_file {
+    const char *path;
+    int64_t size, mtime_ns, ino, mode;
+    unsigned char sha[32];
+};
+typedef int (*store_mirror_job_cb)(void *arg, const char *name, const char *def, int paused);
+typedef int (*store_mirror_run_cb)(void *arg, const struct ls_mirror_run *r);
+typedef int (*store_mirror_error_cb)(void *arg, const char *target, const char *path,
+                                     const char *reason);
+int store_mirror_job_add(struct store *st, const char *name, const char *def, struct ls_error *err);
+int store_mirror_job_del(struct store *st, const char *name, struct ls_error *err);
+int store_mirror_job_pause(struct store *st, const char *name, int paused, struct ls_error *err);
+int store_mirror_jobs(struct store *st, store_mirror_job_cb cb, void *arg);
+/* A new run (id 0) also marks the job's runs still "running" as failed (interrupted). */
+int store_mirror_run_save(struct store *st, struct ls_mirror_run *r, struct ls_error *err);
+int store_mirror_runs(struct store *st, const char *job, int limit, store_mirror_run_cb cb,
+                      void *arg); /* newest first */
+int store_mirror_error_add(struct store *st, int64_t run, const char *target, const char *path,
+                           const char *reason, struct ls_error *err);
+int store_mirror_errors(struct store *st, int64_t run, int limit, store_mirror_error_cb cb,
+                        void *arg);
+int store_mirror_checkpoint_get(struct store *st, const char *job, const char *target,
+                                struct ls_mirror_checkpoint *cp); /* zeros when none */
+int store_mirror_checkpoint_set(struct store *st, const char *job, const char *target,
+                                const struct ls_mirror_checkpoint *cp, struct ls_error *err);
+/* 0 and *f filled (not f->path), LS_ENOTFOUND, or LS_EIO. */
+int store_mirror_index_get(struct store *st, const char *job, const char *target,
+                           const char *path, struct ls_mirror_file *f);
+int store_mirror_index_set(struct store *st, const char *job, const char *target,
+                           const struct ls_mirror_file *f, struct ls_error *err);
+int store_mirror_index_del(struct store *st, const char *job, const char *target,
+                           const char *path, struct ls_error *err);
+/* At most limit indexed paths after `after`, in path order. */
+int store_mirror_index_page(struct store *st, const char *job, const char *target,
+                            const char *after, int limit, int (*cb)(void *arg, const char *path),
+                            void *arg);
 
 /* ---- access tokens (local to this store; only hashes are kept) ---- */
 typedef void (*store_token_cb)(void *arg, const char *name, const char *role,

@@ -43,6 +43,8 @@ static const struct option_def defs[] = {
      "a peer silent this long is down"},
     {"log-retention", T_STR, OFF(log_retention), "7d,1G", "AGE,SIZE",
      "keep the change log this long and at most this big"},
+    {"mirror-root", T_LIST, OFF(mirror_root), NULL, "DIR",
+     "mirror jobs may read and write directories under DIR only (repeatable; default: any)"},
     {"notify-retention", T_STR, OFF(notify_retention), "2d", "AGE,SIZE",
      "keep notifications this long (and within this much log)"},
     {"consumer-stall", T_DURATION, OFF(consumer_stall_ms), "60s", "DURATION",
@@ -51,6 +53,8 @@ static const struct option_def defs[] = {
      "keep notifications and consumers in a shared PostgreSQL database (postgres://...)"},
     {"poll-interval", T_DURATION, OFF(poll_interval_ms), "1s", "DURATION",
      "with --messenger: how often to look for notifications a wake-up may have missed"},
+    {"webhook", T_LIST, OFF(webhook), NULL, "NAME=URL[,channel=C]",
+     "POST notifications to http://URL as consumer NAME (repeatable, as is channel=)"},
     {"sync-max-versions", T_INT, OFF(sync_max_versions), "0", "N",
      "versions per item a snapshot carries (0: all retained)"},
     {"snapshot-max-wal", T_SIZE, OFF(snapshot_max_wal), "256M", "SIZE",
@@ -157,7 +161,8 @@ find(const char *name)
  *  - a UTF-8 byte order mark on the first line is skipped;
  *  - " # comment" after a value is cut like " ; comment", but not inside quotes;
  *  - a value in one pair of double or single quotes loses them ("a b" is a b);
- *  - a key given twice is an error (the repeatable ones, include, allow and peer-allow, add up);
+ *  - a key given twice is an error (the repeatable ones, include, allow, peer-allow and webhook,
+ *    add up);
  *  - the file has no sections: a `[server]` line is allowed (it changes nothing), any other
  *    `[section]` is an error, as are continuation lines (an indented line after a key) and
  *    lines longer than the library's line buffer (it would split them silently).

@@ -31,9 +31,11 @@ struct config {
     int64_t heartbeat_timeout_ms;
     char *log_retention;
     char *notify_retention;
+    struct strlist mirror_root; /* mirror jobs' directories must be within one (empty: any) */
     int64_t consumer_stall_ms;
     char *messenger;           /* postgres://...: the shared-database messenger (pgmsg.c) */
     int64_t poll_interval_ms;  /* its polling, when a wake-up from the database is missed */
+    struct strlist webhook; /* NAME=URL[,channel=C]... (webhook.c checks them) */
     int64_t sync_max_versions;
     uint64_t snapshot_max_wal; /* a snapshot pinning a -wal file larger than this is dropped */
     char *compress;

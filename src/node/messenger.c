@@ -14,6 +14,7 @@
 #include "common/util.h"
 #include "node/pgmsg.h"
 #include "node/server.h"
+#include "node/webhook.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,8 @@
 #define BUCKETS 256
 #define FLUSH_MS 100
 #define RECKON_MS 5000
-#define PENDING_CAP 100000
+#define PENDING_CAP 10000
+#define RECOUNT_EVERY 12 /* a full count every 12 reckonings; between, only what is new */
 #define BEHIND_PENDING 1000
 #define BEHIND_AGE_MS 60000
 
@@ -31,6 +33,7 @@ struct messenger {
     size_t count;
     struct event *flush_timer, *reckon_timer;
     int flush_armed, reckoning;
+    uint64_t reckonings;
 };
 
 static const char *const state_names[] = {"live", "behind", "stalled", "reset"};
@@ -63,6 +66,7 @@ consumer_add(struct messenger *m, const char *name, const char *channels)
         return NULL;
     }
     snprintf(c->name, sizeof c->name, "%s", name);
+    c->reck_pos = c->reck_head = -1;
     c->next = m->bucket[b];
     m->bucket[b] = c;
     m->count++;
@@ -88,6 +92,7 @@ struct save_job {
     struct ls_consumer *rows;
     char **owned; /* names and channel sets, copied for the writer thread */
     int *del;     /* 1: remove the row */
+    struct consumer **who; /* the loop's records (a saving one is never freed before done) */
 };
 
 static int
@@ -110,10 +115,7 @@ save_done(struct wreq *r, void *arg)
     struct messenger *m = arg;
     struct save_job *j = r->fn_arg;
     for (size_t i = 0; i < j->n; i++) {
-        struct consumer *c;
-        for (c = m->bucket[bucket_of(j->rows[i].name)]; c; c = c->next)
-            if (c->saving && strcmp(c->name, j->rows[i].name) == 0) break;
-        if (!c) continue;
+        struct consumer *c = j->who[i];
         c->saving = 0;
         if (r->rc) c->dirty = 1; /* tried again at the next flush */
         if (c->gone && !c->dirty) consumer_unlink_free(m, c);
@@ -123,9 +125,34 @@ save_done(struct wreq *r, void *arg)
     free(j->owned);
     free(j->rows);
     free(j->del);
+    free(j->who);
     free(j);
     wreq_free(r);
     save_arm(m);
+}
+
+/* c's row into the job, when it is dirty and not being saved already */
+static void
+save_add(struct save_job *j, struct consumer *c, size_t *k, size_t n)
+{
+    char *name, *channels;
+    if (!c->dirty || c->saving || *k == n) return;
+    name = strdup(c->name);
+    channels = strdup(c->channels);
+    if (!name || !channels) { /* stays dirty: the next flush */
+        free(name);
+        free(channels);
+        return;
+    }
+    j->owned[2 * *k] = name;
+    j->owned[2 * *k + 1] = channels;
+    j->rows[*k] = (struct ls_consumer){name,          channels,  c->position, c->created,
+                                       c->acked,      c->resets, c->reset_at, c->gen};
+    j->del[*k] = c->gone;
+    j->who[*k] = c;
+    c->dirty = 0;
+    c->saving = 1;
+    (*k)++;
 }
 
 static void
@@ -141,27 +168,20 @@ save_flush(evutil_socket_t fd, short what, void *arg)
     if (n == 0 || !m->srv->writer) return;
     if (!(j = calloc(1, sizeof *j)) || !(j->rows = calloc(n, sizeof *j->rows)) ||
         !(j->owned = calloc(2 * n, sizeof *j->owned)) || !(j->del = calloc(n, sizeof *j->del)) ||
-        !(r = calloc(1, sizeof *r))) {
-        if (j) free(j->rows), free(j->owned), free(j->del);
+        !(j->who = calloc(n, sizeof *j->who)) || !(r = calloc(1, sizeof *r))) {
+        if (j) free(j->rows), free(j->owned), free(j->del), free(j->who);
         free(j);
         save_arm(m); /* out of memory: later */
         return;
     }
-    for (int b = 0; b < BUCKETS; b++) {
-        for (struct consumer *c = m->bucket[b]; c; c = c->next) {
-            if (!c->dirty || c->saving || k == n) continue;
-            j->owned[2 * k] = strdup(c->name);
-            j->owned[2 * k + 1] = strdup(c->channels);
-            if (!j->owned[2 * k] || !j->owned[2 * k + 1]) continue; /* stays dirty */
-            j->rows[k] = (struct ls_consumer){j->owned[2 * k], j->owned[2 * k + 1], c->position,
-                                              c->created, c->acked, c->resets, c->reset_at,
-                                              c->gen};
-            j->del[k] = c->gone;
-            c->dirty = 0;
-            c->saving = 1;
-            k++;
-        }
-    }
+    /* removals first: a consumer removed and made again under its name within one flush
+     * must end up saved, not removed */
+    for (int b = 0; b < BUCKETS; b++)
+        for (struct consumer *c = m->bucket[b]; c; c = c->next)
+            if (c->gone) save_add(j, c, &k, n);
+    for (int b = 0; b < BUCKETS; b++)
+        for (struct consumer *c = m->bucket[b]; c; c = c->next)
+            if (!c->gone) save_add(j, c, &k, n);
     j->n = k;
     r->type = WREQ_CUSTOM;
     r->fn = save_run;
@@ -184,8 +204,8 @@ save_arm(struct messenger *m)
     evtimer_add(m->flush_timer, &tv);
 }
 
-static void
-touch(struct server *srv, struct consumer *c)
+void
+consumer_touch(struct server *srv, struct consumer *c)
 {
     c->dirty = 1;
     save_arm(srv->msg);
@@ -204,7 +224,7 @@ consumer_open(struct server *srv, const char *name, const char *channels, int fr
             free(c->channels);
             c->channels = dup;
             log_info("consumer %s: channels now %s", c->name, *dup ? dup : "(every channel)");
-            touch(srv, c);
+            consumer_touch(srv, c);
         }
         return c;
     }
@@ -217,7 +237,7 @@ consumer_open(struct server *srv, const char *name, const char *channels, int fr
     log_info("consumer %s created at %s, channels %s", c->name,
              from_start ? "the oldest retained entry" : "the head",
              *c->channels ? c->channels : "(every channel)");
-    touch(srv, c);
+    consumer_touch(srv, c);
     return c;
 }
 
@@ -231,7 +251,7 @@ consumer_ack(struct server *srv, struct consumer *c, int64_t id)
         json_decref(c->reset_why);
         c->reset_why = NULL;
     }
-    touch(srv, c);
+    consumer_touch(srv, c);
 }
 
 void
@@ -240,10 +260,12 @@ consumer_move(struct server *srv, struct consumer *c, int64_t pos)
     log_info("consumer %s moved from %lld to %lld", c->name, (long long)c->position,
              (long long)pos);
     c->position = pos;
+    c->moves++;
     c->reset_at = 0;
     json_decref(c->reset_why);
     c->reset_why = NULL;
-    touch(srv, c);
+    consumer_touch(srv, c);
+    webhook_kick(srv, c->name); /* a webhook delivers from there now, not at the next commit */
 }
 
 void
@@ -257,7 +279,7 @@ consumer_reset(struct server *srv, struct consumer *c, int64_t floor, json_t *wh
     c->resets++;
     json_decref(c->reset_why);
     c->reset_why = json_incref(why);
-    touch(srv, c);
+    consumer_touch(srv, c);
 }
 
 void
@@ -265,7 +287,7 @@ consumer_delete(struct server *srv, struct consumer *c)
 {
     log_info("consumer %s removed", c->name);
     c->gone = 1;
-    touch(srv, c);
+    consumer_touch(srv, c);
 }
 
 /* ---------------------------------------------------------------- reckoning states */
@@ -274,6 +296,7 @@ struct reckon_row {
     char name[LS_CHANNEL_MAX + 1];
     char *channels;
     int64_t position, pending, first_ts;
+    int64_t prev_pos, prev_head, prev_pending, prev_first_ts; /* the last reckoning's */
 };
 
 struct reckon {
@@ -281,9 +304,12 @@ struct reckon {
     struct messenger *m;
     size_t n;
     struct reckon_row *rows;
-    int64_t floor_any;
+    int64_t head; /* the loop's seq when it began: counts stop there */
+    int full;     /* count everything again (retention may have removed some) */
 };
 
+/* What waits for each consumer. A consumer that did not move since the last time is counted
+ * only for what came since: a thousand idle consumers cost a thousand short index reads. */
 static void
 reckon_run(struct store *st, struct read_job *j)
 {
@@ -291,8 +317,21 @@ reckon_run(struct store *st, struct read_job *j)
     for (size_t i = 0; i < k->n && !atomic_load(&j->cancelled); i++) {
         struct reckon_row *r = &k->rows[i];
         int64_t from = r->position < 0 ? notes_floor(st, r->channels) : r->position;
-        if (store_notes_pending(st, from, r->channels, PENDING_CAP, &r->pending, &r->first_ts))
+        int64_t add = 0, first = 0;
+        if (!k->full && r->prev_head >= 0 && r->prev_pos == r->position &&
+            r->prev_head >= from && r->prev_head <= k->head) {
+            if (store_notes_pending(st, r->prev_head, k->head, r->channels, PENDING_CAP, &add,
+                                    &first)) {
+                r->pending = -1;
+                continue;
+            }
+            r->pending = r->prev_pending + add;
+            if (r->pending > PENDING_CAP) r->pending = PENDING_CAP;
+            r->first_ts = r->prev_pending > 0 ? r->prev_first_ts : first;
+        } else if (store_notes_pending(st, from, k->head, r->channels, PENDING_CAP, &r->pending,
+                                       &r->first_ts)) {
             r->pending = -1;
+        }
     }
 }
 
@@ -341,6 +380,8 @@ reckon_done(struct read_job *j)
         struct consumer *c = consumer_find(srv, r->name);
         free(r->channels);
         if (!c || r->pending < 0 || atomic_load(&j->cancelled)) continue;
+        c->reck_pos = r->position;
+        c->reck_head = k->head;
         consumer_judge(srv, c, r->pending, r->first_ts);
     }
     free(k->rows);
@@ -364,11 +405,17 @@ reckon_start(evutil_socket_t fd, short what, void *arg)
             if (c->gone || !(k->rows[i].channels = strdup(c->channels))) continue;
             snprintf(k->rows[i].name, sizeof k->rows[i].name, "%s", c->name);
             k->rows[i].position = c->position;
+            k->rows[i].prev_pos = c->reck_pos;
+            k->rows[i].prev_head = c->reck_head;
+            k->rows[i].prev_pending = c->pending;
+            k->rows[i].prev_first_ts = c->first_ts;
             i++;
         }
     }
     k->n = i;
     k->m = m;
+    k->head = m->srv->pos.seq;
+    k->full = m->reckonings++ % RECOUNT_EVERY == 0;
     k->job.run = reckon_run;
     k->job.done = reckon_done;
     m->reckoning = 1;
@@ -386,7 +433,7 @@ json_t *
 consumer_json(struct server *srv, const struct consumer *c)
 {
     char t[40], chans[LS_CHANNEL_MAX * 4];
-    json_t *arr = json_array(), *o;
+    json_t *arr = json_array(), *o, *hook;
     snprintf(chans, sizeof chans, "%s", c->channels);
     for (char *save = NULL, *tok = strtok_r(chans, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save))
@@ -400,6 +447,7 @@ consumer_json(struct server *srv, const struct consumer *c)
                         json_integer(c->pending > 0 ? (ls_now_ms() - c->first_ts) / 1000 : 0));
     if (c->acked) ls_format_time(c->acked, t, sizeof t);
     json_object_set_new(o, "last_ack", c->acked ? json_string(t) : json_null());
+    if ((hook = webhook_json(srv, c->name))) json_object_set_new(o, "webhook", hook);
     return o;
 }
 
@@ -431,10 +479,10 @@ messenger_status_json(struct server *srv)
             }
         }
     }
-    return json_pack("{s:I,s:{s:I,s:I,s:I,s:I},s:o}", "consumers", (json_int_t)n, "states",
+    return json_pack("{s:I,s:{s:I,s:I,s:I,s:I},s:o,s:o}", "consumers", (json_int_t)n, "states",
                      "live", (json_int_t)by[CS_LIVE], "behind", (json_int_t)by[CS_BEHIND],
                      "stalled", (json_int_t)by[CS_STALLED], "reset", (json_int_t)by[CS_RESET],
-                     "at_risk", risk);
+                     "at_risk", risk, "webhooks_failing", webhook_failing_json(srv));
 }
 
 void

@@ -27,9 +27,11 @@ struct consumer {
     int64_t gen;       /* the log generation of position (store.h LOG_GEN); -1: not known */
     json_t *reset_why; /* the reset event's body while it waits (NULL after a restart) */
     int connected;     /* readers attached now */
+    unsigned moves;    /* operator moves (rewind, reset): a read begun before one is read again */
     int dirty, saving, gone;
     enum consumer_state state;
     int64_t pending, first_ts; /* the last reckoning */
+    int64_t reck_pos, reck_head; /* ... of (position, head]; -1: none yet */
     int at_risk;
     struct consumer *next; /* hash chain */
 };
@@ -45,6 +47,8 @@ struct consumer *consumer_find(struct server *srv, const char *name);
  */
 struct consumer *consumer_open(struct server *srv, const char *name, const char *channels,
                                int from_start);
+/* Its record changed: saved within FLUSH_MS. */
+void consumer_touch(struct server *srv, struct consumer *c);
 /* Everything up to id is handled; the position only moves forward here. */
 void consumer_ack(struct server *srv, struct consumer *c, int64_t id);
 /* An operator's move (rewind, reset): the position becomes pos, whatever it was. */
@@ -68,5 +72,26 @@ int64_t notes_floor(struct store *st, const char *channels);
 json_t *note_json(const struct ls_note *n);
 /* The body of a reset event. */
 json_t *reset_json(int64_t position, int64_t floor, int64_t head);
+
+/*
+ * One read of notifications for a reader (http/notify.c: pages, SSE; webhook.c): the floor below
+ * which entries are gone, whether the cursor is behind it (a reset), then at most limit entries.
+ * The caller fills the first four fields; nread_run (reader thread) the results.
+ */
+struct nread {
+    char *channels;
+    int64_t cursor; /* < 0: from the floor (a consumer that asked for everything kept) */
+    int limit;
+    int64_t seen; /* the server's seq before the read */
+    int64_t gen_in; /* the consumer's log generation, -1: not known (store.h LOG_GEN) */
+    /* results */
+    int64_t floor, from, next, gen;
+    int reset, rc;
+    json_t *notes; /* note_json objects */
+};
+void nread_run(struct store *st, struct nread *r); /* reader thread */
+/* The loop, after a read for consumer c (NULL: anonymous): a new consumer's start, a reset.
+ * Returns the reset event's body to send (a reference the caller owns), or NULL. */
+json_t *nread_apply(struct server *srv, struct consumer *c, struct nread *r);
 
 #endif

@@ -1,10 +1,14 @@
 /* net.c - see net.h. Names are resolved here with getaddrinfo (blocking; only at start-up, for
- * the listening addresses); the upstream's name with evdns (repl_down.c). */
+ * the listening addresses); the names the server connects to later (its upstream, webhooks)
+ * with the evdns resolver made here (net_dns_new). */
 #include "node/net.h"
 #include "common/err.h"
+#include "common/log.h"
 #include "common/util.h"
 
 #include <arpa/inet.h>
+#include <event2/dns.h>
+#include <stdlib.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -75,4 +79,40 @@ same_host(const char *a, const char *b)
     if (net_split_hostport(a, ha, sizeof ha, &pa) || net_split_hostport(b, hb, sizeof hb, &pb))
         return strcmp(a, b) == 0;
     return strcmp(ha, hb) == 0;
+}
+
+/* evdns' own messages ("nameserver ... has failed"): into our log, not onto stderr. */
+static void
+dns_log(int is_warn, const char *msg)
+{
+    (void)is_warn;
+    log_debug("dns: %s", msg);
+}
+
+struct evdns_base *
+net_dns_new(struct event_base *base, struct ls_error *err)
+{
+    const char *conf = getenv("LOCKSTEP_RESOLV_CONF");
+    struct evdns_base *dns;
+    int rc;
+    evdns_set_log_fn(dns_log);
+    if (!conf || !*conf) {
+        /* Not kept alive by its socket: an idle resolver must not hold the loop at exit. */
+        dns = evdns_base_new(base,
+                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!dns) ls_error_set(err, LS_EIO, "cannot set up the DNS resolver (/etc/resolv.conf)");
+        return dns;
+    }
+    if (!(dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE))) {
+        ls_error_set(err, LS_ENOMEM, NULL);
+        return NULL;
+    }
+    if ((rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, conf)) != 0 && rc != 6) {
+        /* 6: it names no nameserver (then evdns asks 127.0.0.1, as with no file at all) */
+        evdns_base_free(dns, 0);
+        ls_error_set(err, LS_EINVAL, "LOCKSTEP_RESOLV_CONF=%s: cannot read it (error %d)", conf,
+                     rc);
+        return NULL;
+    }
+    return dns;
 }

@@ -1,4 +1,4 @@
-/* net.h - socket addresses from "HOST:PORT" and "[V6]:PORT" strings. */
+/* net.h - socket addresses from "HOST:PORT" and "[V6]:PORT" strings, and the resolver. */
 #ifndef LS_NET_H
 #define LS_NET_H
 
@@ -15,5 +15,12 @@ int parse_hostport(const char *addr, struct sockaddr_storage *ss, int *sslen);
 void format_sockaddr(const struct sockaddr *sa, char *out, size_t n);
 /* Do two "host:port" strings name the same host? */
 int same_host(const char *a, const char *b);
+
+struct event_base;
+struct evdns_base;
+struct ls_error;
+/* A resolver that never blocks the loop: the system's (/etc/resolv.conf, /etc/hosts), or the
+ * resolv.conf named by LOCKSTEP_RESOLV_CONF (tests). NULL (err set) when it cannot be made. */
+struct evdns_base *net_dns_new(struct event_base *base, struct ls_error *err);
 
 #endif

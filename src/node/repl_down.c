@@ -1218,43 +1218,6 @@ send_ping(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------------------------------------------------------- server interface */
 
-/* evdns' own messages ("nameserver ... has failed"): into our log, not onto stderr. */
-static void
-dns_log(int is_warn, const char *msg)
-{
-    (void)is_warn;
-    log_debug("dns: %s", msg);
-}
-
-/* The resolver: the system's (/etc/resolv.conf, /etc/hosts), or LOCKSTEP_RESOLV_CONF's. */
-static struct evdns_base *
-dns_new(struct event_base *base, struct ls_error *err)
-{
-    const char *conf = getenv("LOCKSTEP_RESOLV_CONF");
-    struct evdns_base *dns;
-    int rc;
-    evdns_set_log_fn(dns_log);
-    if (!conf || !*conf) {
-        /* Not kept alive by its socket: an idle resolver must not hold the loop at exit. */
-        dns = evdns_base_new(base,
-                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-        if (!dns) ls_error_set(err, LS_EIO, "cannot set up the DNS resolver (/etc/resolv.conf)");
-        return dns;
-    }
-    if (!(dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE))) {
-        ls_error_set(err, LS_ENOMEM, NULL);
-        return NULL;
-    }
-    if ((rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, conf)) != 0 && rc != 6) {
-        /* 6: it names no nameserver (then evdns asks 127.0.0.1, as with no file at all) */
-        evdns_base_free(dns, 0);
-        ls_error_set(err, LS_EINVAL, "LOCKSTEP_RESOLV_CONF=%s: cannot read it (error %d)", conf,
-                     rc);
-        return NULL;
-    }
-    return dns;
-}
-
 int
 repl_down_start(struct server *srv, struct ls_error *err)
 {
@@ -1269,7 +1232,7 @@ repl_down_start(struct server *srv, struct ls_error *err)
     d->last_sync = "none";
     d->peer.closed = 1;
     d->applied_seq = -1;
-    if (!(d->dns = dns_new(srv->base, err))) {
+    if (!(d->dns = net_dns_new(srv->base, err))) {
         free(d);
         return err->code;
     }

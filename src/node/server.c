@@ -10,7 +10,9 @@
 #include "node/peer.h"
 #include "node/tls.h"
 #include "node/server.h"
+#include "node/mirror.h"
 #include "node/messenger.h"
+#include "node/webhook.h"
 #include "node/pgmsg.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -243,8 +245,10 @@ shutdown_begin(struct server *srv)
     srv->http_socket = NULL;
     repl_up_stop(srv);
     repl_down_halt(srv);      /* no new work from the upstream while the writer drains */
+    mirrors_stop(srv);        /* the runs' threads end before the writer they write through */
     readers_stop(srv->readers); /* before the writer: a finished upload commit submits a put */
     srv->readers = NULL;
+    webhook_stop(srv);        /* its reads are back; its last acks are the messenger's */
     messenger_stop(srv);      /* the last acks go to the writer */
     pgmsg_stop(srv);          /* its threads end; long polls and streams are answered */
     forward_stop(srv);
@@ -293,6 +297,7 @@ check_addr(const char *flag, const char *addr, int need_host)
 static int
 check_config(struct config *c)
 {
+    struct ls_error err;
     if (!c->data || !*c->data) {
         fprintf(stderr, "lockstep serve: --data DIR is required\n");
         return -1;
@@ -317,6 +322,10 @@ check_config(struct config *c)
     }
     if (strcmp(c->role, "primary") == 0 && c->include.n > 0) {
         fprintf(stderr, "lockstep serve: --include is for replicas\n");
+        return -1;
+    }
+    if (webhook_check(&c->webhook, &err)) {
+        fprintf(stderr, "lockstep serve: %s\n", err.msg);
         return -1;
     }
     if (strcmp(c->compress, "zstd") != 0 && strcmp(c->compress, "none") != 0) {
@@ -551,9 +560,9 @@ server_open(struct server *srv, int listen_peer)
     srv->base = event_base_new();
     srv->waiter_timer = evtimer_new(srv->base, on_waiter_timer, srv);
     if (!(srv->writer = writer_start(srv, srv->wstore, &err)) ||
-        !(srv->readers = readers_start(srv, READER_THREADS, &err)) ||
-        messenger_start(srv, &err) || (srv->cfg.messenger && pgmsg_start(srv, &err)) ||
-        forward_start(srv, &err) || http_api_start(srv, &err) ||
+        !(srv->readers = readers_start(srv, READER_THREADS, &err)) || messenger_start(srv, &err) ||
+        (srv->cfg.messenger && pgmsg_start(srv, &err)) || webhook_start(srv, &err) ||
+        forward_start(srv, &err) || mirrors_start(srv, &err) || http_api_start(srv, &err) ||
         (listen_peer && repl_up_start(srv, &err)) ||
         (!server_is_primary(srv) && repl_down_start(srv, &err))) {
         log_error("%s", err.msg);
@@ -582,6 +591,7 @@ server_close(struct server *srv)
     http_api_stop(srv);
     http_conns_stop(srv);
     messenger_free(srv);
+    mirrors_free(srv);
     pgmsg_free(srv);
     forward_free(srv);
     if (srv->waiter_timer) event_free(srv->waiter_timer);

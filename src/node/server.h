@@ -89,6 +89,8 @@ struct server {
     struct http_router *router;
     struct messenger *msg;                  /* consumers (messenger.c) */
     struct pgmsg *pgmsg;                    /* --messenger: the shared database (pgmsg.c) */
+    struct webhooks *hooks;                 /* --webhook (webhook.c) */
+    struct mirrors *mirrors;                /* mirroring jobs (mirror.c) */
     struct forwarder *fwd;                  /* notifications a replica forwards (forward.c) */
     int64_t notify_age_ms, notify_bytes;    /* --notify-retention */
     int lock_fd; /* the data directory's lock (server.c lock_data_dir), held while open; 0: none */

@@ -32,7 +32,7 @@ done
 echo last | lsc P put /last - >/dev/null
 want=$(seq_of P)
 
-wait_until 30 grep -q "no space left" "$T/R.log" || fail "the replica's disk never filled up"
+wait_until 30 grep -qi "no space left" "$T/R.log" || fail "the replica's disk never filled up: $(tail -5 "$T/R.log"; df -h "$small" | tail -1)"
 log "the replica's disk is full at seq $(seq_of R) of $want"
 # Its position never passes a change it does not hold: what it has applied is a prefix.
 have=$(seq_of R)

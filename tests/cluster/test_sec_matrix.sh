@@ -139,6 +139,14 @@ ROUTES=(
     "GET    /v1/tokens                           -     admin"
     "POST   /v1/tokens?role=admin&name=made-by-{W} - admin"
     "DELETE /v1/tokens/victim-{W}                -     admin"
+    "GET    /v1/mirrors                          -     admin write read report"
+    "GET    /v1/mirrors/none-{W}                 -     admin write read report"
+    "GET    /v1/mirrors/none-{W}/history         -     admin write read report"
+    "POST   /v1/mirrors                          data  admin"
+    "POST   /v1/mirrors/none-{W}/run             -     admin"
+    "POST   /v1/mirrors/none-{W}/pause           -     admin"
+    "POST   /v1/mirrors/none-{W}/resume          -     admin"
+    "DELETE /v1/mirrors/none-{W}                 -     admin"
 )
 
 n=0

@@ -49,12 +49,15 @@ check_record(const struct ls_entry *e, size_t consumed)
     struct ls_wbuf w;
     struct ls_rbuf rb;
     struct ls_entry e2;
-    CHECK(e->op >= LS_OP_PUT && e->op <= LS_OP_UNPUBLISH, "op %d", e->op);
+    CHECK(e->op >= LS_OP_PUT && e->op <= LS_OP_NOTIFY, "op %d", e->op);
     CHECK(e->seq >= 0 && e->ts >= 0 && e->version >= 0, "negative number");
     CHECK(e->path != NULL, "no path");
     CHECK(strlen(e->path) <= LS_PATH_MAX, "path of %zu bytes", strlen(e->path));
-    CHECK(e->op == LS_OP_MOVE ? e->to != NULL && strlen(e->to) <= LS_PATH_MAX : e->to == NULL,
-          "to");
+    if (e->op == LS_OP_NOTIFY) /* a notification: its payload, no flags */
+        CHECK(e->to != NULL && strlen(e->to) <= LS_NOTIFY_MAX && e->flags == 0, "notify");
+    else
+        CHECK(e->op == LS_OP_MOVE ? e->to != NULL && strlen(e->to) <= LS_PATH_MAX : e->to == NULL,
+              "to");
     if (e->flags & REC_DATA) {
         CHECK(e->kind && strlen(e->kind) <= LS_KIND_MAX, "kind");
         CHECK(e->meta && strlen(e->meta) <= LS_META_MAX, "meta");

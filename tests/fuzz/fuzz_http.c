@@ -392,6 +392,14 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     set_str(&srv.cfg.name, "fuzz");
     set_str(&srv.cfg.sync, "normal"); /* no fsync per commit: the fuzzer writes a lot */
     srv.cfg.idle_timeout_ms = 10000;
+    {
+        /* mirror jobs the fuzzer makes up may touch no directory: the only root is inside the
+         * data directory, where no job may write */
+        char root[4200];
+        snprintf(root, sizeof root, "%s/mirrors", datadir);
+        srv.cfg.mirror_root.v[0] = strdup(root);
+        srv.cfg.mirror_root.n = srv.cfg.mirror_root.v[0] ? 1 : 0;
+    }
     for (tries = 0; tries < 50; tries++) {
         int port = free_port();
         if (port <= 0) continue;

@@ -1963,7 +1963,7 @@ notes(struct store *st, int64_t after, const char *channels, int limit, int scan
       int *at_end)
 {
     struct seen s = {0};
-    int n = store_notes(st, after, channels, limit, scan, seen_cb, &s, scanned, at_end);
+    int n = store_notes(st, after, INT64_MAX, channels, limit, scan, seen_cb, &s, scanned, at_end);
     assert_int_equal(n, s.n);
     return s;
 }
@@ -2000,6 +2000,14 @@ test_notes_channels(void **state)
     assert_int_equal(s.seq[1], 4);
     assert_int_equal(scanned, 4); /* stopped at the limit: the position may move to 4 only */
     assert_false(at_end);
+    /* up to a seq: what a reader saw committed beyond the loop's count stays for the next read */
+    {
+        struct seen u = {0};
+        int n = store_notes(f->st, 0, 3, "a", 10, 100, seen_cb, &u, &scanned, &at_end);
+        assert_int_equal(n, 1);
+        assert_int_equal(u.seq[0], 1);
+        assert_true(at_end); /* nothing more up to 3 */
+    }
     /* a bounded scan moves past other channels without returning anything */
     s = notes(f->st, 0, "b", 10, 1, &scanned, &at_end);
     assert_int_equal(s.n, 0);

@@ -56,6 +56,14 @@ static const char *const stmt_sql[N_STMT] = {
                      "WHERE i.path>=?1 AND i.path<?3 AND (i.path=?1 OR i.path>=?2) "
                      "AND i.deleted=0 AND i.published IS NOT NULL ORDER BY i.path",
     [R_LOG_FIRST] = "SELECT min(seq) FROM log",
+    /* the messenger (notify.c): after ?1, up to ?3, at most ?2 rows; only notifications use the
+     * partial index log_notify and skip the content */
+    [R_NOTES_ALL] = "SELECT seq, ts, op, path, version, arg FROM log WHERE seq>?1 AND seq<=?3 "
+                    "ORDER BY seq LIMIT ?2",
+    [R_NOTES_ONLY] = "SELECT seq, ts, op, path, version, arg FROM log WHERE op=7 AND seq>?1 "
+                     "AND seq<=?3 ORDER BY seq LIMIT ?2",
+    [R_MIRROR_INDEX] = "SELECT size, mtime_ns, ino, mode, sha256 FROM mirror_index "
+                       "WHERE job=?1 AND target=?2 AND path=?3",
 };
 
 #define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */

@@ -30,26 +30,19 @@ channels_has(const char *set, const char *channel)
 
 /* ---------------------------------------------------------------- reading */
 
-static const char notes_all_sql[] =
-    "SELECT seq, ts, op, path, version, arg FROM log WHERE seq>?1 ORDER BY seq LIMIT ?2";
-/* Only notifications: log_notify, a partial index, skips the content changes. */
-static const char notes_only_sql[] =
-    "SELECT seq, ts, op, path, version, arg FROM log WHERE op=7 AND seq>?1 ORDER BY seq LIMIT ?2";
-
 int
-store_notes(struct store *st, int64_t after, const char *channels, int limit, int scan_max,
-            store_note_cb cb, void *arg, int64_t *scanned, int *at_end)
+store_notes(struct store *st, int64_t after, int64_t upto, const char *channels, int limit,
+            int scan_max, store_note_cb cb, void *arg, int64_t *scanned, int *at_end)
 {
-    sqlite3_stmt *s = NULL;
     int want_content = channels_has(channels, LS_CONTENT_CHANNEL);
+    sqlite3_stmt *s = db_stmt(st, want_content ? R_NOTES_ALL : R_NOTES_ONLY);
     int rc = SQLITE_DONE, n = 0, rows = 0;
     *scanned = after;
     *at_end = 0;
-    if (sqlite3_prepare_v3(st->db, want_content ? notes_all_sql : notes_only_sql, -1, 0, &s,
-                           NULL))
-        return LS_EIO;
+    if (!s) return LS_EIO;
     sqlite3_bind_int64(s, 1, after);
     sqlite3_bind_int(s, 2, scan_max);
+    sqlite3_bind_int64(s, 3, upto);
     while (n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct ls_note e;
         memset(&e, 0, sizeof e);
@@ -74,7 +67,7 @@ store_notes(struct store *st, int64_t after, const char *channels, int limit, in
     /* A failed step is an error, never the end of the log: a position would skip what follows. */
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) n = LS_EIO;
     *at_end = rc == SQLITE_DONE && rows < scan_max; /* not merely the scan's LIMIT */
-    sqlite3_finalize(s);
+    db_done(s);
     return n;
 }
 
@@ -91,14 +84,14 @@ pending_cb(void *arg, const struct ls_note *e)
 }
 
 int
-store_notes_pending(struct store *st, int64_t after, const char *channels, int64_t cap,
-                    int64_t *count, int64_t *first_ts)
+store_notes_pending(struct store *st, int64_t after, int64_t upto, const char *channels,
+                    int64_t cap, int64_t *count, int64_t *first_ts)
 {
     struct pending p = {0, 0};
     int64_t scanned;
     int at_end;
-    int rc = store_notes(st, after, channels, (int)cap, (int)cap * 4, pending_cb, &p, &scanned,
-                         &at_end);
+    int rc = store_notes(st, after, upto, channels, (int)cap, (int)cap * 4, pending_cb, &p,
+                         &scanned, &at_end);
     *count = p.count;
     *first_ts = p.first_ts;
     return rc < 0 ? rc : 0;

@@ -14,7 +14,9 @@
  *      separately to the same number are told apart (fork detection)
  *   3  the messenger: log_notify (an index of the notifications in the log), consumers (their
  *      durable positions), outbox (notifications a replica accepted, not yet forwarded) and
- *      forwarded (on the primary: the last outbox id applied per origin server)
+ *      forwarded (on the primary: the last outbox id applied per origin server); mirroring
+ *      jobs (docs/mirror.md): mirror_jobs, mirror_runs, mirror_errors, mirror_checkpoints and
+ *      mirror_index (what each directory target was last given of a directory source)
  * A new store is created at SCHEMA_VERSION; an older one is migrated forward when its writer
  * opens it, all steps in one transaction; a newer one is refused.
  */
@@ -51,7 +53,26 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  channel TEXT NOT NULL, payload TEXT NOT NULL, ts INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS forwarded(origin TEXT PRIMARY KEY, last_id INTEGER NOT NULL)"
-    "  WITHOUT ROWID;";
+    "  WITHOUT ROWID;"
+    /* Mirroring jobs (docs/mirror.md), this server's own (not replicated). */
+    "CREATE TABLE IF NOT EXISTS mirror_jobs(name TEXT PRIMARY KEY, def TEXT NOT NULL,"
+    "  paused INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS mirror_runs(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  job TEXT NOT NULL, started INTEGER NOT NULL, ended INTEGER NOT NULL DEFAULT 0,"
+    "  state TEXT NOT NULL, items INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,"
+    "  items_total INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,"
+    "  errors INTEGER NOT NULL DEFAULT 0, targets TEXT NOT NULL DEFAULT '[]', note TEXT);"
+    "CREATE INDEX IF NOT EXISTS mirror_runs_job ON mirror_runs(job, id);"
+    "CREATE TABLE IF NOT EXISTS mirror_errors(run INTEGER NOT NULL, target TEXT NOT NULL,"
+    "  path TEXT NOT NULL, reason TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS mirror_errors_run ON mirror_errors(run);"
+    "CREATE TABLE IF NOT EXISTS mirror_checkpoints(job TEXT NOT NULL, target TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL DEFAULT 0, full_seq INTEGER NOT NULL DEFAULT 0,"
+    "  after TEXT NOT NULL DEFAULT '', PRIMARY KEY(job, target)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS mirror_index(job TEXT NOT NULL, target TEXT NOT NULL,"
+    "  path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+    "  ino INTEGER NOT NULL, mode INTEGER NOT NULL, sha256 BLOB,"
+    "  PRIMARY KEY(job, target, path)) WITHOUT ROWID;";
 
 void
 store_epoch_default_id(const char *store_id, int64_t epoch, char id[33])
@@ -143,7 +164,7 @@ static const struct migration {
     int (*run)(struct store *st, struct ls_error *err);
 } migrations[] = {
     {2, "epochs get ids", migrate_epoch_ids},
-    {3, "the messenger's tables", migrate_nothing},
+    {3, "the messenger's and the mirroring jobs' tables", migrate_nothing},
 };
 
 int

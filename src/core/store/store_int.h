@@ -15,6 +15,7 @@
  *   log.c       log entries with the data to replicate them, retention, truncation
  *   snapshot.c  consistent snapshots on a read transaction of their own
  *   tokens.c    access tokens (hashes only)
+ *   mirror.c    mirroring jobs: definitions, runs, errors, checkpoints, directory indexes
  */
 #ifndef LS_STORE_INT_H
 #define LS_STORE_INT_H
@@ -63,6 +64,9 @@ enum {
     R_DIGEST,
     R_DIGEST_PUB,
     R_LOG_FIRST,
+    R_NOTES_ALL,
+    R_NOTES_ONLY,
+    R_MIRROR_INDEX, /* a directory source's scan looks up every file: prepared once */
     N_STMT
 };
 

@@ -102,18 +102,6 @@ fail:
 
 /* ---------------------------------------------------------------- one read */
 
-struct nread {
-    char *channels;
-    int64_t cursor; /* < 0: from the floor (a consumer that asked for everything kept) */
-    int limit;
-    int64_t seen; /* the server's seq before the read */
-    int64_t gen_in; /* the consumer's log generation, -1: not known (store.h LOG_GEN) */
-    /* results */
-    int64_t floor, from, next, gen;
-    int reset, rc;
-    json_t *notes;
-};
-
 static int
 nread_cb(void *arg, const struct ls_note *n)
 {
@@ -122,7 +110,7 @@ nread_cb(void *arg, const struct ls_note *n)
 }
 
 /* On a reader thread. */
-static void
+void
 nread_run(struct store *st, struct nread *r)
 {
     int64_t scanned;
@@ -130,6 +118,7 @@ nread_run(struct store *st, struct nread *r)
     r->floor = notes_floor(st, r->channels);
     r->gen = store_floor(st, LOG_GEN);
     r->from = r->cursor;
+    r->reset = 0; /* a stream reads again and again with the same struct */
     if (r->from < 0) {
         r->from = r->floor;
     } else if (r->gen_in >= 0 && r->gen_in != r->gen) {
@@ -144,8 +133,9 @@ nread_run(struct store *st, struct nread *r)
     }
     json_decref(r->notes);
     r->notes = json_array();
-    n = store_notes(st, r->from, r->channels, r->limit, scan, nread_cb, r->notes, &scanned,
-                    &at_end);
+    /* up to what the loop has counted: a `next` beyond it would be refused by an ack */
+    n = store_notes(st, r->from, r->seen, r->channels, r->limit, scan, nread_cb, r->notes,
+                    &scanned, &at_end);
     if (n < 0) {
         r->rc = n;
         return;
@@ -157,7 +147,7 @@ nread_run(struct store *st, struct nread *r)
 
 /* On the loop, after a read for consumer c (NULL: anonymous): a new consumer's start, a reset.
  * Returns the reset event's body to send (a reference), or NULL. */
-static json_t *
+json_t *
 nread_apply(struct server *srv, struct consumer *c, struct nread *r)
 {
     json_t *why = NULL;
@@ -175,13 +165,11 @@ nread_apply(struct server *srv, struct consumer *c, struct nread *r)
     if (!c) return NULL;
     if (c->gen != r->gen) {
         c->gen = r->gen;
-        c->dirty = 1;
+        consumer_touch(srv, c);
     }
     if (c->position < 0) { /* created from the start: that is the floor, no reset */
         c->position = r->floor;
-        c->dirty = 1;
-        consumer_ack(srv, c, r->floor); /* (saves it; moves nothing further) */
-        c->acked = 0;
+        consumer_touch(srv, c);
     }
     if (c->reset_at > 0 && r->from <= c->reset_at) { /* delivered again until acknowledged */
         if (!c->reset_why) c->reset_why = json_pack("{s:s,s:s,s:I}", "type", "reset", "reason",
@@ -199,6 +187,8 @@ struct npage {
     struct seq_waiter w;
     struct ctx *c;
     int64_t deadline_ms;
+    unsigned moves; /* the consumer's, when the read began from its position */
+    int own_cursor; /* after= was given: the consumer's moves do not apply */
     char name[LS_CHANNEL_MAX + 1]; /* "" anonymous */
 };
 
@@ -225,7 +215,12 @@ static void
 npage_fire(struct seq_waiter *w, int timed_out)
 {
     struct npage *p = w->arg;
+    struct consumer *c = *p->name ? consumer_find(p->c->srv, p->name) : NULL;
     p->r.cursor = p->r.next;
+    if (c && !p->own_cursor && c->moves != p->moves) { /* moved while it waited */
+        p->moves = c->moves;
+        p->r.cursor = c->position;
+    }
     if (timed_out) p->deadline_ms = 0;
     npage_submit(p);
 }
@@ -239,6 +234,13 @@ npage_finish(struct http_read *hr)
     struct consumer *c = *p->name ? consumer_find(srv, p->name) : NULL;
     json_t *reset;
     if (p->r.rc) return 0;
+    if (c && !p->own_cursor && c->moves != p->moves) {
+        /* an operator moved it while this was read: read from where it is now */
+        p->moves = c->moves;
+        p->r.cursor = c->position;
+        npage_submit(p);
+        return 1;
+    }
     reset = nread_apply(srv, c, &p->r);
     if (!reset && json_array_size(p->r.notes) == 0 && p->deadline_ms > ls_mono_ms()) {
         p->w.target = p->r.next + 1;
@@ -289,6 +291,8 @@ h_notifications(struct ctx *c)
         open_reader(c, &cons, &p->r.channels, &p->r.cursor))
         goto out;
     if (after >= 0) p->r.cursor = after;
+    p->own_cursor = after >= 0;
+    if (cons) p->moves = cons->moves;
     if (p->r.cursor > c->srv->pos.seq) {
         reply_error(c->req, LS_EINVAL, "after=%lld is beyond this server's seq %lld",
                     (long long)p->r.cursor, (long long)c->srv->pos.seq);
@@ -321,6 +325,7 @@ struct esession {
     struct seq_waiter w;
     struct event *ping;
     char name[LS_CHANNEL_MAX + 1];
+    unsigned moves; /* the consumer's: a move (rewind, reset) restarts the stream there */
     int sending, reading, gone, attached;
 };
 
@@ -393,6 +398,13 @@ es_read_done(struct read_job *j)
     }
     if (e->r.rc || atomic_load(&j->cancelled) || !(out = evbuffer_new())) {
         es_end(e); /* the log cannot be read, or the server is stopping */
+        return;
+    }
+    if (c && c->moves != e->moves) { /* an operator moved it: go on from there */
+        e->moves = c->moves;
+        e->r.cursor = c->position;
+        evbuffer_free(out);
+        es_pump(e);
         return;
     }
     if ((reset = nread_apply(e->srv, c, &e->r))) {
@@ -515,6 +527,7 @@ h_events(struct ctx *c)
     }
     if (cons) {
         snprintf(e->name, sizeof e->name, "%s", cons->name);
+        e->moves = cons->moves;
         cons->connected++;
         e->attached = 1;
     }

@@ -1,0 +1,171 @@
+/*
+ * mirror_int.h - what the files of mirroring jobs share (docs/mirror.md), and nothing else sees:
+ *   mirror.c         the jobs the loop knows, their definitions and --every timers; runs: their
+ *                    threads, start, end and reaping; writes handed to the writer thread
+ *   mirror_package.c progress, packages, writing a directory target, recording a package
+ *   mirror_source.c  the sources: a store (a full pass, then the log by seq) and a directory
+ *                    (walked twice with a bounded stack, against each target's index)
+ * The rest of lockstep knows mirroring through node/mirror.h.
+ */
+#ifndef LS_MIRROR_INT_H
+#define LS_MIRROR_INT_H
+
+#include "node/mirror.h"
+#include "node/server.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define TARGETS_MAX 16
+#define GLOBS_MAX 32
+#define WALK_DEPTH_MAX 128
+#define PAGE 500
+#define TMP_PREFIX ".lsmirror-"
+
+enum { SRC_STORE, SRC_DIR };
+enum { IT_FILE, IT_LINK, IT_DEL };
+
+struct mirror_def {
+    int src_kind;
+    char src_path[4096]; /* the store prefix ("/" for all), or the directory */
+    int ntargets;
+    char *targets[TARGETS_MAX]; /* "dir:/path", as given (their names in the tables) */
+    int ninclude, nexclude;
+    char *include[GLOBS_MAX], *exclude[GLOBS_MAX];
+    int published_only, delete_missing;
+    int64_t every_ms, package_items, package_bytes, max_errors;
+};
+
+struct mirror_run;
+
+struct mirror_job {
+    struct mirror_job *next;
+    struct mirrors *m;
+    char name[65];
+    json_t *def_json;
+    struct mirror_def def;
+    int paused;
+    struct event *timer; /* --every */
+    struct mirror_run *run;
+    /* the last run's outcome, for the listing */
+    char last_state[16];
+};
+
+/* A write a run hands to the writer; whoever of the run and the loop finishes last frees it. */
+struct bridge {
+    struct bridge *next;
+    struct wreq *r;
+    int done, abandoned;
+};
+
+struct mirrors {
+    struct server *srv;
+    struct mirror_job *jobs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;   /* a bridge request is done */
+    struct bridge *outq; /* from run threads, for the writer */
+    struct event *wake;  /* outq has something */
+    struct event *reap;  /* a run thread has ended */
+};
+
+struct target_state {
+    const char *name; /* "dir:/path" */
+    const char *root;
+    int failed;
+    int stuck; /* an item failed: the checkpoint stays where it was for the rest of the run */
+    int64_t items, bytes, errors;
+    char reason[256];
+    struct ls_mirror_checkpoint cp;
+};
+
+struct mirror_run {
+    struct mirror_job *job;
+    struct mirrors *m;
+    struct mirror_def *def;
+    char job_name[65];
+    pthread_t thread;
+    atomic_int cancel, ended;
+    struct store *st; /* the run thread's read-only handle */
+    int64_t id, started_ms, started_mono;
+    struct target_state t[TARGETS_MAX];
+    int nt;
+    /* shared with the loop, under mu */
+    pthread_mutex_t mu;
+    int64_t items_total, bytes_total, items_done, bytes_done, errors;
+    double percent;
+    const char *phase;
+    char state[16], note[256];
+    int fatal;
+};
+
+struct pitem {
+    char *path;    /* the item path, "/a/b" */
+    int kind;      /* IT_FILE, IT_LINK, IT_DEL */
+    unsigned need; /* a bit per target that should get it */
+    int64_t size, mtime_ns, ino, mode, seq;
+    int64_t version; /* store sources: the version to send */
+};
+
+struct perror_ {
+    int target; /* -1: the source */
+    char *path, *reason;
+};
+
+struct package {
+    struct pitem *items;
+    size_t n, cap;
+    int64_t bytes;
+    struct perror_ *errs;
+    size_t nerrs, cap_errs;
+    /* what the commit writes */
+    struct mirror_run *run;
+    struct ls_mirror_file *index; /* dir sources: rows to set (sha filled) or, size < 0, drop */
+    int *index_target;
+    size_t nindex;
+    struct ls_mirror_run rec;
+    char *targets_json;
+};
+
+/* ---- mirror.c ---- */
+int mirror_path_within(const char *a, const char *b);
+/* Whether an item path ("/a/b") passes --include and --exclude. */
+int mirror_path_selected(const struct mirror_def *d, const char *path);
+/*
+ * On a run thread: runs fn(st, r) on the writer thread, inside a transaction, and waits until
+ * it has committed. The result, or LS_EUNAVAIL when the run was cancelled while waiting.
+ */
+int mirror_run_write(struct mirror_run *run, int (*fn)(struct store *st, struct wreq *r), void *arg,
+                     struct ls_error *err);
+
+/* ---- mirror_package.c ---- */
+void mirror_progress_add(struct mirror_run *run, int64_t items, int64_t bytes, int64_t errors);
+void mirror_progress_total(struct mirror_run *run, int64_t bytes); /* the counting pass */
+json_t *mirror_progress_json(struct mirror_run *run);              /* the loop, under mu */
+char *mirror_targets_text(struct mirror_run *run);                 /* JSON; the caller frees */
+void mirror_package_clear(struct package *p);
+void mirror_package_release(struct package *p);
+int mirror_package_add(struct package *p, const struct pitem *it); /* copies it->path */
+int mirror_package_full(const struct mirror_run *run, const struct package *p);
+/* Every target applies the package, syncs, and the store records it with the targets'
+ * checkpoints (upto_seq, after). Nonzero: stop the run. */
+int mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq,
+                         const char *after);
+/* Records an item's failure (target -1: the source's) with the package and in the counts. */
+void mirror_item_error(struct mirror_run *run, struct package *p, int target, const char *path,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+struct commit_arg {
+    struct mirror_run *run;
+    struct package *p;
+    int final; /* the run's end: set every surviving target's checkpoint */
+};
+int mirror_commit_run(struct store *st, struct wreq *r); /* writer thread; r->fn_arg: commit_arg */
+void mirror_record_fill(struct mirror_run *run, struct package *p);
+int mirror_target_path(const char *root, const char *path, char *out, size_t n);
+void mirror_sweep_tmp(const char *root);
+
+/* ---- mirror_source.c ---- */
+int mirror_run_store(struct mirror_run *run, struct package *p);
+int mirror_run_dir(struct mirror_run *run, struct package *p);
+
+#endif

@@ -358,6 +358,10 @@ check_config(struct config *c)
                         "(postgres://USER@HOST:PORT/DATABASE)\n");
         return -1;
     }
+    if (c->messenger && c->webhook.n > 0) { /* webhook.c reads the store's log, not the database */
+        fprintf(stderr, "lockstep serve: --webhook does not work with --messenger yet\n");
+        return -1;
+    }
     if (log_level_of(c->log_level) < 0) {
         fprintf(stderr, "lockstep serve: --log-level must be debug, info, warn or error\n");
         return -1;

@@ -52,7 +52,10 @@ Try:
   build/lockstep get /site/hello.html --server http://127.0.0.1:7080   # read it on the replica
   build/lockstep get /site/hello.html --server http://127.0.0.1:7090   # a draft: not on staging
   build/lockstep publish /site/hello.html --server $P                  # now it is
-  build/lockstep nodes --server $P                                     # who follows the primary
+  build/lockstep nodes --all --server $P                               # every server of the site
+  build/lockstep watch --consumer demo --server http://127.0.0.1:7090  # notifications, on staging
+  build/lockstep notify cache '{"drop":"/site/hello.html"}' --server http://127.0.0.1:7080
+                                                                     # (published via the replica)
 
 Ctrl-C stops all three.
 MSG

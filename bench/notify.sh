@@ -14,6 +14,10 @@
 #               travels the replication link): the same topology and the same hop as lockstep;
 #               and, for reference, the 8 subscribers on the master alone
 #             PostgreSQL: 8 LISTEN connections to one server, NOTIFY from another (pooled)
+#             lockstep --messenger postgres (docs/messenger.md, "Shared database"): 8 primaries,
+#               each its own store, all on that same PostgreSQL (a database and user of their
+#               own); the publisher POSTs to server 0, a named consumer on each reads SSE
+#               (consumers are site-wide there: each has its own name, as bench_notify gives)
 #   dropped   the same run with consumer 3 (on a replica) disconnected for BENCH_NOTIFY_DROP_FOR
 #             (2) seconds mid-run: the notifications it never received. lockstep reconnects with
 #             the same consumer name (SSE: with Last-Event-ID, as EventSource does).
@@ -23,7 +27,8 @@
 #             each) notifications a request, for BENCH_NOTIFY_TPUT_SECONDS (10): notifications/s
 #             published and delivered to every consumer, and CPU per notification of the
 #             primary and of a replica (utime + stime of /proc/PID/stat around the run).
-#   BENCH_NOTIFY_SYSTEMS ("lockstep redis pg") picks the systems.
+#   BENCH_NOTIFY_SYSTEMS ("lockstep redis pg lockstep-pg") picks the systems (lockstep-pg
+#             starts the PostgreSQL server too).
 #
 # Every server listens on 127.0.0.1 (free ports), keeps its data in BENCH_NOTIFY_DIR (/dev/shm),
 # is stopped by PID at the end; every step is bounded by BENCH_STEP_LIMIT (120 s). Redis: Debian's
@@ -46,7 +51,7 @@ TPUT_SECS=${BENCH_NOTIFY_TPUT_SECONDS:-10}
 TPUT_CONSUMERS=${BENCH_NOTIFY_TPUT_CONSUMERS:-100}
 TPUT_CONNS=${BENCH_NOTIFY_TPUT_CONNS:-8}
 TPUT_BATCHES=${BENCH_NOTIFY_TPUT_BATCH:-1 100}
-SYSTEMS=${BENCH_NOTIFY_SYSTEMS:-lockstep redis pg}
+SYSTEMS=${BENCH_NOTIFY_SYSTEMS:-lockstep redis pg lockstep-pg}
 BASE=${BENCH_NOTIFY_DIR:-/dev/shm}
 LIMIT=${BENCH_STEP_LIMIT:-120}
 SERVERS=8     # the latency runs: a consumer on each of 8 servers
@@ -197,6 +202,41 @@ pg_server() {
     say "   $("$PG_BIN/postgres" --version)"
 }
 
+# ---------------------------------------------------------------- lockstep --messenger postgres
+
+LP_PIDS=() LP_HTTP=() LP_DB=
+HAVE_LP=0
+lp_psql() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
+
+# lp_database: a user and a database of their own for the shared-mode servers (as
+# tests/cluster/test_messenger_pg.sh has), in the PostgreSQL server above
+lp_database() {
+    [ -x "$PG_BIN/psql" ] || { say "  psql is missing: lockstep --messenger postgres left out"; return 1; }
+    lp_psql -c "CREATE ROLE lockstep LOGIN" -c "CREATE DATABASE lockstep OWNER lockstep" >"$WORK/lp-db.log" 2>&1 ||
+        { say "  cannot create the database lockstep:"; tail -n 3 "$WORK/lp-db.log" >&2; return 1; }
+    LP_DB="postgres://lockstep@127.0.0.1:$PG_PORT/lockstep"
+}
+
+# lp_cluster: SERVERS primaries, each its own store, all with --messenger on LP_DB, all answering
+lp_cluster() {
+    local i peer
+    for ((i = 0; i < SERVERS; i++)); do
+        pick_port && LP_HTTP[i]=$PORT && pick_port && peer=$PORT || { say "  no free ports"; return 1; }
+        "$LOCKSTEP" serve --data "$WORK/lp$i" --http "127.0.0.1:${LP_HTTP[i]}" --listen "127.0.0.1:$peer" \
+            --name "lp$i" --log-level warn --role primary --messenger "$LP_DB" >>"$WORK/lp$i.log" 2>&1 &
+        LP_PIDS[i]=$!
+        PIDS+=("${LP_PIDS[i]}")
+    done
+    for ((i = 0; i < SERVERS; i++)); do
+        "$LOADGEN" status --port "${LP_HTTP[i]}" --time-limit 15 >/dev/null 2>&1 && continue
+        say "  lockstep --messenger server $i does not start:"; tail -n 5 "$WORK/lp$i.log" >&2
+        return 1
+    done
+}
+lp_ports() { local IFS=,; echo "${LP_HTTP[*]}"; }
+lp_cpu_args() { local p; for p in "${LP_PIDS[@]}"; do printf -- '--cpu-pid %s ' "$p"; done; }
+lp_stop() { local p; for p in "${LP_PIDS[@]}"; do stop_pid "$p"; done; LP_PIDS=(); }
+
 # ---------------------------------------------------------------- servers
 
 say ""
@@ -226,12 +266,19 @@ elif command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
 else
     say "   redis-server is missing (scripts/deps.sh bench): Redis left out"
 fi
-if ! wanted pg; then
+if ! wanted pg && ! wanted lockstep-pg; then
     :
 elif "$NB" --help 2>&1 | grep -q "without libpq"; then
     say "   bench_notify was built without libpq (libpq-dev): PostgreSQL left out"
 elif pg_server; then
-    HAVE_PG=1
+    wanted pg && HAVE_PG=1
+    if ! wanted lockstep-pg; then
+        :
+    elif [ -x "$LOCKSTEP" ] && command -v curl >/dev/null && lp_database; then
+        HAVE_LP=1 # its servers start for their runs, below: nothing of theirs runs during the others'
+    else
+        say "   lockstep --messenger postgres cannot run (needs $LOCKSTEP, curl, psql): left out"
+    fi
 fi
 
 # ---------------------------------------------------------------- latency, and a consumer away
@@ -258,6 +305,16 @@ if [ $HAVE_PG = 1 ]; then
     run_nb pg --system pg --pub "$PG_PORT" --sub "$PG_PORT" --consumers $SERVERS "${LAT[@]}"
     run_nb pg.drop --system pg --pub "$PG_PORT" --sub "$PG_PORT" --consumers $SERVERS "${LAT[@]}" "${DROPPED[@]}"
 fi
+if [ $HAVE_LP = 1 ]; then
+    if lp_cluster; then
+        say "   lockstep --messenger postgres: $SERVERS primaries on $LP_DB"
+        run_nb lp.sse --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" "${LAT[@]}" \
+            $(lp_cpu_args)
+        run_nb lp.sse.drop --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" \
+            "${LAT[@]}" "${DROPPED[@]}"
+    fi
+    lp_stop
+fi
 # the other systems are done: only lockstep runs during its throughput figure
 for p in "${RD_PIDS[@]}"; do stop_pid "$p"; done
 [ -n "$PG_PID" ] && stop_pid "$PG_PID" INT # a fast shutdown
@@ -283,12 +340,12 @@ v() { local x=${R[$1]:-}; [ -n "$x" ] && printf '%s' "$x" || printf 'n/a'; }
 num() { local x=${R[$1]:-}; [ -n "$x" ] && awk -v x="$x" "BEGIN { if (x < 0) printf \"n/a\"; else printf \"$2\", x }" || printf 'n/a'; }
 
 lat_row() { # lat_row KEY LABEL
-    printf '%-50s %8s %8s %8s %8s %7s %5s %9s %9s\n' "$2" "$(num "$1.p50_ms" %.3f)" "$(num "$1.p99_ms" %.3f)" \
+    printf '%-58s %8s %8s %8s %8s %7s %5s %9s %9s\n' "$2" "$(num "$1.p50_ms" %.3f)" "$(num "$1.p99_ms" %.3f)" \
         "$(num "$1.max_ms" %.3f)" "$(num "$1.pub_p99_ms" %.3f)" "$(v "$1.missing")" "$(v "$1.dups")" \
         "$(num "$1.cpu_primary_us" %.0f)" "$(num "$1.cpu_other_us" %.0f)"
 }
 drop_row() { # drop_row KEY LABEL
-    printf '%-50s %8s %8s %8s %10s\n' "$2" "$(v "$1.lost_dropped")" "$(v "$1.dups_dropped")" \
+    printf '%-58s %8s %8s %8s %10s\n' "$2" "$(v "$1.lost_dropped")" "$(v "$1.dups_dropped")" \
         "$(v "$1.missing")" "$(num "$1.drop_max_ms" %.0f)"
 }
 
@@ -296,7 +353,7 @@ echo
 echo "messenger latency: publish call -> receipt by a consumer on each of $SERVERS servers, $COUNT notifications at $RATE/s"
 echo "(ms over the $((SERVERS * COUNT)) deliveries; pub p99: the publish request until its reply; CPU: us per"
 echo " notification over the run of the primary and of a replica (mean), idle cost included, 10 ms ticks)"
-printf '%-50s %8s %8s %8s %8s %7s %5s %9s %9s\n' "system" "p50" "p99" "max" "pub p99" "missing" "dups" "CPU prim" "CPU repl"
+printf '%-58s %8s %8s %8s %8s %7s %5s %9s %9s\n' "system" "p50" "p99" "max" "pub p99" "missing" "dups" "CPU prim" "CPU repl"
 for rd in $READS; do
     [ "$rd" = sse ] && lat_row ls.sse "lockstep, GET /v1/events (1 primary + 7 replicas)"
     [ "$rd" = poll ] && lat_row ls.poll "lockstep, GET /v1/notifications?wait_ms= + ack"
@@ -304,16 +361,18 @@ done
 lat_row rd.repl "Redis pub/sub, master + 7 replicas (the same hop)"
 lat_row rd.one "  Redis pub/sub, 8 subscribers on the master"
 lat_row pg "PostgreSQL LISTEN/NOTIFY, 8 connections"
+lat_row lp.sse "lockstep --messenger postgres, GET /v1/events (8 servers)"
 
 echo
 echo "one consumer (on a replica) disconnected for $DROP_FOR s mid-run, then back:"
-printf '%-50s %8s %8s %8s %10s\n' "system" "lost" "dups" "others'" "its max ms"
+printf '%-58s %8s %8s %8s %10s\n' "system" "lost" "dups" "others'" "its max ms"
 for rd in $READS; do
     [ "$rd" = sse ] && drop_row ls.sse.drop "lockstep SSE, named consumer (Last-Event-ID)"
     [ "$rd" = poll ] && drop_row ls.poll.drop "lockstep long poll, named consumer (acks)"
 done
 drop_row rd.repl.drop "Redis pub/sub (subscriber on a replica)"
 drop_row pg.drop "PostgreSQL LISTEN/NOTIFY"
+drop_row lp.sse.drop "lockstep --messenger postgres, SSE (8 servers)"
 echo "(lost: notifications it never received; others': what the other consumers missed; its max: the"
 echo " longest publish -> receipt among its deliveries, the redelivered ones included)"
 refused=0

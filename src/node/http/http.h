@@ -69,6 +69,14 @@ void http_mirror_routes(struct server *srv);
 /* notify.c's parameters and parsing, shared with notify_pg.c */
 char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */
 struct wreq *notify_parse(struct ctx *c, json_t *body); /* NULL after a 400 */
+/* An ack's id (?id=N or {"id":N}); -1 after a 400. */
+int ack_id(struct ctx *c, int64_t *id);
+/* A rewind's ?to=: an id, or (*by_time) a time in ms; -1 after a 400. */
+int rewind_target(struct ctx *c, int64_t *v, int *by_time);
+/* One SSE event whose data is body (compact JSON). */
+void sse_event_json(struct evbuffer *out, const char *type, int64_t id, json_t *body);
+/* A Last-Event-ID this site never gave: one error event, and the end of the stream. */
+void sse_refuse_unknown_id(struct ctx *c, const char *last, int64_t head);
 /* notify_pg.c: the same routes on the shared database (--messenger); each takes c */
 void pg_h_notify(struct ctx *c);
 void pg_h_notifications(struct ctx *c);

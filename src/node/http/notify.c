@@ -374,8 +374,8 @@ es_read(struct store *st, struct read_job *j)
     nread_run(st, &e->r);
 }
 
-static void
-add_event(struct evbuffer *out, const char *type, int64_t id, json_t *body)
+void
+sse_event_json(struct evbuffer *out, const char *type, int64_t id, json_t *body)
 {
     char ids[24], *text = json_dumps(body, JSON_COMPACT);
     snprintf(ids, sizeof ids, "%lld", (long long)id);
@@ -408,13 +408,13 @@ es_read_done(struct read_job *j)
         return;
     }
     if ((reset = nread_apply(e->srv, c, &e->r))) {
-        add_event(out, "reset", e->r.from, reset);
+        sse_event_json(out, "reset", e->r.from, reset);
         json_decref(reset);
     }
     n = json_array_size(e->r.notes);
     for (i = 0; i < n; i++) {
         json_t *o = json_array_get(e->r.notes, i);
-        add_event(out, "notification", json_integer_value(json_object_get(o, "id")), o);
+        sse_event_json(out, "notification", json_integer_value(json_object_get(o, "id")), o);
     }
     e->r.cursor = e->r.next;
     e->r.gen_in = e->r.gen; /* a snapshot loaded while it streams is another history: a reset */
@@ -468,20 +468,23 @@ es_ping(evutil_socket_t fd, short what, void *arg)
 }
 
 /* One error event, and the end of the stream: never a silent hang. */
-static void
-es_refuse(struct ctx *c, const char *code, const char *fmt, const char *arg)
+void
+sse_refuse_unknown_id(struct ctx *c, const char *last, int64_t head)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
     struct evbuffer *out = evbuffer_new();
     char msg[300];
     json_t *o;
-    snprintf(msg, sizeof msg, fmt, arg);
-    o = json_pack("{s:s,s:s,s:I}", "error", code, "message", msg, "head",
-                  (json_int_t)c->srv->pos.seq);
+    snprintf(msg, sizeof msg,
+             "Last-Event-ID %s is not an id of this site's notifications (the client may have "
+             "read another store): reconnect without it, or with from=start",
+             last);
+    o = json_pack("{s:s,s:s,s:I}", "error", "unknown_id", "message", msg, "head",
+                  (json_int_t)head);
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-cache");
     evhttp_add_header(h, "Connection", "close");
-    if (out) add_event(out, "error", c->srv->pos.seq, o);
+    if (out) sse_event_json(out, "error", head, o);
     evhttp_send_reply(c->req, 200, "OK", out);
     if (out) evbuffer_free(out);
     json_decref(o);
@@ -502,10 +505,7 @@ h_events(struct ctx *c)
         goto out;
     }
     if (last && (ls_parse_i64(last, &id) || id < 0 || id > c->srv->pos.seq)) {
-        es_refuse(c, "unknown_id",
-                  "Last-Event-ID %s is not an id of this site's log (the client may have read "
-                  "another store): reconnect without it, or with from=start",
-                  last);
+        sse_refuse_unknown_id(c, last, c->srv->pos.seq);
         free(e);
         goto out;
     }
@@ -716,21 +716,9 @@ static void
 h_ack(struct ctx *c)
 {
     if (c->srv->pgmsg) { pg_h_ack(c); return; } /* --messenger: notify_pg.c */
-    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     struct consumer *cons = named(c);
-    int64_t id = -1;
-    if (!cons || qint(c, "id", -1, 0, INT64_MAX, &id)) goto out;
-    if (id < 0 && evbuffer_get_length(in) > 0) {
-        json_t *o = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0,
-                               NULL);
-        json_t *v = json_object_get(o, "id");
-        if (json_is_integer(v) && json_integer_value(v) >= 0) id = json_integer_value(v);
-        json_decref(o);
-    }
-    if (id < 0) {
-        reply_error(c->req, LS_EINVAL, "an ack is {\"id\": N} or ?id=N");
-        goto out;
-    }
+    int64_t id;
+    if (!cons || ack_id(c, &id)) goto out;
     if (id > c->srv->pos.seq) {
         reply_error(c->req, LS_EINVAL, "id %lld is beyond this server's seq %lld",
                     (long long)id, (long long)c->srv->pos.seq);
@@ -740,6 +728,41 @@ h_ack(struct ctx *c)
     reply_json(c->req, 200, consumer_json(c->srv, cons));
 out:
     ctx_free(c);
+}
+
+int
+ack_id(struct ctx *c, int64_t *id)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+    if (qint(c, "id", -1, 0, INT64_MAX, id)) return -1;
+    if (*id < 0 && evbuffer_get_length(in) > 0) {
+        json_t *o = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0,
+                               NULL);
+        json_t *v = json_object_get(o, "id");
+        if (json_is_integer(v) && json_integer_value(v) >= 0) *id = json_integer_value(v);
+        json_decref(o);
+    }
+    if (*id >= 0) return 0;
+    reply_error(c->req, LS_EINVAL, "an ack is {\"id\": N} or ?id=N");
+    return -1;
+}
+
+int
+rewind_target(struct ctx *c, int64_t *v, int *by_time)
+{
+    const char *to = qget(c, "to");
+    *by_time = 0;
+    if (!to) {
+        reply_error(c->req, LS_EINVAL, "rewind needs ?to=ID or ?to=TIME");
+        return -1;
+    }
+    if (ls_parse_i64(to, v) == 0 && *v >= 0 && *v < 1000000000000LL) return 0; /* an id, not ms */
+    if (ls_parse_time(to, v)) {
+        reply_error(c->req, LS_EINVAL, "to=%s is neither an id nor a time", to);
+        return -1;
+    }
+    *by_time = 1;
+    return 0;
 }
 
 /* rewind ?to=ID|TIME: by time, the last entry before it is found on a reader thread */
@@ -773,17 +796,13 @@ static void
 h_rewind(struct ctx *c)
 {
     if (c->srv->pgmsg) { pg_h_rewind(c); return; } /* --messenger: notify_pg.c */
-    const char *to = qget(c, "to");
     struct consumer *cons = named(c);
     struct http_read *hr;
     struct rewind *w;
     int64_t v;
-    if (!cons) goto out;
-    if (!to) {
-        reply_error(c->req, LS_EINVAL, "rewind needs ?to=ID or ?to=TIME");
-        goto out;
-    }
-    if (ls_parse_i64(to, &v) == 0 && v >= 0 && v < 1000000000000LL) { /* an id, not ms */
+    int by_time;
+    if (!cons || rewind_target(c, &v, &by_time)) goto out;
+    if (!by_time) {
         if (v > c->srv->pos.seq) {
             reply_error(c->req, LS_EINVAL, "id %lld is beyond this server's seq %lld",
                         (long long)v, (long long)c->srv->pos.seq);
@@ -791,10 +810,6 @@ h_rewind(struct ctx *c)
         }
         consumer_move(c->srv, cons, v);
         reply_json(c->req, 200, consumer_json(c->srv, cons));
-        goto out;
-    }
-    if (ls_parse_time(to, &v)) {
-        reply_error(c->req, LS_EINVAL, "to=%s is neither an id nor a time", to);
         goto out;
     }
     if (!(hr = calloc(1, sizeof *hr)) || !(w = calloc(1, sizeof *w))) {

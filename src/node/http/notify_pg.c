@@ -730,38 +730,6 @@ es_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
     return pread_run(m, conn, &e->r, &j->err);
 }
 
-static void
-add_event(struct evbuffer *out, const char *type, int64_t id, json_t *body)
-{
-    char ids[24], *text = json_dumps(body, JSON_COMPACT);
-    i64s(ids, sizeof ids, id);
-    if (text) sse_format(out, type, ids, text);
-    free(text);
-}
-
-/* An unknown Last-Event-ID: one error event, and the end of the stream (never a silent hang). */
-static void
-es_refuse(struct ctx *c, const char *last, int64_t head)
-{
-    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-    struct evbuffer *out = evbuffer_new();
-    char msg[300];
-    json_t *o;
-    snprintf(msg, sizeof msg,
-             "Last-Event-ID %s is not an id of this site's notifications (the client may have "
-             "read another site): reconnect without it, or with from=start",
-             last);
-    o = json_pack("{s:s,s:s,s:I}", "error", "unknown_id", "message", msg, "head",
-                  (json_int_t)head);
-    evhttp_add_header(h, "Content-Type", "text/event-stream");
-    evhttp_add_header(h, "Cache-Control", "no-cache");
-    evhttp_add_header(h, "Connection", "close");
-    if (out) add_event(out, "error", head, o);
-    evhttp_send_reply(c->req, 200, "OK", out);
-    if (out) evbuffer_free(out);
-    json_decref(o);
-}
-
 /* The stream's start, after its first read. 0: it streams. */
 static int
 es_begin(struct esession *e)
@@ -781,7 +749,7 @@ es_begin(struct esession *e)
     if (e->r.beyond) {
         char last[24];
         i64s(last, sizeof last, e->r.cursor);
-        es_refuse(c, last, e->r.head);
+        sse_refuse_unknown_id(c, last, e->r.head);
         return -1;
     }
     if (*e->r.name) {
@@ -826,11 +794,11 @@ es_read_done(struct pg_job *j)
         pgmsg_wait(m, &e->w);
         return;
     }
-    if (e->r.reset) add_event(out, "reset", e->r.from, e->r.reset);
+    if (e->r.reset) sse_event_json(out, "reset", e->r.from, e->r.reset);
     n = json_array_size(e->r.notes);
     for (i = 0; i < n; i++) {
         json_t *o = json_array_get(e->r.notes, i);
-        add_event(out, "notification", json_integer_value(json_object_get(o, "id")), o);
+        sse_event_json(out, "notification", json_integer_value(json_object_get(o, "id")), o);
     }
     e->r.cursor = e->r.next;
     if (evbuffer_get_length(out) > 0) {
@@ -917,7 +885,7 @@ pg_h_events(struct ctx *c)
     e->c = c;
     e->srv = c->srv;
     if (last && (ls_parse_i64(last, &id) || id < 0)) {
-        es_refuse(c, last, pgmsg_head(pgmsg_of(c->srv)));
+        sse_refuse_unknown_id(c, last, pgmsg_head(pgmsg_of(c->srv)));
         es_free(e);
         return;
     }
@@ -1124,43 +1092,24 @@ pg_h_consumer(struct ctx *c)
 void
 pg_h_ack(struct ctx *c)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
-    int64_t id = -1;
-    if (qint(c, "id", -1, 0, INT64_MAX, &id)) goto out;
-    if (id < 0 && evbuffer_get_length(in) > 0) {
-        json_t *o = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0,
-                               NULL);
-        json_t *v = json_object_get(o, "id");
-        if (json_is_integer(v) && json_integer_value(v) >= 0) id = json_integer_value(v);
-        json_decref(o);
-    }
-    if (id < 0) {
-        reply_error(c->req, LS_EINVAL, "an ack is {\"id\": N} or ?id=N");
-        goto out;
+    int64_t id;
+    if (ack_id(c, &id)) {
+        ctx_free(c);
+        return;
     }
     cop_submit(c, COP_ACK, id, 0);
-    return;
-out:
-    ctx_free(c);
 }
 
 void
 pg_h_rewind(struct ctx *c)
 {
-    const char *to = qget(c, "to");
     int64_t v;
-    if (!to) {
-        reply_error(c->req, LS_EINVAL, "rewind needs ?to=ID or ?to=TIME");
-    } else if (ls_parse_i64(to, &v) == 0 && v >= 0 && v < 1000000000000LL) { /* an id, not ms */
-        cop_submit(c, COP_REWIND, v, 0);
-        return;
-    } else if (ls_parse_time(to, &v)) {
-        reply_error(c->req, LS_EINVAL, "to=%s is neither an id nor a time", to);
-    } else {
-        cop_submit(c, COP_REWIND, v, 1);
+    int by_time;
+    if (rewind_target(c, &v, &by_time)) {
+        ctx_free(c);
         return;
     }
-    ctx_free(c);
+    cop_submit(c, COP_REWIND, v, by_time);
 }
 
 void

@@ -53,8 +53,8 @@ if ! "$bin" mirror show site-copy --server $P >/dev/null 2>&1; then
   lsp mirror run site-copy
 fi
 
-# a consumer on the staging server, printing what it is told to data/watch.log
-"$bin" watch --consumer demo --channel cache --server $S >>data/watch.log 2>&1 &
+# a consumer on the primary, printing what it is told to data/watch.log
+"$bin" watch --consumer demo --channel cache --server $P >>data/watch.log 2>&1 &
 pids+=($!)
 # the trickle: a write every 2 s (drafts, published now and then), a notification every 5 s;
 # its sleeps are reads that time out, so that stopping it leaves no child behind
@@ -83,16 +83,19 @@ A lockstep site is running on 127.0.0.1 (logs and data in ./data):
   staging   $S   peer port $((base + 21))   published content only
   mirror    site-copy: published /site -> ./data/mirror, every 20 s
   a write every 2 s and a notification every 5 s keep the dashboard moving;
-  consumer "demo" on staging prints the notifications to data/watch.log
+  consumer "demo" prints the notifications to data/watch.log
 
 Try:
-  echo 'Hello' | build/lockstep put /site/hello.html --server $P      # write on the primary
-  build/lockstep get /site/hello.html --server $R   # read it on the replica
-  build/lockstep get /site/hello.html --server $S   # a draft: not on staging
-  build/lockstep publish /site/hello.html --server $P                  # now it is
-  build/lockstep nodes --all --server $P                               # every server of the site
-  build/lockstep mirror run site-copy --server $P                      # a mirror run, now
-  build/lockstep watch --consumer me --server $S    # notifications, on staging
+MSG
+try() { printf '  %-72s # %s\n' "$1" "$2"; }
+try "echo 'Hello' | build/lockstep put /site/hello.html --server $P" "write on the primary"
+try "build/lockstep get /site/hello.html --server $R" "read it on the replica"
+try "build/lockstep get /site/hello.html --server $S" "a draft: not on staging"
+try "build/lockstep publish /site/hello.html --server $P" "now it is"
+try "build/lockstep nodes --all --server $P" "every server of the site"
+try "build/lockstep mirror run site-copy --server $P" "a mirror run, now"
+try "build/lockstep watch --consumer me --server $S" "notifications, on staging"
+cat <<MSG
 
 Ctrl-C stops everything.
 MSG

@@ -37,7 +37,7 @@ extern const unsigned long dash_dash_css_len, dash_dash_js_len;
 #define PAGE_MAX (64u << 20) /* a page is never larger: a cap, far above 1,024 servers */
 
 enum { SEC_SUMMARY, SEC_RATES, SEC_SERVERS, SEC_MESSENGER, SEC_MIRRORS, SEC_WARNINGS, NSEC };
-static const char *const sec_id[NSEC] = {"summary", "rates",  "servers",
+static const char *const sec_id[NSEC] = {"summary",   "rates",   "servers",
                                          "messenger", "mirrors", "warnings"};
 
 struct sample {
@@ -55,7 +55,7 @@ struct dashboard {
     struct server *srv;
     struct event *tick;
     struct sample ring[SAMPLES];
-    int n, head; /* samples held; where the next goes */
+    int n, head;      /* samples held; where the next goes */
     char *last[NSEC]; /* each section as last sent */
     struct dclient *clients;
 };
@@ -70,12 +70,23 @@ esc(struct ls_buf *b, const char *s)
     for (; *s; s++) {
         const char *r = NULL;
         switch (*s) {
-        case '<': r = "&lt;"; break;
-        case '>': r = "&gt;"; break;
-        case '&': r = "&amp;"; break;
-        case '"': r = "&quot;"; break;
-        case '\'': r = "&#39;"; break;
-        default: continue;
+        case '<':
+            r = "&lt;";
+            break;
+        case '>':
+            r = "&gt;";
+            break;
+        case '&':
+            r = "&amp;";
+            break;
+        case '"':
+            r = "&quot;";
+            break;
+        case '\'':
+            r = "&#39;";
+            break;
+        default:
+            continue;
         }
         ls_buf_append(b, run, (size_t)(s - run));
         ls_buf_append(b, r, strlen(r));
@@ -107,18 +118,24 @@ bytes_text(struct ls_buf *b, int64_t n)
         v /= 1024;
         u++;
     }
-    if (u == 0) ls_buf_printf(b, "%" PRId64 " B", n);
-    else ls_buf_printf(b, "%.1f %s", v, unit[u]);
+    if (u == 0)
+        ls_buf_printf(b, "%" PRId64 " B", n);
+    else
+        ls_buf_printf(b, "%.1f %s", v, unit[u]);
 }
 
 static void
 ago_text(struct ls_buf *b, int64_t ms_ago)
 {
     int64_t s = ms_ago < 0 ? 0 : ms_ago / 1000;
-    if (s < 60) ls_buf_printf(b, "%" PRId64 " s ago", s);
-    else if (s < 3600) ls_buf_printf(b, "%" PRId64 " min ago", s / 60);
-    else if (s < 86400) ls_buf_printf(b, "%" PRId64 " h ago", s / 3600);
-    else ls_buf_printf(b, "%" PRId64 " d ago", s / 86400);
+    if (s < 60)
+        ls_buf_printf(b, "%" PRId64 " s ago", s);
+    else if (s < 3600)
+        ls_buf_printf(b, "%" PRId64 " min ago", s / 60);
+    else if (s < 86400)
+        ls_buf_printf(b, "%" PRId64 " h ago", s / 3600);
+    else
+        ls_buf_printf(b, "%" PRId64 " d ago", s / 86400);
 }
 
 /* An ISO time from the API as "N s ago" (the time itself in the title). */
@@ -129,8 +146,10 @@ time_cell(struct ls_buf *b, const char *cls, const char *iso, int64_t now)
     ls_buf_printf(b, "<td class=%s title=\"", cls);
     esc(b, iso);
     ls_buf_append(b, "\">", 2);
-    if (iso && *iso && ls_parse_time(iso, &ms) == 0) ago_text(b, now - ms);
-    else ls_buf_append(b, "-", 1);
+    if (iso && *iso && ls_parse_time(iso, &ms) == 0)
+        ago_text(b, now - ms);
+    else
+        ls_buf_append(b, "-", 1);
     ls_buf_append(b, "</td>", 5);
 }
 
@@ -151,9 +170,9 @@ sec_summary(struct ls_buf *b, struct server *srv, json_t *st)
     esc(b, jstr(st, "state"));
     ls_buf_printf(b, "\">");
     esc(b, jstr(st, "state"));
-    ls_buf_printf(b, "</dd><dt>seq</dt><dd class=seq>%" PRId64 "</dd><dt>epoch</dt><dd>%" PRId64
-                     "</dd>",
-                  jint(st, "seq"), jint(st, "epoch"));
+    ls_buf_printf(
+        b, "</dd><dt>seq</dt><dd class=seq>%" PRId64 "</dd><dt>epoch</dt><dd>%" PRId64 "</dd>",
+        jint(st, "seq"), jint(st, "epoch"));
     if (json_object_get(st, "upstream")) {
         ls_buf_printf(b, "<dt>follows</dt><dd>");
         esc(b, *jstr(st, "upstream_name") ? jstr(st, "upstream_name") : jstr(st, "upstream"));
@@ -185,8 +204,8 @@ polyline(struct ls_buf *b, const double *v, int n, double max, const char *cls)
 {
     ls_buf_printf(b, "<polyline class=%s points=\"", cls);
     for (int i = 0; i < n; i++)
-        ls_buf_printf(b, "%s%.1f,%.1f", i ? " " : "", 600.0 * (i + (SAMPLES / CHART_STEP - n)) /
-                                                      (SAMPLES / CHART_STEP - 1),
+        ls_buf_printf(b, "%s%.1f,%.1f", i ? " " : "",
+                      600.0 * (i + (SAMPLES / CHART_STEP - n)) / (SAMPLES / CHART_STEP - 1),
                       118.0 - 110.0 * v[i] / max);
     ls_buf_printf(b, "\"/>");
 }
@@ -208,11 +227,12 @@ sec_rates(struct ls_buf *b, const struct dashboard *d)
         wnow = w[n - 1];
         rnow = r[n - 1];
     }
-    ls_buf_printf(b, "<h2>Changes per second, last 10 minutes</h2>"
-                     "<p class=legend><span class=lw>&#9632; written or applied here: "
-                     "<b class=wrate>%.1f/s</b></span> <span class=lr>&#9632; applied by "
-                     "downstreams: <b class=rrate>%.1f/s</b></span> <span class=max>(top of "
-                     "chart: %.1f/s)</span></p>",
+    ls_buf_printf(b,
+                  "<h2>Changes per second, last 10 minutes</h2>"
+                  "<p class=legend><span class=lw>&#9632; written or applied here: "
+                  "<b class=wrate>%.1f/s</b></span> <span class=lr>&#9632; applied by "
+                  "downstreams: <b class=rrate>%.1f/s</b></span> <span class=max>(top of "
+                  "chart: %.1f/s)</span></p>",
                   wnow, rnow, max);
     ls_buf_printf(b, "<svg class=chart viewBox=\"0 0 600 120\" preserveAspectRatio=none "
                      "role=img aria-label=\"change rates\"><line class=axis x1=0 y1=118 x2=600 "
@@ -248,8 +268,9 @@ sec_servers(struct ls_buf *b, struct server *srv, json_t *nodes, json_t *st)
         const char *s = jstr(n, "state");
         count[strcmp(s, "active") == 0 ? 0 : strcmp(s, "stale") == 0 ? 1 : 2]++;
     }
-    ls_buf_printf(b, "<h2>Servers of the site <small>%zu: %zu active, %zu stale, %zu down; newest "
-                     "seq %" PRId64 "</small></h2>",
+    ls_buf_printf(b,
+                  "<h2>Servers of the site <small>%zu: %zu active, %zu stale, %zu down; newest "
+                  "seq %" PRId64 "</small></h2>",
                   json_array_size(nodes), count[0], count[1], count[2], head);
     ls_buf_printf(b, "<table class=servers><thead><tr><th>name</th><th>role</th><th>state</th>"
                      "<th>seq</th><th>lag</th><th>lag bytes</th><th>lag time</th><th>last "
@@ -266,8 +287,9 @@ sec_servers(struct ls_buf *b, struct server *srv, json_t *nodes, json_t *st)
         if (strcmp(jstr(n, "name"), srv->cfg.name) == 0) ls_buf_printf(b, " <small>(this)</small>");
         ls_buf_printf(b, "</td><td class=role>");
         esc(b, jstr(n, "role"));
-        ls_buf_printf(b, "</td><td class=state><span class=\"badge st-%s\">%s</span></td>"
-                         "<td class=seq>%" PRId64 "</td><td class=lag>%" PRId64 "</td>",
+        ls_buf_printf(b,
+                      "</td><td class=state><span class=\"badge st-%s\">%s</span></td>"
+                      "<td class=seq>%" PRId64 "</td><td class=lag>%" PRId64 "</td>",
                       state, state, seq, lag);
         /* bytes and time from this server's log, when it holds the changes not applied */
         if (lag == 0) {
@@ -312,9 +334,10 @@ sec_messenger(struct ls_buf *b, struct server *srv, json_t *st)
     json_t *states = json_object_get(ms, "states");
     size_t i, j, n, shown;
     const char *key;
-    ls_buf_printf(b, "<h2>Messenger <small>%" PRId64 " consumers: %" PRId64 " live, %" PRId64
-                     " behind, %" PRId64 " stalled, %" PRId64 " reset; log head %" PRId64
-                     "</small></h2>",
+    ls_buf_printf(b,
+                  "<h2>Messenger <small>%" PRId64 " consumers: %" PRId64 " live, %" PRId64
+                  " behind, %" PRId64 " stalled, %" PRId64 " reset; log head %" PRId64
+                  "</small></h2>",
                   jint(ms, "consumers"), jint(states, "live"), jint(states, "behind"),
                   jint(states, "stalled"), jint(states, "reset"), srv->pos.seq);
     if (srv->pgmsg) {
@@ -386,9 +409,10 @@ sec_messenger(struct ls_buf *b, struct server *srv, json_t *st)
             if (j) ls_buf_append(b, ", ", 2);
             esc(b, json_string_value(v));
         }
-        ls_buf_printf(b, "</td><td class=state><span class=\"badge cs-%s\">%s</span></td><td>%" PRId64
-                         "</td><td class=pending>%" PRId64 "</td><td>%" PRId64
-                         " s</td><td>%" PRId64 "</td><td>%" PRId64 "</td>",
+        ls_buf_printf(b,
+                      "</td><td class=state><span class=\"badge cs-%s\">%s</span></td><td>%" PRId64
+                      "</td><td class=pending>%" PRId64 "</td><td>%" PRId64 " s</td><td>%" PRId64
+                      "</td><td>%" PRId64 "</td>",
                       jstr(c, "state"), jstr(c, "state"), jint(c, "position"), jint(c, "pending"),
                       jint(c, "lag_seconds"), jint(c, "connected"), jint(c, "resets"));
         time_cell(b, "ack", jstr(c, "last_ack"), ls_now_ms());
@@ -419,7 +443,7 @@ sec_mirrors(struct ls_buf *b, struct server *srv)
     {
         json_t *def = json_object_get(j, "definition"), *p = json_object_get(j, "progress");
         int running = json_is_true(json_object_get(j, "running"));
-        const char *state = running ? "running"
+        const char *state = running                                      ? "running"
                             : json_is_true(json_object_get(j, "paused")) ? "paused"
                             : *jstr(j, "last_state")                     ? jstr(j, "last_state")
                                                                          : "waiting";
@@ -442,8 +466,9 @@ sec_mirrors(struct ls_buf *b, struct server *srv)
         ls_buf_printf(b, "</span></td><td class=progress>");
         if (p) {
             double pct = json_real_value(json_object_get(p, "percent"));
-            ls_buf_printf(b, "<progress max=100 value=\"%.1f\"></progress> <span class=pct>%.1f%%"
-                             "</span> <small>",
+            ls_buf_printf(b,
+                          "<progress max=100 value=\"%.1f\"></progress> <span class=pct>%.1f%%"
+                          "</span> <small>",
                           pct, pct);
             esc(b, jstr(p, "phase"));
             ls_buf_printf(b, ", %" PRId64 "/%" PRId64 " items, ", jint(p, "items_done"),
@@ -454,8 +479,10 @@ sec_mirrors(struct ls_buf *b, struct server *srv)
             ls_buf_printf(b, "-");
         }
         ls_buf_printf(b, "</td>");
-        if (json_object_get(j, "last_ended")) time_cell(b, "last", jstr(j, "last_ended"), now);
-        else ls_buf_printf(b, "<td class=last>never</td>");
+        if (json_object_get(j, "last_ended"))
+            time_cell(b, "last", jstr(j, "last_ended"), now);
+        else
+            ls_buf_printf(b, "<td class=last>never</td>");
         ls_buf_printf(b, "<td class=errors>%" PRId64,
                       p ? jint(p, "errors") : jint(j, "last_errors"));
         if (!p && *jstr(j, "last_note")) {
@@ -513,12 +540,24 @@ render(struct dashboard *d, char *out[NSEC])
         struct ls_buf b;
         ls_buf_init(&b, PAGE_MAX);
         switch (i) {
-        case SEC_SUMMARY: sec_summary(&b, srv, st); break;
-        case SEC_RATES: sec_rates(&b, d); break;
-        case SEC_SERVERS: sec_servers(&b, srv, nodes, st); break;
-        case SEC_MESSENGER: sec_messenger(&b, srv, st); break;
-        case SEC_MIRRORS: sec_mirrors(&b, srv); break;
-        case SEC_WARNINGS: sec_warnings(&b, st); break;
+        case SEC_SUMMARY:
+            sec_summary(&b, srv, st);
+            break;
+        case SEC_RATES:
+            sec_rates(&b, d);
+            break;
+        case SEC_SERVERS:
+            sec_servers(&b, srv, nodes, st);
+            break;
+        case SEC_MESSENGER:
+            sec_messenger(&b, srv, st);
+            break;
+        case SEC_MIRRORS:
+            sec_mirrors(&b, srv);
+            break;
+        case SEC_WARNINGS:
+            sec_warnings(&b, st);
+            break;
         }
         if (ls_buf_append(&b, "", 1)) { /* the NUL; fails too when a piece did not fit */
             ls_buf_release(&b);
@@ -591,8 +630,10 @@ h_page(struct ctx *c)
                       "href=\"/v1/nodes?all=1\">nodes</a> &middot; <a href=\"/v1/consumers\">"
                       "consumers</a> &middot; <a href=\"/v1/mirrors\">mirrors</a></footer>"
                       "<script src=\"/dash/dash.js\"></script></body></html>\n");
-    if (b.len >= PAGE_MAX - 1) reply_error(c->req, LS_ETOOBIG, "the dashboard page is too large");
-    else reply_text(c->req, "text/html; charset=utf-8", b.p, b.len);
+    if (b.len >= PAGE_MAX - 1)
+        reply_error(c->req, LS_ETOOBIG, "the dashboard page is too large");
+    else
+        reply_text(c->req, "text/html; charset=utf-8", b.p, b.len);
     ls_buf_release(&b);
 out:
     free_sections(sec);
@@ -685,7 +726,8 @@ h_events(struct ctx *c)
     char *sec[NSEC] = {0};
     int all[NSEC];
     struct evbuffer *ev = NULL;
-    for (int i = 0; i < NSEC; i++) all[i] = 1;
+    for (int i = 0; i < NSEC; i++)
+        all[i] = 1;
     if (!d || !(cl = calloc(1, sizeof *cl)) || render(d, sec) || !(ev = sections_event(sec, all))) {
         reply_error(c->req, LS_ENOMEM, NULL);
         free(cl);
@@ -790,7 +832,8 @@ http_dashboard_free(struct server *srv)
     if (!d) return;
     http_dashboard_stop(srv);
     event_free(d->tick);
-    for (int i = 0; i < NSEC; i++) free(d->last[i]);
+    for (int i = 0; i < NSEC; i++)
+        free(d->last[i]);
     free(d);
     srv->dash = NULL;
 }

@@ -27,13 +27,16 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     headless: true,
-    args: process.getuid && process.getuid() === 0 ? ["--no-sandbox"] : [],
+    args: ["--disable-gpu", "--disable-dev-shm-usage"].concat(
+      process.getuid && process.getuid() === 0 ? ["--no-sandbox"] : []),
   });
+  say("chromium started");
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const errors = [];
     page.on("pageerror", (e) => errors.push(String(e)));
     await page.goto(P + "/");
+    say("the page loaded");
     await waitFor("the live indicator", 10000, async () => ({
       ok: (await page.getAttribute("#live", "class")) === "on",
       live: await page.textContent("#live"),

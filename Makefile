@@ -18,6 +18,7 @@ build/lockstep: FORCE
 
 # `make run` builds quietly (build/run-build.log), so that the dashboard's URL is what shows.
 run:
+	@scripts/deps.sh build
 	@mkdir -p build
 	@$(MAKE) --no-print-directory build/lockstep >build/run-build.log 2>&1 || \
 		{ tail -n 30 build/run-build.log; exit 1; }

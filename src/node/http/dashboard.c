@@ -256,12 +256,31 @@ site_head(struct server *srv, json_t *nodes, json_t *st)
     return head;
 }
 
+/*
+ * What a server at seq lacks of this server's log: its size in bytes (the log's cum counts the
+ * bytes up to and with each entry: my_cum less the cum of the last entry applied) and the time
+ * of the first change not applied. -1 when the log cannot tell (this server is not ahead, or
+ * the entries are gone with retention).
+ */
+static int
+lag_in_log(struct server *srv, int64_t seq, int64_t first, int64_t my_cum, int64_t *bytes,
+           int64_t *first_ts)
+{
+    int64_t cum = 0, ts, ignored;
+    if (my_cum < 0 || seq >= srv->pos.seq || (seq > 0 && seq < first)) return -1;
+    if (seq > 0 && store_log_cum_at(srv->reader, seq, &cum, &ts)) return -1;
+    if (store_log_cum_at(srv->reader, seq + 1, &ignored, first_ts)) return -1;
+    *bytes = my_cum > cum ? my_cum - cum : 0;
+    return 0;
+}
+
 static void
 sec_servers(struct ls_buf *b, struct server *srv, json_t *nodes, json_t *st)
 {
-    int64_t now = ls_now_ms(), head = site_head(srv, nodes, st), my_cum = -1, ts;
+    int64_t now = ls_now_ms(), head = site_head(srv, nodes, st), my_cum = 0, ts;
     size_t i, count[3] = {0, 0, 0};
     json_t *n;
+    int64_t first = store_log_first_seq(srv->reader);
     if (store_log_cum_at(srv->reader, srv->pos.seq, &my_cum, &ts)) my_cum = -1;
     json_array_foreach(nodes, i, n)
     {
@@ -278,7 +297,7 @@ sec_servers(struct ls_buf *b, struct server *srv, json_t *nodes, json_t *st)
                      "<tbody>");
     json_array_foreach(nodes, i, n)
     {
-        int64_t seq = jint(n, "seq"), lag = head > seq ? head - seq : 0, cum, t1;
+        int64_t seq = jint(n, "seq"), lag = head > seq ? head - seq : 0, bytes, t1;
         const char *state = jstr(n, "state"), *up = jstr(n, "upstream");
         ls_buf_printf(b, "<tr data-name=\"");
         esc(b, jstr(n, "name"));
@@ -291,13 +310,11 @@ sec_servers(struct ls_buf *b, struct server *srv, json_t *nodes, json_t *st)
                       "</td><td class=state><span class=\"badge st-%s\">%s</span></td>"
                       "<td class=seq>%" PRId64 "</td><td class=lag>%" PRId64 "</td>",
                       state, state, seq, lag);
-        /* bytes and time from this server's log, when it holds the changes not applied */
         if (lag == 0) {
             ls_buf_printf(b, "<td class=lagbytes>0 B</td><td class=lagtime>0 s</td>");
-        } else if (seq < srv->pos.seq && my_cum >= 0 &&
-                   store_log_cum_at(srv->reader, seq + 1, &cum, &t1) == 0) {
+        } else if (lag_in_log(srv, seq, first, my_cum, &bytes, &t1) == 0) {
             ls_buf_printf(b, "<td class=lagbytes>");
-            bytes_text(b, my_cum > cum ? my_cum - cum : 0);
+            bytes_text(b, bytes);
             ls_buf_printf(b, "</td><td class=lagtime>%" PRId64 " s</td>",
                           now > t1 ? (now - t1) / 1000 : 0);
         } else {

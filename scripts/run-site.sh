@@ -17,6 +17,7 @@ stop() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   echo "site stopped (data kept in ./data; rm -rf data to start afresh)"
+  exit 0
 }
 trap stop INT TERM EXIT
 

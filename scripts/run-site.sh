@@ -10,16 +10,18 @@ bin=$PWD/build/lockstep
 base=${LOCKSTEP_RUN_PORT:-7070} # the primary's HTTP port; the others follow: +1, +10, +11, +20, +21
 mkdir -p data
 pids=()
-stop() {
+stop() { # exit status: 0 when stopped on purpose (Ctrl-C), else the failure's
+  local rc=$1
   trap - INT TERM EXIT
   echo
   # the helpers first (the trickle, the watcher), the servers last, replicas before the primary
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   echo "site stopped (data kept in ./data; rm -rf data to start afresh)"
-  exit 0
+  exit "$rc"
 }
-trap stop INT TERM EXIT
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
 
 start() { # name http peer [flags...]
   local name=$1 http=$2 peer=$3; shift 3

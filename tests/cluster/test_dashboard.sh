@@ -5,7 +5,8 @@
 # checks (tests/browser/dashboard.js): each server listed with its role and lag; a write moves
 # the seq on the page without a reload; S stopped is shown down; a mirroring job run shows a
 # progress bar that moves, then its last run. The screenshot goes to build/dashboard.png.
-# Skipped (77) only when chromium or playwright-core cannot be installed here.
+# Skipped (77) only when chromium cannot be installed here; npm failing to install playwright-core
+# is a failure.
 set -euo pipefail
 source "$(dirname "$0")/lib_repl.sh"
 
@@ -17,7 +18,7 @@ if [[ ! -x /usr/bin/chromium ]]; then
         $sudo apt-get install -y -qq --no-install-recommends chromium; } >"$T/apt.log" 2>&1 || true
     [[ -x /usr/bin/chromium ]] || { log "SKIP: chromium cannot be installed: $(tail -n 3 "$T/apt.log")"; exit 77; }
 fi
-command -v npm >/dev/null || { log "SKIP: npm is missing (scripts/deps.sh test installs it)"; exit 77; }
+command -v npm >/dev/null || fail "npm is missing (scripts/deps.sh test installs it)"
 # playwright-core into the build tree, once per version of the lock file
 NODE_DIR=$LS_TOOLS/browser
 if ! cmp -s "$ROOT/tests/browser/package-lock.json" "$NODE_DIR/package-lock.json" ||
@@ -25,7 +26,7 @@ if ! cmp -s "$ROOT/tests/browser/package-lock.json" "$NODE_DIR/package-lock.json
     mkdir -p "$NODE_DIR"
     cp "$ROOT/tests/browser/package.json" "$ROOT/tests/browser/package-lock.json" "$NODE_DIR/"
     (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error) >"$T/npm.log" 2>&1 ||
-        { log "SKIP: playwright-core cannot be installed: $(tail -n 3 "$T/npm.log")"; exit 77; }
+        fail "npm ci (playwright-core) failed: $(tail -n 5 "$T/npm.log")"
 fi
 cp "$ROOT/tests/browser/dashboard.js" "$NODE_DIR/"
 

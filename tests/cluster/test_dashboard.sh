@@ -52,7 +52,7 @@ wait_caught_up S P 30
 
 mkdir -p "$ROOT/build"
 P_URL=$URL_P S_PID=$PID_S MIRROR=media SHOT="$ROOT/build/dashboard.png" \
-    timeout 50 node "$NODE_DIR/dashboard.js" || fail "the browser test failed (above)"
+    timeout 120 node "$NODE_DIR/dashboard.js" || fail "the browser test failed (above)"
 # the script stopped S: reap it, and see it exited cleanly
 bg_wait "$PID_S" 10 || fail "S did not exit cleanly after SIGTERM"
 _PID[S]=""

@@ -68,6 +68,10 @@ async function main() {
     });
     if ((await page.evaluate(() => window.__same_page)) !== 42) throw new Error("the page reloaded");
     say(`the write shows: seq ${before} -> ${seq} on P and on R's row, no reload`);
+    await waitFor("the chart's write rate line", 10000, async () => ({
+      ok: (await page.$("#rates svg.chart polyline.wrate")) !== null,
+    }));
+    say("the chart draws the write rate");
 
     // a server stopped is shown down
     process.kill(SPID, "SIGTERM");

@@ -50,6 +50,8 @@ struct mirror_job {
     struct mirror_run *run;
     /* the last run's outcome, for the listing */
     char last_state[16];
+    int64_t last_ended, last_errors; /* wall clock ms (0: not known) */
+    char last_note[256];
 };
 
 /* A write a run hands to the writer; whoever of the run and the loop finishes last frees it. */

@@ -1315,6 +1315,16 @@ repl_up_nodes(struct server *srv)
     return a;
 }
 
+int64_t
+repl_up_acked_sum(struct server *srv)
+{
+    int64_t sum = 0;
+    if (!srv->up) return 0;
+    for (struct node *n = srv->up->nodes; n; n = n->next)
+        if (n->conn) sum += n->acked_seq;
+    return sum;
+}
+
 /* How this server sees a direct downstream: by the link, whatever the downstream says. */
 static int
 link_state(struct server *srv, const struct node *n, int64_t now)

@@ -16,10 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void
-h_status(struct ctx *c)
+json_t *
+status_json(struct server *srv)
 {
-    struct server *srv = c->srv;
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "name", srv->cfg.name, "role",
                           srv->cfg.role, "version", LS_VERSION, "store_id", srv->pos.store_id,
                           "epoch", (json_int_t)srv->pos.epoch, "seq", (json_int_t)srv->pos.seq,
@@ -31,7 +30,13 @@ h_status(struct ctx *c)
     json_object_set_new(o, "messenger", messenger_status_json(srv));
     if (server_is_primary(srv)) json_object_set_new(o, "state", json_string("live"));
     else repl_down_status(srv, o);
-    reply_json(c->req, 200, o);
+    return o;
+}
+
+static void
+h_status(struct ctx *c)
+{
+    reply_json(c->req, 200, status_json(c->srv));
     ctx_free(c);
 }
 

@@ -353,9 +353,16 @@ check_config(struct config *c)
         return -1;
     }
     if (c->messenger && strncmp(c->messenger, "postgres://", 11) != 0 &&
-        strncmp(c->messenger, "postgresql://", 13) != 0) {
+        strncmp(c->messenger, "postgresql://", 13) != 0 && strncmp(c->messenger, "sqlite:", 7)) {
         fprintf(stderr, "lockstep serve: --messenger takes a PostgreSQL URL "
-                        "(postgres://USER@HOST:PORT/DATABASE)\n");
+                        "(postgres://USER@HOST:PORT/DATABASE) or sqlite:/ABSOLUTE/PATH\n");
+        return -1;
+    }
+    if (c->messenger && strncmp(c->messenger, "sqlite:", 7) == 0 && c->messenger[7] != '/') {
+        fprintf(stderr,
+                "lockstep serve: --messenger sqlite:PATH needs an absolute path "
+                "(got \"%s\")\n",
+                c->messenger + 7);
         return -1;
     }
     if (c->messenger && c->webhook.n > 0) { /* webhook.c reads the store's log, not the database */

@@ -378,6 +378,7 @@ struct pread {
     int64_t cursor;                /* >= 0: read after it; -1: the consumer's position, or from= */
     int64_t ack;                   /* >= 0: acknowledge this first (Last-Event-ID) */
     int limit;
+    int reset_sent; /* an event stream sent its reset: the waiting one is not sent again */
     /* out */
     int64_t floor, from, next, head;
     int blocked, beyond;
@@ -568,7 +569,9 @@ pread_run(struct pgmsg *m, struct msgdb_conn *conn, struct pread *r, struct ls_e
                 "position < 0",
                 2, (const char *const[]){r->name, floor_s}))
             return -1;
-    } else if (*r->name && reset_at > 0 && r->from <= reset_at) { /* again until acknowledged */
+    } else if (*r->name && !r->reset_sent && reset_at > 0 && r->from <= reset_at) {
+        /* again until acknowledged: at every page of /v1/notifications, at the start of a stream
+         * (a stream that had it sent it again with every read, 370 in 4 s) */
         r->reset = json_pack("{s:s,s:s,s:I}", "type", "reset", "reason",
                              "a reset waits to be acknowledged", "oldest",
                              (json_int_t)(reset_at + 1));
@@ -827,7 +830,10 @@ es_read_done(struct pg_job *j)
         pgmsg_wait(m, &e->w);
         return;
     }
-    if (e->r.reset) sse_event_json(out, "reset", e->r.from, e->r.reset);
+    if (e->r.reset) {
+        sse_event_json(out, "reset", e->r.from, e->r.reset);
+        e->r.reset_sent = 1;
+    }
     n = json_array_size(e->r.notes);
     for (i = 0; i < n; i++) {
         json_t *o = json_array_get(e->r.notes, i);

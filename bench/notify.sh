@@ -316,26 +316,24 @@ if [ $HAVE_PG = 1 ]; then
     run_nb pg --system pg --pub "$PG_PORT" --sub "$PG_PORT" --consumers $SERVERS "${LAT[@]}"
     run_nb pg.drop --system pg --pub "$PG_PORT" --sub "$PG_PORT" --consumers $SERVERS "${LAT[@]}" "${DROPPED[@]}"
 fi
-if [ $HAVE_LP = 1 ]; then
-    if lp_cluster "$LP_DB" lp; then
-        say "   lockstep --messenger postgres: $SERVERS primaries on $LP_DB"
-        run_nb lp.sse --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" "${LAT[@]}" \
+# the shared-database servers: PostgreSQL's (lp), then the SQLite file's (lq)
+for sys in lp lq; do
+    if [ $sys = lp ]; then
+        [ $HAVE_LP = 1 ] || continue
+        url=$LP_DB
+    else
+        [ $HAVE_LQ = 1 ] || continue
+        url="sqlite:$WORK/messenger.db"
+    fi
+    if lp_cluster "$url" $sys; then
+        say "   lockstep --messenger $url: $SERVERS primaries"
+        run_nb $sys.sse --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" "${LAT[@]}" \
             $(lp_cpu_args)
-        run_nb lp.sse.drop --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" \
+        run_nb $sys.sse.drop --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" \
             "${LAT[@]}" "${DROPPED[@]}"
     fi
     lp_stop
-fi
-if [ $HAVE_LQ = 1 ]; then
-    if lp_cluster "sqlite:$WORK/messenger.db" lq; then
-        say "   lockstep --messenger sqlite: $SERVERS primaries on $WORK/messenger.db"
-        run_nb lq.sse --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" "${LAT[@]}" \
-            $(lp_cpu_args)
-        run_nb lq.sse.drop --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" \
-            "${LAT[@]}" "${DROPPED[@]}"
-    fi
-    lp_stop
-fi
+done
 # the other systems are done: only lockstep runs during its throughput figure
 for p in "${RD_PIDS[@]}"; do stop_pid "$p"; done
 [ -n "$PG_PID" ] && stop_pid "$PG_PID" INT # a fast shutdown

@@ -19,6 +19,7 @@
 #     reason, and leaves the file as it was.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_msg.sh"
 command -v sqlite3 >/dev/null || { echo "SKIP: no sqlite3 (apt-get install sqlite3)" >&2; exit 77; }
 
 DB="$T/messenger.db"
@@ -30,26 +31,6 @@ assert_eq 1 "$(sqlite3 "$DB" "SELECT value FROM lockstep_meta WHERE key = 'schem
     "the schema version in the file"
 assert_eq wal "$(sqlite3 "$DB" "PRAGMA journal_mode")" "the file's journal mode"
 
-# pub NAME CHANNEL PAYLOAD: one publish, retried while the server answers 503 (bounded)
-pub() {
-    local i out
-    for ((i = 0; i < 50; i++)); do
-        if out=$(curl -sf -m 5 -X POST "$(url_of "$1")/v1/notify?channel=$2" -d "$3"); then
-            jq -r '.ids[0]' <<<"$out"
-            return 0
-        fi
-        sleep 0.2
-    done
-    return 1
-}
-pub_loop() { # NAME PREFIX COUNT CHANNEL: acknowledged ids and payloads into $T/acked.PREFIX
-    local i id
-    for ((i = 1; i <= $3; i++)); do
-        id=$(pub "$1" "$4" "\"$2-$i\"") || return 1
-        echo "$id \"$2-$i\"" >>"$T/acked.$2"
-    done
-}
-received() { jq -r '"\(.id) \(.payload | tojson)"' "$1"; }
 wait_pids_ok() { local p; for p in "$@"; do bg_wait "$p" 90 || fail "a publisher failed"; done; }
 
 # ---------------------------------------------------------------- 1. order and completeness

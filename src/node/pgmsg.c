@@ -3,6 +3,12 @@
  * database"): the connection threads, the listener, the schema, retention, the delivery
  * watermark and the waiters.
  *
+ * Two backends. With `--messenger sqlite:PATH` the same threads, waiters, retention and registry
+ * run on an SQLite file (msgdb_sqlite.c: the connection, its schema, and the watch of PRAGMA
+ * data_version that the listener thread runs instead of LISTEN); statements go through
+ * msgdb_exec (below) whichever it is. What follows about PostgreSQL's listener and watermark is
+ * PostgreSQL's alone: SQLite's single writer commits ids in order, so its watermark is infinite.
+ *
  * Threads. PGMSG_THREADS threads each own one connection and run jobs from one bounded FIFO
  * queue (as readers.c does for the store); a finished job goes back to the loop through one
  * event. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the

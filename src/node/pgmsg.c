@@ -1017,6 +1017,17 @@ tv_of(int64_t ms)
 }
 
 int
+pgmsg_check(const struct config *cfg, struct ls_error *err)
+{
+    const char *path = msgdb_sqlite_path(cfg->messenger);
+    struct msgdb_conn probe = {NULL, NULL};
+    if (!path) return 0;
+    if (msgdb_sqlite_open(path, strcmp(cfg->sync, "full") == 0, &probe, err)) return -1;
+    msgdb_sqlite_close(&probe);
+    return 0;
+}
+
+int
 pgmsg_start(struct server *srv, struct ls_error *err)
 {
     struct pgmsg *m = calloc(1, sizeof *m);
@@ -1030,13 +1041,6 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     m->srv = srv;
     m->sqlite_path = msgdb_sqlite_path(m->url);
     m->sync_full = strcmp(srv->cfg.sync, "full") == 0;
-    if (m->sqlite_path) {
-        /* Before the loop runs (as the store is opened): a path that cannot be the messenger's
-         * database stops serve with its reason, rather than every request failing later. */
-        struct msgdb_conn probe = {NULL, NULL};
-        if (msgdb_sqlite_open(m->sqlite_path, m->sync_full, &probe, err)) return -1;
-        msgdb_sqlite_close(&probe);
-    }
     m->naive = naive && strcmp(naive, "1") == 0;
     m->age_ms = srv->notify_age_ms;
     m->bytes = srv->notify_bytes;

@@ -25,6 +25,11 @@ struct server;
 struct pgmsg;
 
 /* ---- lifecycle (server.c): start before the HTTP API, stop in shutdown_begin, free last ---- */
+/* Before serve creates anything: an SQLite file that cannot be the messenger's database (bad
+ * path, another file, a newer schema) is refused with its reason; a new one gets the schema.
+ * Blocks: called before the loop runs, as the store is opened. PostgreSQL's is checked later. */
+struct config;
+int pgmsg_check(const struct config *cfg, struct ls_error *err);
 int pgmsg_start(struct server *srv, struct ls_error *err);
 void pgmsg_stop(struct server *srv);
 void pgmsg_free(struct server *srv);

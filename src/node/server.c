@@ -541,6 +541,10 @@ server_open(struct server *srv, int listen_peer)
                   srv->cfg.notify_retention);
         return -1;
     }
+    if (srv->cfg.messenger && pgmsg_check(&srv->cfg, &err)) { /* before anything is created */
+        log_error("%s", err.msg);
+        return -1;
+    }
     if (ls_mkdir_p(srv->cfg.data, 0755) < 0) {
         log_error("cannot create data directory %s", srv->cfg.data);
         return -1;

@@ -202,6 +202,7 @@ bad() { # WANT_MESSAGE PATH: serve refuses to start with it
         --listen "127.0.0.1:$(free_port)" --messenger "sqlite:$2" >"$T/bad.out" 2>&1 || rc=$?
     ((rc != 0 && rc != 124)) || fail "serve with sqlite:$2 exited $rc: $(tail -2 "$T/bad.out")"
     assert_contains "$(cat "$T/bad.out")" "$1" "serve with sqlite:$2"
+    [[ ! -e "$T/bad" ]] || fail "serve with sqlite:$2 created its data dir"
 }
 bad "needs an absolute path" "relative/m.db"
 bad "cannot open the messenger database $T/missing/m.db" "$T/missing/m.db"

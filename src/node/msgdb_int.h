@@ -13,9 +13,14 @@
 
 #include "node/pgmsg.h"
 
+#define MSGDB_STMT_CACHE 48
+
 struct msgdb_conn {
     PGconn *pg;
     sqlite3 *lite;
+    /* SQLite: the statements prepared so far, by their text (msgdb_sqlite.c) */
+    sqlite3_stmt *stmts[MSGDB_STMT_CACHE];
+    int nstmts;
 };
 
 /* PostgreSQL's result as it is; SQLite's rows copied out as text (NULL: a NULL). */

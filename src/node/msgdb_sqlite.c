@@ -46,6 +46,39 @@ fail_with(struct ls_error *err, sqlite3 *db, int rc)
                         "the messenger database: %s", sqlite3_errmsg(db));
 }
 
+/*
+ * The statement for sql, prepared once per connection: the texts are a few dozen constants, and
+ * preparing one costs more than running most of them. A statement comes back reset, its
+ * parameters cleared (they point into the caller's strings).
+ */
+static int
+prepare(struct msgdb_conn *conn, const char *sql, sqlite3_stmt **out)
+{
+    int rc;
+    for (int i = 0; i < conn->nstmts; i++)
+        if (strcmp(sqlite3_sql(conn->stmts[i]), sql) == 0) {
+            *out = conn->stmts[i];
+            return SQLITE_OK;
+        }
+    rc = sqlite3_prepare_v3(conn->lite, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+    if (rc == SQLITE_OK && *out && conn->nstmts < MSGDB_STMT_CACHE)
+        conn->stmts[conn->nstmts++] = *out;
+    return rc;
+}
+
+static void
+release(struct msgdb_conn *conn, sqlite3_stmt *st)
+{
+    if (!st) return;
+    for (int i = 0; i < conn->nstmts; i++)
+        if (conn->stmts[i] == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    sqlite3_finalize(st); /* the cache was full */
+}
+
 struct msgdb_res *
 msgdb_sqlite_exec(struct msgdb_conn *conn, struct ls_error *err, const char *sql, int n,
                   const char *const *values)
@@ -59,7 +92,7 @@ msgdb_sqlite_exec(struct msgdb_conn *conn, struct ls_error *err, const char *sql
         ls_error_set(err, LS_ENOMEM, NULL);
         return NULL;
     }
-    if ((rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK) goto fail;
+    if ((rc = prepare(conn, sql, &st)) != SQLITE_OK) goto fail;
     for (int i = 0; i < n; i++) {
         char name[16];
         int at;
@@ -97,12 +130,12 @@ msgdb_sqlite_exec(struct msgdb_conn *conn, struct ls_error *err, const char *sql
     }
     if (rc != SQLITE_DONE) goto fail;
     r->changed = sqlite3_changes64(db);
-    sqlite3_finalize(st);
+    release(conn, st);
     return r;
 fail:
     fail_with(err, db, rc);
 out:
-    sqlite3_finalize(st);
+    release(conn, st);
     msgdb_clear(r);
     return NULL;
 }
@@ -117,6 +150,9 @@ msgdb_sqlite_abort(struct msgdb_conn *conn)
 void
 msgdb_sqlite_close(struct msgdb_conn *conn)
 {
+    for (int i = 0; i < conn->nstmts; i++)
+        sqlite3_finalize(conn->stmts[i]);
+    conn->nstmts = 0;
     sqlite3_close(conn->lite);
     conn->lite = NULL;
 }
@@ -196,7 +232,7 @@ fail:
 int
 msgdb_sqlite_open(const char *path, int sync_full, struct msgdb_conn *out, struct ls_error *err)
 {
-    struct msgdb_conn conn = {NULL, NULL};
+    struct msgdb_conn conn = {0};
     struct msgdb_res *r;
     int rc;
     if (!path || path[0] != '/')

@@ -472,7 +472,7 @@ static void *
 worker_main(void *arg)
 {
     struct pgmsg *m = arg;
-    struct msgdb_conn conn = {NULL, NULL};
+    struct msgdb_conn conn = {0};
     pthread_mutex_lock(&m->mu);
     for (;;) {
         struct pg_job *j;
@@ -1020,7 +1020,7 @@ int
 pgmsg_check(const struct config *cfg, struct ls_error *err)
 {
     const char *path = msgdb_sqlite_path(cfg->messenger);
-    struct msgdb_conn probe = {NULL, NULL};
+    struct msgdb_conn probe = {0};
     if (!path) return 0;
     if (msgdb_sqlite_open(path, strcmp(cfg->sync, "full") == 0, &probe, err)) return -1;
     msgdb_sqlite_close(&probe);

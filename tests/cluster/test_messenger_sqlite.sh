@@ -13,7 +13,8 @@
 #     the file is intact, the server starts again on it.
 #  5. Retention (a server D with --notify-retention 1s): a consumer left behind gets exactly one
 #     reset event in its stream, then what is new; counted once.
-#  6. The site registry (nodes --all), /v1/status's mode.
+#  6. The site registry (nodes --all), /v1/status's mode; lockstep notify and consumers
+#     rewind, reset and rm on one server, seen from another.
 #  7. Bad paths: relative, in a missing directory, a directory, a file that is not SQLite, a
 #     SQLite file of something else, a schema from a newer lockstep: serve refuses with the
 #     reason, and leaves the file as it was.
@@ -193,6 +194,17 @@ log "6: the site registry and the status"
 _listed() { [[ "$(lsc A nodes --all --json | jq -c '[.nodes[] | select(.state == "active") | .name] | sort')" == '["A","B","C"]' ]]; }
 wait_until 10 _listed || fail "nodes --all on A: $(lsc A nodes --all --json | jq -c '[.nodes[] | [.name, .state]]')"
 assert_eq sqlite "$(curl -sf "$URL_B/v1/status" | jq -r .messenger.mode)" "/v1/status's messenger mode"
+# the CLI's messenger commands, on one server and seen from another
+lsc C notify cli '{"from":"cli"}' >/dev/null || fail "lockstep notify on C"
+assert_eq '[{"from":"cli"}]' "$(curl -sf "$URL_A/v1/notifications?channel=cli&from=start" | jq -c '[.notifications[].payload]')" \
+    "lockstep notify on C, read on A"
+lsc A consumers rewind wk --to 5 >/dev/null || fail "consumers rewind on A"
+assert_eq 5 "$(curl -sf "$URL_B/v1/consumers/wk" | jq .position)" "wk rewound on A, seen from B"
+lsc B consumers reset wk >/dev/null || fail "consumers reset on B"
+assert_eq "$(curl -sf "$URL_C/v1/notifications?limit=1" | jq .head)" "$(curl -sf "$URL_C/v1/consumers/wk" | jq .position)" \
+    "wk reset on B (at the head), seen from C"
+lsc B consumers rm wk >/dev/null || fail "consumers rm on B"
+assert_eq 404 "$(curl -s -o /dev/null -w '%{http_code}' "$URL_A/v1/consumers/wk")" "wk removed on B, seen from A"
 
 # ---------------------------------------------------------------- 7. bad paths
 log "7: bad paths"

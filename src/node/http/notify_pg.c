@@ -1,7 +1,8 @@
 /*
- * notify_pg.c - the messenger's HTTP API on the shared database (`--messenger postgres://...`,
- * docs/messenger.md "Shared database"): the same routes, parameters and replies as notify.c,
- * which hands each request here when the server runs in this mode.
+ * notify_pg.c - the messenger's HTTP API on the shared database (`--messenger postgres://...`
+ * or `sqlite:PATH`, docs/messenger.md "Shared database"): the same routes, parameters and replies
+ * as notify.c, which hands each request here when the server runs in this mode. One handler
+ * serves both databases: the statements go through msgdb_exec, in each one's dialect (DB_SQL).
  *
  * Every statement runs on pgmsg's connection threads (struct pg_job); the loop parses, then
  * answers or streams when the job is back. Consumers are the database's (every server of the site

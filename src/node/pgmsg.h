@@ -118,6 +118,8 @@ const char *pgmsg_kind(struct pgmsg *m);
  */
 int64_t pgmsg_watermark(struct pgmsg *m);
 int pgmsg_probe(struct pgmsg *m, struct msgdb_conn *conn, struct ls_error *err);
+/* A reader stopped at a gap (and probed): the next look probes too, to settle it. */
+void pgmsg_gap_seen(struct pgmsg *m);
 /* Test hook (LOCKSTEP_PG_NAIVE=1): no watermark, every row is delivered as found. */
 int pgmsg_naive(struct pgmsg *m);
 

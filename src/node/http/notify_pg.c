@@ -547,7 +547,10 @@ pread_run(struct pgmsg *m, struct msgdb_conn *conn, struct pread *r, struct ls_e
     pread_walk(res, watermark, r);
     msgdb_clear(res);
     if (msgdb_run(conn, err, "COMMIT", 0, NULL)) return -1;
-    if (r->blocked && pgmsg_probe(m, conn, err)) return -1; /* what the next look will use */
+    if (r->blocked) { /* what the next look will use, and settle */
+        if (pgmsg_probe(m, conn, err)) return -1;
+        pgmsg_gap_seen(m);
+    }
     i64s(floor_s, sizeof floor_s, r->floor);
     if (behind) {
         r->reset = reset_json(position, r->floor, r->head);

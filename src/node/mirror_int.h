@@ -50,6 +50,7 @@ struct mirror_job {
     struct mirror_run *run;
     /* the last run's outcome, for the listing */
     char last_state[16];
+    struct mirror_counters counted; /* of the runs ended since start (GET /metrics) */
 };
 
 /* A write a run hands to the writer; whoever of the run and the loop finishes last frees it. */

@@ -106,8 +106,8 @@ remember(int64_t ms, int level, const char *msg)
     e->level = level;
     if (snprintf(e->msg, sizeof e->msg, "%s", msg) >= (int)sizeof e->msg) {
         /* cut at a character's start, not inside a UTF-8 sequence */
-        size_t n = sizeof e->msg - 1;
-        while (n > 0 && ((unsigned char)e->msg[n] & 0xc0) == 0x80) n--;
+        size_t n = sizeof e->msg - 1; /* msg[n]: the first byte left out */
+        while (n > 0 && ((unsigned char)msg[n] & 0xc0) == 0x80) n--;
         e->msg[n] = '\0';
     }
     recent_next = (recent_next + 1) % LS_LOG_RECENT_MAX;

@@ -158,7 +158,7 @@ messenger_section(struct evbuffer *out, struct server *srv, json_t *status)
     static const char *const states[] = {"live", "behind", "stalled", "reset"};
     json_t *m = json_object_get(status, "messenger"), *list, *c;
     uint64_t published, acks;
-    size_t i, listed = 0;
+    size_t i, listed;
     messenger_counts(srv, &published, &acks);
     family(out, "notifications_published_total", "counter",
            "notifications accepted by POST /v1/notify on this server");
@@ -176,6 +176,7 @@ messenger_section(struct evbuffer *out, struct server *srv, json_t *status)
 
     /* per consumer, for the first METRICS_NAMED_MAX (those in the shared database: none) */
     list = messenger_consumers_json(srv);
+    listed = json_array_size(list) < METRICS_NAMED_MAX ? json_array_size(list) : METRICS_NAMED_MAX;
     family(out, "consumer_position", "gauge", "the last notification id a consumer acknowledged");
     json_array_foreach(list, i, c)
     {
@@ -190,7 +191,6 @@ messenger_section(struct evbuffer *out, struct server *srv, json_t *status)
         if (i == METRICS_NAMED_MAX) break;
         sample(out, "consumer_pending", "consumer", json_string_value(json_object_get(c, "name")),
                NULL, NULL, num(c, "pending"));
-        listed++;
     }
     family(out, "consumer_lag_seconds", "gauge",
            "age of the oldest notification waiting for a consumer");

@@ -17,8 +17,6 @@
 #include "common/log.h"
 
 #include <event2/buffer.h>
-#include <inttypes.h>
-#include <stdarg.h>
 #include <string.h>
 
 #define METRICS_NAMED_MAX 1000 /* consumers, and mirror jobs, that get series of their own */

@@ -8,7 +8,9 @@
 # accepted count exactly, and the HTTP answers by route pattern and code grow by exactly the
 # requests made (a 404 without a route under "none"). The log: every line logfmt; a warning
 # provoked (garbage on the peer port) is in the log, in GET /v1/status "warnings" and in
-# lockstep_log_messages_total. The human tables of status and nodes show what --json shows.
+# lockstep_log_messages_total; a bad --log-level is refused, and --log-level error hides the
+# warnings from the log but not from status. The human tables of status and nodes show what
+# --json shows.
 set -euo pipefail
 source "$(dirname "$0")/lib_repl.sh"
 
@@ -190,3 +192,15 @@ h_end=$(($(awk -v s="$header" 'BEGIN { print index(s, "APPLIED") }') + 6))
 [[ "${row:0:$h_end}" =~ \ $(seq_of P)$ ]] || fail "nodes (text): APPLIED not aligned: '$header' / '$row'"
 assert_exit 0 lsc P nodes --all
 assert_contains "$(head -1 <<<"$OUT")" "LAST_HEARTBEAT" "nodes --all (text)"
+
+# --- --log-level: a bad value is refused at start; error hides the warnings from the log, but
+# status keeps them
+assert_exit 2 "$LOCKSTEP" serve --data "$T/bad-level" --log-level loud
+assert_contains "$ERR" "--log-level must be debug, info, warn or error" "a bad --log-level"
+assert_exit 2 "$LOCKSTEP" serve --data "$T/bad-level" --log-level INFO
+[[ ! -e "$T/bad-level" ]] || fail "serve with a bad --log-level created its data directory"
+start_node Q --log-level error
+curl -s --max-time 2 "http://$(peer_of Q)/" >/dev/null 2>&1 || true
+_q_warned() { lsc Q status --json | jq -e '.warnings[] | select(.msg | contains("closing the connection"))'; }
+wait_until 10 _q_warned || fail "Q's status lacks the warning its log level hides"
+assert_eq 0 "$(grep -cE 'level=(info|warn)' "$T/Q.log" || true)" "info and warn lines with --log-level error"

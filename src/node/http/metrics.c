@@ -101,8 +101,8 @@ server_section(struct evbuffer *out, struct server *srv, json_t *status)
     status_gauge(out, status, "lag_changes", "upstream_lag_changes",
                  "a replica: changes it has not applied yet");
     if (state) {
-        family(out, "upstream_live", "gauge", "1 when this server is the primary or follows its "
-                                              "upstream live, else 0");
+        family(out, "upstream_live", "gauge",
+               "1 when this server is the primary or follows its upstream live, else 0");
         sample(out, "upstream_live", NULL, NULL, NULL, NULL, strcmp(state, "live") == 0);
     }
 }
@@ -135,8 +135,10 @@ downstream_section(struct evbuffer *out, struct server *srv, json_t *status)
     for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
         family(out, g[k].name, "gauge", g[k].help);
         json_array_foreach(nodes, i, n)
-        sample(out, g[k].name, "downstream", json_string_value(json_object_get(n, "name")), NULL,
-               NULL, num(n, g[k].key));
+        {
+            sample(out, g[k].name, "downstream", json_string_value(json_object_get(n, "name")),
+                   NULL, NULL, num(n, g[k].key));
+        }
     }
     json_decref(nodes);
     repl_up_count(srv, &rc);

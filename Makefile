@@ -16,7 +16,12 @@ build/lockstep: FORCE
 	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_BIN_DIR=$(CURDIR)/build $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/release -j $(JOBS)
 
-run: build/lockstep
+# `make run` builds quietly (build/run-build.log), so that the dashboard's URL is what shows.
+run:
+	@scripts/deps.sh build
+	@mkdir -p build
+	@$(MAKE) --no-print-directory build/lockstep >build/run-build.log 2>&1 || \
+		{ tail -n 30 build/run-build.log; exit 1; }
 	@scripts/run-site.sh
 
 test:

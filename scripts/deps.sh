@@ -6,7 +6,10 @@ want=(cmake make gcc pkg-config libsqlite3-dev libevent-dev libssl-dev libjansso
       libzstd-dev libcurl4-openssl-dev libinih-dev libpq-dev)
 case "${1:-build}" in
   test)  want+=(libcmocka-dev curl python3 jq clang libclang-rt-dev sqlite3
-               postgresql) ;; # postgresql: test_messenger_pg starts a real server
+               postgresql chromium nodejs) # postgresql: test_messenger_pg starts a real
+         # server; chromium, node and npm: test_dashboard (playwright-core). Some nodejs
+         # packages bring npm along: Debian's npm only when there is none.
+         command -v npm >/dev/null || want+=(npm) ;;
   bench) want+=(curl python3 redis-server rsync libpq-dev) ;;
 esac
 missing=()

@@ -29,6 +29,7 @@ struct log_tail {
     struct tent **pending;
     size_t npending, pending_cap, pending_bytes;
     int broken;
+    uint64_t epoch; /* counts the restarts: a reader that saw one epoch knows the log went on */
     atomic_int wanted; /* a reader has come: until then entries are not even copied */
 };
 
@@ -186,6 +187,7 @@ tail_end(struct log_tail *t, int committed, int64_t seq)
         clear_pending(t);
         t->base = seq;
         t->broken = 0;
+        t->epoch++;
     } else if (committed) {
         size_t i;
         for (i = 0; i < t->npending; i++)
@@ -195,6 +197,7 @@ tail_end(struct log_tail *t, int committed, int64_t seq)
                 free(t->pending[i]);
             clear_ring(t);
             t->base = seq;
+            t->epoch++;
         }
         t->npending = 0; /* the rest belong to the ring now */
         t->pending_bytes = 0;
@@ -214,16 +217,33 @@ tail_end(struct log_tail *t, int committed, int64_t seq)
 
 /* ---------------------------------------------------------------- readers */
 
+uint64_t
+tail_epoch(struct log_tail *t)
+{
+    uint64_t e;
+    pthread_mutex_lock(&t->mu);
+    e = t->epoch;
+    pthread_mutex_unlock(&t->mu);
+    return e;
+}
+
 int
 tail_read(struct log_tail *t, int64_t after, int limit, size_t max_bytes, store_entry_cb cb,
           void *arg)
+{
+    return tail_read_epoch(t, TAIL_ANY_EPOCH, after, limit, max_bytes, cb, arg);
+}
+
+int
+tail_read_epoch(struct log_tail *t, uint64_t epoch, int64_t after, int limit, size_t max_bytes,
+                store_entry_cb cb, void *arg)
 {
     size_t lo, hi, bytes = 0;
     int n = 0;
     if (!t) return -1;
     atomic_store_explicit(&t->wanted, 1, memory_order_relaxed);
     pthread_mutex_lock(&t->mu);
-    if (after < t->base) {
+    if (after < t->base || (epoch != TAIL_ANY_EPOCH && epoch != t->epoch)) {
         pthread_mutex_unlock(&t->mu);
         return -1;
     }

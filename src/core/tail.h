@@ -46,5 +46,15 @@ void tail_end(struct log_tail *t, int committed, int64_t seq);
  */
 int tail_read(struct log_tail *t, int64_t after, int limit, size_t max_bytes, store_entry_cb cb,
               void *arg);
+/*
+ * The tail's epoch moves each time it starts again (the log was replaced by a snapshot or a
+ * fork, or an entry it could not hold). tail_read_epoch reads as tail_read, but only in that
+ * epoch (-1 otherwise): a reader that read the store while the tail was in epoch E knows that
+ * nothing replaced the log since, as long as the tail is still in E.
+ */
+#define TAIL_ANY_EPOCH UINT64_MAX
+uint64_t tail_epoch(struct log_tail *t);
+int tail_read_epoch(struct log_tail *t, uint64_t epoch, int64_t after, int limit,
+                    size_t max_bytes, store_entry_cb cb, void *arg);
 
 #endif

@@ -443,6 +443,18 @@ last_run_state(void *arg, const struct ls_mirror_run *r)
     return 1;
 }
 
+/* The last run as mirrors_start finds it: its state, end, errors and note. */
+static int
+last_run_info(void *arg, const struct ls_mirror_run *r)
+{
+    struct mirror_job *j = arg;
+    snprintf(j->last_state, sizeof j->last_state, "%s", r->state);
+    snprintf(j->last_note, sizeof j->last_note, "%s", r->note ? r->note : "");
+    j->last_ended = r->ended;
+    j->last_errors = r->errors;
+    return 1;
+}
+
 static int
 commit_begin(struct store *st, struct wreq *r)
 {
@@ -543,6 +555,9 @@ on_reap(evutil_socket_t fd, short what, void *arg)
         j->counted.items += (uint64_t)run->items_done;
         j->counted.bytes += (uint64_t)run->bytes_done;
         j->counted.errors += (uint64_t)run->errors;
+        snprintf(j->last_note, sizeof j->last_note, "%s", run->note);
+        j->last_ended = ls_now_ms();
+        j->last_errors = run->errors;
         j->run = NULL;
         run_free(run);
     }
@@ -666,6 +681,13 @@ mirror_job_json(struct mirror_job *job)
                           "paused", job->paused, "running", job->run != NULL);
     if (job->run) json_object_set_new(o, "progress", mirror_progress_json(job->run));
     if (*job->last_state) json_object_set_new(o, "last_state", json_string(job->last_state));
+    if (job->last_ended > 0) {
+        char t[40];
+        ls_format_time(job->last_ended, t, sizeof t);
+        json_object_set_new(o, "last_ended", json_string(t));
+        json_object_set_new(o, "last_errors", json_integer(job->last_errors));
+        if (*job->last_note) json_object_set_new(o, "last_note", json_string(job->last_note));
+    }
     return o;
 }
 
@@ -744,7 +766,7 @@ mirrors_start(struct server *srv, struct ls_error *err)
     if (store_mirror_jobs(srv->reader, load_job, &l) < 0)
         return ls_error_set(err, LS_EIO, "cannot read the mirroring jobs");
     for (struct mirror_job *j = m->jobs; j; j = j->next) {
-        store_mirror_runs(srv->reader, j->name, 1, last_run_state, j->last_state);
+        store_mirror_runs(srv->reader, j->name, 1, last_run_info, j);
         /* a run a crash cut short goes on from its checkpoints */
         if (strcmp(j->last_state, "running") == 0 && !j->paused) {
             struct ls_error e;

@@ -51,6 +51,8 @@ struct mirror_job {
     /* the last run's outcome, for the listing */
     char last_state[16];
     struct mirror_counters counted; /* of the runs ended since start (GET /metrics) */
+    int64_t last_ended, last_errors; /* wall clock ms (0: not known) */
+    char last_note[256];
 };
 
 /* A write a run hands to the writer; whoever of the run and the loop finishes last frees it. */

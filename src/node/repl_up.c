@@ -1310,7 +1310,11 @@ repl_up_nodes(struct server *srv)
                 state = "catching-up";
             if (now - n->last_heartbeat_ms > srv->cfg.heartbeat_timeout_ms) state = "down";
         }
-        if (lag > 0 && store_log_cum_at(srv->reader, n->acked_seq + 1, &cum, &ts) == 0) {
+        /* the log's cum counts the bytes up to and with each entry: what it lacks is my_cum
+         * less the cum of the last entry it applied; the time is the first one's it lacks */
+        if (lag > 0 && (n->acked_seq == 0 || store_log_cum_at(srv->reader, n->acked_seq, &cum,
+                                                              &ts) == 0) &&
+            store_log_cum_at(srv->reader, n->acked_seq + 1, &lag_bytes, &ts) == 0) {
             lag_bytes = my_cum - cum;
             lag_s = (now - ts) / 1000;
             if (lag_bytes < 0) lag_bytes = 0;
@@ -1327,6 +1331,16 @@ repl_up_nodes(struct server *srv)
         json_array_append_new(a, o);
     }
     return a;
+}
+
+int64_t
+repl_up_acked_sum(struct server *srv)
+{
+    int64_t sum = 0;
+    if (!srv->up) return 0;
+    for (struct node *n = srv->up->nodes; n; n = n->next)
+        if (n->conn) sum += n->acked_seq;
+    return sum;
 }
 
 /* How this server sees a direct downstream: by the link, whatever the downstream says. */

@@ -258,6 +258,7 @@ shutdown_begin(struct server *srv)
     fire_waiters(srv, srv->pos.seq, -1);
     fire_ack_waiters(srv, INT64_MAX);
     http_followers_stop(srv);
+    http_dashboard_stop(srv);
 }
 
 static void

@@ -92,6 +92,7 @@ struct server {
     struct webhooks *hooks;                 /* --webhook (webhook.c) */
     struct mirrors *mirrors;                /* mirroring jobs (mirror.c) */
     struct forwarder *fwd;                  /* notifications a replica forwards (forward.c) */
+    struct dashboard *dash;                 /* the dashboard's sampler and streams */
     int64_t notify_age_ms, notify_bytes;    /* --notify-retention */
     int lock_fd; /* the data directory's lock (server.c lock_data_dir), held while open; 0: none */
 };
@@ -131,6 +132,8 @@ struct repl_up_counters {
 void repl_up_count(struct server *srv, struct repl_up_counters *out);
 int repl_up_acked(struct server *srv, int64_t seq); /* downstreams that applied seq */
 int repl_up_connected(struct server *srv);
+/* The seqs the connected downstreams have applied, summed (the dashboard's replication rate). */
+int64_t repl_up_acked_sum(struct server *srv);
 void repl_up_drop_all(struct server *srv, const char *why);
 struct site_set;
 /* Adds the direct downstreams (judged by their links) and the subtrees they reported. */
@@ -232,6 +235,7 @@ void wreq_free(struct wreq *r);
 int http_api_start(struct server *srv, struct ls_error *err);
 void http_api_stop(struct server *srv);
 void http_followers_stop(struct server *srv);
+void http_dashboard_stop(struct server *srv); /* ends the dashboard's streams */
 
 /* ---- readers.c: long reads off the loop, each thread with its own read-only store ---- */
 struct readers;

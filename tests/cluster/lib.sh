@@ -66,8 +66,10 @@ fail() {
 }
 
 # assert_eq EXPECTED ACTUAL [WHAT]
+# assert_eq A B [WHAT]: the tests pass the value and the one wanted in either order, so the
+# message names neither "expected"
 assert_eq() {
-    [[ "$1" == "$2" ]] || fail "${3:-value}: expected '$1', got '$2'"
+    [[ "$1" == "$2" ]] || fail "${3:-value}: '$1' and '$2' differ"
 }
 
 assert_ne() {

@@ -88,7 +88,7 @@ lines_at_least "$T/w1.a" 300 && fail "the publisher was done before the kill: no
 wpid=$!
 bg_track $wpid
 _seen_300() { cat "$T/w1.a" "$T/w1.b" | grep -q '"payload":300'; }
-wait_until 20 _seen_300 || fail "the restarted watcher did not reach 300: $(tail -2 "$T/w1.b")"
+wait_until 60 _seen_300 || fail "the restarted watcher did not reach 300: $(tail -2 "$T/w1.b")"
 wait_pids 30 $ppid
 kill $wpid
 cat "$T/w1.a" "$T/w1.b" | jq -r .payload >"$T/w1.all"

@@ -126,6 +126,42 @@ test_savepoints_aborts_and_breaks(void **state)
     tail_free(t);
 }
 
+/* A log replaced below a reader's position (a snapshot of another history at a lower seq): the
+ * base alone would let the reader go on in the new history; the epoch refuses it. */
+static void
+test_epoch_refuses_a_replaced_log(void **state)
+{
+    struct log_tail *t = tail_new(1 << 20);
+    struct seen s;
+    uint64_t e;
+    (void)state;
+    read_after(t, 0, &s); /* wanted */
+    tail_end(t, 1, 100);
+    add(t, 101, "old");
+    tail_end(t, 1, 101);
+    e = tail_epoch(t);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(tail_read_epoch(t, e, 100, 100, 1 << 20, collect, &s), 1);
+    /* the log is replaced by another history at seq 50, which then grows past 101 */
+    tail_break(t);
+    tail_end(t, 1, 50);
+    for (int64_t q = 51; q <= 103; q++)
+        add(t, q, "new");
+    tail_end(t, 1, 103);
+    assert_true(tail_epoch(t) != e);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(tail_read_epoch(t, e, 101, 100, 1 << 20, collect, &s), -1);
+    assert_int_equal(s.n, 0);
+    /* tail_read itself does not know: its readers (downstreams) learn of a new history from
+     * the store, and an epoch read of the new one works */
+    memset(&s, 0, sizeof s);
+    assert_int_equal(tail_read(t, 101, 100, 1 << 20, collect, &s), 2);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(tail_read_epoch(t, tail_epoch(t), 101, 100, 1 << 20, collect, &s), 2);
+    assert_int_equal(tail_read_epoch(t, TAIL_ANY_EPOCH, 101, 100, 1 << 20, collect, &s), 2);
+    tail_free(t);
+}
+
 static void
 test_eviction_moves_the_base(void **state)
 {
@@ -169,6 +205,7 @@ main(void)
         cmocka_unit_test(test_nothing_before_a_reader),
         cmocka_unit_test(test_savepoints_aborts_and_breaks),
         cmocka_unit_test(test_eviction_moves_the_base),
+        cmocka_unit_test(test_epoch_refuses_a_replaced_log),
     };
     return cmocka_run_group_tests_name("tail", tests, NULL, NULL);
 }

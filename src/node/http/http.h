@@ -78,7 +78,10 @@ void http_verify_routes(struct server *srv);
 void http_notify_routes(struct server *srv);
 void http_mirror_routes(struct server *srv);
 void http_metrics_routes(struct server *srv); /* metrics.c: GET /metrics */
-json_t *status_json(struct server *srv);      /* cluster.c: what GET /v1/status answers */
+void http_dashboard_routes(struct server *srv); /* and starts its 1 Hz sampler */
+void http_dashboard_free(struct server *srv);
+/* cluster.c: GET /v1/status's answer, which the dashboard and /metrics show too */
+json_t *status_json(struct server *srv);
 /* notify.c's parameters and parsing, shared with notify_pg.c */
 char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */
 struct wreq *notify_parse(struct ctx *c, json_t *body); /* NULL after a 400 */

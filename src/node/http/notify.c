@@ -12,6 +12,7 @@
 #include "node/http/http.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "core/tail.h"
 #include "node/messenger.h"
 
 #include <event2/buffer.h>
@@ -180,6 +181,78 @@ nread_apply(struct server *srv, struct consumer *c, struct nread *r)
     return NULL;
 }
 
+/* ---------------------------------------------------------------- the log tail */
+
+/*
+ * The fast way, on the loop: what follows the cursor, from the log tail (core/tail.h) rather
+ * than a store read on a reader thread: a live stream then costs no thread hop and no SQLite
+ * read per commit. Only where a store read would give the same: the last store read found no
+ * reset, the tail has not started again since that read began (no snapshot or fork replaced
+ * the log), the consumer was not moved, and no reset waits for its acknowledgement. The tail
+ * holds every entry after its base; the floor cannot pass entries it still holds unseen to a
+ * reader that is live, and if retention cut them, delivering them is no gap.
+ */
+struct fast {
+    struct evbuffer *out; /* SSE events, or */
+    json_t *notes;        /* note_json objects */
+    const char *channels;
+    int64_t upto, scanned; /* scanned: every entry up to it is sent or not for this reader */
+    int matched, limit;
+};
+
+static int
+fast_cb(void *arg, const struct ls_entry *x)
+{
+    struct fast *f = arg;
+    struct ls_note n;
+    json_t *o;
+    if (x->seq > f->upto || f->matched >= f->limit) return 1; /* > upto: not counted yet */
+    memset(&n, 0, sizeof n);
+    n.seq = x->seq;
+    n.ts = x->ts;
+    n.op = x->op;
+    if (x->op == LS_OP_NOTIFY) {
+        n.channel = x->path;
+        n.payload = x->to;
+    } else {
+        n.channel = LS_CONTENT_CHANNEL;
+        n.path = x->path;
+        n.version = x->version;
+        if (x->op == LS_OP_MOVE) n.to = x->to;
+    }
+    if (channels_has(f->channels, n.channel) && (x->op != LS_OP_NOTIFY || n.payload)) {
+        if (!(o = note_json(&n))) return 1;
+        if (f->notes) {
+            json_array_append_new(f->notes, o);
+        } else {
+            sse_event_json(f->out, "notification", n.seq, o);
+            json_decref(o);
+        }
+        f->matched++;
+    }
+    f->scanned = x->seq;
+    return 0;
+}
+
+/* Whether a reader that read the store in `epoch` and found no reset may read the tail now. */
+static int
+fast_allowed(struct server *srv, const char *name, int tail_ok, unsigned moves, int64_t gen,
+             int64_t cursor)
+{
+    struct consumer *c = *name ? consumer_find(srv, name) : NULL;
+    if (!tail_ok || cursor < 0) return 0;
+    return !c || (c->moves == moves && c->gen == gen && !(c->reset_at > 0 && cursor <= c->reset_at));
+}
+
+/* Reads what follows f->scanned (the cursor) up to f->upto from the tail; -1: it cannot say. */
+static int
+fast_read(struct server *srv, uint64_t epoch, struct fast *f)
+{
+    if (tail_read_epoch(srv->tail, epoch, f->scanned, f->limit * 20, 4u << 20, fast_cb, f) < 0)
+        return -1;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- GET /v1/notifications */
 
 struct npage {
@@ -190,6 +263,8 @@ struct npage {
     unsigned moves; /* the consumer's, when the read began from its position */
     int own_cursor; /* after= was given: the consumer's moves do not apply */
     char name[LS_CHANNEL_MAX + 1]; /* "" anonymous */
+    uint64_t epoch, read_epoch; /* as in struct esession: a parked poll wakes on the tail */
+    int tail_ok;
 };
 
 static void npage_submit(struct npage *p);
@@ -211,6 +286,41 @@ npage_run(struct store *st, struct http_read *hr)
     if (p->r.rc) ls_error_set(&hr->err, LS_EIO, "cannot read the log");
 }
 
+/* A parked long poll woken by a commit: its page from the log tail, on the loop (see fast_cb).
+ * 1: answered or parked again; 0: read the store. */
+static int
+npage_fast(struct npage *p)
+{
+    struct server *srv = p->c->srv;
+    struct fast f = {.channels = p->r.channels, .upto = srv->pos.seq, .scanned = p->r.cursor,
+                     .limit = p->r.limit};
+    json_t *reply;
+    if (!fast_allowed(srv, p->own_cursor ? "" : p->name, p->tail_ok, p->moves, p->r.gen,
+                      p->r.cursor) ||
+        !(f.notes = json_array()))
+        return 0;
+    if (f.upto > p->r.cursor && (fast_read(srv, p->epoch, &f) ||
+                                 (json_array_size(f.notes) == 0 && f.scanned < f.upto))) {
+        json_decref(f.notes);
+        return 0;
+    }
+    p->r.cursor = p->r.next = f.scanned;
+    if (json_array_size(f.notes) == 0 && p->deadline_ms > ls_mono_ms()) {
+        json_decref(f.notes);
+        p->w.target = p->r.next + 1;
+        p->w.deadline_ms = p->deadline_ms;
+        server_wait_seq(srv, &p->w);
+        return 1;
+    }
+    reply = json_pack("{s:o,s:I,s:I}", "notifications", f.notes, "next", (json_int_t)p->r.next,
+                      "head", (json_int_t)f.upto);
+    if (reply) reply_json(p->c->req, 200, reply);
+    else reply_error(p->c->req, LS_ENOMEM, NULL);
+    ctx_free(p->c);
+    npage_free(p);
+    return 1;
+}
+
 static void
 npage_fire(struct seq_waiter *w, int timed_out)
 {
@@ -220,8 +330,10 @@ npage_fire(struct seq_waiter *w, int timed_out)
     if (c && !p->own_cursor && c->moves != p->moves) { /* moved while it waited */
         p->moves = c->moves;
         p->r.cursor = c->position;
+        p->tail_ok = 0; /* from the store: it may be a reset now */
     }
     if (timed_out) p->deadline_ms = 0;
+    if (npage_fast(p)) return;
     npage_submit(p);
 }
 
@@ -243,6 +355,8 @@ npage_finish(struct http_read *hr)
     }
     reset = nread_apply(srv, c, &p->r);
     if (!reset && json_array_size(p->r.notes) == 0 && p->deadline_ms > ls_mono_ms()) {
+        p->tail_ok = 1;
+        p->epoch = p->read_epoch;
         p->w.target = p->r.next + 1;
         p->w.deadline_ms = p->deadline_ms;
         p->w.fire = npage_fire;
@@ -267,6 +381,8 @@ npage_submit(struct npage *p)
         return;
     }
     p->r.seen = p->c->srv->pos.seq;
+    p->read_epoch = tail_epoch(p->c->srv->tail);
+    p->tail_ok = 0;
     hr->run = npage_run;
     hr->finish = npage_finish;
     hr->arg = p;
@@ -327,6 +443,10 @@ struct esession {
     char name[LS_CHANNEL_MAX + 1];
     unsigned moves; /* the consumer's: a move (rewind, reset) restarts the stream there */
     int sending, reading, gone, attached;
+    /* The log tail's epoch when the last store read began, and whether that read left the
+     * stream where the tail can take over (es_fast) */
+    uint64_t epoch, read_epoch;
+    int tail_ok;
 };
 
 static void es_pump(struct esession *e);
@@ -411,6 +531,8 @@ es_read_done(struct read_job *j)
         sse_event_json(out, "reset", e->r.from, reset);
         json_decref(reset);
     }
+    e->tail_ok = !reset;
+    e->epoch = e->read_epoch;
     n = json_array_size(e->r.notes);
     for (i = 0; i < n; i++) {
         json_t *o = json_array_get(e->r.notes, i);
@@ -428,10 +550,40 @@ es_read_done(struct read_job *j)
     evbuffer_free(out);
 }
 
+static int
+es_fast(struct esession *e)
+{
+    struct fast f = {.channels = e->r.channels, .upto = e->srv->pos.seq,
+                     .scanned = e->r.cursor, .limit = SSE_BATCH};
+    if (!fast_allowed(e->srv, e->name, e->tail_ok, e->moves, e->r.gen, e->r.cursor)) return 0;
+    if (f.upto > e->r.cursor) {
+        if (!(f.out = evbuffer_new())) return 0;
+        if (fast_read(e->srv, e->epoch, &f)) {
+            evbuffer_free(f.out);
+            return 0;
+        }
+        e->r.cursor = f.scanned;
+        if (evbuffer_get_length(f.out) > 0) {
+            e->sending = 1;
+            stream_send(&e->s, f.out);
+            evbuffer_free(f.out);
+            return 1;
+        }
+        evbuffer_free(f.out);
+        if (e->r.cursor < f.upto) return 0; /* the tail could not say: read the store */
+    }
+    e->w.target = e->r.cursor + 1;
+    server_wait_seq(e->srv, &e->w);
+    return 1;
+}
+
 static void
 es_pump(struct esession *e)
 {
     if (e->sending || e->reading || !e->s.req) return;
+    if (es_fast(e)) return;
+    e->read_epoch = tail_epoch(e->srv->tail);
+    e->tail_ok = 0;
     e->r.seen = e->srv->pos.seq;
     atomic_store(&e->job.cancelled, 0);
     e->job.run = es_read;

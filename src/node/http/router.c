@@ -523,6 +523,7 @@ http_api_start(struct server *srv, struct ls_error *err)
     http_notify_routes(srv);
     http_mirror_routes(srv);
     http_metrics_routes(srv);
+    http_dashboard_routes(srv);
     srv->http = evhttp_new(srv->base);
     if (!srv->http) return ls_error_set(err, LS_ENOMEM, NULL);
     evhttp_set_allowed_methods(srv->http, M_ANY);
@@ -544,6 +545,7 @@ http_api_start(struct server *srv, struct ls_error *err)
 void
 http_api_stop(struct server *srv)
 {
+    http_dashboard_free(srv);
     free(srv->router);
     srv->router = NULL;
 }

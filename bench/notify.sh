@@ -18,6 +18,8 @@
 #               each its own store, all on that same PostgreSQL (a database and user of their
 #               own); the publisher POSTs to server 0, a named consumer on each reads SSE
 #               (consumers are site-wide there: each has its own name, as bench_notify gives)
+#             lockstep --messenger sqlite: the same 8 primaries on one SQLite file in
+#               BENCH_NOTIFY_DIR (docs/messenger.md, "On one host")
 #   dropped   the same run with consumer 3 (on a replica) disconnected for BENCH_NOTIFY_DROP_FOR
 #             (2) seconds mid-run: the notifications it never received. lockstep reconnects with
 #             the same consumer name (SSE: with Last-Event-ID, as EventSource does).
@@ -27,7 +29,7 @@
 #             each) notifications a request, for BENCH_NOTIFY_TPUT_SECONDS (10): notifications/s
 #             published and delivered to every consumer, and CPU per notification of the
 #             primary and of a replica (utime + stime of /proc/PID/stat around the run).
-#   BENCH_NOTIFY_SYSTEMS ("lockstep redis pg lockstep-pg") picks the systems (lockstep-pg
+#   BENCH_NOTIFY_SYSTEMS ("lockstep redis pg lockstep-pg lockstep-sqlite") picks the systems (lockstep-pg
 #             starts the PostgreSQL server too).
 #
 # Every server listens on 127.0.0.1 (free ports), keeps its data in BENCH_NOTIFY_DIR (/dev/shm),
@@ -51,7 +53,7 @@ TPUT_SECS=${BENCH_NOTIFY_TPUT_SECONDS:-10}
 TPUT_CONSUMERS=${BENCH_NOTIFY_TPUT_CONSUMERS:-100}
 TPUT_CONNS=${BENCH_NOTIFY_TPUT_CONNS:-8}
 TPUT_BATCHES=${BENCH_NOTIFY_TPUT_BATCH:-1 100}
-SYSTEMS=${BENCH_NOTIFY_SYSTEMS:-lockstep redis pg lockstep-pg}
+SYSTEMS=${BENCH_NOTIFY_SYSTEMS:-lockstep redis pg lockstep-pg lockstep-sqlite}
 BASE=${BENCH_NOTIFY_DIR:-/dev/shm}
 LIMIT=${BENCH_STEP_LIMIT:-120}
 SERVERS=8     # the latency runs: a consumer on each of 8 servers
@@ -217,19 +219,20 @@ lp_database() {
     LP_DB="postgres://lockstep@127.0.0.1:$PG_PORT/lockstep"
 }
 
-# lp_cluster: SERVERS primaries, each its own store, all with --messenger on LP_DB, all answering
+# lp_cluster URL NAME: SERVERS primaries, each its own store (NAME0, NAME1, ...), all with
+# --messenger URL (LP_DB, or the SQLite file of lockstep-sqlite), all answering
 lp_cluster() {
-    local i peer
+    local i peer url=$1 name=$2
     for ((i = 0; i < SERVERS; i++)); do
         pick_port && LP_HTTP[i]=$PORT && pick_port && peer=$PORT || { say "  no free ports"; return 1; }
-        "$LOCKSTEP" serve --data "$WORK/lp$i" --http "127.0.0.1:${LP_HTTP[i]}" --listen "127.0.0.1:$peer" \
-            --name "lp$i" --log-level warn --role primary --messenger "$LP_DB" >>"$WORK/lp$i.log" 2>&1 &
+        "$LOCKSTEP" serve --data "$WORK/$name$i" --http "127.0.0.1:${LP_HTTP[i]}" --listen "127.0.0.1:$peer" \
+            --name "$name$i" --log-level warn --role primary --messenger "$url" >>"$WORK/$name$i.log" 2>&1 &
         LP_PIDS[i]=$!
         PIDS+=("${LP_PIDS[i]}")
     done
     for ((i = 0; i < SERVERS; i++)); do
         "$LOADGEN" status --port "${LP_HTTP[i]}" --time-limit 15 >/dev/null 2>&1 && continue
-        say "  lockstep --messenger server $i does not start:"; tail -n 5 "$WORK/lp$i.log" >&2
+        say "  lockstep --messenger server $i does not start:"; tail -n 5 "$WORK/$name$i.log" >&2
         return 1
     done
 }
@@ -280,6 +283,14 @@ elif pg_server; then
         say "   lockstep --messenger postgres cannot run (needs $LOCKSTEP, curl, psql): left out"
     fi
 fi
+HAVE_LQ=0
+if ! wanted lockstep-sqlite; then
+    :
+elif [ -x "$LOCKSTEP" ] && command -v curl >/dev/null; then
+    HAVE_LQ=1 # its servers start for their runs, below
+else
+    say "   lockstep --messenger sqlite cannot run (needs $LOCKSTEP and curl): left out"
+fi
 
 # ---------------------------------------------------------------- latency, and a consumer away
 
@@ -305,16 +316,24 @@ if [ $HAVE_PG = 1 ]; then
     run_nb pg --system pg --pub "$PG_PORT" --sub "$PG_PORT" --consumers $SERVERS "${LAT[@]}"
     run_nb pg.drop --system pg --pub "$PG_PORT" --sub "$PG_PORT" --consumers $SERVERS "${LAT[@]}" "${DROPPED[@]}"
 fi
-if [ $HAVE_LP = 1 ]; then
-    if lp_cluster; then
-        say "   lockstep --messenger postgres: $SERVERS primaries on $LP_DB"
-        run_nb lp.sse --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" "${LAT[@]}" \
+# the shared-database servers: PostgreSQL's (lp), then the SQLite file's (lq)
+for sys in lp lq; do
+    if [ $sys = lp ]; then
+        [ $HAVE_LP = 1 ] || continue
+        url=$LP_DB
+    else
+        [ $HAVE_LQ = 1 ] || continue
+        url="sqlite:$WORK/messenger.db"
+    fi
+    if lp_cluster "$url" $sys; then
+        say "   lockstep --messenger $url: $SERVERS primaries"
+        run_nb $sys.sse --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" "${LAT[@]}" \
             $(lp_cpu_args)
-        run_nb lp.sse.drop --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" \
+        run_nb $sys.sse.drop --system lockstep --read sse --pub "${LP_HTTP[0]}" --sub "$(lp_ports)" \
             "${LAT[@]}" "${DROPPED[@]}"
     fi
     lp_stop
-fi
+done
 # the other systems are done: only lockstep runs during its throughput figure
 for p in "${RD_PIDS[@]}"; do stop_pid "$p"; done
 [ -n "$PG_PID" ] && stop_pid "$PG_PID" INT # a fast shutdown
@@ -362,6 +381,7 @@ lat_row rd.repl "Redis pub/sub, master + 7 replicas (the same hop)"
 lat_row rd.one "  Redis pub/sub, 8 subscribers on the master"
 lat_row pg "PostgreSQL LISTEN/NOTIFY, 8 connections"
 lat_row lp.sse "lockstep --messenger postgres, GET /v1/events (8 servers)"
+lat_row lq.sse "lockstep --messenger sqlite, GET /v1/events (8 servers)"
 
 echo
 echo "one consumer (on a replica) disconnected for $DROP_FOR s mid-run, then back:"
@@ -373,6 +393,7 @@ done
 drop_row rd.repl.drop "Redis pub/sub (subscriber on a replica)"
 drop_row pg.drop "PostgreSQL LISTEN/NOTIFY"
 drop_row lp.sse.drop "lockstep --messenger postgres, SSE (8 servers)"
+drop_row lq.sse.drop "lockstep --messenger sqlite, SSE (8 servers)"
 echo "(lost: notifications it never received; others': what the other consumers missed; its max: the"
 echo " longest publish -> receipt among its deliveries, the redelivered ones included)"
 refused=0

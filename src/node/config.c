@@ -50,9 +50,10 @@ static const struct option_def defs[] = {
     {"consumer-stall", T_DURATION, OFF(consumer_stall_ms), "60s", "DURATION",
      "a consumer with notifications waiting and no ack this long is stalled"},
     {"messenger", T_STR, OFF(messenger), NULL, "URL",
-     "keep notifications and consumers in a shared PostgreSQL database (postgres://...)"},
-    {"poll-interval", T_DURATION, OFF(poll_interval_ms), "1s", "DURATION",
-     "with --messenger: how often to look for notifications a wake-up may have missed"},
+     "keep notifications and consumers in a shared database (postgres://... or sqlite:PATH)"},
+    {"poll-interval", T_DURATION, OFF(poll_interval_ms), NULL, "DURATION",
+     "with --messenger: how often to look for notifications a wake-up may have missed "
+     "(default 1s; sqlite: 50ms)"},
     {"webhook", T_LIST, OFF(webhook), NULL, "NAME=URL[,channel=C]",
      "POST notifications to http://URL as consumer NAME (repeatable, as is channel=)"},
     {"sync-max-versions", T_INT, OFF(sync_max_versions), "0", "N",

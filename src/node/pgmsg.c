@@ -3,6 +3,12 @@
  * database"): the connection threads, the listener, the schema, retention, the delivery
  * watermark and the waiters.
  *
+ * Two backends. With `--messenger sqlite:PATH` the same threads, waiters, retention and registry
+ * run on an SQLite file (msgdb_sqlite.c: the connection, its schema, and the watch of PRAGMA
+ * data_version that the listener thread runs instead of LISTEN); statements go through
+ * msgdb_exec (below) whichever it is. What follows about PostgreSQL's listener and watermark is
+ * PostgreSQL's alone: SQLite's single writer commits ids in order, so its watermark is infinite.
+ *
  * Threads. PGMSG_THREADS threads each own one connection and run jobs from one bounded FIFO
  * queue (as readers.c does for the store); a finished job goes back to the loop through one
  * event. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
@@ -31,6 +37,7 @@
  * Not for: the HTTP answers (http/notify_pg.c).
  */
 #include "node/pgmsg.h"
+#include "node/msgdb_int.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "node/server.h"
@@ -71,6 +78,8 @@ struct probe {
 struct pgmsg {
     struct server *srv;
     char *url;
+    const char *sqlite_path; /* in url: `--messenger sqlite:PATH` (else PostgreSQL) */
+    int sync_full;           /* SQLite: --sync full */
     /* the job threads */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -90,6 +99,7 @@ struct pgmsg {
     struct probe probes[PROBES];
     int nprobes;
     int64_t watermark;
+    atomic_int gap_seen; /* a reader stopped at a gap since the last look: that look probes */
     int naive;
     /* the loop's own */
     struct pg_waiter *waiters;
@@ -125,6 +135,12 @@ pgmsg_stopping(struct pgmsg *m)
     return m->stopping;
 }
 
+const char *
+pgmsg_kind(struct pgmsg *m)
+{
+    return m->sqlite_path ? "sqlite" : "postgres";
+}
+
 int
 pgmsg_naive(struct pgmsg *m)
 {
@@ -146,7 +162,7 @@ pgmsg_retention(struct pgmsg *m, int64_t *age_ms, int64_t *bytes)
 
 /* ---------------------------------------------------------------- SQL helpers */
 
-PGresult *
+static PGresult *
 pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
 {
     PGresult *r = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
@@ -163,7 +179,7 @@ pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *
     return NULL;
 }
 
-int
+static int
 pg_run(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
 {
     PGresult *r = pg_exec(conn, err, sql, n, values);
@@ -172,13 +188,96 @@ pg_run(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *c
     return 0;
 }
 
-int64_t
+static int64_t
 pg_i64(const PGresult *r, int row, int col)
 {
     int64_t v = 0;
     if (PQgetisnull(r, row, col)) return 0;
     ls_parse_i64(PQgetvalue(r, row, col), &v);
     return v;
+}
+
+/* ---------------------------------------------------------------- either database */
+
+struct msgdb_res *
+msgdb_exec(struct msgdb_conn *conn, struct ls_error *err, const char *sql, int n,
+           const char *const *values)
+{
+    struct msgdb_res *r;
+    PGresult *pr;
+    if (conn->lite) return msgdb_sqlite_exec(conn, err, sql, n, values);
+    if (!(pr = pg_exec(conn->pg, err, sql, n, values))) return NULL;
+    if (!(r = calloc(1, sizeof *r))) {
+        PQclear(pr);
+        ls_error_set(err, LS_ENOMEM, NULL);
+        return NULL;
+    }
+    r->pg = pr;
+    r->rows = PQntuples(pr);
+    ls_parse_i64(PQcmdTuples(pr), &r->changed);
+    return r;
+}
+
+int
+msgdb_run(struct msgdb_conn *conn, struct ls_error *err, const char *sql, int n,
+          const char *const *values)
+{
+    struct msgdb_res *r = msgdb_exec(conn, err, sql, n, values);
+    if (!r) return -1;
+    msgdb_clear(r);
+    return 0;
+}
+
+int
+msgdb_rows(const struct msgdb_res *r)
+{
+    return r->rows;
+}
+
+int
+msgdb_isnull(const struct msgdb_res *r, int row, int col)
+{
+    if (r->pg) return PQgetisnull(r->pg, row, col);
+    return row >= r->rows || col >= r->cols || !r->cells[row * r->cols + col];
+}
+
+const char *
+msgdb_text(const struct msgdb_res *r, int row, int col)
+{
+    if (r->pg) return PQgetvalue(r->pg, row, col);
+    return msgdb_isnull(r, row, col) ? "" : r->cells[row * r->cols + col];
+}
+
+int64_t
+msgdb_i64(const struct msgdb_res *r, int row, int col)
+{
+    int64_t v = 0;
+    if (msgdb_isnull(r, row, col)) return 0;
+    ls_parse_i64(msgdb_text(r, row, col), &v);
+    return v;
+}
+
+int64_t
+msgdb_changed(const struct msgdb_res *r)
+{
+    return r->changed;
+}
+
+void
+msgdb_clear(struct msgdb_res *r)
+{
+    if (!r) return;
+    PQclear(r->pg);
+    for (int i = 0; r->cells && i < r->rows * r->cols; i++)
+        free(r->cells[i]);
+    free(r->cells);
+    free(r);
+}
+
+int
+msgdb_is_sqlite(const struct msgdb_conn *conn)
+{
+    return conn->lite != NULL;
 }
 
 /* ---------------------------------------------------------------- schema */
@@ -299,29 +398,45 @@ idle_conn_alive(PGconn *conn)
 }
 
 static int
-db_ready(struct pgmsg *m, PGconn **conn, struct ls_error *err)
+db_ready(struct pgmsg *m, struct msgdb_conn *conn, struct ls_error *err)
 {
-    if (*conn && PQstatus(*conn) == CONNECTION_OK && idle_conn_alive(*conn)) return 0;
-    PQfinish(*conn);
-    *conn = connect_db(m);
-    if (PQstatus(*conn) != CONNECTION_OK) {
+    if (m->sqlite_path) { /* a file: opened once, never "broken" */
+        if (conn->lite) return 0;
+        if (msgdb_sqlite_open(m->sqlite_path, m->sync_full, conn, err)) {
+            complain(m, "the shared database", err->msg);
+            return -1;
+        }
+        return 0;
+    }
+    if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK && idle_conn_alive(conn->pg)) return 0;
+    PQfinish(conn->pg);
+    conn->pg = connect_db(m);
+    if (PQstatus(conn->pg) != CONNECTION_OK) {
         char msg[300];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(*conn));
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(conn->pg));
         msg[strcspn(msg, "\n")] = '\0';
         complain(m, "the shared database is unreachable", msg);
         ls_error_set(err, LS_EUNAVAIL, "the messenger database is unreachable: %s", msg);
-        PQfinish(*conn);
-        *conn = NULL;
+        PQfinish(conn->pg);
+        conn->pg = NULL;
         return -1;
     }
     if (!atomic_load(&m->schema_ok)) {
-        if (schema_ensure(*conn, err)) {
+        if (schema_ensure(conn->pg, err)) {
             complain(m, "schema", err->msg);
             return -1;
         }
         atomic_store(&m->schema_ok, 1);
     }
     return 0;
+}
+
+static void
+db_close(struct msgdb_conn *conn)
+{
+    PQfinish(conn->pg);
+    msgdb_sqlite_close(conn);
+    conn->pg = NULL;
 }
 
 /* ---------------------------------------------------------------- the job threads */
@@ -335,17 +450,21 @@ push(struct pg_job ***tail, struct pg_job *j)
 }
 
 static void
-run_job(struct pgmsg *m, PGconn **conn, struct pg_job *j)
+run_job(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         ls_error_clear(&j->err);
         if (db_ready(m, conn, &j->err)) return;
-        if (j->run(m, *conn, j) == 0) return;
+        if (j->run(m, conn, j) == 0) return;
         if (!j->err.code) ls_error_set(&j->err, LS_EIO, "the messenger database failed");
         /* whatever the job left open is not to be committed by the next one */
-        if (PQstatus(*conn) == CONNECTION_OK && PQtransactionStatus(*conn) != PQTRANS_IDLE)
-            PQclear(PQexec(*conn, "ROLLBACK"));
-        if (PQstatus(*conn) == CONNECTION_OK || !j->idempotent) return;
+        if (conn->lite) {
+            msgdb_sqlite_abort(conn);
+            return;
+        }
+        if (PQstatus(conn->pg) == CONNECTION_OK && PQtransactionStatus(conn->pg) != PQTRANS_IDLE)
+            PQclear(PQexec(conn->pg, "ROLLBACK"));
+        if (PQstatus(conn->pg) == CONNECTION_OK || !j->idempotent) return;
         complain(m, "the connection broke; trying again on a new one", j->err.msg);
     }
 }
@@ -354,7 +473,7 @@ static void *
 worker_main(void *arg)
 {
     struct pgmsg *m = arg;
-    PGconn *conn = NULL;
+    struct msgdb_conn conn = {0};
     pthread_mutex_lock(&m->mu);
     for (;;) {
         struct pg_job *j;
@@ -374,7 +493,7 @@ worker_main(void *arg)
         event_active(m->wake, EV_READ, 0);
     }
     pthread_mutex_unlock(&m->mu);
-    PQfinish(conn);
+    db_close(&conn);
     return NULL;
 }
 
@@ -412,6 +531,17 @@ pgmsg_submit(struct pgmsg *m, struct pg_job *j)
 
 /* ---------------------------------------------------------------- the listener */
 
+/*
+ * --poll-interval: PostgreSQL's fallback look (1 s unless given); SQLite's watch of the file
+ * (50 ms unless given: a read of PRAGMA data_version is a read of shared memory, no I/O).
+ */
+static int64_t
+watch_interval_ms(const struct pgmsg *m)
+{
+    int64_t given = m->srv->cfg.poll_interval_ms;
+    return given > 0 ? given : m->sqlite_path ? 50 : 1000;
+}
+
 /* Sleeps ms, or less when the server stops; 1: stopping. */
 static int
 listener_pause(struct pgmsg *m, int ms)
@@ -420,12 +550,29 @@ listener_pause(struct pgmsg *m, int ms)
     return poll(&p, 1, ms) > 0;
 }
 
+static void
+sqlite_wake(void *arg)
+{
+    struct pgmsg *m = arg;
+    event_active(m->kick_ev, EV_READ, 0);
+}
+
+static int
+sqlite_pause(void *arg, int ms)
+{
+    return listener_pause(arg, ms);
+}
+
 static void *
 listener_main(void *arg)
 {
     struct pgmsg *m = arg;
     PGconn *conn = NULL;
     int backoff = 100, lost = 0;
+    if (m->sqlite_path) { /* no LISTEN in SQLite: msgdb_sqlite.c watches the file */
+        msgdb_sqlite_watch(m->sqlite_path, watch_interval_ms(m), sqlite_wake, sqlite_pause, m);
+        return NULL;
+    }
     for (;;) {
         struct pollfd p[2];
         PGnotify *n;
@@ -517,11 +664,13 @@ settle_locked(struct pgmsg *m, const char *now)
 }
 
 int
-pgmsg_probe(struct pgmsg *m, PGconn *conn, struct ls_error *err)
+pgmsg_probe(struct pgmsg *m, struct msgdb_conn *db, struct ls_error *err)
 {
+    PGconn *conn = db->pg;
     PGresult *r;
     struct probe p;
     char *now;
+    if (db->lite) return 0; /* ids commit in order there (docs/messenger.md): no watermark */
     /* two statements, in this order: the holders are read after the sequence */
     if (!(r = pg_exec(conn, err, "SELECT last_value, is_called FROM lockstep_notes_id", 0, NULL)))
         return -1;
@@ -545,11 +694,17 @@ pgmsg_probe(struct pgmsg *m, PGconn *conn, struct ls_error *err)
     return 0;
 }
 
+void
+pgmsg_gap_seen(struct pgmsg *m)
+{
+    atomic_store(&m->gap_seen, 1);
+}
+
 int64_t
 pgmsg_watermark(struct pgmsg *m)
 {
     int64_t w;
-    if (m->naive) return INT64_MAX;
+    if (m->naive || m->sqlite_path) return INT64_MAX;
     pthread_mutex_lock(&m->probe_mu);
     w = m->watermark;
     pthread_mutex_unlock(&m->probe_mu);
@@ -559,13 +714,17 @@ pgmsg_watermark(struct pgmsg *m)
 /* ---------------------------------------------------------------- looking for the head */
 
 static int
-head_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+head_run(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
 {
-    PGresult *r = pg_exec(conn, &j->err, "SELECT coalesce(max(id), 0) FROM lockstep_notes", 0,
-                          NULL);
+    struct msgdb_res *r =
+        msgdb_exec(conn, &j->err, "SELECT coalesce(max(id), 0) FROM lockstep_notes", 0, NULL);
     if (!r) return -1;
-    m->found_head = pg_i64(r, 0, 0);
-    PQclear(r);
+    m->found_head = msgdb_i64(r, 0, 0);
+    msgdb_clear(r);
+    /* The watermark matters only to a reader stopped at a gap, which probed then: a look probes
+     * (three statements, one of them on pg_locks) only after that, to settle it. Rows that
+     * follow one another are delivered without it, so a live site pays one statement a look. */
+    if (!atomic_exchange(&m->gap_seen, 0)) return 0;
     return pgmsg_probe(m, conn, &j->err);
 }
 
@@ -656,62 +815,76 @@ pgmsg_cancel_wait(struct pgmsg *m, struct pg_waiter *w)
 /* ---------------------------------------------------------------- retention */
 
 /*
- * One server at a time cuts (a transaction-level advisory lock; the others skip their turn). The
- * cut is a prefix of ids: up to the newest notification older than the age, or beyond which the
- * payloads exceed the size. The floor (lockstep_meta) remembers the highest id removed: a consumer
- * whose position is below it gets a reset.
+ * One server at a time cuts. PostgreSQL: a transaction-level advisory lock; the others skip their
+ * turn. SQLite: BEGIN IMMEDIATE takes the file's only write lock, so the cuts are serial by
+ * themselves; a server that waited for another's finds nothing more to cut. The cut is a prefix
+ * of ids: up to the newest notification older than the age, or beyond which the payloads exceed
+ * the size. The floor (lockstep_meta) remembers the highest id removed: a consumer whose position
+ * is below it gets a reset.
  */
 static int
-prune_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+prune_run(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
 {
     char min_ts[24], bytes[24], cut_s[24];
     const char *v[1];
     int64_t cut = 0, removed;
-    PGresult *r;
+    struct msgdb_res *r;
     snprintf(min_ts, sizeof min_ts, "%lld", (long long)(m->age_ms ? ls_now_ms() - m->age_ms : 0));
     snprintf(bytes, sizeof bytes, "%lld", (long long)m->bytes);
-    if (pg_run(conn, &j->err, "BEGIN", 0, NULL) ||
-        !(r = pg_exec(conn, &j->err, "SELECT pg_try_advisory_xact_lock(" LOCK_RETENTION ")", 0,
-                      NULL)))
-        return -1;
-    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) { /* another server is cutting now */
-        PQclear(r);
-        return pg_run(conn, &j->err, "ROLLBACK", 0, NULL);
+    if (msgdb_is_sqlite(conn)) {
+        if (msgdb_run(conn, &j->err, "BEGIN IMMEDIATE", 0, NULL)) return -1;
+    } else {
+        if (msgdb_run(conn, &j->err, "BEGIN", 0, NULL) ||
+            !(r = msgdb_exec(conn, &j->err, "SELECT pg_try_advisory_xact_lock(" LOCK_RETENTION ")",
+                             0, NULL)))
+            return -1;
+        if (strcmp(msgdb_text(r, 0, 0), "t") != 0) { /* another server is cutting now */
+            msgdb_clear(r);
+            return msgdb_run(conn, &j->err, "ROLLBACK", 0, NULL);
+        }
+        msgdb_clear(r);
     }
-    PQclear(r);
     if (m->age_ms) {
         v[0] = min_ts;
-        if (!(r = pg_exec(conn, &j->err, "SELECT max(id) FROM lockstep_notes WHERE ts < $1", 1,
-                          v)))
+        if (!(r = msgdb_exec(conn, &j->err,
+                             "SELECT max(id) FROM lockstep_notes WHERE ts < CAST($1 AS bigint)", 1,
+                             v)))
             return -1;
-        cut = pg_i64(r, 0, 0);
-        PQclear(r);
+        cut = msgdb_i64(r, 0, 0);
+        msgdb_clear(r);
     }
     if (m->bytes) {
         int64_t by_size;
         v[0] = bytes;
-        if (!(r = pg_exec(conn, &j->err,
-                          "SELECT max(id) FROM (SELECT id, sum(octet_length(payload::text)) "
-                          "OVER (ORDER BY id DESC) AS total FROM lockstep_notes) t "
-                          "WHERE total > $1::bigint",
-                          1, v)))
+        if (!(r = msgdb_exec(
+                  conn, &j->err,
+                  DB_SQL(conn,
+                         "SELECT max(id) FROM (SELECT id, sum(octet_length(payload::text)) "
+                         "OVER (ORDER BY id DESC) AS total FROM lockstep_notes) t "
+                         "WHERE total > CAST($1 AS bigint)",
+                         "SELECT max(id) FROM (SELECT id, sum(length(CAST(payload AS "
+                         "blob))) OVER (ORDER BY id DESC) AS total FROM lockstep_notes) t "
+                         "WHERE total > CAST($1 AS bigint)"),
+                  1, v)))
             return -1;
-        by_size = pg_i64(r, 0, 0);
-        PQclear(r);
+        by_size = msgdb_i64(r, 0, 0);
+        msgdb_clear(r);
         if (by_size > cut) cut = by_size;
     }
-    if (cut <= 0) return pg_run(conn, &j->err, "COMMIT", 0, NULL);
+    if (cut <= 0) return msgdb_run(conn, &j->err, "COMMIT", 0, NULL);
     snprintf(cut_s, sizeof cut_s, "%lld", (long long)cut);
     v[0] = cut_s;
-    if (!(r = pg_exec(conn, &j->err, "DELETE FROM lockstep_notes WHERE id <= $1", 1, v)))
+    if (!(r = msgdb_exec(conn, &j->err, "DELETE FROM lockstep_notes WHERE id <= CAST($1 AS bigint)",
+                         1, v)))
         return -1;
-    removed = 0;
-    ls_parse_i64(PQcmdTuples(r), &removed);
-    PQclear(r);
-    if (pg_run(conn, &j->err,
-               "UPDATE lockstep_meta SET value = greatest(value, $1::bigint) WHERE key = 'floor'",
-               1, v) ||
-        pg_run(conn, &j->err, "COMMIT", 0, NULL))
+    removed = msgdb_changed(r);
+    msgdb_clear(r);
+    if (msgdb_run(
+            conn, &j->err,
+            "UPDATE lockstep_meta SET value = CASE WHEN value > CAST($1 AS bigint) THEN value "
+            "ELSE CAST($1 AS bigint) END WHERE key = 'floor'",
+            1, v) ||
+        msgdb_run(conn, &j->err, "COMMIT", 0, NULL))
         return -1;
     if (removed) log_info("notification retention removed %lld old notifications (up to id %lld)",
                           (long long)removed, (long long)cut);
@@ -748,31 +921,41 @@ on_retention(evutil_socket_t fd, short what, void *arg)
  * SITE_FORGET_MS.
  */
 static int
-site_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+site_run(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
 {
-    char forget[24];
-    PGresult *r;
+    char forget[24], now[24];
+    struct msgdb_res *r;
     json_decref(m->site_found);
     m->site_found = NULL;
-    if (pg_run(conn, &j->err,
-               "INSERT INTO lockstep_nodes VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) "
-               "* 1000)::bigint) ON CONFLICT (key) DO UPDATE SET rec = EXCLUDED.rec, heard = "
-               "EXCLUDED.heard",
-               2, (const char *const[]){m->site_key, m->site_self}))
+    /* SQLite: one host, one clock, this server's */
+    snprintf(now, sizeof now, "%lld", (long long)ls_now_ms());
+    if (msgdb_run(
+            conn, &j->err,
+            DB_SQL(conn,
+                   "INSERT INTO lockstep_nodes VALUES ($1, $2, (extract(epoch FROM "
+                   "clock_timestamp()) * 1000)::bigint) ON CONFLICT (key) DO UPDATE SET rec = "
+                   "EXCLUDED.rec, heard = EXCLUDED.heard",
+                   "INSERT INTO lockstep_nodes VALUES ($1, $2, CAST($3 AS bigint)) ON CONFLICT "
+                   "(key) DO UPDATE SET rec = excluded.rec, heard = excluded.heard"),
+            msgdb_is_sqlite(conn) ? 3 : 2, (const char *const[]){m->site_key, m->site_self, now}))
         return -1;
     snprintf(forget, sizeof forget, "%lld", (long long)SITE_FORGET_MS);
-    if (!(r = pg_exec(conn, &j->err,
-                      "SELECT rec::text, age FROM (SELECT rec, (extract(epoch FROM "
-                      "clock_timestamp()) * 1000)::bigint - heard AS age FROM lockstep_nodes) t "
-                      "WHERE age < $1::bigint LIMIT 1024",
-                      1, (const char *const[]){forget})))
+    if (!(r = msgdb_exec(
+              conn, &j->err,
+              DB_SQL(conn,
+                     "SELECT rec::text, age FROM (SELECT rec, (extract(epoch FROM "
+                     "clock_timestamp()) * 1000)::bigint - heard AS age FROM "
+                     "lockstep_nodes) t WHERE age < $1::bigint LIMIT 1024",
+                     "SELECT rec, age FROM (SELECT rec, CAST($2 AS bigint) - heard AS age "
+                     "FROM lockstep_nodes) t WHERE age < CAST($1 AS bigint) LIMIT 1024"),
+              msgdb_is_sqlite(conn) ? 2 : 1, (const char *const[]){forget, now})))
         return -1;
     m->site_found = json_array();
-    for (int i = 0; i < PQntuples(r); i++) {
-        json_t *rec = json_loads(PQgetvalue(r, i, 0), 0, NULL);
-        if (rec) json_array_append_new(m->site_found, json_pack("[o,I]", rec, pg_i64(r, i, 1)));
+    for (int i = 0; i < msgdb_rows(r); i++) {
+        json_t *rec = json_loads(msgdb_text(r, i, 0), 0, NULL);
+        if (rec) json_array_append_new(m->site_found, json_pack("[o,I]", rec, msgdb_i64(r, i, 1)));
     }
-    PQclear(r);
+    msgdb_clear(r);
     return 0;
 }
 
@@ -845,6 +1028,17 @@ tv_of(int64_t ms)
 }
 
 int
+pgmsg_check(const struct config *cfg, struct ls_error *err)
+{
+    const char *path = msgdb_sqlite_path(cfg->messenger);
+    struct msgdb_conn probe = {0};
+    if (!path) return 0;
+    if (msgdb_sqlite_open(path, strcmp(cfg->sync, "full") == 0, &probe, err)) return -1;
+    msgdb_sqlite_close(&probe);
+    return 0;
+}
+
+int
 pgmsg_start(struct server *srv, struct ls_error *err)
 {
     struct pgmsg *m = calloc(1, sizeof *m);
@@ -856,6 +1050,8 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     }
     srv->pgmsg = m;
     m->srv = srv;
+    m->sqlite_path = msgdb_sqlite_path(m->url);
+    m->sync_full = strcmp(srv->cfg.sync, "full") == 0;
     m->naive = naive && strcmp(naive, "1") == 0;
     m->age_ms = srv->notify_age_ms;
     m->bytes = srv->notify_bytes;
@@ -878,7 +1074,8 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     if (pthread_create(&m->listener, NULL, listener_main, m))
         return ls_error_set(err, LS_ENOMEM, "cannot start the messenger's listener");
     m->listening = 1;
-    poll_tv = tv_of(srv->cfg.poll_interval_ms > 0 ? srv->cfg.poll_interval_ms : 1000);
+    /* SQLite: the watch is the poll; this look only covers a watch that cannot open the file */
+    poll_tv = tv_of(m->sqlite_path ? 5000 : watch_interval_ms(m));
     ret_tv = tv_of(srv->retention_interval_ms);
     event_add(m->poll_timer, &poll_tv);
     event_add(m->retention_timer, &ret_tv);
@@ -887,8 +1084,11 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     pgmsg_reckon_start(srv);
     look(m);
     on_site(-1, 0, m); /* in the registry from the start */
-    log_info("messenger: notifications and consumers in the shared database (poll every %lld ms%s)",
-             (long long)(srv->cfg.poll_interval_ms > 0 ? srv->cfg.poll_interval_ms : 1000),
+    log_info("messenger: notifications and consumers in the shared %s database%s%s (%s every "
+             "%lld ms%s)",
+             m->sqlite_path ? "SQLite" : "PostgreSQL", m->sqlite_path ? " " : "",
+             m->sqlite_path ? m->sqlite_path : "", m->sqlite_path ? "watched" : "poll",
+             (long long)watch_interval_ms(m),
              m->naive ? "; LOCKSTEP_PG_NAIVE: no watermark, for tests" : "");
     return 0;
 }

@@ -1,12 +1,14 @@
 /*
- * pgmsg.h - the messenger's shared-database mode (`lockstep serve --messenger postgres://...`,
- * docs/messenger.md): notifications and consumers live in a PostgreSQL database that every
- * server of the site uses, instead of in each store's change log.
+ * pgmsg.h - the messenger's shared-database mode (`lockstep serve --messenger postgres://...` or
+ * `--messenger sqlite:PATH`, docs/messenger.md): notifications and consumers live in one
+ * database that every server of the site uses, instead of in each store's change log.
  *
- * pgmsg.c owns the database side: the connection threads (the event loop never waits for
- * PostgreSQL), the listener (LISTEN/NOTIFY wakes the servers, polling covers a missed wake-up),
- * the schema, retention, the delivery watermark (below), and the waiters of long polls and event
- * streams. http/notify_pg.c answers the HTTP API with it.
+ * pgmsg.c owns the database side: the connection threads (the event loop never waits for the
+ * database), the listener (PostgreSQL's LISTEN/NOTIFY, or msgdb_sqlite.c's watch of the file,
+ * wakes the servers; polling covers a missed wake-up), the schema, retention, the delivery
+ * watermark (below), and the waiters of long polls and event streams. http/notify_pg.c answers
+ * the HTTP API with it, through the small statement interface below, the same for both
+ * backends: only the SQL text differs where the two dialects do (DB_SQL).
  *
  * Not for: the native messenger (messenger.c, store/notify.c).
  */
@@ -14,7 +16,6 @@
 #define LS_PGMSG_H
 
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -24,6 +25,11 @@ struct server;
 struct pgmsg;
 
 /* ---- lifecycle (server.c): start before the HTTP API, stop in shutdown_begin, free last ---- */
+/* Before serve creates anything: an SQLite file that cannot be the messenger's database (bad
+ * path, another file, a newer schema) is refused with its reason; a new one gets the schema.
+ * Blocks: called before the loop runs, as the store is opened. PostgreSQL's is checked later. */
+struct config;
+int pgmsg_check(const struct config *cfg, struct ls_error *err);
 int pgmsg_start(struct server *srv, struct ls_error *err);
 void pgmsg_stop(struct server *srv);
 void pgmsg_free(struct server *srv);
@@ -40,6 +46,26 @@ void pgmsg_site(struct server *srv, struct site_set *out);
 /* http/notify_pg.c's own state, kept here */
 void **pgmsg_views(struct pgmsg *m);
 
+/* ---- one connection to the shared database, PostgreSQL or SQLite ---- */
+struct msgdb_conn;
+struct msgdb_res;
+/* One statement with text parameters ($1, $2, ... in both dialects); NULL (err set) on failure,
+ * else its rows (none for a statement that returns none) and the count of rows it changed. */
+struct msgdb_res *msgdb_exec(struct msgdb_conn *conn, struct ls_error *err, const char *sql, int n,
+                             const char *const *values);
+/* db_exec, then db_clear: 0 or -1 */
+int msgdb_run(struct msgdb_conn *conn, struct ls_error *err, const char *sql, int n,
+              const char *const *values);
+int msgdb_rows(const struct msgdb_res *r);
+const char *msgdb_text(const struct msgdb_res *r, int row, int col); /* "" for NULL */
+int msgdb_isnull(const struct msgdb_res *r, int row, int col);
+int64_t msgdb_i64(const struct msgdb_res *r, int row, int col); /* NULL as 0 */
+int64_t msgdb_changed(const struct msgdb_res *r);               /* by an INSERT, UPDATE or DELETE */
+void msgdb_clear(struct msgdb_res *r);
+/* 1: the connection is SQLite's. DB_SQL picks a statement's text in the connection's dialect. */
+int msgdb_is_sqlite(const struct msgdb_conn *conn);
+#define DB_SQL(conn, pg, lite) (msgdb_is_sqlite(conn) ? (lite) : (pg))
+
 /* ---- work on a database thread ---- */
 /*
  * A job runs on one of the connection threads with that thread's connection (connected when run
@@ -49,7 +75,7 @@ void **pgmsg_views(struct pgmsg *m);
  */
 struct pg_job {
     struct pg_job *next;
-    int (*run)(struct pgmsg *m, PGconn *conn, struct pg_job *j);
+    int (*run)(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j);
     void (*done)(struct pg_job *j);
     int idempotent;
     atomic_int cancelled;
@@ -79,6 +105,8 @@ void pgmsg_kick(struct pgmsg *m);
 int64_t pgmsg_head(struct pgmsg *m);
 struct pgmsg *pgmsg_of(struct server *srv);
 int pgmsg_stopping(struct pgmsg *m);
+/* "postgres" or "sqlite" (/v1/status's messenger.mode) */
+const char *pgmsg_kind(struct pgmsg *m);
 
 /* ---- on a database thread ---- */
 /*
@@ -89,16 +117,12 @@ int pgmsg_stopping(struct pgmsg *m);
  * raises it with the earlier probes that have settled.
  */
 int64_t pgmsg_watermark(struct pgmsg *m);
-int pgmsg_probe(struct pgmsg *m, PGconn *conn, struct ls_error *err);
+int pgmsg_probe(struct pgmsg *m, struct msgdb_conn *conn, struct ls_error *err);
+/* A reader stopped at a gap (and probed): the next look probes too, to settle it. */
+void pgmsg_gap_seen(struct pgmsg *m);
 /* Test hook (LOCKSTEP_PG_NAIVE=1): no watermark, every row is delivered as found. */
 int pgmsg_naive(struct pgmsg *m);
 
-/* One statement with text parameters; NULL (err set) unless it returned rows or completed. */
-PGresult *pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n,
-                  const char *const *values);
-/* pg_exec, then PQclear: 0 or -1 */
-int pg_run(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values);
-int64_t pg_i64(const PGresult *r, int row, int col); /* NULL as 0 */
 /* retention as parsed from --notify-retention */
 void pgmsg_retention(struct pgmsg *m, int64_t *age_ms, int64_t *bytes);
 

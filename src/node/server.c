@@ -354,9 +354,16 @@ check_config(struct config *c)
         return -1;
     }
     if (c->messenger && strncmp(c->messenger, "postgres://", 11) != 0 &&
-        strncmp(c->messenger, "postgresql://", 13) != 0) {
+        strncmp(c->messenger, "postgresql://", 13) != 0 && strncmp(c->messenger, "sqlite:", 7)) {
         fprintf(stderr, "lockstep serve: --messenger takes a PostgreSQL URL "
-                        "(postgres://USER@HOST:PORT/DATABASE)\n");
+                        "(postgres://USER@HOST:PORT/DATABASE) or sqlite:/ABSOLUTE/PATH\n");
+        return -1;
+    }
+    if (c->messenger && strncmp(c->messenger, "sqlite:", 7) == 0 && c->messenger[7] != '/') {
+        fprintf(stderr,
+                "lockstep serve: --messenger sqlite:PATH needs an absolute path "
+                "(got \"%s\")\n",
+                c->messenger + 7);
         return -1;
     }
     if (c->messenger && c->webhook.n > 0) { /* webhook.c reads the store's log, not the database */
@@ -533,6 +540,10 @@ server_open(struct server *srv, int listen_peer)
     if (parse_retention(srv->cfg.notify_retention, &srv->notify_age_ms, &srv->notify_bytes)) {
         log_error("--notify-retention %s: expected an age (2d), a size (1G) or both (2d,1G)",
                   srv->cfg.notify_retention);
+        return -1;
+    }
+    if (srv->cfg.messenger && pgmsg_check(&srv->cfg, &err)) { /* before anything is created */
+        log_error("%s", err.msg);
         return -1;
     }
     if (ls_mkdir_p(srv->cfg.data, 0755) < 0) {

@@ -17,6 +17,7 @@
 #     stopped one goes stale.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_msg.sh"
 
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 if [[ -z "$PGBIN" || ! -x "$PGBIN/initdb" ]]; then
@@ -77,33 +78,13 @@ export LOCKSTEP_RECKON_MS=300
 start_server A --messenger "$DB" --poll-interval 300ms
 start_server B --messenger "$DB" --poll-interval 300ms
 
-# pub NAME CHANNEL PAYLOAD: one publish, retried until acknowledged (bounded); prints the id
-pub() {
-    local i out
-    for ((i = 0; i < 100; i++)); do
-        if out=$(curl -sf -m 5 -X POST "$(url_of "$1")/v1/notify?channel=$2" -d "$3"); then
-            jq -r '.ids[0]' <<<"$out"
-            return 0
-        fi
-        sleep 0.2
-    done
-    return 1
-}
-pub_loop() { # NAME PREFIX COUNT CHANNEL: acknowledged ids and payloads into $T/acked.PREFIX
-    local i id
-    for ((i = 1; i <= $3; i++)); do
-        id=$(pub "$1" "$4" "\"$2-$i\"") || return 1
-        echo "$id \"$2-$i\"" >>"$T/acked.$2"
-    done
-}
 watch_on() { # NAME CONSUMER CHANNEL OUTFILE: a watcher in the background
     "$LOCKSTEP" watch --server "$(url_of "$1")" --consumer "$2" --channel "$3" --from-start \
         --json >"$4" 2>>"$T/watch.err" &
     bg_track $!
     WATCH_PID=$!
 }
-# the received lines as "id payload", and whether ids only grow
-received() { jq -r '"\(.id) \(.payload | tojson)"' "$1"; }
+# whether the ids of a watcher's lines only grow
 strictly_increasing() { jq -r .id "$1" | awk 'NR > 1 && $1 <= prev { exit 1 } { prev = $1 }'; }
 
 # ---------------------------------------------------------------- 1. two servers, one order

@@ -1,7 +1,8 @@
 /*
- * notify_pg.c - the messenger's HTTP API on the shared database (`--messenger postgres://...`,
- * docs/messenger.md "Shared database"): the same routes, parameters and replies as notify.c,
- * which hands each request here when the server runs in this mode.
+ * notify_pg.c - the messenger's HTTP API on the shared database (`--messenger postgres://...`
+ * or `sqlite:PATH`, docs/messenger.md "Shared database"): the same routes, parameters and replies
+ * as notify.c, which hands each request here when the server runs in this mode. One handler
+ * serves both databases: the statements go through msgdb_exec, in each one's dialect (DB_SQL).
  *
  * Every statement runs on pgmsg's connection threads (struct pg_job); the loop parses, then
  * answers or streams when the job is back. Consumers are the database's (every server of the site
@@ -29,16 +30,32 @@
 #define PENDING_CAP "100000"
 #define RECKON_MS 5000
 
-static const char head_sql[] =
-    "SELECT greatest(coalesce((SELECT max(id) FROM lockstep_notes), 0), "
-    "(SELECT value FROM lockstep_meta WHERE key = 'floor'))";
+/*
+ * The SQL is written once for both databases where their dialects agree (CAST rather than ::,
+ * CASE rather than greatest()), and twice (DB_SQL) where they do not: a channel in a set, JSON,
+ * row locks.
+ */
+/* the highest id committed, or the floor if retention removed everything */
+#define HEAD_OF                                                                                    \
+    "(SELECT CASE WHEN h > f THEN h ELSE f END FROM (SELECT coalesce((SELECT max(id) FROM "        \
+    "lockstep_notes), 0) AS h, (SELECT value FROM lockstep_meta WHERE key = 'floor') AS f) hf)"
+static const char head_sql[] = "SELECT " HEAD_OF;
 
-static const char consumers_sql[] =
+static const char consumers_pg[] =
     "SELECT c.name, c.channels, c.position, c.created, c.acked, c.resets, c.reset_at, p.n, "
     "p.first FROM lockstep_consumers c CROSS JOIN LATERAL (SELECT count(*) AS n, "
     "coalesce(min(ts), 0) AS first FROM (SELECT ts FROM lockstep_notes n WHERE n.id > c.position "
     "AND (c.channels = '' OR n.channel = ANY (string_to_array(c.channels, ','))) ORDER BY n.id "
     "LIMIT " PENDING_CAP ") q) p WHERE $1 = '' OR c.name = $1 ORDER BY c.name";
+#define IN_CONSUMERS                                                                               \
+    "(c.channels = '' OR instr(',' || c.channels || ',', ',' || n.channel || ',') > 0)"
+static const char consumers_lite[] =
+    "SELECT c.name, c.channels, c.position, c.created, c.acked, c.resets, c.reset_at, "
+    "(SELECT count(*) FROM (SELECT 1 FROM lockstep_notes n WHERE n.id > c.position "
+    "AND " IN_CONSUMERS " ORDER BY n.id LIMIT " PENDING_CAP ")), coalesce((SELECT n.ts FROM "
+    "lockstep_notes n WHERE n.id > c.position AND " IN_CONSUMERS " ORDER BY n.id LIMIT 1), 0) "
+    "FROM lockstep_consumers c WHERE $1 = '' OR c.name = $1 ORDER BY c.name";
+#define CONSUMERS_SQL(conn) DB_SQL(conn, consumers_pg, consumers_lite)
 
 static void
 i64s(char *buf, size_t n, int64_t v)
@@ -97,22 +114,22 @@ struct crow {
 };
 
 static struct crow *
-crows_of(PGresult *r, int *n)
+crows_of(struct msgdb_res *r, int *n)
 {
-    struct crow *rows = calloc((size_t)PQntuples(r) + 1, sizeof *rows);
+    struct crow *rows = calloc((size_t)msgdb_rows(r) + 1, sizeof *rows);
     *n = 0;
     if (!rows) return NULL;
-    for (int i = 0; i < PQntuples(r); i++) {
+    for (int i = 0; i < msgdb_rows(r); i++) {
         struct crow *w = &rows[i];
-        snprintf(w->name, sizeof w->name, "%s", PQgetvalue(r, i, 0));
-        w->channels = strdup(PQgetvalue(r, i, 1));
-        w->position = pg_i64(r, i, 2);
-        w->created = pg_i64(r, i, 3);
-        w->acked = pg_i64(r, i, 4);
-        w->resets = pg_i64(r, i, 5);
-        w->reset_at = pg_i64(r, i, 6);
-        w->pending = pg_i64(r, i, 7);
-        w->first_ts = pg_i64(r, i, 8);
+        snprintf(w->name, sizeof w->name, "%s", msgdb_text(r, i, 0));
+        w->channels = strdup(msgdb_text(r, i, 1));
+        w->position = msgdb_i64(r, i, 2);
+        w->created = msgdb_i64(r, i, 3);
+        w->acked = msgdb_i64(r, i, 4);
+        w->resets = msgdb_i64(r, i, 5);
+        w->reset_at = msgdb_i64(r, i, 6);
+        w->pending = msgdb_i64(r, i, 7);
+        w->first_ts = msgdb_i64(r, i, 8);
         (*n)++;
     }
     return rows;
@@ -165,7 +182,7 @@ view_json(struct server *srv, const struct consumer *c)
 struct preq {
     struct pg_job job;
     struct ctx *c;
-    int (*run)(PGconn *conn, struct preq *q);
+    int (*run)(struct msgdb_conn *conn, struct preq *q);
     int (*finish)(struct preq *q);
     void (*release)(struct preq *q);
     json_t *reply;
@@ -181,7 +198,7 @@ preq_gone(struct evhttp_connection *evcon, void *arg)
 }
 
 static int
-preq_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+preq_run(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
 {
     struct preq *q = (struct preq *)j;
     return q->run(conn, q);
@@ -246,22 +263,29 @@ struct publish {
 };
 
 static int
-publish_run(PGconn *conn, struct preq *q)
+publish_run(struct msgdb_conn *conn, struct preq *q)
 {
     struct publish *p = (struct publish *)q;
-    const char *v[1] = {p->notes};
+    char now[24];
+    const char *v[2] = {p->notes, now};
     json_t *ids;
-    PGresult *r;
-    /* one statement: one transaction, all or none; ORDER BY n: the ids follow the request */
-    r = pg_exec(conn, &q->job.err,
-                "INSERT INTO lockstep_notes (channel, payload) SELECT e->>'channel', e->'payload' "
-                "FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n) ORDER BY n "
-                "RETURNING id",
-                1, v);
+    struct msgdb_res *r;
+    i64s(now, sizeof now, ls_now_ms()); /* SQLite's stamp (PostgreSQL's trigger stamps its own) */
+    /* one statement: one transaction, all or none; ORDER BY: the ids follow the request */
+    r = msgdb_exec(conn, &q->job.err,
+                   DB_SQL(conn,
+                          "INSERT INTO lockstep_notes (channel, payload) SELECT e->>'channel', "
+                          "e->'payload' FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, "
+                          "n) ORDER BY n RETURNING id",
+                          "INSERT INTO lockstep_notes (channel, payload, ts) SELECT e.value ->> "
+                          "'$.channel', e.value -> '$.payload', CAST($2 AS INTEGER) FROM "
+                          "json_each($1) AS e ORDER BY e.key RETURNING id"),
+                   msgdb_is_sqlite(conn) ? 2 : 1, v);
     if (!r) return -1;
     ids = json_array();
-    for (int i = 0; i < PQntuples(r); i++) json_array_append_new(ids, json_integer(pg_i64(r, i, 0)));
-    PQclear(r);
+    for (int i = 0; i < msgdb_rows(r); i++)
+        json_array_append_new(ids, json_integer(msgdb_i64(r, i, 0)));
+    msgdb_clear(r);
     /* RETURNING's order is the insertion's in practice; sorted, it is by definition */
     for (size_t i = 1; i < json_array_size(ids); i++)
         for (size_t k = i; k > 0 && json_integer_value(json_array_get(ids, k - 1)) >
@@ -355,6 +379,7 @@ struct pread {
     int64_t cursor;                /* >= 0: read after it; -1: the consumer's position, or from= */
     int64_t ack;                   /* >= 0: acknowledge this first (Last-Event-ID) */
     int limit;
+    int reset_sent; /* an event stream sent its reset: the waiting one is not sent again */
     /* out */
     int64_t floor, from, next, head;
     int blocked, beyond;
@@ -371,60 +396,60 @@ pread_release(struct pread *r)
 
 /* The named consumer (created at its first use), its channels set when given; its position. */
 static int
-consumer_open_pg(PGconn *conn, struct pread *r, int64_t *position, int64_t *reset_at,
+consumer_open_pg(struct msgdb_conn *conn, struct pread *r, int64_t *position, int64_t *reset_at,
                  struct ls_error *err)
 {
     char now[24], ack[24];
     const char *v[5] = {r->name, r->channels, r->from_start ? "t" : "f", now, NULL};
-    PGresult *res;
+    struct msgdb_res *res;
     i64s(now, sizeof now, ls_now_ms());
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (!(res = pg_exec(conn, err,
-                            "SELECT channels, position, reset_at FROM lockstep_consumers WHERE "
-                            "name = $1",
-                            1, v)))
+        if (!(res = msgdb_exec(conn, err,
+                               "SELECT channels, position, reset_at FROM lockstep_consumers WHERE "
+                               "name = $1",
+                               1, v)))
             return -1;
-        if (PQntuples(res) || attempt) break;
-        PQclear(res);
-        if (!(res = pg_exec(conn, err,
-                            "INSERT INTO lockstep_consumers (name, channels, position, created) "
-                            "VALUES ($1, $2, CASE WHEN $3::boolean THEN -1 ELSE greatest("
-                            "coalesce((SELECT max(id) FROM lockstep_notes), 0), (SELECT value "
-                            "FROM lockstep_meta WHERE key = 'floor')) END, $4::bigint) "
-                            "ON CONFLICT (name) DO NOTHING",
-                            4, v)))
+        if (msgdb_rows(res) || attempt) break;
+        msgdb_clear(res);
+        if (!(res = msgdb_exec(conn, err,
+                               "INSERT INTO lockstep_consumers (name, channels, position, created) "
+                               "VALUES ($1, $2, CASE WHEN $3 = 't' THEN -1 ELSE " HEAD_OF " END, "
+                               "CAST($4 AS bigint)) ON CONFLICT (name) DO NOTHING",
+                               4, v)))
             return -1;
-        if (strcmp(PQcmdTuples(res), "1") == 0)
+        if (msgdb_changed(res) == 1)
             log_info("consumer %s created at %s, channels %s", r->name,
                      r->from_start ? "the oldest retained notification" : "the head",
                      *r->channels ? r->channels : "(every channel)");
-        PQclear(res);
+        msgdb_clear(res);
     }
-    if (!PQntuples(res)) {
-        PQclear(res);
+    if (!msgdb_rows(res)) {
+        msgdb_clear(res);
         return ls_error_set(err, LS_EIO, "consumer %s vanished as it was created", r->name);
     }
-    *position = pg_i64(res, 0, 1);
-    *reset_at = pg_i64(res, 0, 2);
-    if (r->given && strcmp(PQgetvalue(res, 0, 0), r->channels) != 0) {
-        PQclear(res);
-        if (pg_run(conn, err, "UPDATE lockstep_consumers SET channels = $2 WHERE name = $1", 2, v))
+    *position = msgdb_i64(res, 0, 1);
+    *reset_at = msgdb_i64(res, 0, 2);
+    if (r->given && strcmp(msgdb_text(res, 0, 0), r->channels) != 0) {
+        msgdb_clear(res);
+        if (msgdb_run(conn, err, "UPDATE lockstep_consumers SET channels = $2 WHERE name = $1", 2,
+                      v))
             return -1;
         log_info("consumer %s: channels now %s", r->name,
                  *r->channels ? r->channels : "(every channel)");
     } else {
         free(r->channels);
-        r->channels = strdup(PQgetvalue(res, 0, 0));
-        PQclear(res);
+        r->channels = strdup(msgdb_text(res, 0, 0));
+        msgdb_clear(res);
         if (!r->channels) return ls_error_set(err, LS_ENOMEM, NULL);
     }
     if (r->ack >= 0) {
         i64s(ack, sizeof ack, r->ack);
-        if (pg_run(conn, err,
-                   "UPDATE lockstep_consumers SET position = greatest(position, $2::bigint), "
-                   "acked = $3::bigint, reset_at = CASE WHEN reset_at > 0 AND $2::bigint >= "
-                   "reset_at THEN 0 ELSE reset_at END WHERE name = $1",
-                   3, (const char *const[]){r->name, ack, now}))
+        if (msgdb_run(conn, err,
+                      "UPDATE lockstep_consumers SET position = CASE WHEN position > CAST($2 AS "
+                      "bigint) THEN position ELSE CAST($2 AS bigint) END, acked = CAST($3 AS "
+                      "bigint), reset_at = CASE WHEN reset_at > 0 AND CAST($2 AS bigint) >= "
+                      "reset_at THEN 0 ELSE reset_at END WHERE name = $1",
+                      3, (const char *const[]){r->name, ack, now}))
             return -1;
         if (r->ack > *position) *position = r->ack;
         if (*reset_at > 0 && r->ack >= *reset_at) *reset_at = 0;
@@ -434,25 +459,25 @@ consumer_open_pg(PGconn *conn, struct pread *r, int64_t *position, int64_t *rese
 
 /* Walks the rows (id order, every channel) and keeps the page: see pgmsg.c for the rule. */
 static void
-pread_walk(PGresult *res, int64_t watermark, struct pread *r)
+pread_walk(struct msgdb_res *res, int64_t watermark, struct pread *r)
 {
     int64_t prev = r->from;
     int n = 0;
-    for (int i = 0; i < PQntuples(res) && n < r->limit; i++) {
-        int64_t id = pg_i64(res, i, 0);
+    for (int i = 0; i < msgdb_rows(res) && n < r->limit; i++) {
+        int64_t id = msgdb_i64(res, i, 0);
         struct ls_note note;
         if (id != prev + 1 && id - 1 > watermark) {
             r->blocked = 1; /* ids in (prev, id) may still commit */
             break;
         }
         prev = id;
-        if (PQgetisnull(res, i, 3)) continue; /* another channel's */
+        if (msgdb_isnull(res, i, 3)) continue; /* another channel's */
         memset(&note, 0, sizeof note);
         note.seq = id;
-        note.ts = pg_i64(res, i, 1);
+        note.ts = msgdb_i64(res, i, 1);
         note.op = LS_OP_NOTIFY;
-        note.channel = PQgetvalue(res, i, 2);
-        note.payload = PQgetvalue(res, i, 3);
+        note.channel = msgdb_text(res, i, 2);
+        note.payload = msgdb_text(res, i, 3);
         json_array_append_new(r->notes, note_json(&note));
         n++;
     }
@@ -460,12 +485,12 @@ pread_walk(PGresult *res, int64_t watermark, struct pread *r)
 }
 
 static int
-pread_run(struct pgmsg *m, PGconn *conn, struct pread *r, struct ls_error *err)
+pread_run(struct pgmsg *m, struct msgdb_conn *conn, struct pread *r, struct ls_error *err)
 {
     int64_t position = -1, reset_at = 0, watermark, scan;
     char from_s[24], scan_s[24], pos_s[24], floor_s[24];
     int started = 0, behind = 0;
-    PGresult *res;
+    struct msgdb_res *res;
     json_decref(r->notes);
     json_decref(r->reset);
     r->notes = json_array();
@@ -475,20 +500,23 @@ pread_run(struct pgmsg *m, PGconn *conn, struct pread *r, struct ls_error *err)
     /* the watermark as it is before the snapshot: what it covers has ended before the snapshot */
     watermark = pgmsg_watermark(m);
     /* one snapshot for the floor, the head and the rows */
-    if (pg_run(conn, err, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) ||
-        !(res = pg_exec(conn, err,
-                        "SELECT (SELECT value FROM lockstep_meta WHERE key = 'floor'), "
-                        "coalesce((SELECT max(id) FROM lockstep_notes), 0)",
-                        0, NULL)))
+    if (msgdb_run(conn, err,
+                  DB_SQL(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                         "BEGIN"), /* SQLite's snapshot: from the first read to COMMIT */
+                  0, NULL) ||
+        !(res = msgdb_exec(conn, err,
+                           "SELECT (SELECT value FROM lockstep_meta WHERE key = 'floor'), "
+                           "coalesce((SELECT max(id) FROM lockstep_notes), 0)",
+                           0, NULL)))
         return -1;
-    r->floor = pg_i64(res, 0, 0);
-    r->head = pg_i64(res, 0, 1) > r->floor ? pg_i64(res, 0, 1) : r->floor;
-    PQclear(res);
+    r->floor = msgdb_i64(res, 0, 0);
+    r->head = msgdb_i64(res, 0, 1) > r->floor ? msgdb_i64(res, 0, 1) : r->floor;
+    msgdb_clear(res);
     if (r->cursor >= 0) {
         r->from = r->cursor;
         if (r->check && r->cursor > r->head) {
             r->beyond = 1;
-            return pg_run(conn, err, "ROLLBACK", 0, NULL);
+            return msgdb_run(conn, err, "ROLLBACK", 0, NULL);
         }
     } else if (*r->name) {
         started = position < 0; /* created from the start: that is the floor, no reset */
@@ -504,16 +532,25 @@ pread_run(struct pgmsg *m, PGconn *conn, struct pread *r, struct ls_error *err)
     scan = r->limit * 20 > SCAN_MIN ? r->limit * 20 : SCAN_MIN;
     i64s(from_s, sizeof from_s, r->from);
     i64s(scan_s, sizeof scan_s, scan);
-    if (!(res = pg_exec(conn, err,
-                        "SELECT id, ts, channel, CASE WHEN $2 = '' OR channel = ANY "
-                        "(string_to_array($2, ',')) THEN payload::text END FROM lockstep_notes "
-                        "WHERE id > $1::bigint ORDER BY id LIMIT $3::bigint",
-                        3, (const char *const[]){from_s, r->channels, scan_s})))
+    if (!(res =
+              msgdb_exec(conn, err,
+                         DB_SQL(conn,
+                                "SELECT id, ts, channel, CASE WHEN $2 = '' OR channel = ANY "
+                                "(string_to_array($2, ',')) THEN payload::text END FROM "
+                                "lockstep_notes WHERE id > $1::bigint ORDER BY id LIMIT $3::bigint",
+                                "SELECT id, ts, channel, CASE WHEN $2 = '' OR instr(',' || $2 || "
+                                "',', ',' || channel || ',') > 0 THEN payload END FROM "
+                                "lockstep_notes WHERE id > CAST($1 AS INTEGER) ORDER BY id LIMIT "
+                                "CAST($3 AS INTEGER)"),
+                         3, (const char *const[]){from_s, r->channels, scan_s})))
         return -1;
     pread_walk(res, watermark, r);
-    PQclear(res);
-    if (pg_run(conn, err, "COMMIT", 0, NULL)) return -1;
-    if (r->blocked && pgmsg_probe(m, conn, err)) return -1; /* what the next look will use */
+    msgdb_clear(res);
+    if (msgdb_run(conn, err, "COMMIT", 0, NULL)) return -1;
+    if (r->blocked) { /* what the next look will use, and settle */
+        if (pgmsg_probe(m, conn, err)) return -1;
+        pgmsg_gap_seen(m);
+    }
     i64s(floor_s, sizeof floor_s, r->floor);
     if (behind) {
         r->reset = reset_json(position, r->floor, r->head);
@@ -522,20 +559,23 @@ pread_run(struct pgmsg *m, PGconn *conn, struct pread *r, struct ls_error *err)
                      "notification (it continues after %lld)",
                      r->name, (long long)position, (long long)r->floor);
             i64s(pos_s, sizeof pos_s, position);
-            if (pg_run(conn, err,
-                       "UPDATE lockstep_consumers SET position = $2::bigint, reset_at = "
-                       "greatest($2::bigint, 1), resets = resets + 1 WHERE name = $1 AND "
-                       "position < $2::bigint",
-                       2, (const char *const[]){r->name, floor_s}))
+            if (msgdb_run(conn, err,
+                          "UPDATE lockstep_consumers SET position = CAST($2 AS bigint), reset_at = "
+                          "CASE WHEN CAST($2 AS bigint) > 1 THEN CAST($2 AS bigint) ELSE 1 END, "
+                          "resets = resets + 1 WHERE name = $1 AND position < CAST($2 AS bigint)",
+                          2, (const char *const[]){r->name, floor_s}))
                 return -1;
         }
     } else if (started) {
-        if (pg_run(conn, err,
-                   "UPDATE lockstep_consumers SET position = $2::bigint WHERE name = $1 AND "
-                   "position < 0",
-                   2, (const char *const[]){r->name, floor_s}))
+        if (msgdb_run(
+                conn, err,
+                "UPDATE lockstep_consumers SET position = CAST($2 AS bigint) WHERE name = $1 AND "
+                "position < 0",
+                2, (const char *const[]){r->name, floor_s}))
             return -1;
-    } else if (*r->name && reset_at > 0 && r->from <= reset_at) { /* again until acknowledged */
+    } else if (*r->name && !r->reset_sent && reset_at > 0 && r->from <= reset_at) {
+        /* again until acknowledged: at every page of /v1/notifications, at the start of a stream
+         * (a stream that had it sent it again with every read, 370 in 4 s) */
         r->reset = json_pack("{s:s,s:s,s:I}", "type", "reset", "reason",
                              "a reset waits to be acknowledged", "oldest",
                              (json_int_t)(reset_at + 1));
@@ -577,7 +617,7 @@ struct npage {
 };
 
 static int
-npage_run(PGconn *conn, struct preq *q)
+npage_run(struct msgdb_conn *conn, struct preq *q)
 {
     struct npage *p = (struct npage *)q;
     return pread_run(pgmsg_of(q->c->srv), conn, &p->r, &q->job.err);
@@ -724,7 +764,7 @@ es_sent(struct stream *s)
 }
 
 static int
-es_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+es_run(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
 {
     struct esession *e = (struct esession *)((char *)j - offsetof(struct esession, job));
     return pread_run(m, conn, &e->r, &j->err);
@@ -794,7 +834,10 @@ es_read_done(struct pg_job *j)
         pgmsg_wait(m, &e->w);
         return;
     }
-    if (e->r.reset) sse_event_json(out, "reset", e->r.from, e->r.reset);
+    if (e->r.reset) {
+        sse_event_json(out, "reset", e->r.from, e->r.reset);
+        e->r.reset_sent = 1;
+    }
     n = json_array_size(e->r.notes);
     for (i = 0; i < n; i++) {
         json_t *o = json_array_get(e->r.notes, i);
@@ -928,74 +971,85 @@ struct cop {
 };
 
 static int
-cop_list(PGconn *conn, struct cop *o, const char *name)
+cop_list(struct msgdb_conn *conn, struct cop *o, const char *name)
 {
-    PGresult *r = pg_exec(conn, &o->q.job.err, consumers_sql, 1, (const char *const[]){name});
+    struct msgdb_res *r =
+        msgdb_exec(conn, &o->q.job.err, CONSUMERS_SQL(conn), 1, (const char *const[]){name});
     if (!r) return -1;
     o->rows = crows_of(r, &o->nrows);
-    PQclear(r);
+    msgdb_clear(r);
     if (!o->rows) return ls_error_set(&o->q.job.err, LS_ENOMEM, NULL);
     o->missing = *name && o->nrows == 0;
     return 0;
 }
 
-/* Moves the consumer: ack (forward only) or an operator's move (anywhere; the reset forgotten). */
+/* Moves the consumer: ack (forward only) or an operator's move (anywhere; the reset forgotten).
+ * One transaction, the row locked (SQLite: the file's write lock) from the read of the old
+ * position to the move. */
 static int
-cop_move(PGconn *conn, struct cop *o, int64_t to, int forward)
+cop_move(struct msgdb_conn *conn, struct cop *o, int64_t to, int forward)
 {
     char to_s[24], now[24];
     const char *v[3] = {o->name, to_s, now};
-    PGresult *r;
+    struct msgdb_res *r;
     i64s(to_s, sizeof to_s, to);
     i64s(now, sizeof now, ls_now_ms());
-    r = pg_exec(conn, &o->q.job.err,
-                forward ? "UPDATE lockstep_consumers c SET position = greatest(c.position, "
-                          "$2::bigint), acked = $3::bigint, reset_at = CASE WHEN c.reset_at > 0 "
-                          "AND $2::bigint >= c.reset_at THEN 0 ELSE c.reset_at END FROM (SELECT "
-                          "position FROM lockstep_consumers WHERE name = $1 FOR UPDATE) old "
-                          "WHERE c.name = $1 RETURNING old.position"
-                        : "UPDATE lockstep_consumers c SET position = $2::bigint, reset_at = 0 "
-                          "FROM (SELECT position FROM lockstep_consumers WHERE name = $1 FOR "
-                          "UPDATE) old WHERE c.name = $1 RETURNING old.position",
-                forward ? 3 : 2, v);
-    if (!r) return -1;
-    o->missing = PQntuples(r) == 0;
-    if (!o->missing) o->old_position = pg_i64(r, 0, 0);
+    if (msgdb_run(conn, &o->q.job.err, DB_SQL(conn, "BEGIN", "BEGIN IMMEDIATE"), 0, NULL) ||
+        !(r = msgdb_exec(
+              conn, &o->q.job.err,
+              DB_SQL(conn, "SELECT position FROM lockstep_consumers WHERE name = $1 FOR UPDATE",
+                     "SELECT position FROM lockstep_consumers WHERE name = $1"),
+              1, v)))
+        return -1;
+    o->missing = msgdb_rows(r) == 0;
+    if (!o->missing) o->old_position = msgdb_i64(r, 0, 0);
     o->new_position = to;
-    PQclear(r);
-    return 0;
+    msgdb_clear(r);
+    if (o->missing) return msgdb_run(conn, &o->q.job.err, "ROLLBACK", 0, NULL);
+    if (msgdb_run(conn, &o->q.job.err,
+                  forward
+                      ? "UPDATE lockstep_consumers SET position = CASE WHEN position > CAST($2 "
+                        "AS bigint) THEN position ELSE CAST($2 AS bigint) END, acked = CAST($3 "
+                        "AS bigint), reset_at = CASE WHEN reset_at > 0 AND CAST($2 AS bigint) "
+                        ">= reset_at THEN 0 ELSE reset_at END WHERE name = $1"
+                      : "UPDATE lockstep_consumers SET position = CAST($2 AS bigint), reset_at = "
+                        "0 WHERE name = $1",
+                  forward ? 3 : 2, v))
+        return -1;
+    return msgdb_run(conn, &o->q.job.err, "COMMIT", 0, NULL);
 }
 
 static int
-cop_run(PGconn *conn, struct preq *q)
+cop_run(struct msgdb_conn *conn, struct preq *q)
 {
     struct cop *o = (struct cop *)q;
-    PGresult *r;
+    struct msgdb_res *r;
     int64_t to = o->arg;
     if (o->kind == COP_LIST) return cop_list(conn, o, "");
     if (o->kind == COP_GET) return cop_list(conn, o, o->name);
     if (o->kind == COP_DELETE) {
-        if (!(r = pg_exec(conn, &q->job.err, "DELETE FROM lockstep_consumers WHERE name = $1", 1,
-                          (const char *const[]){o->name})))
+        if (!(r = msgdb_exec(conn, &q->job.err, "DELETE FROM lockstep_consumers WHERE name = $1", 1,
+                             (const char *const[]){o->name})))
             return -1;
-        o->missing = strcmp(PQcmdTuples(r), "0") == 0;
-        PQclear(r);
+        o->missing = msgdb_changed(r) == 0;
+        msgdb_clear(r);
         return 0;
     }
-    if (!(r = pg_exec(conn, &q->job.err, head_sql, 0, NULL))) return -1;
-    o->head = pg_i64(r, 0, 0);
-    PQclear(r);
+    if (!(r = msgdb_exec(conn, &q->job.err, head_sql, 0, NULL))) return -1;
+    o->head = msgdb_i64(r, 0, 0);
+    msgdb_clear(r);
     if (o->kind == COP_RESET) {
         to = o->head;
     } else if (o->by_time) {
         char ts[24];
         i64s(ts, sizeof ts, o->arg);
-        if (!(r = pg_exec(conn, &q->job.err,
-                          "SELECT (SELECT min(id) FROM lockstep_notes WHERE ts >= $1::bigint) - 1",
-                          1, (const char *const[]){ts})))
+        if (!(r = msgdb_exec(
+                  conn, &q->job.err,
+                  "SELECT (SELECT min(id) FROM lockstep_notes WHERE ts >= CAST($1 AS bigint)) - 1",
+                  1, (const char *const[]){ts})))
             return -1;
-        to = PQgetisnull(r, 0, 0) ? o->head : pg_i64(r, 0, 0);
-        PQclear(r);
+        to = msgdb_isnull(r, 0, 0) ? o->head : msgdb_i64(r, 0, 0);
+        msgdb_clear(r);
     } else if (to > o->head) {
         o->beyond = 1;
         return 0;
@@ -1134,13 +1188,14 @@ struct reckon {
 };
 
 static int
-reckon_run(struct pgmsg *m, PGconn *conn, struct pg_job *j)
+reckon_run(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
 {
     struct reckon *k = (struct reckon *)j;
-    PGresult *r = pg_exec(conn, &j->err, consumers_sql, 1, (const char *const[]){""});
+    struct msgdb_res *r =
+        msgdb_exec(conn, &j->err, CONSUMERS_SQL(conn), 1, (const char *const[]){""});
     if (!r) return -1;
     k->rows = crows_of(r, &k->nrows);
-    PQclear(r);
+    msgdb_clear(r);
     return k->rows ? 0 : -1;
 }
 
@@ -1241,8 +1296,8 @@ pgmsg_status_json(struct server *srv)
         by[c->state]++;
         if (c->at_risk) json_array_append_new(risk, json_string(c->name));
     }
-    return json_pack("{s:s,s:I,s:{s:I,s:I,s:I,s:I},s:o}", "mode", "postgres", "consumers",
-                     (json_int_t)n, "states", "live", (json_int_t)by[CS_LIVE], "behind",
-                     (json_int_t)by[CS_BEHIND], "stalled", (json_int_t)by[CS_STALLED], "reset",
-                     (json_int_t)by[CS_RESET], "at_risk", risk);
+    return json_pack("{s:s,s:I,s:{s:I,s:I,s:I,s:I},s:o}", "mode", pgmsg_kind(pgmsg_of(srv)),
+                     "consumers", (json_int_t)n, "states", "live", (json_int_t)by[CS_LIVE],
+                     "behind", (json_int_t)by[CS_BEHIND], "stalled", (json_int_t)by[CS_STALLED],
+                     "reset", (json_int_t)by[CS_RESET], "at_risk", risk);
 }

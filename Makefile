@@ -35,7 +35,7 @@ test:
 # ThreadSanitizer (build/tsan): the unit tests and the cluster tests that keep the writer, the
 # checkpoint thread, the reader threads, the mirror runs and the loop busy at once. A race report stops the
 # process (halt_on_error) and fails the test; tests/tsan.supp silences third-party internals only.
-TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|changes|upload_resume|digest|verify|clib|mirror|messenger_pg|messenger_sqlite)$$
+TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|changes|upload_resume|digest|verify|clib|mirror|messenger_pg|messenger_sqlite|metrics)$$
 TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 
 tsan:

@@ -4,6 +4,7 @@
  * verify (the server's scrub).
  */
 #include "cli/cli.h"
+#include "cli/table.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -59,37 +60,51 @@ field(json_t *o, const char *key)
 static void
 print_downstreams(json_t *o)
 {
+    static const char *const head[] = {"NAME",      "ROLE",  "STATE",   "APPLIED", "LAG",
+                                       "LAG_BYTES", "LAG_S", "ADDRESS", "LAST_ERROR"};
+    struct table t;
     json_t *n;
     size_t i;
-    printf("%-16s %-8s %-12s %10s %8s %10s %6s  %s\n", "NAME", "ROLE", "STATE", "APPLIED", "LAG",
-           "LAG_BYTES", "LAG_S", "ADDRESS");
+    table_init(&t, 9, head, "lllrrrrll");
     json_array_foreach(json_object_get(o, "nodes"), i, n)
     {
-        printf("%-16s %-8s %-12s %10lld %8lld %10lld %6lld  %s\n", field(n, "name"),
-               field(n, "role"), field(n, "state"),
-               (long long)json_integer_value(json_object_get(n, "applied_seq")),
-               (long long)json_integer_value(json_object_get(n, "lag_changes")),
-               (long long)json_integer_value(json_object_get(n, "lag_bytes")),
-               (long long)json_integer_value(json_object_get(n, "lag_seconds")),
-               field(n, "address"));
+        table_cell(&t, "%s", field(n, "name"));
+        table_cell(&t, "%s", field(n, "role"));
+        table_cell(&t, "%s", field(n, "state"));
+        table_cell(&t, "%lld", (long long)json_integer_value(json_object_get(n, "applied_seq")));
+        table_cell(&t, "%lld", (long long)json_integer_value(json_object_get(n, "lag_changes")));
+        table_cell(&t, "%lld", (long long)json_integer_value(json_object_get(n, "lag_bytes")));
+        table_cell(&t, "%lld", (long long)json_integer_value(json_object_get(n, "lag_seconds")));
+        table_cell(&t, "%s", field(n, "address"));
+        table_cell(&t, "%s", field(n, "last_error"));
     }
+    table_print(&t, stdout);
+    table_release(&t);
 }
 
 static void
 print_site(json_t *o)
 {
+    static const char *const head[] = {"NAME",           "ROLE", "STATE", "SEQ",    "UPSTREAM",
+                                       "LAST_HEARTBEAT", "HTTP", "PEER",  "VERSION"};
+    struct table t;
     json_t *n;
     size_t i;
-    printf("%-16s %-8s %-7s %10s %-16s %-24s %-21s %-21s %s\n", "NAME", "ROLE", "STATE", "SEQ",
-           "UPSTREAM", "LAST_HEARTBEAT", "HTTP", "PEER", "VERSION");
+    table_init(&t, 9, head, "lllrlllll");
     json_array_foreach(json_object_get(o, "nodes"), i, n)
     {
-        printf("%-16s %-8s %-7s %10lld %-16s %-24s %-21s %-21s %s\n", field(n, "name"),
-               field(n, "role"), field(n, "state"),
-               (long long)json_integer_value(json_object_get(n, "seq")), field(n, "upstream"),
-               field(n, "last_heartbeat"), field(n, "http"), field(n, "peer"),
-               field(n, "version"));
+        table_cell(&t, "%s", field(n, "name"));
+        table_cell(&t, "%s", field(n, "role"));
+        table_cell(&t, "%s", field(n, "state"));
+        table_cell(&t, "%lld", (long long)json_integer_value(json_object_get(n, "seq")));
+        table_cell(&t, "%s", field(n, "upstream"));
+        table_cell(&t, "%s", field(n, "last_heartbeat"));
+        table_cell(&t, "%s", field(n, "http"));
+        table_cell(&t, "%s", field(n, "peer"));
+        table_cell(&t, "%s", field(n, "version"));
     }
+    table_print(&t, stdout);
+    table_release(&t);
 }
 
 int

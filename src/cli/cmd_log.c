@@ -3,6 +3,7 @@
  * digest, status.
  */
 #include "cli/cli.h"
+#include "cli/table.h"
 
 #include <curl/curl.h>
 #include <getopt.h>
@@ -241,15 +242,56 @@ cmd_digest(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* The messenger's line of status: counts by state, and who is at risk or failing. */
+static void
+print_messenger(json_t *m)
+{
+    static const char *const head[] = {"MODE",   "CONSUMERS", "LIVE",    "BEHIND",
+                                       "STALLED", "RESET",    "AT_RISK", "WEBHOOKS_FAILING"};
+    static const char *const states[] = {"live", "behind", "stalled", "reset"};
+    const char *lists[] = {"at_risk", "webhooks_failing"};
+    const char *mode = json_string_value(json_object_get(m, "mode"));
+    struct table t;
+    table_init(&t, 8, head, "lrrrrrll");
+    table_cell(&t, "%s", mode ? mode : "native");
+    table_cell(&t, "%lld", (long long)json_integer_value(json_object_get(m, "consumers")));
+    for (int i = 0; i < 4; i++)
+        table_cell(&t, "%lld", (long long)json_integer_value(
+                                   json_object_get(json_object_get(m, "states"), states[i])));
+    for (int i = 0; i < 2; i++) {
+        json_t *a = json_object_get(m, lists[i]), *v;
+        struct ls_buf b;
+        size_t k;
+        ls_buf_init(&b, 4096);
+        json_array_foreach(a, k, v)
+        {
+            const char *name = json_string_value(v);
+            if (!name) name = json_string_value(json_object_get(v, "consumer"));
+            if (!name) name = json_string_value(json_object_get(v, "name"));
+            if (k) ls_buf_append(&b, ",", 1);
+            if (name) ls_buf_append(&b, name, strlen(name));
+        }
+        table_cell(&t, "%.*s", (int)b.len, b.p ? b.p : "");
+        ls_buf_release(&b);
+    }
+    table_print(&t, stdout);
+    table_release(&t);
+}
+
+#define STATUS_WARNINGS_SHOWN 10
+
 int
 cmd_status(int argc, char **argv)
 {
-    static const char usage[] = "usage: lockstep status [--json]\n\n"
-                                "Shows the server's name, role, store, epoch and seq.\n\n"
-                                "  --json           print JSON\n" COMMON_HELP;
+    static const char usage[] =
+        "usage: lockstep status [--json]\n\n"
+        "Shows the server's name, role, store, epoch and seq, how it follows its upstream (a\n"
+        "replica), its consumers by state, and its last warnings. --json prints every field,\n"
+        "the last 50 warnings among them.\n\n"
+        "  --json           print JSON\n" COMMON_HELP;
     struct client cl = {.cmd = "status"};
     struct log_args a;
-    json_t *o, *v;
+    json_t *o, *v, *warnings;
     const char *key;
     int rc;
 
@@ -260,13 +302,38 @@ cmd_status(int argc, char **argv)
         char *text = json_dumps(o, JSON_INDENT(2));
         puts(text);
         free(text);
-    } else {
-        json_object_foreach(o, key, v)
-        {
-            char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            printf("%-14s %s\n", key, text ? text : json_string_value(v));
-            free(text);
+        json_decref(o);
+        return EXIT_OK;
+    }
+    /* every plain field in the server's order (fields a newer server adds show too) */
+    json_object_foreach(o, key, v)
+    {
+        char *text;
+        if (json_is_object(v) || strcmp(key, "warnings") == 0) continue;
+        text = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        printf("%-15s %s\n", key, text ? text : json_string_value(v));
+        free(text);
+    }
+    if (json_is_object(json_object_get(o, "messenger"))) {
+        printf("\nmessenger\n");
+        print_messenger(json_object_get(o, "messenger"));
+    }
+    warnings = json_object_get(o, "warnings");
+    if (json_array_size(warnings) > 0) {
+        static const char *const head[] = {"TIME", "LEVEL", "MESSAGE"};
+        size_t n = json_array_size(warnings), from = 0;
+        struct table t;
+        if (n > STATUS_WARNINGS_SHOWN) from = n - STATUS_WARNINGS_SHOWN;
+        printf("\nlast warnings (%zu%s)\n", n - from, from ? ", more with --json" : "");
+        table_init(&t, 3, head, "lll");
+        for (size_t i = from; i < n; i++) {
+            json_t *w = json_array_get(warnings, i);
+            table_cell(&t, "%s", json_string_value(json_object_get(w, "time")));
+            table_cell(&t, "%s", json_string_value(json_object_get(w, "level")));
+            table_cell(&t, "%s", json_string_value(json_object_get(w, "msg")));
         }
+        table_print(&t, stdout);
+        table_release(&t);
     }
     json_decref(o);
     return EXIT_OK;

@@ -442,12 +442,12 @@ make_bev(struct event_base *base, void *arg)
     return bev;
 }
 
-static void
-on_request_done(struct evhttp_request *req, void *arg)
+void
+http_conns_done(struct server *srv, struct evhttp_request *req)
 {
-    struct http_conns *hc = arg;
+    struct http_conns *hc = srv->conns;
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    struct conn *c = evcon ? find(hc, evhttp_connection_get_bufferevent(evcon)) : NULL;
+    struct conn *c = evcon && hc ? find(hc, evhttp_connection_get_bufferevent(evcon)) : NULL;
     if (c) {
         c->busy = 0;
         c->since_ms = ls_mono_ms();
@@ -481,8 +481,7 @@ http_conns_request(struct server *srv, struct evhttp_request *req)
     if (c && c->watch) watch_served(c->watch);
     if (refuse_ambiguous(req)) return 1;
     if (!c) return 0;
-    c->busy = 1;
-    evhttp_request_set_on_complete_cb(req, on_request_done, hc);
+    c->busy = 1; /* until http_conns_done (the router's completion callback calls it) */
     return 0;
 }
 

@@ -34,6 +34,7 @@ struct messenger {
     struct event *flush_timer, *reckon_timer;
     int flush_armed, reckoning;
     uint64_t reckonings;
+    uint64_t published, acks; /* since start, for GET /metrics */
 };
 
 static const char *const state_names[] = {"live", "behind", "stalled", "reset"};
@@ -245,6 +246,7 @@ void
 consumer_ack(struct server *srv, struct consumer *c, int64_t id)
 {
     c->acked = ls_now_ms();
+    srv->msg->acks++;
     if (id > c->position) c->position = id;
     if (c->reset_at > 0 && id >= c->reset_at) {
         c->reset_at = 0;
@@ -483,6 +485,19 @@ messenger_status_json(struct server *srv)
                      "live", (json_int_t)by[CS_LIVE], "behind", (json_int_t)by[CS_BEHIND],
                      "stalled", (json_int_t)by[CS_STALLED], "reset", (json_int_t)by[CS_RESET],
                      "at_risk", risk, "webhooks_failing", webhook_failing_json(srv));
+}
+
+void
+messenger_count_published(struct server *srv, size_t n)
+{
+    if (srv->msg) srv->msg->published += n;
+}
+
+void
+messenger_counts(struct server *srv, uint64_t *published, uint64_t *acks)
+{
+    *published = srv->msg ? srv->msg->published : 0;
+    *acks = srv->msg ? srv->msg->acks : 0;
 }
 
 void

@@ -62,6 +62,9 @@ void consumer_judge(struct server *srv, struct consumer *c, int64_t pending, int
 json_t *consumer_json(struct server *srv, const struct consumer *c);
 json_t *messenger_consumers_json(struct server *srv);
 json_t *messenger_status_json(struct server *srv);
+/* Since start: notifications accepted by POST /v1/notify here, and consumers' acks. */
+void messenger_count_published(struct server *srv, size_t n);
+void messenger_counts(struct server *srv, uint64_t *published, uint64_t *acks);
 /* notify retention: age and size from --notify-retention */
 void messenger_retention(struct server *srv, int64_t *age_ms, int64_t *bytes);
 

@@ -549,6 +549,12 @@ on_reap(evutil_socket_t fd, short what, void *arg)
         if (!run || !atomic_load(&run->ended)) continue;
         pthread_join(run->thread, NULL);
         snprintf(j->last_state, sizeof j->last_state, "%s", run->state);
+        if (strcmp(run->state, "ok") == 0) j->counted.runs_ok++;
+        else if (strcmp(run->state, "partial") == 0) j->counted.runs_partial++;
+        else j->counted.runs_failed++;
+        j->counted.items += (uint64_t)run->items_done;
+        j->counted.bytes += (uint64_t)run->bytes_done;
+        j->counted.errors += (uint64_t)run->errors;
         snprintf(j->last_note, sizeof j->last_note, "%s", run->note);
         j->last_ended = ls_now_ms();
         j->last_errors = run->errors;
@@ -683,6 +689,35 @@ mirror_job_json(struct mirror_job *job)
         if (*job->last_note) json_object_set_new(o, "last_note", json_string(job->last_note));
     }
     return o;
+}
+
+void
+mirror_count(struct mirror_job *job, struct mirror_counters *out)
+{
+    struct mirror_run *run = job->run;
+    *out = job->counted;
+    out->running = run != NULL;
+    if (!run) return;
+    pthread_mutex_lock(&run->mu);
+    out->items += (uint64_t)run->items_done;
+    out->bytes += (uint64_t)run->bytes_done;
+    out->errors += (uint64_t)run->errors;
+    out->run_items_total = run->items_total;
+    out->run_bytes_total = run->bytes_total;
+    pthread_mutex_unlock(&run->mu);
+}
+
+struct mirror_job *
+mirror_next(struct server *srv, struct mirror_job *prev)
+{
+    if (prev) return prev->next;
+    return srv->mirrors ? srv->mirrors->jobs : NULL;
+}
+
+const char *
+mirror_name(const struct mirror_job *job)
+{
+    return job->name;
 }
 
 json_t *

@@ -9,6 +9,7 @@
 #define LS_MIRROR_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
@@ -40,6 +41,17 @@ void mirror_paused(struct server *srv, const char *name, int paused);
 int mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err);
 /* {"name", "definition", "paused", "running", "progress"?}; the jobs list, or one in detail. */
 json_t *mirror_job_json(struct mirror_job *job);
+/* A job's figures since this server started: runs ended by outcome, and the items, bytes and
+ * errors of every run (the running one's so far); running and that run's totals. */
+struct mirror_counters {
+    uint64_t runs_ok, runs_partial, runs_failed, items, bytes, errors;
+    int running;
+    int64_t run_items_total, run_bytes_total;
+};
+void mirror_count(struct mirror_job *job, struct mirror_counters *out);
+/* The jobs in order: the first (prev NULL) or the one after prev; NULL after the last. */
+struct mirror_job *mirror_next(struct server *srv, struct mirror_job *prev);
+const char *mirror_name(const struct mirror_job *job);
 json_t *mirror_list_json(struct server *srv);
 
 #endif

@@ -50,6 +50,7 @@ struct mirror_job {
     struct mirror_run *run;
     /* the last run's outcome, for the listing */
     char last_state[16];
+    struct mirror_counters counted; /* of the runs ended since start (GET /metrics) */
     int64_t last_ended, last_errors; /* wall clock ms (0: not known) */
     char last_note[256];
 };

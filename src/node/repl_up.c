@@ -114,6 +114,7 @@ struct repl_up {
     struct event *wal_timer;   /* --snapshot-max-wal */
     int64_t wal_quiet_until;   /* mono_ms: no drop before, the last one is being checkpointed */
     size_t site_held;          /* records in every node's site list together (SITE_HELD_MAX) */
+    struct repl_up_counters counted; /* bytes_sent: of the connections closed so far */
 };
 
 static void pump(struct downstream *ds);
@@ -786,6 +787,7 @@ start_snapshot(struct downstream *ds, const char *why)
     }
     log_info("sending %s a snapshot at seq %lld (%s)", ds->node->name, (long long)pos.seq, why);
     ds->snap_started_ms = ls_mono_ms();
+    ds->up->counted.snapshots++;
     ds->snap_wal_size = wal_size(ds->srv);
     peer_send_json(&ds->peer, F_SNAPSHOT,
                    json_pack("{s:s,s:I,s:I,s:o,s:s}", "store_id", pos.store_id, "epoch",
@@ -809,6 +811,7 @@ start_stream(struct downstream *ds, int64_t from)
              (long long)from, (long long)pos->seq);
     ds->sent_seq = ds->read_upto = from;
     ds->node->acked_seq = from;
+    ds->up->counted.catchups++;
     ds_set_state(ds, DS_STREAM);
     ds->frame_type = F_CHANGES;
     pump(ds);
@@ -1045,6 +1048,7 @@ static void
 ds_detach(struct downstream *ds)
 {
     struct repl_up *up = ds->up;
+    if (!ds->dead) up->counted.bytes_sent += (uint64_t)ds->peer.bytes_out;
     ds->dead = 1;
     for (struct downstream **pp = &up->conns; *pp; pp = &(*pp)->next)
         if (*pp == ds) {
@@ -1271,6 +1275,16 @@ repl_up_acked(struct server *srv, int64_t seq)
     for (struct node *nd = srv->up->nodes; nd; nd = nd->next)
         if (nd->conn && nd->acked_seq >= seq) n++;
     return n;
+}
+
+void
+repl_up_count(struct server *srv, struct repl_up_counters *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!srv->up) return;
+    *out = srv->up->counted;
+    for (struct downstream *ds = srv->up->conns; ds; ds = ds->next)
+        if (!ds->dead) out->bytes_sent += (uint64_t)ds->peer.bytes_out;
 }
 
 json_t *

@@ -101,6 +101,7 @@ struct server {
 int http_conns_start(struct server *srv);
 /* Notes a request being served; nonzero when it was refused here (it has its reply). */
 int http_conns_request(struct server *srv, struct evhttp_request *req);
+void http_conns_done(struct server *srv, struct evhttp_request *req); /* its reply has left */
 void http_conns_stop(struct server *srv);
 
 /* A write waiting until N downstreams have applied its seq (wait_replicas). */
@@ -124,6 +125,11 @@ struct repl_up;
 int repl_up_start(struct server *srv, struct ls_error *err);
 void repl_up_stop(struct server *srv);
 json_t *repl_up_nodes(struct server *srv);
+/* Since start: bytes sent to downstreams, snapshots begun, streams begun from a position. */
+struct repl_up_counters {
+    uint64_t bytes_sent, snapshots, catchups;
+};
+void repl_up_count(struct server *srv, struct repl_up_counters *out);
 int repl_up_acked(struct server *srv, int64_t seq); /* downstreams that applied seq */
 int repl_up_connected(struct server *srv);
 /* The seqs the connected downstreams have applied, summed (the dashboard's replication rate). */
@@ -220,6 +226,8 @@ void writer_submit(struct writer *w, struct wreq *r);
 #define WRITER_QUEUE_MAX 10000
 #define WRITER_QUEUE_BYTES (256u << 20)
 int writer_admit(struct writer *w, uint64_t body_bytes);
+/* Requests and body bytes submitted and not yet done (the loop thread only). */
+void writer_queue(struct writer *w, size_t *requests, uint64_t *bytes);
 void writer_set_limits(struct writer *w, size_t requests, uint64_t bytes); /* tests */
 void wreq_free(struct wreq *r);
 

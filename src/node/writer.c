@@ -323,6 +323,13 @@ writer_admit(struct writer *w, uint64_t body_bytes)
 }
 
 void
+writer_queue(struct writer *w, size_t *requests, uint64_t *bytes)
+{
+    *requests = w ? w->inflight : 0;
+    *bytes = w ? w->inflight_bytes : 0;
+}
+
+void
 writer_set_limits(struct writer *w, size_t requests, uint64_t bytes)
 {
     w->max_inflight = requests;

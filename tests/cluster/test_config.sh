@@ -33,7 +33,7 @@ head -c 2049 /dev/urandom >"$T/2049"
 assert_exit 1 lsc cfg put /big "$T/2049"
 assert_contains "$ERR" "body is larger than --max-body (2048 bytes)" "max-body from the file"
 # log-level = warn: the info line about serving is not logged
-assert_eq 0 "$(grep -c ' info: ' "$T/cfg.log" || true)" "info lines with log-level = warn"
+assert_eq 0 "$(grep -c ' level=info ' "$T/cfg.log" || true)" "info lines with log-level = warn"
 stop_server cfg
 
 # --config=FILE works too
@@ -76,7 +76,7 @@ assert_exit 1 "$LOCKSTEP" status --server "http://127.0.0.1:$P1"
 for i in 1 2 3 4 5 6 7; do printf 'v%d' "$i" | lsc cfg2 put /doc >/dev/null; done
 assert_eq 5 "$(history_count cfg2 /doc)" "a flag overrides the file's max-versions"
 assert_exit 1 lsc cfg2 put /big "$T/2049" # max-body = 2K still from the file
-grep -q ' info: ' "$T/cfg2.log" || fail "--log-level info did not override the file's warn"
+grep -q ' level=info ' "$T/cfg2.log" || fail "--log-level info did not override the file's warn"
 stop_server cfg2
 
 # --- errors: exit 2, one clear line, no server

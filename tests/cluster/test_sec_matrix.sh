@@ -134,6 +134,7 @@ ROUTES=(
     "HEAD   /v1/status                           -     admin write read report"
     "GET    /v1/digest                           -     admin write read"
     "GET    /v1/nodes                            -     admin write read report"
+    "GET    /metrics                             -     admin write read report"
     "POST   /v1/promote                          -     admin"
     "POST   /v1/resync?from_seq=1                -     admin"
     "GET    /v1/tokens                           -     admin"

@@ -16,6 +16,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The last warnings and errors of the log, oldest first (common/log.c keeps them). */
+static json_t *
+warnings_json(void)
+{
+    static struct ls_log_entry e[LS_LOG_RECENT_MAX]; /* the loop thread's only */
+    size_t n = ls_log_recent(e, LS_LOG_RECENT_MAX);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char t[40];
+        json_t *msg = json_string(e[i].msg);
+        if (!msg) { /* not UTF-8 (a peer's bytes in it): shown with ? for the bytes above 127 */
+            for (char *p = e[i].msg; *p; p++)
+                if ((unsigned char)*p >= 0x80) *p = '?';
+            msg = json_string(e[i].msg);
+        }
+        ls_format_time(e[i].ms, t, sizeof t);
+        json_array_append_new(a, json_pack("{s:s,s:s,s:o}", "time", t, "level",
+                                           ls_log_level_name(e[i].level), "msg", msg));
+    }
+    return a;
+}
+
 json_t *
 status_json(struct server *srv)
 {
@@ -30,6 +52,7 @@ status_json(struct server *srv)
     json_object_set_new(o, "messenger", messenger_status_json(srv));
     if (server_is_primary(srv)) json_object_set_new(o, "state", json_string("live"));
     else repl_down_status(srv, o);
+    json_object_set_new(o, "warnings", warnings_json());
     return o;
 }
 

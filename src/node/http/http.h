@@ -57,6 +57,17 @@ struct route {
     handler_fn fn;
 };
 void http_route(struct server *srv, const struct route *r);
+/* The answers given, by route pattern and status ("" for requests no route matched). Status
+ * slots fill in the order codes are first seen; code 0 counts those beyond the first 15. */
+#define HTTP_STATUS_SLOTS 16
+struct http_route_stats {
+    const char *pattern;
+    struct server *srv;
+    int code[HTTP_STATUS_SLOTS];
+    uint64_t count[HTTP_STATUS_SLOTS];
+};
+const struct http_route_stats *http_route_stats(struct server *srv, int *n);
+const struct http_route_stats *http_unmatched_stats(struct server *srv);
 void http_routes(struct server *srv, const struct route *table, size_t n);
 void http_items_routes(struct server *srv);
 void http_changes_routes(struct server *srv);
@@ -66,9 +77,10 @@ void http_tokens_routes(struct server *srv);
 void http_verify_routes(struct server *srv);
 void http_notify_routes(struct server *srv);
 void http_mirror_routes(struct server *srv);
+void http_metrics_routes(struct server *srv); /* metrics.c: GET /metrics */
 void http_dashboard_routes(struct server *srv); /* and starts its 1 Hz sampler */
 void http_dashboard_free(struct server *srv);
-/* cluster.c: GET /v1/status's answer, which the dashboard shows too */
+/* cluster.c: GET /v1/status's answer, which the dashboard and /metrics show too */
 json_t *status_json(struct server *srv);
 /* notify.c's parameters and parsing, shared with notify_pg.c */
 char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */

@@ -824,6 +824,7 @@ h_notify(struct ctx *c)
     r = notify_parse(c, body);
     json_decref(body);
     if (!r) goto out;
+    messenger_count_published(c->srv, r->nops);
     if (replica) {
         forward_accept(c->srv, c->req, r, wait_ms);
         goto out;

@@ -26,6 +26,8 @@ struct http_router {
     struct route routes[ROUTES_MAX];
     int n;
     uint64_t max_body; /* the largest of the routes' limits: evhttp's own */
+    /* answers by route and status (GET /metrics); [ROUTES_MAX]: requests that matched none */
+    struct http_route_stats stats[ROUTES_MAX + 1];
 };
 
 void
@@ -37,6 +39,8 @@ http_route(struct server *srv, const struct route *r)
         log_error("too many HTTP routes; %s not registered", r->pattern);
         abort();
     }
+    rt->stats[rt->n].pattern = r->pattern;
+    rt->stats[rt->n].srv = srv;
     rt->routes[rt->n++] = *r;
     if (r->max_body > rt->max_body) rt->max_body = r->max_body;
 }
@@ -383,6 +387,39 @@ check_access(struct server *srv, struct evhttp_request *req, const struct route 
     return 0;
 }
 
+/* ---------------------------------------------------------------- counting answers */
+
+/* Runs once the reply has left (evhttp's completion callback; a client that went away before
+ * it did is not counted). Counted here, in one place, whoever answered. */
+static void
+on_request_done(struct evhttp_request *req, void *arg)
+{
+    struct http_route_stats *st = arg;
+    int code = evhttp_request_get_response_code(req), i;
+    for (i = 0; i < HTTP_STATUS_SLOTS - 1; i++) {
+        if (st->code[i] == code) break;
+        if (st->code[i] == 0) {
+            st->code[i] = code;
+            break;
+        }
+    }
+    st->count[i]++; /* the last slot (code 0) takes any status beyond the first 15 seen */
+    http_conns_done(st->srv, req);
+}
+
+const struct http_route_stats *
+http_route_stats(struct server *srv, int *n)
+{
+    *n = srv->router ? srv->router->n : 0;
+    return srv->router ? srv->router->stats : NULL;
+}
+
+const struct http_route_stats *
+http_unmatched_stats(struct server *srv)
+{
+    return srv->router ? &srv->router->stats[ROUTES_MAX] : NULL;
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static void
@@ -398,6 +435,7 @@ http_dispatch(struct evhttp_request *req, void *arg)
     struct ctx *c;
     size_t body;
 
+    evhttp_request_set_on_complete_cb(req, on_request_done, &rt->stats[ROUTES_MAX]);
     if (srv->stopping) {
         reply_error(req, LS_EUNAVAIL, "the server is stopping");
         return;
@@ -433,6 +471,8 @@ http_dispatch(struct evhttp_request *req, void *arg)
         reply_error(req, LS_ENOTFOUND, "no such endpoint: %s", path);
         goto fail;
     }
+    /* counted under its pattern from here, a method it does not take included */
+    evhttp_request_set_on_complete_cb(req, on_request_done, &rt->stats[r - rt->routes]);
     if (!(r->methods & method)) {
         reply_error(req, LS_EINVAL, "method not allowed on %s", path);
         goto fail;
@@ -472,6 +512,8 @@ http_api_start(struct server *srv, struct ls_error *err)
     if (net_split_hostport(srv->cfg.http, host, sizeof host, &port))
         return ls_error_set(err, LS_EINVAL, "--http %s: expected HOST:PORT", srv->cfg.http);
     if (!(srv->router = calloc(1, sizeof *srv->router))) return ls_error_set(err, LS_ENOMEM, NULL);
+    srv->router->stats[ROUTES_MAX].pattern = "";
+    srv->router->stats[ROUTES_MAX].srv = srv;
     http_items_routes(srv);
     http_changes_routes(srv);
     http_batch_routes(srv);
@@ -480,6 +522,7 @@ http_api_start(struct server *srv, struct ls_error *err)
     http_verify_routes(srv);
     http_notify_routes(srv);
     http_mirror_routes(srv);
+    http_metrics_routes(srv);
     http_dashboard_routes(srv);
     srv->http = evhttp_new(srv->base);
     if (!srv->http) return ls_error_set(err, LS_ENOMEM, NULL);

@@ -13,8 +13,8 @@
  * (the writer is the loop's to talk to) through a small queue and come back through a condition
  * variable. Progress is shared under the run's mutex.
  *
- * Not for: the HTTP routes (http/mirror.c), the tables (core/store/mirror.c). Remote targets,
- * exports, leases and deltas are not here yet.
+ * Not for: the HTTP routes (http/mirror.c), the tables (core/store/mirror.c), pulling from
+ * another server's export (mirror_remote.c). Remote targets, leases and deltas are not here yet.
  */
 #include "node/mirror_int.h"
 #include "common/log.h"
@@ -172,14 +172,31 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
             rc = ls_error_set(err, LS_EINVAL, "source %s is outside every --mirror-root", src);
             goto out;
         }
+    } else if (strncmp(src, "lockstep://", 11) == 0) {
+        struct mirror_def *probe = calloc(1, sizeof *probe);
+        rc = probe ? mirror_remote_spec(src, probe, err) : ls_error_set(err, LS_ENOMEM, NULL);
+        free(probe);
+        if (rc) goto out;
     } else {
         rc = ls_error_set(err, LS_EINVAL,
-                          "source %s: unknown scheme (store:/PREFIX or dir:/PATH; lockstep:// "
-                          "sources are not in this release)",
+                          "source %s: unknown scheme (store:/PREFIX, dir:/PATH or "
+                          "lockstep://HOST:PORT/export/NAME)",
                           src);
         goto out;
     }
     json_object_set_new(def, "source", json_string(src));
+    {
+        /* a remote's token: the file's name is kept (and shown), never the token */
+        const json_t *tf = json_object_get(body, "token_file");
+        if (tf && !json_is_null(tf)) {
+            const char *f = json_string_value(tf);
+            if (!f || f[0] != '/' || strlen(f) >= 4000) {
+                rc = ls_error_set(err, LS_EINVAL, "token_file: an absolute path");
+                goto out;
+            }
+            json_object_set_new(def, "token_file", json_string(f));
+        }
+    }
     if (!json_is_array(targets) || json_array_size(targets) == 0 ||
         json_array_size(targets) > TARGETS_MAX) {
         rc = ls_error_set(err, LS_EINVAL, "targets: a list of 1 to %d targets", TARGETS_MAX);
@@ -221,7 +238,7 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
     }
     if ((rc = glob_list(body, "include", def, err)) || (rc = glob_list(body, "exclude", def, err)))
         goto out;
-    if (json_is_true(json_object_get(body, "published_only")) && src_dir) {
+    if (json_is_true(json_object_get(body, "published_only")) && strncmp(src, "store:", 6) != 0) {
         rc = ls_error_set(err, LS_EINVAL, "published_only takes a store: source");
         goto out;
     }
@@ -269,8 +286,16 @@ def_load(struct mirror_def *d, const json_t *j)
     size_t i;
     memset(d, 0, sizeof *d);
     if (!src) src = "store:/";
-    d->src_kind = strncmp(src, "dir:", 4) == 0 ? SRC_DIR : SRC_STORE;
-    snprintf(d->src_path, sizeof d->src_path, "%s", src + (d->src_kind == SRC_DIR ? 4 : 6));
+    if (strncmp(src, "lockstep://", 11) == 0) {
+        struct ls_error err;
+        mirror_remote_spec(src, d, &err); /* checked when the job was made */
+    } else {
+        d->src_kind = strncmp(src, "dir:", 4) == 0 ? SRC_DIR : SRC_STORE;
+        snprintf(d->src_path, sizeof d->src_path, "%s", src + (d->src_kind == SRC_DIR ? 4 : 6));
+    }
+    if (json_is_string(json_object_get(j, "token_file")))
+        snprintf(d->token_file, sizeof d->token_file, "%s",
+                 json_string_value(json_object_get(j, "token_file")));
     for (size_t n = strlen(d->src_path); n > 1 && d->src_path[n - 1] == '/'; n--)
         d->src_path[n - 1] = '\0';
     json_array_foreach(json_object_get(j, "targets"), i, v) if (d->ntargets < TARGETS_MAX)
@@ -494,6 +519,8 @@ run_main(void *arg)
     }
     if (run->def->src_kind == SRC_STORE)
         rc = mirror_run_store(run, &p);
+    else if (run->def->src_kind == SRC_EXPORT)
+        rc = mirror_run_export(run, &p);
     else
         rc = mirror_run_dir(run, &p);
     if (rc && !atomic_load(&run->cancel)) { /* whatever stopped it, the run did not finish */
@@ -513,6 +540,7 @@ out:
                  run->note);
     }
     mirror_package_release(&p);
+    mirror_remote_close(run);
     store_free(run->st);
     run->st = NULL;
     atomic_store(&run->ended, 1);

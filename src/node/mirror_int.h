@@ -5,6 +5,8 @@
  *   mirror_package.c progress, packages, writing a directory target, recording a package
  *   mirror_source.c  the sources: a store (a full pass, then the log by seq) and a directory
  *                    (walked twice with a bounded stack, against each target's index)
+ *   mirror_remote.c  a directory another server exports (lockstep://HOST:PORT/export/NAME),
+ *                    listed in pages over HTTP on the run's thread, against each target's index
  * The rest of lockstep knows mirroring through node/mirror.h.
  */
 #ifndef LS_MIRROR_INT_H
@@ -23,12 +25,15 @@
 #define PAGE 500
 #define TMP_PREFIX ".lsmirror-"
 
-enum { SRC_STORE, SRC_DIR };
+enum { SRC_STORE, SRC_DIR, SRC_EXPORT };
 enum { IT_FILE, IT_LINK, IT_DEL };
 
 struct mirror_def {
     int src_kind;
     char src_path[4096]; /* the store prefix ("/" for all), or the directory */
+    char src_url[300];   /* SRC_EXPORT: "http://HOST:PORT" */
+    char src_export[65]; /* SRC_EXPORT: the export's name */
+    char token_file[4096]; /* the token for a remote server is read from here ("": none) */
     int ntargets;
     char *targets[TARGETS_MAX]; /* "dir:/path", as given (their names in the tables) */
     int ninclude, nexclude;
@@ -79,6 +84,8 @@ struct target_state {
     struct ls_mirror_checkpoint cp;
 };
 
+struct remote;
+
 struct mirror_run {
     struct mirror_job *job;
     struct mirrors *m;
@@ -87,6 +94,7 @@ struct mirror_run {
     pthread_t thread;
     atomic_int cancel, ended;
     struct store *st; /* the run thread's read-only handle */
+    struct remote *remote; /* SRC_EXPORT: the HTTP client of the source (mirror_remote.c) */
     int64_t id, started_ms, started_mono;
     struct target_state t[TARGETS_MAX];
     int nt;
@@ -105,6 +113,7 @@ struct pitem {
     unsigned need; /* a bit per target that should get it */
     int64_t size, mtime_ns, ino, mode, seq;
     int64_t version; /* store sources: the version to send */
+    char *link_to;   /* export sources: a symlink's target (owned by the package) */
 };
 
 struct perror_ {
@@ -167,5 +176,15 @@ void mirror_sweep_tmp(const char *root);
 /* ---- mirror_source.c ---- */
 int mirror_run_store(struct mirror_run *run, struct package *p);
 int mirror_run_dir(struct mirror_run *run, struct package *p);
+
+/* ---- mirror_remote.c ---- */
+/* Parses "lockstep://HOST:PORT/export/NAME" into d; LS_EINVAL with the reason otherwise. */
+int mirror_remote_spec(const char *src, struct mirror_def *d, struct ls_error *err);
+int mirror_run_export(struct mirror_run *run, struct package *p);
+void mirror_remote_close(struct mirror_run *run);
+/* The content of an export's file, fetched once per package item into a temporary file beside
+ * root: a descriptor at offset 0 (the run keeps it), or -1 with why filled. */
+int mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *root,
+                        char *why, size_t n);
 
 #endif

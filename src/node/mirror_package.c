@@ -102,8 +102,10 @@ mirror_targets_text(struct mirror_run *run)
 void
 mirror_package_clear(struct package *p)
 {
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n; i++) {
         free(p->items[i].path);
+        free(p->items[i].link_to);
+    }
     for (size_t i = 0; i < p->nerrs; i++) {
         free(p->errs[i].path);
         free(p->errs[i].reason);
@@ -139,7 +141,12 @@ mirror_package_add(struct package *p, const struct pitem *it)
         p->cap = cap;
     }
     p->items[p->n] = *it;
+    p->items[p->n].link_to = NULL;
     if (!(p->items[p->n].path = strdup(it->path))) return LS_ENOMEM;
+    if (it->link_to && !(p->items[p->n].link_to = strdup(it->link_to))) {
+        free(p->items[p->n].path);
+        return LS_ENOMEM;
+    }
     p->n++;
     if (it->kind == IT_FILE) p->bytes += it->size;
     return 0;
@@ -420,7 +427,7 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
             mirror_item_error(run, p, i, it->path, "cannot remove %s: %s", final, strerror(-rc));
             return -1;
         }
-        if (d->src_kind == SRC_DIR) {
+        if (d->src_kind != SRC_STORE) {
             struct ls_mirror_file f = {.path = it->path, .size = -1};
             index_note(p, i, &f);
         }
@@ -449,6 +456,20 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
                       fd >= 0 ? 0 : si.size, 0644, si.mtime * 1000000, sha, &what, &run->cancel);
         bytes = (int64_t)si.size;
         item_release(&si);
+    } else if (d->src_kind == SRC_EXPORT) {
+        char why[300];
+        if (it->kind == IT_LINK) {
+            rc = put_link(final, it->link_to ? it->link_to : "", it->mtime_ns, &what);
+            bytes = it->link_to ? (int64_t)strlen(it->link_to) : 0;
+        } else {
+            int efd = mirror_export_fetch(run, it, t->root, why, sizeof why);
+            if (efd < 0) {
+                mirror_item_error(run, p, i, it->path, "%s", why);
+                return -1;
+            }
+            rc = put_file(final, efd, NULL, 0, it->mode, it->mtime_ns, sha, &what, &run->cancel);
+            bytes = it->size;
+        }
     } else {
         snprintf(src, sizeof src, "%s%s", d->src_path, it->path);
         if (it->kind == IT_LINK) {
@@ -476,7 +497,7 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
         mirror_item_error(run, p, i, it->path, "cannot %s (%s): %s", what, final, strerror(-rc));
         return -1;
     }
-    if (d->src_kind == SRC_DIR) {
+    if (d->src_kind != SRC_STORE) {
         struct ls_mirror_file f = {.path = it->path,
                                    .size = it->size,
                                    .mtime_ns = it->mtime_ns,
@@ -514,6 +535,7 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         const struct pitem *it = &p->items[k];
         for (int i = 0; i < run->nt; i++)
             if ((it->need & (1u << i)) && !run->t[i].failed) apply_item(run, p, i, it);
+        if (run->fatal) break; /* the source went away: what was applied is recorded, no more */
         items++;
         if (it->kind == IT_FILE) bytes += it->size;
         if (atomic_load(&run->cancel)) return LS_EUNAVAIL;
@@ -539,6 +561,7 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         run->fatal = 1;
     }
     mirror_package_clear(p);
+    if (!rc && run->fatal) return LS_EIO;
     test_delay(run);
     if (!rc && errors_exceeded(run)) {
         snprintf(run->note, sizeof run->note, "more than %lld errors",

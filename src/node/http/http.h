@@ -66,6 +66,8 @@ void http_tokens_routes(struct server *srv);
 void http_verify_routes(struct server *srv);
 void http_notify_routes(struct server *srv);
 void http_mirror_routes(struct server *srv);
+void http_export_routes(struct server *srv);
+int http_exports_check(struct server *srv, struct ls_error *err); /* --export NAME=PATH */
 /* notify.c's parameters and parsing, shared with notify_pg.c */
 char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */
 struct wreq *notify_parse(struct ctx *c, json_t *body); /* NULL after a 400 */

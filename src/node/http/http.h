@@ -67,6 +67,7 @@ void http_verify_routes(struct server *srv);
 void http_notify_routes(struct server *srv);
 void http_mirror_routes(struct server *srv);
 void http_export_routes(struct server *srv);
+void http_report_routes(struct server *srv);
 int http_exports_check(struct server *srv, struct ls_error *err); /* --export NAME=PATH */
 /* notify.c's parameters and parsing, shared with notify_pg.c */
 char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */

@@ -39,7 +39,8 @@ static const char usage[] =
     "dir:/ABSOLUTE/PATH or lockstep://HOST:PORT/export/NAME (a directory another server\n"
     "exports; --token-file: a file on the mirror server holding the token to send it);\n"
     "DST is dir:/ABSOLUTE/PATH. `run --wait` shows the progress and exits 0\n"
-    "when the run ended ok, 1 when partial or failed. See docs/mirror.md.\n\n"
+    "when the run ended ok (or skipped: another server holds the duty), 1 when partial or\n"
+    "failed. See docs/mirror.md.\n\n"
     "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"
     "  --help           this text\n";
 
@@ -221,7 +222,8 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
                (long long)jint(r, "errors"));
         break;
     }
-    rc = strcmp(state, "ok") == 0 ? EXIT_OK : EXIT_ERR;
+    /* skipped: another mirror server holds the source's lease and does it */
+    rc = strcmp(state, "ok") == 0 || strcmp(state, "skipped") == 0 ? EXIT_OK : EXIT_ERR;
 out:
     json_decref(o);
     json_decref(h);

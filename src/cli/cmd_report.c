@@ -164,6 +164,23 @@ when(const json_t *last)
     return ended ? ended : json_integer_value(json_object_get(last, "started"));
 }
 
+static int
+skipped(const json_t *last)
+{
+    const char *s = json_string_value(json_object_get(last, "state"));
+    return s && strcmp(s, "skipped") == 0;
+}
+
+/* Whether a is the better result: a run that did the work beats a run skipped because another
+ * server held the duty (that other server's result is the one to see), then the newest wins. */
+static int
+newer(const json_t *a, const json_t *b)
+{
+    if (json_is_null(b) || !b) return 1;
+    if (skipped(a) != skipped(b)) return skipped(b);
+    return when(a) > when(b);
+}
+
 /* Per job and source, the newest result, and every server that holds the job. */
 static json_t *
 merge(struct server_answer *v, int n)
@@ -191,8 +208,7 @@ merge(struct server_answer *v, int n)
             }
             json_array_append_new(json_object_get(cur, "servers"),
                                   json_string(name ? name : v[i].url));
-            if (last && (json_is_null(json_object_get(cur, "last")) ||
-                         when(last) > when(json_object_get(cur, "last")))) {
+            if (last && newer(last, json_object_get(cur, "last"))) {
                 json_object_set(cur, "last", last);
                 json_object_set_new(cur, "server", json_string(name ? name : v[i].url));
                 json_object_set(cur, "running", json_object_get(j, "running"));

@@ -448,7 +448,9 @@ run_finish_state(struct mirror_run *run)
         if (run->t[i].errors) partial = 1;
     }
     pthread_mutex_lock(&run->mu);
-    if (run->fatal || atomic_load(&run->cancel) || failed == run->nt)
+    if (run->skipped && !run->fatal && !atomic_load(&run->cancel))
+        snprintf(run->state, sizeof run->state, "skipped");
+    else if (run->fatal || atomic_load(&run->cancel) || failed == run->nt)
         snprintf(run->state, sizeof run->state, "failed");
     else if (failed || partial)
         snprintf(run->state, sizeof run->state, "partial");

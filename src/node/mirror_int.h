@@ -105,6 +105,7 @@ struct mirror_run {
     const char *phase;
     char state[16], note[256];
     int fatal;
+    int skipped; /* another mirror server holds the source's lease: nothing was done */
 };
 
 struct pitem {

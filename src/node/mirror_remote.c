@@ -33,8 +33,13 @@
 
 struct remote {
     CURL *curl;
-    struct curl_slist *headers;
+    struct curl_slist *headers; /* the token, and the lease's fence once held */
+    struct curl_slist *auth;    /* the token alone (for the lease requests) */
     atomic_int *cancel;
+    /* the lease on the source (shared duty) */
+    char holder[140];
+    int64_t fence, ttl_ms, renewed_mono;
+    int leased;
     /* the file fetched for the current package item, kept for its other targets */
     char *fetched_path;
     int fetched_fd;
@@ -145,21 +150,32 @@ refusal(const struct sink *s, char *why, size_t n)
 /* GET base + path_query. 0 with s->status 200, or with why filled -1 (the source answered
  * otherwise) or -2 (no answer: the source is down, or the run was cancelled). */
 static int
-http_get(struct mirror_run *run, const char *path_query, struct sink *s, char *why, size_t n)
+http_call(struct mirror_run *run, const char *path_query, const char *post, struct sink *s,
+          char *why, size_t n)
 {
     struct remote *rm = run->remote;
     char url[8600];
     CURLcode cc;
+    struct curl_slist *h = NULL;
     snprintf(url, sizeof url, "%s%s", run->def->src_url, path_query);
     s->curl = rm->curl;
     curl_easy_setopt(rm->curl, CURLOPT_URL, url);
-    curl_easy_setopt(rm->curl, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(rm->curl, CURLOPT_HTTPHEADER, rm->headers);
+    if (post) {
+        for (struct curl_slist *a = rm->auth; a; a = a->next)
+            h = curl_slist_append(h, a->data);
+        h = curl_slist_append(h, "Content-Type: application/json");
+        curl_easy_setopt(rm->curl, CURLOPT_POSTFIELDS, post);
+        curl_easy_setopt(rm->curl, CURLOPT_HTTPHEADER, h);
+    } else {
+        curl_easy_setopt(rm->curl, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(rm->curl, CURLOPT_HTTPHEADER, rm->headers);
+    }
     curl_easy_setopt(rm->curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(rm->curl, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(rm->curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(rm->curl, CURLOPT_HEADERDATA, s);
     cc = curl_easy_perform(rm->curl);
+    curl_slist_free_all(h);
     curl_easy_getinfo(rm->curl, CURLINFO_RESPONSE_CODE, &s->status);
     if (cc != CURLE_OK) {
         if (atomic_load(rm->cancel))
@@ -175,6 +191,97 @@ http_get(struct mirror_run *run, const char *path_query, struct sink *s, char *w
         return -1;
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------- the lease */
+
+/* LOCKSTEP_MIRROR_LEASE_TTL_MS: the tests shorten the lease to see another server take over. */
+static int64_t
+lease_ttl(void)
+{
+    const char *v = getenv("LOCKSTEP_MIRROR_LEASE_TTL_MS");
+    int64_t ms;
+    if (v && ls_parse_i64(v, &ms) == 0 && ms >= 100 && ms <= 600000) return ms;
+    return 30000;
+}
+
+/*
+ * Asks the source for the job's lease (ttl_ms 0: gives it back). 0: held, with rm->fence;
+ * 1: another server holds it (why says who); -1: no answer or a refusal (why says which).
+ */
+static int
+lease_take(struct mirror_run *run, int64_t ttl_ms, char *why, size_t n)
+{
+    struct remote *rm = run->remote;
+    char q[200], *body, *esc = curl_easy_escape(rm->curl, run->def->src_export, 0);
+    struct ls_buf buf;
+    struct sink s = {.buf = &buf, .fd = -1};
+    json_t *j;
+    int rc;
+    snprintf(q, sizeof q, "/v1/exports/%s/lease", esc ? esc : "");
+    curl_free(esc);
+    j = json_pack("{s:s,s:s,s:I}", "job", run->job_name, "holder", rm->holder, "ttl_ms",
+                  (json_int_t)ttl_ms);
+    body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    ls_buf_init(&buf, 1 << 20);
+    rc = body ? http_call(run, q, body, &s, why, n) : -1;
+    free(body);
+    if (rc == -1 && s.status == 409) {
+        ls_buf_release(&buf);
+        return 1;
+    }
+    if (rc == 0) {
+        j = json_loadb(buf.p ? buf.p : "", buf.len, 0, NULL);
+        int64_t fence = json_integer_value(json_object_get(j, "fence"));
+        json_decref(j);
+        if (fence <= 0) {
+            snprintf(why, n, "the source's lease answer is not understood");
+            rc = -1;
+        } else if (rm->leased && fence != rm->fence) {
+            snprintf(why, n, "the lease was lost (fence %lld, now %lld)", (long long)rm->fence,
+                     (long long)fence);
+            rc = -1;
+        } else {
+            char h[100];
+            rm->fence = fence;
+            rm->renewed_mono = ls_mono_ms();
+            if (!rm->leased && ttl_ms > 0) {
+                snprintf(h, sizeof h, "X-Lockstep-Lease: %s", run->job_name);
+                rm->headers = curl_slist_append(rm->headers, h);
+                snprintf(h, sizeof h, "X-Lockstep-Fence: %lld", (long long)fence);
+                rm->headers = curl_slist_append(rm->headers, h);
+                rm->leased = 1;
+            }
+        }
+    }
+    ls_buf_release(&buf);
+    return rc;
+}
+
+/* Renews the lease when a third of it has passed; a lease lost makes the run stop. */
+static int
+lease_keep(struct mirror_run *run)
+{
+    struct remote *rm = run->remote;
+    char why[400];
+    int rc;
+    if (!rm->leased || ls_mono_ms() - rm->renewed_mono < rm->ttl_ms / 3) return 0;
+    if ((rc = lease_take(run, rm->ttl_ms, why, sizeof why)) == 0) return 0;
+    snprintf(run->note, sizeof run->note, "lost the lease on the source: %.200s",
+             rc == 1 ? "another mirror server holds it" : why);
+    run->fatal = 1;
+    return LS_ECONFLICT;
+}
+
+static int
+http_get(struct mirror_run *run, const char *path_query, struct sink *s, char *why, size_t n)
+{
+    if (lease_keep(run)) {
+        snprintf(why, n, "%s", run->note);
+        return -2;
+    }
+    return http_call(run, path_query, NULL, s, why, n);
 }
 
 /* The token, from the job's token file; the curl handle. 0, or fatal with the run's note. */
@@ -202,6 +309,7 @@ remote_open(struct mirror_run *run)
         token[len] = '\0';
         snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", token);
         rm->headers = curl_slist_append(NULL, hdr);
+        rm->auth = curl_slist_append(NULL, hdr);
         memset(token, 0, sizeof token);
         memset(hdr, 0, sizeof hdr);
     }
@@ -221,8 +329,14 @@ mirror_remote_close(struct mirror_run *run)
 {
     struct remote *rm = run->remote;
     if (!rm) return;
+    if (rm->leased) { /* given back, so that another server need not wait for it to expire */
+        char why[300];
+        rm->leased = 0;
+        lease_take(run, 0, why, sizeof why);
+    }
     if (rm->curl) curl_easy_cleanup(rm->curl);
     curl_slist_free_all(rm->headers);
+    curl_slist_free_all(rm->auth);
     if (rm->fetched_fd >= 0) close(rm->fetched_fd);
     free(rm->fetched_path);
     free(rm);
@@ -264,8 +378,8 @@ mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *
                  esc_path ? esc_path : "", (long long)off, PIECE);
         rc = http_get(run, q, &s, why, n);
         ls_buf_release(&buf);
-        if (rc == -2 || (rc && s.status >= 500)) {
-            /* the source is gone: the run stops after recording what it applied */
+        if (rc == -2 || (rc && (s.status >= 500 || s.status == 409))) {
+            /* the source is gone, or the lease: the run stops after recording what it applied */
             snprintf(run->note, sizeof run->note, "%.250s", why);
             run->fatal = 1;
         }
@@ -495,11 +609,29 @@ export_pass(struct mirror_run *run, struct package *p, int counting)
 int
 mirror_run_export(struct mirror_run *run, struct package *p)
 {
+    struct remote *rm;
+    char node_id[64] = "", why[400];
     int rc;
     if ((rc = remote_open(run))) {
         if (!*run->note) snprintf(run->note, sizeof run->note, "cannot start an HTTP client");
         run->fatal = 1;
         return rc;
+    }
+    /* shared duty: only the holder of the job's lease on the source mirrors it */
+    rm = run->remote;
+    store_meta_get(run->st, "node_id", node_id, sizeof node_id);
+    snprintf(rm->holder, sizeof rm->holder, "%.64s/%.16s", run->m->srv->cfg.name, node_id);
+    rm->ttl_ms = lease_ttl();
+    rc = lease_take(run, rm->ttl_ms, why, sizeof why);
+    if (rc == 1) {
+        snprintf(run->note, sizeof run->note, "%.250s", why);
+        run->skipped = 1;
+        return 0;
+    }
+    if (rc) {
+        snprintf(run->note, sizeof run->note, "cannot take the lease on the source: %.200s", why);
+        run->fatal = 1;
+        return LS_EIO;
     }
     pthread_mutex_lock(&run->mu);
     run->phase = "scanning";

@@ -55,6 +55,12 @@ export_path(struct server *srv, const char *name)
 }
 
 int
+export_known(struct server *srv, const char *name)
+{
+    return export_path(srv, name) != NULL;
+}
+
+int
 http_exports_check(struct server *srv, struct ls_error *err)
 {
     for (int i = 0; i < srv->cfg.exports.n; i++) {
@@ -301,6 +307,9 @@ list_dir(struct lister *L, int dirfd, const char *rel, int depth, atomic_int *ca
 
 struct export_req {
     char *root;
+    char name[65];
+    char lease_job[65]; /* X-Lockstep-Lease: a shared job's reads carry its lease's fence */
+    int64_t fence;
     char *after, *path;
     int64_t limit, offset, length;
     /* the file piece */
@@ -334,8 +343,9 @@ list_run(struct store *st, struct http_read *r)
 {
     struct export_req *e = r->arg;
     struct lister L = {.after = e->after ? e->after : "", .limit = e->limit};
-    int rootfd = open_root(r, e->root), rc;
-    if (rootfd < 0) return;
+    int rootfd, rc;
+    if (*e->lease_job && lease_check(st, e->name, e->lease_job, e->fence, &r->err)) return;
+    if ((rootfd = open_root(r, e->root)) < 0) return;
     L.entries = json_array();
     rc = list_dir(&L, rootfd, "", 0, &r->job.cancelled);
     close(rootfd);
@@ -352,9 +362,10 @@ static void
 file_run(struct store *st, struct http_read *r)
 {
     struct export_req *e = r->arg;
-    int rootfd = open_root(r, e->root), fd;
+    int rootfd, fd;
     ssize_t got;
-    if (rootfd < 0) return;
+    if (*e->lease_job && lease_check(st, e->name, e->lease_job, e->fence, &r->err)) return;
+    if ((rootfd = open_root(r, e->root)) < 0) return;
     fd = open_beneath(rootfd, e->path, O_RDONLY | O_NONBLOCK);
     close(rootfd);
     if (fd < 0) {
@@ -421,9 +432,18 @@ static struct export_req *
 export_req_new(struct ctx *c)
 {
     const char *name = param(c, "name"), *root = export_path(c->srv, name);
+    struct evkeyvalq *h = evhttp_request_get_input_headers(c->req);
+    const char *job = evhttp_find_header(h, "X-Lockstep-Lease");
+    const char *fence = evhttp_find_header(h, "X-Lockstep-Fence");
     struct export_req *e;
+    int64_t f = 0;
     if (!root) {
         reply_error(c->req, LS_ENOTFOUND, "no export named %s", name);
+        return NULL;
+    }
+    if (job && (strlen(job) == 0 || strlen(job) > 64 || !fence || ls_parse_i64(fence, &f))) {
+        reply_error(c->req, LS_EINVAL,
+                    "X-Lockstep-Lease takes a job's name, with its X-Lockstep-Fence number");
         return NULL;
     }
     if (!(e = calloc(1, sizeof *e)) || !(e->root = strdup(root))) {
@@ -431,6 +451,9 @@ export_req_new(struct ctx *c)
         reply_error(c->req, LS_ENOMEM, NULL);
         return NULL;
     }
+    snprintf(e->name, sizeof e->name, "%s", name);
+    if (job) snprintf(e->lease_job, sizeof e->lease_job, "%s", job);
+    e->fence = f;
     return e;
 }
 

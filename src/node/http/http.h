@@ -68,6 +68,11 @@ void http_notify_routes(struct server *srv);
 void http_mirror_routes(struct server *srv);
 void http_export_routes(struct server *srv);
 void http_report_routes(struct server *srv);
+void http_lease_routes(struct server *srv);
+int export_known(struct server *srv, const char *name); /* export.c: --export NAME=... given */
+/* lease.c: whether fence is the current one of the live lease export/job; LS_ECONFLICT if not */
+int lease_check(struct store *st, const char *export_, const char *job, int64_t fence,
+                struct ls_error *err);
 int http_exports_check(struct server *srv, struct ls_error *err); /* --export NAME=PATH */
 /* notify.c's parameters and parsing, shared with notify_pg.c */
 char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */

@@ -14,7 +14,7 @@
  * variable. Progress is shared under the run's mutex.
  *
  * Not for: the HTTP routes (http/mirror.c), the tables (core/store/mirror.c), pulling from
- * another server's export (mirror_remote.c). Remote targets, leases and deltas are not here yet.
+ * another server's export (mirror_remote.c), pushing to another server's store (mirror_push.c).
  */
 #include "node/mirror_int.h"
 #include "common/log.h"
@@ -207,13 +207,24 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
         const char *t = json_string_value(v), *p;
         size_t j;
         json_t *w;
+        if (t && strncmp(t, "lockstep://", 11) == 0) {
+            char url[300], prefix[4096];
+            if ((rc = mirror_push_spec(t, url, sizeof url, prefix, sizeof prefix, err))) goto out;
+            json_array_foreach(tl, j, w) if (strcmp(json_string_value(w), t) == 0)
+            {
+                rc = ls_error_set(err, LS_EINVAL, "target %s is given twice", t);
+                goto out;
+            }
+            json_array_append_new(tl, json_string(t));
+            continue;
+        }
         if (!t || !(p = dir_spec(t, "target", err))) {
             if (t && strncmp(t, "dir:", 4) == 0)
                 rc = LS_EINVAL;
             else
                 rc = ls_error_set(err, LS_EINVAL,
-                                  "target %s: unknown scheme (dir:/PATH; lockstep:// targets are "
-                                  "not in this release)",
+                                  "target %s: unknown scheme (dir:/PATH or "
+                                  "lockstep://HOST:PORT/PREFIX)",
                                   t ? t : "(not a string)");
             goto out;
         }
@@ -312,6 +323,9 @@ def_load(struct mirror_def *d, const json_t *j)
     d->max_errors = json_integer_value(json_object_get(j, "max_errors"));
     if (d->package_items <= 0) d->package_items = 1000;
     if (d->package_bytes <= 0) d->package_bytes = 64 << 20;
+    for (int k = 0; k < d->ntargets; k++) /* a remote target takes a package in one request */
+        if (strncmp(d->targets[k], "lockstep://", 11) == 0 && d->package_bytes > PUSH_PACKAGE_BYTES)
+            d->package_bytes = PUSH_PACKAGE_BYTES;
 }
 
 /* Whether an item path ("/a/b") passes --include and --exclude. */
@@ -511,6 +525,7 @@ run_main(void *arg)
         struct target_state *t = &run->t[i];
         int e;
         store_mirror_checkpoint_get(run->st, run->job_name, t->name, &t->cp);
+        if (t->remote) continue;
         if ((e = ls_mkdir_p(t->root, 0755)) < 0) {
             t->failed = 1;
             snprintf(t->reason, sizeof t->reason, "cannot create %s: %s", t->root, strerror(-e));
@@ -542,6 +557,7 @@ out:
                  run->note);
     }
     mirror_package_release(&p);
+    mirror_push_free(run);
     mirror_remote_close(run);
     store_free(run->st);
     run->st = NULL;
@@ -591,8 +607,14 @@ mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err)
     run->started_mono = ls_mono_ms();
     run->nt = job->def.ntargets;
     for (int i = 0; i < run->nt; i++) {
-        run->t[i].name = job->def.targets[i];
-        run->t[i].root = job->def.targets[i] + 4;
+        struct target_state *t = &run->t[i];
+        t->name = job->def.targets[i];
+        t->root = job->def.targets[i] + 4;
+        if (strncmp(t->name, "lockstep://", 11) == 0) {
+            t->remote = 1;
+            t->root = NULL;
+            mirror_push_spec(t->name, t->url, sizeof t->url, t->prefix, sizeof t->prefix, err);
+        }
     }
     job->run = run;
     if (pthread_create(&run->thread, NULL, run_main, run)) {

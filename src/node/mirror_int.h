@@ -5,6 +5,7 @@
  *   mirror_package.c progress, packages, writing a directory target, recording a package
  *   mirror_source.c  the sources: a store (a full pass, then the log by seq) and a directory
  *                    (walked twice with a bounded stack, against each target's index)
+ *   mirror_push.c    a store subtree on another server as a target: a package, one batch there
  *   mirror_remote.c  a directory another server exports (lockstep://HOST:PORT/export/NAME),
  *                    listed in pages over HTTP on the run's thread, against each target's index
  * The rest of lockstep knows mirroring through node/mirror.h.
@@ -74,9 +75,14 @@ struct mirrors {
     struct event *reap;  /* a run thread has ended */
 };
 
+struct push;
+
 struct target_state {
-    const char *name; /* "dir:/path" */
-    const char *root;
+    const char *name; /* "dir:/path" or "lockstep://HOST:PORT/PREFIX" */
+    const char *root; /* dir: targets */
+    int remote;       /* lockstep:// targets: url, prefix and push (mirror_push.c) */
+    char url[300], prefix[4096];
+    struct push *push;
     int failed;
     int stuck; /* an item failed: the checkpoint stays where it was for the rest of the run */
     int64_t items, bytes, errors;
@@ -174,6 +180,19 @@ void mirror_record_fill(struct mirror_run *run, struct package *p);
 int mirror_target_path(const char *root, const char *path, char *out, size_t n);
 void mirror_sweep_tmp(const char *root);
 
+void mirror_index_note(struct package *p, int target, const struct ls_mirror_file *f);
+
+/* ---- mirror_push.c ---- */
+#define PUSH_PACKAGE_BYTES (4 << 20) /* a package's bytes with a lockstep:// target, at most */
+/* "lockstep://HOST:PORT/PREFIX" -> "http://HOST:PORT" and "/PREFIX" ("" for the root). */
+int mirror_push_spec(const char *spec, char *url, size_t url_n, char *prefix, size_t prefix_n,
+                     struct ls_error *err);
+/* Adds item k of the package to target i's batch; -1 after recording its error. */
+int mirror_push_add(struct mirror_run *run, struct package *p, int i, size_t k);
+/* Sends target i's batch: items refused one by one are failed items; no answer fails the target. */
+void mirror_push_send(struct mirror_run *run, struct package *p, int i);
+void mirror_push_free(struct mirror_run *run);
+
 /* ---- mirror_source.c ---- */
 int mirror_run_store(struct mirror_run *run, struct package *p);
 int mirror_run_dir(struct mirror_run *run, struct package *p);
@@ -183,8 +202,11 @@ int mirror_run_dir(struct mirror_run *run, struct package *p);
 int mirror_remote_spec(const char *src, struct mirror_def *d, struct ls_error *err);
 int mirror_run_export(struct mirror_run *run, struct package *p);
 void mirror_remote_close(struct mirror_run *run);
+/* "Authorization: Bearer ..." from the job's token file ("" when it has none); -1 when the
+ * file cannot be read. */
+int mirror_token_header(struct mirror_run *run, char *out, size_t n);
 /* The content of an export's file, fetched once per package item into a temporary file beside
- * root: a descriptor at offset 0 (the run keeps it), or -1 with why filled. */
+ * root (NULL: in /tmp): a descriptor at offset 0 (the run keeps it), or -1 with why filled. */
 int mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *root,
                         char *why, size_t n);
 

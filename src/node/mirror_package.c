@@ -182,8 +182,8 @@ mirror_item_error(struct mirror_run *run, struct package *p, int target, const c
              path, reason);
 }
 
-static void
-index_note(struct package *p, int target, const struct ls_mirror_file *f)
+void
+mirror_index_note(struct package *p, int target, const struct ls_mirror_file *f)
 {
     struct ls_mirror_file *n = realloc(p->index, (p->nindex + 1) * sizeof *n);
     int *t;
@@ -404,9 +404,9 @@ errors_exceeded(struct mirror_run *run)
     return over;
 }
 
-/* Sends one item to target i. 0, or an error already recorded. */
+/* Writes one item to the directory target i. 0, or an error already recorded. */
 static int
-apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem *it)
+apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem *it)
 {
     struct target_state *t = &run->t[i];
     const struct mirror_def *d = run->def;
@@ -429,7 +429,7 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
         }
         if (d->src_kind != SRC_STORE) {
             struct ls_mirror_file f = {.path = it->path, .size = -1};
-            index_note(p, i, &f);
+            mirror_index_note(p, i, &f);
         }
         t->items++;
         return 0;
@@ -504,11 +504,19 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
                                    .ino = it->ino,
                                    .mode = it->mode};
         memcpy(f.sha, sha, 32);
-        index_note(p, i, &f);
+        mirror_index_note(p, i, &f);
     }
     t->items++;
     t->bytes += bytes;
     return 0;
+}
+
+/* Sends one item to target i. 0, or an error already recorded. */
+static int
+apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem *it)
+{
+    if (run->t[i].remote) return mirror_push_add(run, p, i, (size_t)(it - p->items));
+    return apply_local(run, p, i, it);
 }
 
 /* LOCKSTEP_MIRROR_PACKAGE_DELAY_MS: the tests slow a run down to kill its server mid-way. */
@@ -540,12 +548,20 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         if (it->kind == IT_FILE) bytes += it->size;
         if (atomic_load(&run->cancel)) return LS_EUNAVAIL;
     }
+    for (int i = 0; i < run->nt; i++) /* a remote target applies the package as one batch */
+        if (run->t[i].remote && !run->t[i].failed) mirror_push_send(run, p, i);
+    {
+        int alive = 0;
+        for (int i = 0; i < run->nt; i++)
+            alive += !run->t[i].failed;
+        if (!alive) items = bytes = 0; /* nobody has this package: it is not done */
+    }
     for (int i = 0; i < run->nt; i++) {
         struct target_state *t = &run->t[i];
         int dfd;
         if (t->failed) continue;
         /* the renames are durable before the checkpoint says so */
-        if ((dfd = open(t->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        if (!t->remote && (dfd = open(t->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
             syncfs(dfd);
             close(dfd);
         }

@@ -284,33 +284,43 @@ http_get(struct mirror_run *run, const char *path_query, struct sink *s, char *w
     return http_call(run, path_query, NULL, s, why, n);
 }
 
+int
+mirror_token_header(struct mirror_run *run, char *out, size_t n)
+{
+    char token[512];
+    FILE *f;
+    *out = '\0';
+    if (!*run->def->token_file) return 0;
+    if (!(f = fopen(run->def->token_file, "r")) || !fgets(token, sizeof token, f)) {
+        snprintf(run->note, sizeof run->note, "cannot read the token file %.200s: %s",
+                 run->def->token_file, f ? "empty" : strerror(errno));
+        if (f) fclose(f);
+        return -1;
+    }
+    fclose(f);
+    token[strcspn(token, "\r\n")] = '\0';
+    snprintf(out, n, "Authorization: Bearer %s", token);
+    memset(token, 0, sizeof token);
+    return 0;
+}
+
 /* The token, from the job's token file; the curl handle. 0, or fatal with the run's note. */
 static int
 remote_open(struct mirror_run *run)
 {
     struct remote *rm = calloc(1, sizeof *rm);
-    char token[512] = "", hdr[600];
+    char hdr[600];
     if (!rm) return LS_ENOMEM;
     rm->fetched_fd = -1;
     rm->cancel = &run->cancel;
     run->remote = rm;
-    if (*run->def->token_file) {
-        FILE *f = fopen(run->def->token_file, "r");
-        size_t len;
-        if (!f || !fgets(token, sizeof token, f)) {
-            snprintf(run->note, sizeof run->note, "cannot read the token file %.200s: %s",
-                     run->def->token_file, f ? "empty" : strerror(errno));
-            if (f) fclose(f);
-            run->fatal = 1;
-            return LS_EINVAL;
-        }
-        fclose(f);
-        len = strcspn(token, "\r\n");
-        token[len] = '\0';
-        snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", token);
+    if (mirror_token_header(run, hdr, sizeof hdr)) {
+        run->fatal = 1;
+        return LS_EINVAL;
+    }
+    if (*hdr) {
         rm->headers = curl_slist_append(NULL, hdr);
         rm->auth = curl_slist_append(NULL, hdr);
-        memset(token, 0, sizeof token);
         memset(hdr, 0, sizeof hdr);
     }
     if (!(rm->curl = curl_easy_init())) return LS_ENOMEM;
@@ -361,7 +371,7 @@ mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *
     rm->fetched_fd = -1;
     rm->fetched_path = NULL;
     /* beside the target, so that a large file does not go to a small /tmp */
-    if ((fd = open(root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0 &&
+    if ((!root || (fd = open(root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) &&
         (fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
         snprintf(why, n, "cannot create a temporary file: %s", strerror(errno));
         return -1;
@@ -504,7 +514,8 @@ export_entry(struct export_pass *x, const json_t *e)
         for (int i = 0; i < run->nt; i++) {
             char final[4200];
             mode_t mode = (mode_t)(jint(e, "mode") & 07777);
-            if (run->t[i].failed || mirror_target_path(run->t[i].root, path, final, sizeof final))
+            if (run->t[i].failed || run->t[i].remote ||
+                mirror_target_path(run->t[i].root, path, final, sizeof final))
                 continue;
             if (mkdir(final, mode ? mode : 0755) == 0) chmod(final, mode ? mode : 0755);
         }

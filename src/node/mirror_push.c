@@ -127,7 +127,7 @@ item_content(struct mirror_run *run, const struct pitem *it, char **out, size_t 
         struct ls_error err;
         memset(&si, 0, sizeof si);
         if (store_get(run->st, it->path, it->version, 1, &si, &err)) {
-            snprintf(why, n, "cannot read the item: %s", err.msg);
+            snprintf(why, n, "cannot read the item: %.300s", err.msg);
             return -1;
         }
         if (si.kind) json_object_set_new(op, "kind", json_string(si.kind));
@@ -277,8 +277,13 @@ mirror_push_send(struct mirror_run *run, struct package *p, int i)
     snprintf(url, sizeof url, "%s/v1/batch", t->url);
     ls_buf_init(&body, BATCH_BODY_MAX);
     ls_buf_init(&reply, 1 << 20);
-    for (size_t attempt = 0; attempt <= ps->n && !t->failed; attempt++) {
-        size_t map[ps->n], nsent = 0;
+    size_t *map = malloc(ps->n * sizeof *map);
+    if (!map) {
+        t->failed = 1;
+        snprintf(t->reason, sizeof t->reason, "out of memory");
+    }
+    for (size_t attempt = 0; map && attempt <= ps->n && !t->failed; attempt++) {
+        size_t nsent = 0;
         long status = 0;
         CURLcode cc;
         json_t *j;
@@ -349,6 +354,7 @@ mirror_push_send(struct mirror_run *run, struct package *p, int i)
         }
         json_decref(j);
     }
+    free(map);
     ls_buf_release(&body);
     ls_buf_release(&reply);
     pending_clear(ps);

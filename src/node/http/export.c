@@ -54,6 +54,18 @@ export_path(struct server *srv, const char *name)
     return NULL;
 }
 
+/* Whether the data directory is dir or lies under it (both resolved). */
+static int
+data_within(const char *data, const char *dir)
+{
+    char d[PATH_MAX], x[PATH_MAX];
+    size_t n;
+    if (!data || !realpath(data, d) || !realpath(dir, x)) return 0;
+    n = strlen(x);
+    if (n == 1) return 1;
+    return strncmp(d, x, n) == 0 && (d[n] == '\0' || d[n] == '/');
+}
+
 int
 export_known(struct server *srv, const char *name)
 {
@@ -77,6 +89,9 @@ http_exports_check(struct server *srv, struct ls_error *err)
             return ls_error_set(err, LS_EINVAL, "--export %s: the path must be absolute", e);
         if (stat(eq + 1, &sb) < 0 || !S_ISDIR(sb.st_mode))
             return ls_error_set(err, LS_EINVAL, "--export %s: not a directory", e);
+        if (data_within(srv->cfg.data, eq + 1))
+            return ls_error_set(err, LS_EINVAL,
+                                "--export %s: it holds this server's data directory", e);
         for (int k = 0; k < i; k++)
             if (strncmp(srv->cfg.exports.v[k], e, (size_t)(eq - e) + 1) == 0)
                 return ls_error_set(err, LS_EINVAL, "--export %.*s is given twice", (int)(eq - e),

@@ -249,7 +249,8 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
     }
     if ((rc = glob_list(body, "include", def, err)) || (rc = glob_list(body, "exclude", def, err)))
         goto out;
-    if (json_is_true(json_object_get(body, "published_only")) && strncmp(src, "store:", 6) != 0) {
+    if (json_is_true(json_object_get(body, "published_only")) && strncmp(src, "store:", 6) != 0 &&
+        (strncmp(src, "lockstep://", 11) != 0 || strstr(src + 11, "/export/"))) {
         rc = ls_error_set(err, LS_EINVAL, "published_only takes a store: source");
         goto out;
     }
@@ -538,6 +539,8 @@ run_main(void *arg)
         rc = mirror_run_store(run, &p);
     else if (run->def->src_kind == SRC_EXPORT)
         rc = mirror_run_export(run, &p);
+    else if (run->def->src_kind == SRC_RSTORE)
+        rc = mirror_run_rstore(run, &p);
     else
         rc = mirror_run_dir(run, &p);
     if (rc && !atomic_load(&run->cancel)) { /* whatever stopped it, the run did not finish */

@@ -26,7 +26,7 @@
 #define PAGE 500
 #define TMP_PREFIX ".lsmirror-"
 
-enum { SRC_STORE, SRC_DIR, SRC_EXPORT };
+enum { SRC_STORE, SRC_DIR, SRC_EXPORT, SRC_RSTORE }; /* RSTORE: a store on another server */
 enum { IT_FILE, IT_LINK, IT_DEL };
 
 struct mirror_def {
@@ -42,6 +42,10 @@ struct mirror_def {
     int published_only, delete_missing;
     int64_t every_ms, package_items, package_bytes, max_errors;
 };
+
+/* Whether a source's targets keep an index of what they were given (directories), rather than a
+ * checkpoint by seq (stores). */
+#define SRC_INDEXED(d) ((d)->src_kind == SRC_DIR || (d)->src_kind == SRC_EXPORT)
 
 struct mirror_run;
 
@@ -198,9 +202,14 @@ int mirror_run_store(struct mirror_run *run, struct package *p);
 int mirror_run_dir(struct mirror_run *run, struct package *p);
 
 /* ---- mirror_remote.c ---- */
-/* Parses "lockstep://HOST:PORT/export/NAME" into d; LS_EINVAL with the reason otherwise. */
+/* Parses "lockstep://HOST:PORT/export/NAME" (an export) or "lockstep://HOST:PORT/PREFIX" (a store
+ * subtree) into d; LS_EINVAL with the reason otherwise. */
 int mirror_remote_spec(const char *src, struct mirror_def *d, struct ls_error *err);
 int mirror_run_export(struct mirror_run *run, struct package *p);
+int mirror_run_rstore(struct mirror_run *run, struct package *p);
+/* A remote store item's body (it->version) in a temporary file: a descriptor at 0, or -1. */
+int mirror_rstore_fetch(struct mirror_run *run, const struct pitem *it, const char *root,
+                        char *why, size_t n);
 void mirror_remote_close(struct mirror_run *run);
 /* "Authorization: Bearer ..." from the job's token file ("" when it has none); -1 when the
  * file cannot be read. */

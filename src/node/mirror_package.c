@@ -427,7 +427,7 @@ apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem
             mirror_item_error(run, p, i, it->path, "cannot remove %s: %s", final, strerror(-rc));
             return -1;
         }
-        if (d->src_kind != SRC_STORE) {
+        if (SRC_INDEXED(d)) {
             struct ls_mirror_file f = {.path = it->path, .size = -1};
             mirror_index_note(p, i, &f);
         }
@@ -456,6 +456,15 @@ apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem
                       fd >= 0 ? 0 : si.size, 0644, si.mtime * 1000000, sha, &what, &run->cancel);
         bytes = (int64_t)si.size;
         item_release(&si);
+    } else if (d->src_kind == SRC_RSTORE) {
+        char why[300];
+        int rfd = mirror_rstore_fetch(run, it, t->root, why, sizeof why);
+        if (rfd < 0) {
+            mirror_item_error(run, p, i, it->path, "%s", why);
+            return -1;
+        }
+        rc = put_file(final, rfd, NULL, 0, 0644, it->mtime_ns, sha, &what, &run->cancel);
+        bytes = it->size;
     } else if (d->src_kind == SRC_EXPORT) {
         char why[300];
         if (it->kind == IT_LINK) {
@@ -497,7 +506,7 @@ apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem
         mirror_item_error(run, p, i, it->path, "cannot %s (%s): %s", what, final, strerror(-rc));
         return -1;
     }
-    if (d->src_kind != SRC_STORE) {
+    if (SRC_INDEXED(d)) {
         struct ls_mirror_file f = {.path = it->path,
                                    .size = it->size,
                                    .mtime_ns = it->mtime_ns,

@@ -143,8 +143,9 @@ item_content(struct mirror_run *run, const struct pitem *it, char **out, size_t 
         store_blob_path(run->st, si.sha, blob, sizeof blob);
         item_release(&si);
         fd = open(blob, O_RDONLY | O_CLOEXEC);
-    } else if (d->src_kind == SRC_EXPORT) {
-        fd = mirror_export_fetch(run, it, NULL, why, n);
+    } else if (d->src_kind == SRC_EXPORT || d->src_kind == SRC_RSTORE) {
+        fd = d->src_kind == SRC_EXPORT ? mirror_export_fetch(run, it, NULL, why, n)
+                                       : mirror_rstore_fetch(run, it, NULL, why, n);
         own = 0;
         if (fd < 0) return -1;
     } else {
@@ -321,7 +322,7 @@ mirror_push_send(struct mirror_run *run, struct package *p, int i)
         if (status == 200) {
             for (size_t s = 0; s < nsent; s++) {
                 struct pending *pe = &ps->v[map[s]];
-                if (run->def->src_kind != SRC_STORE) mirror_index_note(p, i, &pe->f);
+                if (SRC_INDEXED(run->def)) mirror_index_note(p, i, &pe->f);
                 t->items++;
                 t->bytes += pe->bytes;
             }
@@ -345,7 +346,7 @@ mirror_push_send(struct mirror_run *run, struct package *p, int i)
             struct pending *pe = &ps->v[map[left - 1]];
             pe->removed = 1;
             if (pe->del && code && strcmp(code, "not_found") == 0) {
-                if (run->def->src_kind != SRC_STORE) mirror_index_note(p, i, &pe->f);
+                if (SRC_INDEXED(run->def)) mirror_index_note(p, i, &pe->f);
                 t->items++;
             } else {
                 mirror_item_error(run, p, i, p->items[pe->item].path, "the target refused it: %.300s",

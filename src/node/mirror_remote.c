@@ -10,6 +10,9 @@
  * Every HTTP request runs on the run's own thread (libcurl's easy API, with timeouts, and an
  * abort as soon as the run is cancelled), never on the event loop.
  *
+ * The end of the file is the other remote source, a store subtree on another server
+ * (`lockstep://HOST:PORT/PREFIX`), read through /v1/list, /v1/changes and /v1/items.
+ *
  * Not for: writing targets or recording packages (mirror_package.c), serving exports
  * (http/export.c).
  */
@@ -55,11 +58,19 @@ mirror_remote_spec(const char *src, struct mirror_def *d, struct ls_error *err)
     if (!slash || slash == hp || (size_t)(slash - hp) >= 256 || strchr(hp, '?') ||
         strchr(hp, '#') || strchr(hp, '@'))
         return ls_error_set(err, LS_EINVAL, "source %s: expected lockstep://HOST:PORT/...", src);
-    if (strncmp(slash, "/export/", 8) != 0)
-        return ls_error_set(err, LS_EINVAL,
-                            "source %s: a remote store subtree as a source is not in this release "
-                            "(lockstep://HOST:PORT/export/NAME is)",
-                            src);
+    if (strncmp(slash, "/export/", 8) != 0) { /* a store subtree */
+        struct ls_error perr;
+        size_t len = strlen(slash);
+        while (len > 1 && slash[len - 1] == '/')
+            len--;
+        if (len > 1 && path_check(slash, len, &perr))
+            return ls_error_set(err, LS_EINVAL, "source %s: the prefix must be an item path (%s)",
+                                src, perr.msg);
+        d->src_kind = SRC_RSTORE;
+        snprintf(d->src_url, sizeof d->src_url, "http://%.*s", (int)(slash - hp), hp);
+        snprintf(d->src_path, sizeof d->src_path, "%.*s", (int)len, slash);
+        return 0;
+    }
     name = slash + 8;
     n = strlen(name);
     if (n == 0 || n > 64)
@@ -652,4 +663,298 @@ mirror_run_export(struct mirror_run *run, struct package *p)
     run->phase = "transferring";
     pthread_mutex_unlock(&run->mu);
     return export_pass(run, p, 0);
+}
+
+/* ---------------------------------------------------------------- a store on another server */
+/*
+ * A source lockstep://HOST:PORT/PREFIX: the same passes as a local store source
+ * (mirror_source.c), over that server's API: targets without a checkpoint (or behind its log's
+ * first seq) get a full pass of /v1/list in path order, then every target reads /v1/changes
+ * after its seq up to the seq the run began at, each changed path as /v1/stat says it is now.
+ * Bodies are fetched at apply time (GET /v1/items{path}?version=N).
+ */
+
+/* An item path for a URL: each byte but the unreserved ones and '/' percent-encoded. */
+static void
+url_item_path(const char *path, char *out, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *c = (const unsigned char *)path; *c && o + 4 < n; c++) {
+        if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+            *c == '-' || *c == '_' || *c == '.' || *c == '~' || *c == '/') {
+            out[o++] = (char)*c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*c >> 4];
+            out[o++] = hex[*c & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+/* GET a JSON reply; NULL after making the run fatal (why in its note), or *status 404. */
+static json_t *
+get_json(struct mirror_run *run, const char *q, long *status)
+{
+    struct ls_buf buf;
+    struct sink s = {.buf = &buf, .fd = -1};
+    char why[400];
+    json_t *j = NULL;
+    ls_buf_init(&buf, LIST_REPLY_MAX);
+    if (http_get(run, q, &s, why, sizeof why) == 0)
+        j = json_loadb(buf.p ? buf.p : "", buf.len, 0, NULL);
+    ls_buf_release(&buf);
+    if (status) *status = s.status;
+    if (!j && !(status && s.status == 404)) {
+        snprintf(run->note, sizeof run->note, "%.250s", s.status == 200 ? "the source's answer is not JSON" : why);
+        run->fatal = 1;
+    }
+    return j;
+}
+
+static int64_t
+item_version(const struct mirror_def *d, const json_t *it)
+{
+    if (!it || json_is_true(json_object_get(it, "deleted"))) return 0;
+    return jint(it, d->published_only ? "published_version" : "latest_version");
+}
+
+static int64_t
+item_mtime_ns(const json_t *it)
+{
+    int64_t ms = 0;
+    const char *t = json_string_value(json_object_get(it, "mtime"));
+    if (t) ls_parse_time(t, &ms);
+    return ms * 1000000;
+}
+
+static int
+rstore_full(struct mirror_run *run, struct package *p, unsigned mask, int counting)
+{
+    char after[4200] = "", prefix[8400], q[17000];
+    const char *least = NULL;
+    int rc = 0;
+    for (int i = 0; i < run->nt; i++)
+        if ((mask & (1u << i)) && (!least || strcmp(run->t[i].cp.after, least) < 0))
+            least = run->t[i].cp.after;
+    snprintf(after, sizeof after, "%s", least ? least : "");
+    url_item_path(run->def->src_path, prefix, sizeof prefix);
+    for (;;) {
+        char a[8400];
+        json_t *j, *it;
+        size_t k;
+        url_item_path(after, a, sizeof a);
+        snprintf(q, sizeof q, "/v1/list?prefix=%s&limit=%d%s%s", prefix, PAGE, *after ? "&after=" : "",
+                 a);
+        if (!(j = get_json(run, q, NULL))) return LS_EIO;
+        json_array_foreach(json_object_get(j, "items"), k, it)
+        {
+            const char *path = json_string_value(json_object_get(it, "path"));
+            struct pitem pi = {.path = (char *)path, .kind = IT_FILE};
+            if (!path) continue;
+            snprintf(after, sizeof after, "%s", path);
+            if (!(pi.version = item_version(run->def, it)) || !mirror_path_selected(run->def, path))
+                continue;
+            pi.size = jint(it, "size");
+            pi.mtime_ns = item_mtime_ns(it);
+            for (int i = 0; i < run->nt; i++)
+                if ((mask & (1u << i)) && strcmp(path, run->t[i].cp.after) > 0) pi.need |= 1u << i;
+            if (!pi.need) continue;
+            if (counting) {
+                mirror_progress_total(run, pi.size);
+                continue;
+            }
+            if ((rc = mirror_package_add(p, &pi)) ||
+                (mirror_package_full(run, p) && (rc = mirror_package_flush(run, p, 0, path))))
+                break;
+        }
+        int more = json_is_string(json_object_get(j, "next"));
+        json_decref(j);
+        if (rc) return rc;
+        if (atomic_load(&run->cancel)) return LS_EUNAVAIL;
+        if (!more) break;
+    }
+    if (counting) return 0;
+    if ((p->n || p->nerrs) && (rc = mirror_package_flush(run, p, 0, after))) return rc;
+    for (int i = 0; i < run->nt; i++)
+        if ((mask & (1u << i)) && !run->t[i].stuck && !run->t[i].failed) {
+            run->t[i].cp.seq = run->t[i].cp.full_seq;
+            run->t[i].cp.full_seq = 0;
+            run->t[i].cp.after[0] = '\0';
+        }
+    return 0;
+}
+
+static int
+under(const char *prefix, const char *path)
+{
+    return strcmp(prefix, "/") == 0 || mirror_path_within(path, prefix);
+}
+
+/* One path a change touched, as the source has it now. */
+static int
+rchange_path(struct mirror_run *run, struct package *p, unsigned mask, const char *path,
+             int64_t seq, int64_t head, int counting)
+{
+    char q[8600], e[8400];
+    struct pitem pi = {.path = (char *)path, .seq = seq};
+    json_t *it;
+    long status = 0;
+    if (!under(run->def->src_path, path) || !mirror_path_selected(run->def, path)) return 0;
+    url_item_path(path, e, sizeof e);
+    snprintf(q, sizeof q, "/v1/stat%s", e);
+    it = get_json(run, q, &status);
+    if (!it && status != 404) return LS_EIO;
+    if (it && jint(it, "seq") > seq && jint(it, "seq") <= head) {
+        json_decref(it); /* a later change of this pass sends it */
+        return 0;
+    }
+    if ((pi.version = item_version(run->def, it))) {
+        pi.kind = IT_FILE;
+        pi.size = jint(it, "size");
+        pi.mtime_ns = item_mtime_ns(it);
+    } else if (run->def->delete_missing) {
+        pi.kind = IT_DEL;
+    } else {
+        json_decref(it);
+        return 0;
+    }
+    json_decref(it);
+    for (int i = 0; i < run->nt; i++)
+        if ((mask & (1u << i)) && seq > run->t[i].cp.seq) pi.need |= 1u << i;
+    if (!pi.need) return 0;
+    if (counting) {
+        mirror_progress_total(run, pi.kind == IT_FILE ? pi.size : 0);
+        return 0;
+    }
+    return mirror_package_add(p, &pi);
+}
+
+static int
+rstore_incremental(struct mirror_run *run, struct package *p, unsigned mask, int64_t head,
+                   int counting)
+{
+    int64_t since = INT64_MAX;
+    int rc = 0;
+    for (int i = 0; i < run->nt; i++)
+        if ((mask & (1u << i)) && run->t[i].cp.seq < since) since = run->t[i].cp.seq;
+    if (since == INT64_MAX) return 0;
+    while (since < head && !rc) {
+        char q[200];
+        json_t *j, *c;
+        size_t k, n;
+        int64_t next;
+        snprintf(q, sizeof q, "/v1/changes?since=%lld&limit=%d", (long long)since, PAGE);
+        if (!(j = get_json(run, q, NULL))) return LS_EIO;
+        n = json_array_size(json_object_get(j, "changes"));
+        next = jint(j, "next");
+        json_array_foreach(json_object_get(j, "changes"), k, c)
+        {
+            int64_t seq = jint(c, "seq");
+            const char *op = json_string_value(json_object_get(c, "op"));
+            const char *path = json_string_value(json_object_get(c, "path"));
+            const char *to = json_string_value(json_object_get(c, "to"));
+            if (seq > head) {
+                next = head;
+                break;
+            }
+            if (!op || !path || strcmp(op, "notify") == 0) continue;
+            if ((rc = rchange_path(run, p, mask, path, seq, head, counting)) ||
+                (to && (rc = rchange_path(run, p, mask, to, seq, head, counting))))
+                break;
+            if (!counting && mirror_package_full(run, p) &&
+                (rc = mirror_package_flush(run, p, seq, NULL)))
+                break;
+        }
+        json_decref(j);
+        if (atomic_load(&run->cancel)) return LS_EUNAVAIL;
+        if (n == 0 || next <= since) break;
+        since = next;
+    }
+    if (rc || counting) return rc;
+    if ((p->n || p->nerrs) && (rc = mirror_package_flush(run, p, head, NULL))) return rc;
+    for (int i = 0; i < run->nt; i++)
+        if ((mask & (1u << i)) && !run->t[i].failed && !run->t[i].stuck && run->t[i].cp.seq < head)
+            run->t[i].cp.seq = head;
+    return 0;
+}
+
+int
+mirror_run_rstore(struct mirror_run *run, struct package *p)
+{
+    unsigned full = 0, live = 0;
+    int64_t head, first;
+    json_t *j;
+    int rc;
+    if ((rc = remote_open(run))) {
+        if (!*run->note) snprintf(run->note, sizeof run->note, "cannot start an HTTP client");
+        run->fatal = 1;
+        return rc;
+    }
+    if (!(j = get_json(run, "/v1/changes?since=0&limit=1", NULL))) return LS_EIO;
+    head = jint(j, "seq");
+    first = jint(j, "log_first_seq");
+    json_decref(j);
+    for (int i = 0; i < run->nt; i++) {
+        struct target_state *t = &run->t[i];
+        if (t->failed) continue;
+        /* never mirrored, or further behind than the source's log reaches: a full pass first */
+        if (!t->cp.full_seq && (t->cp.seq == 0 || t->cp.seq + 1 < first)) {
+            t->cp.full_seq = head > 0 ? head : 1;
+            t->cp.after[0] = '\0';
+        }
+        if (t->cp.full_seq)
+            full |= 1u << i;
+        else
+            live |= 1u << i;
+    }
+    pthread_mutex_lock(&run->mu);
+    run->phase = "scanning";
+    pthread_mutex_unlock(&run->mu);
+    if ((full && (rc = rstore_full(run, p, full, 1))) ||
+        (rc = rstore_incremental(run, p, live, head, 1)))
+        return rc;
+    pthread_mutex_lock(&run->mu);
+    run->phase = "transferring";
+    pthread_mutex_unlock(&run->mu);
+    if (full && (rc = rstore_full(run, p, full, 0))) return rc;
+    return rstore_incremental(run, p, full | live, head, 0);
+}
+
+int
+mirror_rstore_fetch(struct mirror_run *run, const struct pitem *it, const char *root, char *why,
+                    size_t n)
+{
+    struct remote *rm = run->remote;
+    char q[8700], e[8400];
+    struct ls_buf buf;
+    struct sink s = {.buf = &buf, .fd = -1, .size = -1};
+    int fd, rc;
+    if (rm->fetched_fd >= 0) close(rm->fetched_fd);
+    free(rm->fetched_path);
+    rm->fetched_fd = -1;
+    rm->fetched_path = NULL;
+    if ((!root || (fd = open(root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) &&
+        (fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
+        snprintf(why, n, "cannot create a temporary file: %s", strerror(errno));
+        return -1;
+    }
+    url_item_path(it->path, e, sizeof e);
+    snprintf(q, sizeof q, "/v1/items%s?version=%lld", e, (long long)it->version);
+    s.fd = fd;
+    ls_buf_init(&buf, 1 << 20);
+    rc = http_get(run, q, &s, why, n);
+    ls_buf_release(&buf);
+    if (rc == -2 || (rc && s.status >= 500)) {
+        snprintf(run->note, sizeof run->note, "%.250s", why);
+        run->fatal = 1;
+    }
+    if (rc) {
+        close(fd);
+        return -1;
+    }
+    lseek(fd, 0, SEEK_SET);
+    rm->fetched_fd = fd; /* closed with the next fetch, or the run */
+    return fd;
 }

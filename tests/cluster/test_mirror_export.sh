@@ -106,8 +106,10 @@ assert_exit 0 lsc m mirror create wrong --source "$SRC" --target "dir:$SHM/wrong
 assert_exit 1 lsc m mirror run wrong --wait
 assert_contains "$(run_field wrong note)" "403"
 assert_eq 0 "$(find "$SHM/noauth" "$SHM/wrong" -type f 2>/dev/null | wc -l)" "files pulled without the right token"
-assert_exit 1 lsc m mirror create bad --source "lockstep://127.0.0.1:$PORT_S/s/prefix" --target "dir:$SHM/x"
-assert_contains "$ERR" "not in this release"
+assert_exit 1 lsc m mirror create bad --source "lockstep://127.0.0.1:$PORT_S/export/" --target "dir:$SHM/x"
+assert_contains "$ERR" "name is missing"
+assert_exit 1 lsc m mirror create bad --source "lockstep://127.0.0.1:$PORT_S/export/a%b" --target "dir:$SHM/x"
+assert_contains "$ERR" "letters, digits"
 assert_exit 1 lsc m mirror create bad --source "$SRC" --target "dir:$SHM/x" --token-file rel/tok
 assert_contains "$ERR" "token_file"
 

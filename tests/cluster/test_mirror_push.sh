@@ -9,7 +9,10 @@
 #   - no token, or a read token: the target fails (401, 403), nothing is written;
 #   - a directory as the source;
 #   - kill -9 of T mid-run: the run fails; after T's restart the next run sends the rest only,
-#     and T then has every item.
+#     and T then has every item;
+#   - the other way, T's store as a source (lockstep://T/PREFIX -> dir): equal to T's items, a
+#     re-run sends nothing, a change and a deletion on T send exactly those (read from T's log),
+#     --published-only; kill -9 of T mid-pull and the rest pulled after its restart.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -129,6 +132,52 @@ assert_eq 400 "$(lsc T ls /kc --json | wc -l)" "items on the target"
 for p in /k/000/i17 /k/016/i400 /k/005/i5; do
     assert_eq "$(lsc m get "$p")" "$(lsc T get "/kc$p")" "$p"
 done
+
+# ---------------------------------------------------------------- T's store as a source
+stop_server m
+start_server m
+assert_exit 0 lsc m mirror create pull --source "lockstep://127.0.0.1:$PORT_T/copy" \
+    --target "dir:$SHM/pulled" --delete --token-file "$T/read.token"
+assert_exit 0 lsc m mirror run pull --wait
+nT=$(lsc T ls /copy --json | wc -l)
+assert_eq "$nT" "$(run_field pull 0 items)" "items pulled from T"
+assert_eq "$nT" "$(find "$SHM/pulled" -type f | wc -l)" "files pulled"
+for p in /copy/s/d1/i1 /copy/s/bin /copy/s/d1/i4; do
+    lsc T get "$p" -o "$T/a"
+    assert_same_file "$T/a" "$SHM/pulled$p" "$p pulled"
+done
+assert_exit 0 lsc m mirror run pull --wait
+assert_eq 0 "$(run_field pull 0 items)" "a no-change re-pull"
+printf 'changed on T' | lsc T put /copy/s/d0/i3 >/dev/null
+lsc T rm /copy/s/d0/i6 >/dev/null
+assert_exit 0 lsc m mirror run pull --wait
+assert_eq 2 "$(run_field pull 0 items)" "a change and a deletion on T"
+assert_eq "changed on T" "$(cat "$SHM/pulled/copy/s/d0/i3")"
+[[ ! -e "$SHM/pulled/copy/s/d0/i6" ]] || fail "the deletion on T was not pulled"
+printf 'draft' | lsc T put /copy/s/draft >/dev/null
+assert_exit 0 lsc m mirror create pubonly --source "lockstep://127.0.0.1:$PORT_T/copy/s" \
+    --target "dir:$SHM/pubonly" --published-only --token-file "$T/read.token"
+assert_exit 0 lsc m mirror run pubonly --wait
+[[ -f "$SHM/pubonly/copy/s/d1/i1" && ! -e "$SHM/pubonly/copy/s/draft" ]] || fail "--published-only"
+
+stop_server m
+LOCKSTEP_MIRROR_PACKAGE_DELAY_MS=100 start_server m
+assert_exit 0 lsc m mirror create kpull --source "lockstep://127.0.0.1:$PORT_T/kc" \
+    --target "dir:$SHM/kpulled" --token-file "$T/read.token" --package-items 20
+assert_exit 0 lsc m mirror run kpull
+wait_until 60 acked kpull 100 || fail "the pull did not get far enough"
+kill9_server T
+wait_until 30 job_idle kpull || fail "the pull did not end when its source went away"
+assert_eq failed "$(run_field kpull 0 state)" "the pull whose source was killed"
+first=$(run_field kpull 0 items)
+((first >= 100 && first < 400)) || fail "the cut pull acknowledged $first items"
+start_server T
+assert_exit 0 lsc m mirror run kpull --wait
+assert_eq 400 "$((first + $(run_field kpull 0 items)))" "items of both pulls (source killed)"
+for p in /kc/k/000/i17 /kc/k/016/i400; do
+    assert_eq "$(lsc T get "$p")" "$(cat "$SHM/kpulled$p")" "$p pulled"
+done
+assert_eq 400 "$(find "$SHM/kpulled" -type f | wc -l)" "files of the killed pull"
 stop_server m
 stop_server T
 echo ok

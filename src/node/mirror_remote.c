@@ -931,6 +931,10 @@ mirror_rstore_fetch(struct mirror_run *run, const struct pitem *it, const char *
     struct ls_buf buf;
     struct sink s = {.buf = &buf, .fd = -1, .size = -1};
     int fd, rc;
+    if (rm->fetched_path && strcmp(rm->fetched_path, it->path) == 0) { /* another target's */
+        lseek(rm->fetched_fd, 0, SEEK_SET);
+        return rm->fetched_fd;
+    }
     if (rm->fetched_fd >= 0) close(rm->fetched_fd);
     free(rm->fetched_path);
     rm->fetched_fd = -1;
@@ -956,5 +960,6 @@ mirror_rstore_fetch(struct mirror_run *run, const struct pitem *it, const char *
     }
     lseek(fd, 0, SEEK_SET);
     rm->fetched_fd = fd; /* closed with the next fetch, or the run */
+    rm->fetched_path = strdup(it->path);
     return fd;
 }

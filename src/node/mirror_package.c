@@ -564,6 +564,9 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         for (int i = 0; i < run->nt; i++)
             alive += !run->t[i].failed;
         if (!alive) items = bytes = 0; /* nobody has this package: it is not done */
+        /* the source went away mid-package: a store's checkpoint cannot hold part of it, so
+         * the items applied are sent again by the next run (a directory's index keeps them) */
+        if (run->fatal && !SRC_INDEXED(run->def)) items = bytes = 0;
     }
     for (int i = 0; i < run->nt; i++) {
         struct target_state *t = &run->t[i];

@@ -366,14 +366,18 @@ mirror_remote_close(struct mirror_run *run)
 
 /* ---------------------------------------------------------------- fetching a file */
 
-int
-mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *root, char *why,
-                    size_t n)
+/*
+ * Where an item's content is fetched to: the descriptor of the last fetch when it is the same
+ * item (another target of the package wants it; *cached set, at offset 0), else a new temporary
+ * file beside root (so that a large file does not go to a small /tmp), or in /tmp. -1 with why.
+ */
+static int
+fetch_begin(struct remote *rm, const struct pitem *it, const char *root, int *cached, char *why,
+            size_t n)
 {
-    struct remote *rm = run->remote;
-    char *esc_path, *esc_name;
     int fd;
-    if (rm->fetched_path && strcmp(rm->fetched_path, it->path) == 0) {
+    *cached = rm->fetched_path && strcmp(rm->fetched_path, it->path) == 0;
+    if (*cached) {
         lseek(rm->fetched_fd, 0, SEEK_SET);
         return rm->fetched_fd;
     }
@@ -381,12 +385,22 @@ mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *
     free(rm->fetched_path);
     rm->fetched_fd = -1;
     rm->fetched_path = NULL;
-    /* beside the target, so that a large file does not go to a small /tmp */
     if ((!root || (fd = open(root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) &&
         (fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
         snprintf(why, n, "cannot create a temporary file: %s", strerror(errno));
         return -1;
     }
+    return fd;
+}
+
+int
+mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *root, char *why,
+                    size_t n)
+{
+    struct remote *rm = run->remote;
+    char *esc_path, *esc_name;
+    int fd, cached;
+    if ((fd = fetch_begin(rm, it, root, &cached, why, n)) < 0 || cached) return fd;
     esc_path = curl_easy_escape(rm->curl, it->path, 0);
     esc_name = curl_easy_escape(rm->curl, run->def->src_export, 0);
     for (int64_t off = 0;;) {
@@ -930,20 +944,8 @@ mirror_rstore_fetch(struct mirror_run *run, const struct pitem *it, const char *
     char q[8700], e[8400];
     struct ls_buf buf;
     struct sink s = {.buf = &buf, .fd = -1, .size = -1};
-    int fd, rc;
-    if (rm->fetched_path && strcmp(rm->fetched_path, it->path) == 0) { /* another target's */
-        lseek(rm->fetched_fd, 0, SEEK_SET);
-        return rm->fetched_fd;
-    }
-    if (rm->fetched_fd >= 0) close(rm->fetched_fd);
-    free(rm->fetched_path);
-    rm->fetched_fd = -1;
-    rm->fetched_path = NULL;
-    if ((!root || (fd = open(root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) &&
-        (fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
-        snprintf(why, n, "cannot create a temporary file: %s", strerror(errno));
-        return -1;
-    }
+    int fd, rc, cached;
+    if ((fd = fetch_begin(rm, it, root, &cached, why, n)) < 0 || cached) return fd;
     url_item_path(it->path, e, sizeof e);
     snprintf(q, sizeof q, "/v1/items%s?version=%lld", e, (long long)it->version);
     s.fd = fd;

@@ -472,12 +472,31 @@ export_req_new(struct ctx *c)
     return e;
 }
 
+/* Hands e (taken; text: a string to copy into *slot first, or NULL) to a reader thread. */
+static void
+export_read_submit(struct ctx *c, struct export_req *e, char **slot, const char *text,
+                   void (*run)(struct store *st, struct http_read *r),
+                   int (*finish)(struct http_read *r))
+{
+    struct http_read *r = NULL;
+    if ((text && !(*slot = strdup(text))) || !(r = calloc(1, sizeof *r))) {
+        export_req_free(e);
+        reply_error(c->req, LS_ENOMEM, NULL);
+        ctx_free(c);
+        return;
+    }
+    r->run = run;
+    r->finish = finish;
+    r->arg = e;
+    r->free_arg = export_req_free;
+    http_read_submit(c, r);
+}
+
 static void
 h_list(struct ctx *c)
 {
     const char *after = qget(c, "after");
     struct export_req *e;
-    struct http_read *r;
     int64_t limit;
     if (qint(c, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit)) goto fail;
     if (after && *after && !rel_valid(after, 1)) {
@@ -487,20 +506,7 @@ h_list(struct ctx *c)
     }
     if (!(e = export_req_new(c))) goto fail;
     e->limit = limit;
-    if (after && !(e->after = strdup(after))) {
-        export_req_free(e);
-        reply_error(c->req, LS_ENOMEM, NULL);
-        goto fail;
-    }
-    if (!(r = calloc(1, sizeof *r))) {
-        export_req_free(e);
-        reply_error(c->req, LS_ENOMEM, NULL);
-        goto fail;
-    }
-    r->run = list_run;
-    r->arg = e;
-    r->free_arg = export_req_free;
-    http_read_submit(c, r);
+    export_read_submit(c, e, &e->after, after, list_run, NULL);
     return;
 fail:
     ctx_free(c);
@@ -511,7 +517,6 @@ h_file(struct ctx *c)
 {
     const char *path = qget(c, "path");
     struct export_req *e;
-    struct http_read *r;
     int64_t offset, length;
     if (qint(c, "offset", 0, 0, INT64_MAX, &offset) ||
         qint(c, "length", PIECE_MAX, 1, PIECE_MAX, &length))
@@ -524,16 +529,7 @@ h_file(struct ctx *c)
     if (!(e = export_req_new(c))) goto fail;
     e->offset = offset;
     e->length = length;
-    if (!(e->path = strdup(path)) || !(r = calloc(1, sizeof *r))) {
-        export_req_free(e);
-        reply_error(c->req, LS_ENOMEM, NULL);
-        goto fail;
-    }
-    r->run = file_run;
-    r->finish = file_finish;
-    r->arg = e;
-    r->free_arg = export_req_free;
-    http_read_submit(c, r);
+    export_read_submit(c, e, &e->path, path, file_run, file_finish);
     return;
 fail:
     ctx_free(c);

@@ -40,6 +40,7 @@ static const struct command commands[] = {
     {"watch", cmd_watch, "print notifications as they come (a consumer)"},
     {"consumers", cmd_consumers, "list, rewind and reset the consumers of notifications"},
     {"mirror", cmd_mirror, "mirroring jobs: create, run, follow and list their history"},
+    {"report", cmd_report, "the newest result of every mirroring job across servers"},
 };
 
 static void

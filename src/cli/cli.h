@@ -97,6 +97,7 @@ int cmd_notify(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_consumers(int argc, char **argv);
 int cmd_mirror(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 /* Uploads a file (or stdin) through an upload session; returns the session id in id[33]. */
 int client_upload(struct client *cl, FILE *in, const void *head, size_t head_len, char id[33],

@@ -23,19 +23,25 @@ enum {
     O_PBYTES,
     O_MAXERR,
     O_WAIT,
-    O_JSON
+    O_JSON,
+    O_TOKEN_FILE
 };
 
 static const char usage[] =
     "usage: lockstep mirror create NAME --source SRC --target DST [--target DST]...\n"
     "           [--include GLOB]... [--exclude GLOB]... [--published-only] [--delete]\n"
     "           [--every DURATION] [--package-items N] [--package-bytes SIZE] [--max-errors N]\n"
+    "           [--token-file FILE]\n"
     "       lockstep mirror ls [--json] | show NAME [--json] | rm NAME | pause NAME | resume NAME\n"
     "       lockstep mirror run NAME [--wait]\n"
     "       lockstep mirror history NAME [--json]\n\n"
-    "Mirroring jobs run inside the server. SRC is store:/PREFIX (this server's items) or\n"
-    "dir:/ABSOLUTE/PATH; DST is dir:/ABSOLUTE/PATH. `run --wait` shows the progress and exits 0\n"
-    "when the run ended ok, 1 when partial or failed. See docs/mirror.md.\n\n"
+    "Mirroring jobs run inside the server. SRC is store:/PREFIX (this server's items),\n"
+    "dir:/ABSOLUTE/PATH, lockstep://HOST:PORT/PREFIX (another server's items) or\n"
+    "lockstep://HOST:PORT/export/NAME (a directory another server exports). DST is\n"
+    "dir:/ABSOLUTE/PATH or lockstep://HOST:PORT/PREFIX. --token-file: a file on the mirror\n"
+    "server holding the token for the lockstep:// servers. `run --wait` shows the progress and exits 0\n"
+    "when the run ended ok (or skipped: another server holds the duty), 1 when partial or\n"
+    "failed. See docs/mirror.md.\n\n"
     "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"
     "  --help           this text\n";
 
@@ -97,6 +103,9 @@ mirror_opt(int ch, const char *arg, void *ctx)
         break;
     case O_WAIT:
         a->wait = 1;
+        break;
+    case O_TOKEN_FILE:
+        json_object_set_new(a->def, "token_file", json_string(arg));
         break;
     case O_JSON:
         a->json = 1;
@@ -214,7 +223,8 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
                (long long)jint(r, "errors"));
         break;
     }
-    rc = strcmp(state, "ok") == 0 ? EXIT_OK : EXIT_ERR;
+    /* skipped: another mirror server holds the source's lease and does it */
+    rc = strcmp(state, "ok") == 0 || strcmp(state, "skipped") == 0 ? EXIT_OK : EXIT_ERR;
 out:
     json_decref(o);
     json_decref(h);
@@ -278,6 +288,7 @@ cmd_mirror(int argc, char **argv)
                                          {"max-errors", required_argument, NULL, O_MAXERR},
                                          {"wait", no_argument, NULL, O_WAIT},
                                          {"json", no_argument, NULL, O_JSON},
+                                         {"token-file", required_argument, NULL, O_TOKEN_FILE},
                                          {NULL, 0, NULL, 0}};
     struct client cl = {.cmd = "mirror"};
     struct mirror_args a = {.def = json_object()};

@@ -45,6 +45,8 @@ static const struct option_def defs[] = {
      "keep the change log this long and at most this big"},
     {"mirror-root", T_LIST, OFF(mirror_root), NULL, "DIR",
      "mirror jobs may read and write directories under DIR only (repeatable; default: any)"},
+    {"export", T_LIST, OFF(exports), NULL, "NAME=PATH",
+     "serve directory PATH read-only as export NAME to mirror servers (repeatable)"},
     {"notify-retention", T_STR, OFF(notify_retention), "2d", "AGE,SIZE",
      "keep notifications this long (and within this much log)"},
     {"consumer-stall", T_DURATION, OFF(consumer_stall_ms), "60s", "DURATION",

@@ -32,6 +32,7 @@ struct config {
     char *log_retention;
     char *notify_retention;
     struct strlist mirror_root; /* mirror jobs' directories must be within one (empty: any) */
+    struct strlist exports;     /* NAME=PATH: directories served read-only (http/export.c) */
     int64_t consumer_stall_ms;
     char *messenger;           /* postgres://...: the shared-database messenger (pgmsg.c) */
     int64_t poll_interval_ms;  /* its polling, when a wake-up from the database is missed */

@@ -29,6 +29,8 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -479,6 +481,12 @@ http_conns_request(struct server *srv, struct evhttp_request *req)
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     struct conn *c = evcon && hc ? find(hc, evhttp_connection_get_bufferevent(evcon)) : NULL;
     if (c && c->watch) watch_served(c->watch);
+    if (evcon) { /* replies leave at once: Nagle held a reply's last piece for the client's
+                  * delayed ACK, 40 ms per request on a kept-alive connection */
+        evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+        int one = 1;
+        if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     if (refuse_ambiguous(req)) return 1;
     if (!c) return 0;
     c->busy = 1; /* until http_conns_done (the router's completion callback calls it) */

@@ -13,8 +13,8 @@
  * (the writer is the loop's to talk to) through a small queue and come back through a condition
  * variable. Progress is shared under the run's mutex.
  *
- * Not for: the HTTP routes (http/mirror.c), the tables (core/store/mirror.c). Remote targets,
- * exports, leases and deltas are not here yet.
+ * Not for: the HTTP routes (http/mirror.c), the tables (core/store/mirror.c), pulling from
+ * another server's export (mirror_remote.c), pushing to another server's store (mirror_push.c).
  */
 #include "node/mirror_int.h"
 #include "common/log.h"
@@ -172,14 +172,31 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
             rc = ls_error_set(err, LS_EINVAL, "source %s is outside every --mirror-root", src);
             goto out;
         }
+    } else if (strncmp(src, "lockstep://", 11) == 0) {
+        struct mirror_def *probe = calloc(1, sizeof *probe);
+        rc = probe ? mirror_remote_spec(src, probe, err) : ls_error_set(err, LS_ENOMEM, NULL);
+        free(probe);
+        if (rc) goto out;
     } else {
         rc = ls_error_set(err, LS_EINVAL,
-                          "source %s: unknown scheme (store:/PREFIX or dir:/PATH; lockstep:// "
-                          "sources are not in this release)",
+                          "source %s: unknown scheme (store:/PREFIX, dir:/PATH or "
+                          "lockstep://HOST:PORT/export/NAME)",
                           src);
         goto out;
     }
     json_object_set_new(def, "source", json_string(src));
+    {
+        /* a remote's token: the file's name is kept (and shown), never the token */
+        const json_t *tf = json_object_get(body, "token_file");
+        if (tf && !json_is_null(tf)) {
+            const char *f = json_string_value(tf);
+            if (!f || f[0] != '/' || strlen(f) >= 4000) {
+                rc = ls_error_set(err, LS_EINVAL, "token_file: an absolute path");
+                goto out;
+            }
+            json_object_set_new(def, "token_file", json_string(f));
+        }
+    }
     if (!json_is_array(targets) || json_array_size(targets) == 0 ||
         json_array_size(targets) > TARGETS_MAX) {
         rc = ls_error_set(err, LS_EINVAL, "targets: a list of 1 to %d targets", TARGETS_MAX);
@@ -190,13 +207,24 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
         const char *t = json_string_value(v), *p;
         size_t j;
         json_t *w;
+        if (t && strncmp(t, "lockstep://", 11) == 0) {
+            char url[300], prefix[4096];
+            if ((rc = mirror_push_spec(t, url, sizeof url, prefix, sizeof prefix, err))) goto out;
+            json_array_foreach(tl, j, w) if (strcmp(json_string_value(w), t) == 0)
+            {
+                rc = ls_error_set(err, LS_EINVAL, "target %s is given twice", t);
+                goto out;
+            }
+            json_array_append_new(tl, json_string(t));
+            continue;
+        }
         if (!t || !(p = dir_spec(t, "target", err))) {
             if (t && strncmp(t, "dir:", 4) == 0)
                 rc = LS_EINVAL;
             else
                 rc = ls_error_set(err, LS_EINVAL,
-                                  "target %s: unknown scheme (dir:/PATH; lockstep:// targets are "
-                                  "not in this release)",
+                                  "target %s: unknown scheme (dir:/PATH or "
+                                  "lockstep://HOST:PORT/PREFIX)",
                                   t ? t : "(not a string)");
             goto out;
         }
@@ -221,7 +249,8 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
     }
     if ((rc = glob_list(body, "include", def, err)) || (rc = glob_list(body, "exclude", def, err)))
         goto out;
-    if (json_is_true(json_object_get(body, "published_only")) && src_dir) {
+    if (json_is_true(json_object_get(body, "published_only")) && strncmp(src, "store:", 6) != 0 &&
+        (strncmp(src, "lockstep://", 11) != 0 || strstr(src + 11, "/export/"))) {
         rc = ls_error_set(err, LS_EINVAL, "published_only takes a store: source");
         goto out;
     }
@@ -269,8 +298,16 @@ def_load(struct mirror_def *d, const json_t *j)
     size_t i;
     memset(d, 0, sizeof *d);
     if (!src) src = "store:/";
-    d->src_kind = strncmp(src, "dir:", 4) == 0 ? SRC_DIR : SRC_STORE;
-    snprintf(d->src_path, sizeof d->src_path, "%s", src + (d->src_kind == SRC_DIR ? 4 : 6));
+    if (strncmp(src, "lockstep://", 11) == 0) {
+        struct ls_error err;
+        mirror_remote_spec(src, d, &err); /* checked when the job was made */
+    } else {
+        d->src_kind = strncmp(src, "dir:", 4) == 0 ? SRC_DIR : SRC_STORE;
+        snprintf(d->src_path, sizeof d->src_path, "%s", src + (d->src_kind == SRC_DIR ? 4 : 6));
+    }
+    if (json_is_string(json_object_get(j, "token_file")))
+        snprintf(d->token_file, sizeof d->token_file, "%s",
+                 json_string_value(json_object_get(j, "token_file")));
     for (size_t n = strlen(d->src_path); n > 1 && d->src_path[n - 1] == '/'; n--)
         d->src_path[n - 1] = '\0';
     json_array_foreach(json_object_get(j, "targets"), i, v) if (d->ntargets < TARGETS_MAX)
@@ -287,6 +324,9 @@ def_load(struct mirror_def *d, const json_t *j)
     d->max_errors = json_integer_value(json_object_get(j, "max_errors"));
     if (d->package_items <= 0) d->package_items = 1000;
     if (d->package_bytes <= 0) d->package_bytes = 64 << 20;
+    for (int k = 0; k < d->ntargets; k++) /* a remote target takes a package in one request */
+        if (strncmp(d->targets[k], "lockstep://", 11) == 0 && d->package_bytes > PUSH_PACKAGE_BYTES)
+            d->package_bytes = PUSH_PACKAGE_BYTES;
 }
 
 /* Whether an item path ("/a/b") passes --include and --exclude. */
@@ -423,7 +463,9 @@ run_finish_state(struct mirror_run *run)
         if (run->t[i].errors) partial = 1;
     }
     pthread_mutex_lock(&run->mu);
-    if (run->fatal || atomic_load(&run->cancel) || failed == run->nt)
+    if (run->skipped && !run->fatal && !atomic_load(&run->cancel))
+        snprintf(run->state, sizeof run->state, "skipped");
+    else if (run->fatal || atomic_load(&run->cancel) || failed == run->nt)
         snprintf(run->state, sizeof run->state, "failed");
     else if (failed || partial)
         snprintf(run->state, sizeof run->state, "partial");
@@ -496,6 +538,7 @@ run_main(void *arg)
         struct target_state *t = &run->t[i];
         int e;
         store_mirror_checkpoint_get(run->st, run->job_name, t->name, &t->cp);
+        if (t->remote) continue;
         if ((e = ls_mkdir_p(t->root, 0755)) < 0) {
             t->failed = 1;
             snprintf(t->reason, sizeof t->reason, "cannot create %s: %s", t->root, strerror(-e));
@@ -506,6 +549,10 @@ run_main(void *arg)
     }
     if (run->def->src_kind == SRC_STORE)
         rc = mirror_run_store(run, &p);
+    else if (run->def->src_kind == SRC_EXPORT)
+        rc = mirror_run_export(run, &p);
+    else if (run->def->src_kind == SRC_RSTORE)
+        rc = mirror_run_rstore(run, &p);
     else
         rc = mirror_run_dir(run, &p);
     if (rc && !atomic_load(&run->cancel)) { /* whatever stopped it, the run did not finish */
@@ -525,6 +572,8 @@ out:
                  run->note);
     }
     mirror_package_release(&p);
+    mirror_push_free(run);
+    mirror_remote_close(run);
     store_free(run->st);
     run->st = NULL;
     atomic_store(&run->ended, 1);
@@ -582,8 +631,14 @@ mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err)
     run->started_mono = ls_mono_ms();
     run->nt = job->def.ntargets;
     for (int i = 0; i < run->nt; i++) {
-        run->t[i].name = job->def.targets[i];
-        run->t[i].root = job->def.targets[i] + 4;
+        struct target_state *t = &run->t[i];
+        t->name = job->def.targets[i];
+        t->root = job->def.targets[i] + 4;
+        if (strncmp(t->name, "lockstep://", 11) == 0) {
+            t->remote = 1;
+            t->root = NULL;
+            mirror_push_spec(t->name, t->url, sizeof t->url, t->prefix, sizeof t->prefix, err);
+        }
     }
     job->run = run;
     if (pthread_create(&run->thread, NULL, run_main, run)) {

@@ -5,6 +5,9 @@
  *   mirror_package.c progress, packages, writing a directory target, recording a package
  *   mirror_source.c  the sources: a store (a full pass, then the log by seq) and a directory
  *                    (walked twice with a bounded stack, against each target's index)
+ *   mirror_push.c    a store subtree on another server as a target: a package, one batch there
+ *   mirror_remote.c  a directory another server exports (lockstep://HOST:PORT/export/NAME),
+ *                    listed in pages over HTTP on the run's thread, against each target's index
  * The rest of lockstep knows mirroring through node/mirror.h.
  */
 #ifndef LS_MIRROR_INT_H
@@ -23,12 +26,15 @@
 #define PAGE 500
 #define TMP_PREFIX ".lsmirror-"
 
-enum { SRC_STORE, SRC_DIR };
+enum { SRC_STORE, SRC_DIR, SRC_EXPORT, SRC_RSTORE }; /* RSTORE: a store on another server */
 enum { IT_FILE, IT_LINK, IT_DEL };
 
 struct mirror_def {
     int src_kind;
     char src_path[4096]; /* the store prefix ("/" for all), or the directory */
+    char src_url[300];   /* SRC_EXPORT: "http://HOST:PORT" */
+    char src_export[65]; /* SRC_EXPORT: the export's name */
+    char token_file[4096]; /* the token for a remote server is read from here ("": none) */
     int ntargets;
     char *targets[TARGETS_MAX]; /* "dir:/path", as given (their names in the tables) */
     int ninclude, nexclude;
@@ -36,6 +42,10 @@ struct mirror_def {
     int published_only, delete_missing;
     int64_t every_ms, package_items, package_bytes, max_errors;
 };
+
+/* Whether a source's targets keep an index of what they were given (directories), rather than a
+ * checkpoint by seq (stores). */
+#define SRC_INDEXED(d) ((d)->src_kind == SRC_DIR || (d)->src_kind == SRC_EXPORT)
 
 struct mirror_run;
 
@@ -72,15 +82,22 @@ struct mirrors {
     struct event *reap;  /* a run thread has ended */
 };
 
+struct push;
+
 struct target_state {
-    const char *name; /* "dir:/path" */
-    const char *root;
+    const char *name; /* "dir:/path" or "lockstep://HOST:PORT/PREFIX" */
+    const char *root; /* dir: targets */
+    int remote;       /* lockstep:// targets: url, prefix and push (mirror_push.c) */
+    char url[300], prefix[4096];
+    struct push *push;
     int failed;
     int stuck; /* an item failed: the checkpoint stays where it was for the rest of the run */
     int64_t items, bytes, errors;
     char reason[256];
     struct ls_mirror_checkpoint cp;
 };
+
+struct remote;
 
 struct mirror_run {
     struct mirror_job *job;
@@ -90,6 +107,7 @@ struct mirror_run {
     pthread_t thread;
     atomic_int cancel, ended;
     struct store *st; /* the run thread's read-only handle */
+    struct remote *remote; /* SRC_EXPORT: the HTTP client of the source (mirror_remote.c) */
     int64_t id, started_ms, started_mono;
     struct target_state t[TARGETS_MAX];
     int nt;
@@ -100,6 +118,7 @@ struct mirror_run {
     const char *phase;
     char state[16], note[256];
     int fatal;
+    int skipped; /* another mirror server holds the source's lease: nothing was done */
 };
 
 struct pitem {
@@ -108,6 +127,7 @@ struct pitem {
     unsigned need; /* a bit per target that should get it */
     int64_t size, mtime_ns, ino, mode, seq;
     int64_t version; /* store sources: the version to send */
+    char *link_to;   /* export sources: a symlink's target (owned by the package) */
 };
 
 struct perror_ {
@@ -167,8 +187,39 @@ void mirror_record_fill(struct mirror_run *run, struct package *p);
 int mirror_target_path(const char *root, const char *path, char *out, size_t n);
 void mirror_sweep_tmp(const char *root);
 
+void mirror_index_note(struct package *p, int target, const struct ls_mirror_file *f);
+
+/* ---- mirror_push.c ---- */
+#define PUSH_PACKAGE_BYTES (4 << 20) /* a package's bytes with a lockstep:// target, at most */
+/* "lockstep://HOST:PORT/PREFIX" -> "http://HOST:PORT" and "/PREFIX" ("" for the root). */
+int mirror_push_spec(const char *spec, char *url, size_t url_n, char *prefix, size_t prefix_n,
+                     struct ls_error *err);
+/* Adds item k of the package to target i's batch; -1 after recording its error. */
+int mirror_push_add(struct mirror_run *run, struct package *p, int i, size_t k);
+/* Sends target i's batch: items refused one by one are failed items; no answer fails the target. */
+void mirror_push_send(struct mirror_run *run, struct package *p, int i);
+void mirror_push_free(struct mirror_run *run);
+
 /* ---- mirror_source.c ---- */
 int mirror_run_store(struct mirror_run *run, struct package *p);
 int mirror_run_dir(struct mirror_run *run, struct package *p);
+
+/* ---- mirror_remote.c ---- */
+/* Parses "lockstep://HOST:PORT/export/NAME" (an export) or "lockstep://HOST:PORT/PREFIX" (a store
+ * subtree) into d; LS_EINVAL with the reason otherwise. */
+int mirror_remote_spec(const char *src, struct mirror_def *d, struct ls_error *err);
+int mirror_run_export(struct mirror_run *run, struct package *p);
+int mirror_run_rstore(struct mirror_run *run, struct package *p);
+/* A remote store item's body (it->version) in a temporary file: a descriptor at 0, or -1. */
+int mirror_rstore_fetch(struct mirror_run *run, const struct pitem *it, const char *root,
+                        char *why, size_t n);
+void mirror_remote_close(struct mirror_run *run);
+/* "Authorization: Bearer ..." from the job's token file ("" when it has none); -1 when the
+ * file cannot be read. */
+int mirror_token_header(struct mirror_run *run, char *out, size_t n);
+/* The content of an export's file, fetched once per package item into a temporary file beside
+ * root (NULL: in /tmp): a descriptor at offset 0 (the run keeps it), or -1 with why filled. */
+int mirror_export_fetch(struct mirror_run *run, const struct pitem *it, const char *root,
+                        char *why, size_t n);
 
 #endif

@@ -102,8 +102,10 @@ mirror_targets_text(struct mirror_run *run)
 void
 mirror_package_clear(struct package *p)
 {
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n; i++) {
         free(p->items[i].path);
+        free(p->items[i].link_to);
+    }
     for (size_t i = 0; i < p->nerrs; i++) {
         free(p->errs[i].path);
         free(p->errs[i].reason);
@@ -139,7 +141,12 @@ mirror_package_add(struct package *p, const struct pitem *it)
         p->cap = cap;
     }
     p->items[p->n] = *it;
+    p->items[p->n].link_to = NULL;
     if (!(p->items[p->n].path = strdup(it->path))) return LS_ENOMEM;
+    if (it->link_to && !(p->items[p->n].link_to = strdup(it->link_to))) {
+        free(p->items[p->n].path);
+        return LS_ENOMEM;
+    }
     p->n++;
     if (it->kind == IT_FILE) p->bytes += it->size;
     return 0;
@@ -175,8 +182,8 @@ mirror_item_error(struct mirror_run *run, struct package *p, int target, const c
              path, reason);
 }
 
-static void
-index_note(struct package *p, int target, const struct ls_mirror_file *f)
+void
+mirror_index_note(struct package *p, int target, const struct ls_mirror_file *f)
 {
     struct ls_mirror_file *n = realloc(p->index, (p->nindex + 1) * sizeof *n);
     int *t;
@@ -397,9 +404,9 @@ errors_exceeded(struct mirror_run *run)
     return over;
 }
 
-/* Sends one item to target i. 0, or an error already recorded. */
+/* Writes one item to the directory target i. 0, or an error already recorded. */
 static int
-apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem *it)
+apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem *it)
 {
     struct target_state *t = &run->t[i];
     const struct mirror_def *d = run->def;
@@ -420,9 +427,9 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
             mirror_item_error(run, p, i, it->path, "cannot remove %s: %s", final, strerror(-rc));
             return -1;
         }
-        if (d->src_kind == SRC_DIR) {
+        if (SRC_INDEXED(d)) {
             struct ls_mirror_file f = {.path = it->path, .size = -1};
-            index_note(p, i, &f);
+            mirror_index_note(p, i, &f);
         }
         t->items++;
         return 0;
@@ -449,6 +456,29 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
                       fd >= 0 ? 0 : si.size, 0644, si.mtime * 1000000, sha, &what, &run->cancel);
         bytes = (int64_t)si.size;
         item_release(&si);
+    } else if (d->src_kind == SRC_RSTORE) {
+        char why[300];
+        int rfd = mirror_rstore_fetch(run, it, t->root, why, sizeof why);
+        if (rfd < 0) {
+            mirror_item_error(run, p, i, it->path, "%s", why);
+            return -1;
+        }
+        rc = put_file(final, rfd, NULL, 0, 0644, it->mtime_ns, sha, &what, &run->cancel);
+        bytes = it->size;
+    } else if (d->src_kind == SRC_EXPORT) {
+        char why[300];
+        if (it->kind == IT_LINK) {
+            rc = put_link(final, it->link_to ? it->link_to : "", it->mtime_ns, &what);
+            bytes = it->link_to ? (int64_t)strlen(it->link_to) : 0;
+        } else {
+            int efd = mirror_export_fetch(run, it, t->root, why, sizeof why);
+            if (efd < 0) {
+                mirror_item_error(run, p, i, it->path, "%s", why);
+                return -1;
+            }
+            rc = put_file(final, efd, NULL, 0, it->mode, it->mtime_ns, sha, &what, &run->cancel);
+            bytes = it->size;
+        }
     } else {
         snprintf(src, sizeof src, "%s%s", d->src_path, it->path);
         if (it->kind == IT_LINK) {
@@ -476,18 +506,26 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
         mirror_item_error(run, p, i, it->path, "cannot %s (%s): %s", what, final, strerror(-rc));
         return -1;
     }
-    if (d->src_kind == SRC_DIR) {
+    if (SRC_INDEXED(d)) {
         struct ls_mirror_file f = {.path = it->path,
                                    .size = it->size,
                                    .mtime_ns = it->mtime_ns,
                                    .ino = it->ino,
                                    .mode = it->mode};
         memcpy(f.sha, sha, 32);
-        index_note(p, i, &f);
+        mirror_index_note(p, i, &f);
     }
     t->items++;
     t->bytes += bytes;
     return 0;
+}
+
+/* Sends one item to target i. 0, or an error already recorded. */
+static int
+apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem *it)
+{
+    if (run->t[i].remote) return mirror_push_add(run, p, i, (size_t)(it - p->items));
+    return apply_local(run, p, i, it);
 }
 
 /* LOCKSTEP_MIRROR_PACKAGE_DELAY_MS: the tests slow a run down to kill its server mid-way. */
@@ -514,16 +552,28 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         const struct pitem *it = &p->items[k];
         for (int i = 0; i < run->nt; i++)
             if ((it->need & (1u << i)) && !run->t[i].failed) apply_item(run, p, i, it);
+        if (run->fatal) break; /* the source went away: what was applied is recorded, no more */
         items++;
         if (it->kind == IT_FILE) bytes += it->size;
         if (atomic_load(&run->cancel)) return LS_EUNAVAIL;
+    }
+    for (int i = 0; i < run->nt; i++) /* a remote target applies the package as one batch */
+        if (run->t[i].remote && !run->t[i].failed) mirror_push_send(run, p, i);
+    {
+        int alive = 0;
+        for (int i = 0; i < run->nt; i++)
+            alive += !run->t[i].failed;
+        if (!alive) items = bytes = 0; /* nobody has this package: it is not done */
+        /* the source went away mid-package: a store's checkpoint cannot hold part of it, so
+         * the items applied are sent again by the next run (a directory's index keeps them) */
+        if (run->fatal && !SRC_INDEXED(run->def)) items = bytes = 0;
     }
     for (int i = 0; i < run->nt; i++) {
         struct target_state *t = &run->t[i];
         int dfd;
         if (t->failed) continue;
         /* the renames are durable before the checkpoint says so */
-        if ((dfd = open(t->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        if (!t->remote && (dfd = open(t->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
             syncfs(dfd);
             close(dfd);
         }
@@ -539,6 +589,7 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         run->fatal = 1;
     }
     mirror_package_clear(p);
+    if (!rc && run->fatal) return LS_EIO;
     test_delay(run);
     if (!rc && errors_exceeded(run)) {
         snprintf(run->note, sizeof run->note, "more than %lld errors",

@@ -313,7 +313,8 @@ dir_entry(struct mirror_run *run, struct package *p, const char *rel, const stru
         if (arg) return 0;
         for (int i = 0; i < run->nt; i++) {
             char final[4200];
-            if (run->t[i].failed || mirror_target_path(run->t[i].root, rel, final, sizeof final))
+            if (run->t[i].failed || run->t[i].remote ||
+                mirror_target_path(run->t[i].root, rel, final, sizeof final))
                 continue;
             if (mkdir(final, sb->st_mode & 07777) == 0) chmod(final, sb->st_mode & 07777);
         }

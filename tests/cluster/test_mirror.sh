@@ -30,8 +30,8 @@ assert_exit 1 lsc m mirror create bad --source ftp://x/y --target "dir:$SHM/x"
 assert_contains "$ERR" "unknown scheme"
 assert_exit 1 lsc m mirror create bad --source store:/s --target dir:relative/x
 assert_contains "$ERR" "absolute"
-assert_exit 1 lsc m mirror create bad --source store:/s --target lockstep://h:1/p
-assert_contains "$ERR" "not in this release"
+assert_exit 1 lsc m mirror create bad --source store:/s --target lockstep://h:1/export/p
+assert_contains "$ERR" "read-only"
 assert_exit 1 lsc m mirror create bad --source "dir:$SHM/a" --target "dir:$SHM/a/b"
 assert_contains "$ERR" "overlaps"
 assert_exit 1 lsc m mirror create bad --source store:/s --target "dir:$(cd "$DATA_m" && pwd)/blobs"

@@ -82,6 +82,14 @@ void http_dashboard_routes(struct server *srv); /* and starts its 1 Hz sampler *
 void http_dashboard_free(struct server *srv);
 /* cluster.c: GET /v1/status's answer, which the dashboard and /metrics show too */
 json_t *status_json(struct server *srv);
+void http_export_routes(struct server *srv);
+void http_report_routes(struct server *srv);
+void http_lease_routes(struct server *srv);
+int export_known(struct server *srv, const char *name); /* export.c: --export NAME=... given */
+/* lease.c: whether fence is the current one of the live lease export/job; LS_ECONFLICT if not */
+int lease_check(struct store *st, const char *export_, const char *job, int64_t fence,
+                struct ls_error *err);
+int http_exports_check(struct server *srv, struct ls_error *err); /* --export NAME=PATH */
 /* notify.c's parameters and parsing, shared with notify_pg.c */
 char *query_channels(struct ctx *c); /* the channel= set ("": every channel); NULL after a 400 */
 struct wreq *notify_parse(struct ctx *c, json_t *body); /* NULL after a 400 */

@@ -524,6 +524,10 @@ http_api_start(struct server *srv, struct ls_error *err)
     http_mirror_routes(srv);
     http_metrics_routes(srv);
     http_dashboard_routes(srv);
+    http_export_routes(srv);
+    http_report_routes(srv);
+    http_lease_routes(srv);
+    if (http_exports_check(srv, err)) return err->code;
     srv->http = evhttp_new(srv->base);
     if (!srv->http) return ls_error_set(err, LS_ENOMEM, NULL);
     evhttp_set_allowed_methods(srv->http, M_ANY);

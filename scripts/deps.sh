@@ -3,7 +3,7 @@
 # `make`, `make run` and `make test` work on a fresh Debian machine. Usage: deps.sh [build|test|bench]
 set -euo pipefail
 want=(cmake make gcc pkg-config libsqlite3-dev libevent-dev libssl-dev libjansson-dev
-      libzstd-dev libcurl4-openssl-dev libinih-dev libpq-dev)
+      libzstd-dev libcurl4-openssl-dev libinih-dev libpq-dev librsync-dev)
 case "${1:-build}" in
   test)  want+=(libcmocka-dev curl python3 jq clang libclang-rt-dev sqlite3
                postgresql) ;; # postgresql: test_messenger_pg starts a real server

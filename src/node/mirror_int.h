@@ -3,6 +3,7 @@
  *   mirror.c         the jobs the loop knows, their definitions and --every timers; runs: their
  *                    threads, start, end and reaping; writes handed to the writer thread
  *   mirror_package.c progress, packages, writing a directory target, recording a package
+ *   mirror_delta.c   a large changed file sent to a directory target as a librsync delta
  *   mirror_source.c  the sources: a store (a full pass, then the log by seq) and a directory
  *                    (walked twice with a bounded stack, against each target's index)
  * The rest of lockstep knows mirroring through node/mirror.h.
@@ -22,6 +23,8 @@
 #define WALK_DEPTH_MAX 128
 #define PAGE 500
 #define TMP_PREFIX ".lsmirror-"
+/* A changed file at least this large whose target copy is too travels as a librsync delta. */
+#define DELTA_MIN (64 * 1024)
 
 enum { SRC_STORE, SRC_DIR };
 enum { IT_FILE, IT_LINK, IT_DEL };
@@ -75,6 +78,7 @@ struct target_state {
     int failed;
     int stuck; /* an item failed: the checkpoint stays where it was for the rest of the run */
     int64_t items, bytes, errors;
+    int64_t delta_files, delta_bytes, whole_bytes; /* sent as deltas (their size) or whole */
     char reason[256];
     struct ls_mirror_checkpoint cp;
 };
@@ -163,6 +167,16 @@ int mirror_commit_run(struct store *st, struct wreq *r); /* writer thread; r->fn
 void mirror_record_fill(struct mirror_run *run, struct package *p);
 int mirror_target_path(const char *root, const char *path, char *out, size_t n);
 void mirror_sweep_tmp(const char *root);
+
+/* ---- mirror_delta.c ---- */
+/*
+ * Writes final from src as a delta against final's current copy: signature, delta, patch into
+ * a temporary file (fsynced, mode and mtime set), renamed into place. sha receives the SHA-256
+ * of the result, delta_bytes the delta's size. 0, or -errno with *what naming the step (final
+ * untouched; src's offset is then undefined).
+ */
+int mirror_put_delta(const char *final, int src, int64_t mode, int64_t mtime_ns,
+                     unsigned char sha[32], int64_t *delta_bytes, const char **what);
 
 /* ---- mirror_source.c ---- */
 int mirror_run_store(struct mirror_run *run, struct package *p);

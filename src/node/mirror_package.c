@@ -88,9 +88,11 @@ mirror_targets_text(struct mirror_run *run)
     for (int i = 0; i < run->nt; i++) {
         struct target_state *t = &run->t[i];
         const char *state = t->failed ? "failed" : t->errors ? "partial" : "ok";
-        json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:I}", "target", t->name, "state", state, "items",
-                              (json_int_t)t->items, "bytes", (json_int_t)t->bytes, "errors",
-                              (json_int_t)t->errors);
+        json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "target", t->name, "state",
+                              state, "items", (json_int_t)t->items, "bytes", (json_int_t)t->bytes,
+                              "errors", (json_int_t)t->errors, "delta_files",
+                              (json_int_t)t->delta_files, "delta_bytes", (json_int_t)t->delta_bytes,
+                              "whole_bytes", (json_int_t)t->whole_bytes);
         if (*t->reason) json_object_set_new(o, "reason", json_string(t->reason));
         json_array_append_new(a, o);
     }
@@ -397,6 +399,29 @@ errors_exceeded(struct mirror_run *run)
     return over;
 }
 
+/*
+ * Writes a file of fd's size bytes to final: as a delta when both it and the target's copy are
+ * at least DELTA_MIN (a failed delta falls back to a whole copy), otherwise whole.
+ */
+static int
+put_regular(struct target_state *t, const char *final, int fd, int64_t size, int64_t mode,
+            int64_t mtime_ns, unsigned char sha[32], const char **what, atomic_int *cancel)
+{
+    struct stat sb;
+    int64_t dbytes = 0;
+    if (size >= DELTA_MIN && lstat(final, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        sb.st_size >= DELTA_MIN) {
+        if (mirror_put_delta(final, fd, mode, mtime_ns, sha, &dbytes, what) == 0) {
+            t->delta_files++;
+            t->delta_bytes += dbytes;
+            return 0;
+        }
+        if (lseek(fd, 0, SEEK_SET) < 0) return -errno;
+    }
+    t->whole_bytes += size;
+    return put_file(final, fd, NULL, 0, mode, mtime_ns, sha, what, cancel);
+}
+
 /* Sends one item to target i. 0, or an error already recorded. */
 static int
 apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem *it)
@@ -442,11 +467,14 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
                 return -1;
             }
         }
-        rc = put_file(final, fd,
-                      fd >= 0   ? NULL
-                      : si.body ? si.body
-                                : "",
-                      fd >= 0 ? 0 : si.size, 0644, si.mtime * 1000000, sha, &what, &run->cancel);
+        if (fd >= 0)
+            rc = put_regular(t, final, fd, (int64_t)si.size, 0644, si.mtime * 1000000, sha, &what,
+                             &run->cancel);
+        else {
+            t->whole_bytes += (int64_t)si.size;
+            rc = put_file(final, -1, si.body ? si.body : "", si.size, 0644, si.mtime * 1000000, sha,
+                          &what, &run->cancel);
+        }
         bytes = (int64_t)si.size;
         item_release(&si);
     } else {
@@ -467,7 +495,8 @@ apply_item(struct mirror_run *run, struct package *p, int i, const struct pitem 
                 mirror_item_error(run, p, i, it->path, "cannot read %s: %s", src, strerror(errno));
                 return -1;
             }
-            rc = put_file(final, fd, NULL, 0, it->mode, it->mtime_ns, sha, &what, &run->cancel);
+            rc = put_regular(t, final, fd, it->size, it->mode, it->mtime_ns, sha, &what,
+                             &run->cancel);
             bytes = it->size;
         }
     }

@@ -179,7 +179,7 @@ for d in $(seq 1 20); do
     for f in $(seq 1 20); do printf 'dir kill test %d %d\n' "$d" "$f" >"$ksrc/d$d/f$f"; done
 done
 stop_server m
-LOCKSTEP_MIRROR_PACKAGE_DELAY_MS=100 start_server m
+LOCKSTEP_MIRROR_PACKAGE_DELAY_MS=300 start_server m # slow enough for six readings under load
 assert_exit 0 lsc m mirror create k --source store:/k --target "dir:$SHM/k_out" --package-items 20
 assert_exit 0 lsc m mirror create kd --source "dir:$ksrc" --target "dir:$SHM/kd_out" \
     --package-items 20

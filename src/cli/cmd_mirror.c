@@ -249,10 +249,13 @@ history(struct client *cl, const char *name, int json)
                    json_object_get(r, "note") ? " " : "",
                    json_object_get(r, "note") ? json_string_value(json_object_get(r, "note")) : "");
             json_array_foreach(json_object_get(r, "targets"), k, t)
-                printf("  %s %s items %lld bytes %lld errors %lld\n",
+                printf("  %s %s items %lld bytes %lld errors %lld (%lld files as deltas of %lld "
+                       "bytes, %lld bytes whole)\n",
                        json_string_value(json_object_get(t, "target")),
                        json_string_value(json_object_get(t, "state")), (long long)jint(t, "items"),
-                       (long long)jint(t, "bytes"), (long long)jint(t, "errors"));
+                       (long long)jint(t, "bytes"), (long long)jint(t, "errors"),
+                       (long long)jint(t, "delta_files"), (long long)jint(t, "delta_bytes"),
+                       (long long)jint(t, "whole_bytes"));
             json_array_foreach(json_object_get(r, "failed_items"), k, e)
                 printf("  failed %s %s: %s\n", json_string_value(json_object_get(e, "target")),
                        json_string_value(json_object_get(e, "path")),

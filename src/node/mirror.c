@@ -19,8 +19,10 @@
 #include "node/mirror_int.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "node/http/http.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -443,6 +445,52 @@ last_run_state(void *arg, const struct ls_mirror_run *r)
     return 1;
 }
 
+/* The runs a crash cut short, newest first, up to the last that was not: what they did. */
+struct resumed {
+    int n;
+    int64_t items, bytes, items_before, bytes_before, items_total, bytes_total;
+};
+
+static int
+resumed_run(void *arg, const struct ls_mirror_run *r)
+{
+    struct resumed *c = arg;
+    int cut = c->n == 0 ? strcmp(r->state, "running") == 0
+                        : strcmp(r->state, "failed") == 0 && r->note &&
+                              strcmp(r->note, "interrupted") == 0;
+    if (!cut) return 1;
+    if (c->n++ == 0) {
+        c->items_total = r->items_total;
+        c->bytes_total = r->bytes_total;
+    } else {
+        c->items_before += r->items;
+        c->bytes_before += r->bytes;
+    }
+    c->items += r->items;
+    c->bytes += r->bytes;
+    return 0;
+}
+
+/* A resumed run starts from what the runs it resumes did, and from their percentage. */
+static void
+resume_progress(struct mirror_run *run)
+{
+    struct resumed c = {0};
+    double pct = 0;
+    store_mirror_runs(run->st, run->job_name, 1000, resumed_run, &c);
+    if (!c.n) return;
+    /* the newest interrupted run's percentage: its own total plus what it carried */
+    if (c.bytes_before + c.bytes_total > 0)
+        pct = 100.0 * (double)c.bytes / (double)(c.bytes_before + c.bytes_total);
+    else if (c.items_before + c.items_total > 0)
+        pct = 100.0 * (double)c.items / (double)(c.items_before + c.items_total);
+    pthread_mutex_lock(&run->mu);
+    run->carry_items = c.items;
+    run->carry_bytes = c.bytes;
+    run->percent = pct > 100.0 ? 100.0 : pct;
+    pthread_mutex_unlock(&run->mu);
+}
+
 static int
 commit_begin(struct store *st, struct wreq *r)
 {
@@ -472,6 +520,7 @@ run_main(void *arg)
         store_mirror_runs(run->st, run->job_name, 1, last_run_state, prev);
         interrupted = strcmp(prev, "running") == 0;
     }
+    if (interrupted) resume_progress(run);
     if (mirror_run_write(run, commit_begin, &rec, &err)) {
         log_error("mirror %s: cannot record the run: %s", run->job_name, err.msg);
         goto out;
@@ -537,6 +586,8 @@ on_reap(evutil_socket_t fd, short what, void *arg)
         if (!run || !atomic_load(&run->ended)) continue;
         pthread_join(run->thread, NULL);
         snprintf(j->last_state, sizeof j->last_state, "%s", run->state);
+        json_decref(j->last_end);
+        j->last_end = run->id ? mirror_progress_json(run) : NULL;
         j->run = NULL;
         run_free(run);
     }
@@ -606,6 +657,7 @@ job_free(struct mirror_job *j)
     if (j->timer) event_free(j->timer);
     def_release(&j->def);
     json_decref(j->def_json);
+    json_decref(j->last_end);
     free(j);
 }
 
@@ -661,6 +713,46 @@ mirror_job_json(struct mirror_job *job)
     if (job->run) json_object_set_new(o, "progress", mirror_progress_json(job->run));
     if (*job->last_state) json_object_set_new(o, "last_state", json_string(job->last_state));
     return o;
+}
+
+static void
+event_add_json(struct evbuffer *out, const char *event, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) sse_format(out, event, NULL, s);
+    free(s);
+}
+
+void
+mirror_events(struct mirror_job *job, struct evbuffer *out, int64_t *seen_end, int *first)
+{
+    int64_t end_id = job->last_end ? json_integer_value(json_object_get(job->last_end, "run")) : 0;
+    if (*first) {
+        *first = 0;
+        *seen_end = end_id;
+        if (!job->run) {
+            json_t *o = json_pack("{s:s,s:b}", "name", job->name, "paused", job->paused);
+            if (*job->last_state)
+                json_object_set_new(o, "last_state", json_string(job->last_state));
+            if (job->last_end) json_object_set(o, "last", job->last_end);
+            event_add_json(out, "idle", o);
+            json_decref(o);
+        }
+    } else if (end_id > *seen_end) { /* a run ended since the last look */
+        *seen_end = end_id;
+        event_add_json(out, "end", job->last_end);
+    }
+    if (job->run) {
+        json_t *o;
+        int64_t id;
+        pthread_mutex_lock(&job->run->mu);
+        id = job->run->id;
+        pthread_mutex_unlock(&job->run->mu);
+        if (!id) return; /* not recorded yet */
+        o = mirror_progress_json(job->run);
+        event_add_json(out, "progress", o);
+        json_decref(o);
+    }
 }
 
 json_t *

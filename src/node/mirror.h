@@ -41,5 +41,12 @@ int mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *
 /* {"name", "definition", "paused", "running", "progress"?}; the jobs list, or one in detail. */
 json_t *mirror_job_json(struct mirror_job *job);
 json_t *mirror_list_json(struct server *srv);
+/*
+ * For a job's event stream (about once a second): the events due since the caller last looked,
+ * appended to out as SSE. *seen_end: the id of the last run whose end the caller has (0 at
+ * first); *first: nonzero on the first call (an "idle" event when no run is going).
+ */
+struct evbuffer;
+void mirror_events(struct mirror_job *job, struct evbuffer *out, int64_t *seen_end, int *first);
 
 #endif

@@ -51,8 +51,9 @@ struct mirror_job {
     int paused;
     struct event *timer; /* --every */
     struct mirror_run *run;
-    /* the last run's outcome, for the listing */
+    /* the last run's outcome, for the listing; its final progress, for the event streams */
     char last_state[16];
+    json_t *last_end;
 };
 
 /* A write a run hands to the writer; whoever of the run and the loop finishes last frees it. */
@@ -97,6 +98,9 @@ struct mirror_run {
     /* shared with the loop, under mu */
     pthread_mutex_t mu;
     int64_t items_total, bytes_total, items_done, bytes_done, errors;
+    /* what the runs this one resumes (a crash cut them short) had done, and where their
+     * percentage stood: the percentage goes on from there */
+    int64_t carry_items, carry_bytes;
     double percent;
     const char *phase;
     char state[16], note[256];
@@ -127,6 +131,7 @@ struct package {
     struct ls_mirror_file *index; /* dir sources: rows to set (sha filled) or, size < 0, drop */
     int *index_target;
     size_t nindex;
+    int64_t pend_items, pend_bytes; /* applied, counted as done once recorded */
     struct ls_mirror_run rec;
     char *targets_json;
 };

@@ -42,15 +42,23 @@ mirror_progress_total(struct mirror_run *run, int64_t bytes)
     pthread_mutex_unlock(&run->mu);
 }
 
-/* The percentage never goes backwards, even when the tree grew after the first pass. */
+/*
+ * The percentage never goes backwards, even when the tree grew after the first pass, or after a
+ * crash: a resumed run counts what the runs it resumes had done, and while it counts what is left
+ * it stays where they stood. Only recorded packages are done, so what a client saw before a
+ * crash is never more than the resumed run starts from.
+ */
 static double
 progress_percent(struct mirror_run *run)
 {
     double p;
-    if (run->bytes_total > 0)
-        p = 100.0 * (double)run->bytes_done / (double)run->bytes_total;
-    else if (run->items_total > 0)
-        p = 100.0 * (double)run->items_done / (double)run->items_total;
+    int64_t bt = run->carry_bytes + run->bytes_total, it = run->carry_items + run->items_total;
+    if (!run->ended && strcmp(run->phase, "transferring") != 0)
+        p = run->percent;
+    else if (bt > 0)
+        p = 100.0 * (double)(run->carry_bytes + run->bytes_done) / (double)bt;
+    else if (it > 0)
+        p = 100.0 * (double)(run->carry_items + run->items_done) / (double)it;
     else
         p = run->ended ? 100.0 : 0.0;
     if (p > 100.0) p = 100.0;
@@ -68,11 +76,16 @@ mirror_progress_json(struct mirror_run *run)
     secs = (double)(ls_mono_ms() - run->started_mono) / 1000.0;
     rate = secs > 0 ? (double)run->bytes_done / secs : 0;
     pct = progress_percent(run);
-    o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "run", (json_int_t)run->id, "phase",
-                  run->phase, "items_total", (json_int_t)run->items_total, "bytes_total",
-                  (json_int_t)run->bytes_total, "items_done", (json_int_t)run->items_done,
-                  "bytes_done", (json_int_t)run->bytes_done, "errors", (json_int_t)run->errors,
-                  "percent", pct, "rate_bytes_per_s", rate);
+    o = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "run", (json_int_t)run->id, "state",
+                  run->state, "phase", run->phase, "items_total", (json_int_t)run->items_total,
+                  "bytes_total", (json_int_t)run->bytes_total, "items_done",
+                  (json_int_t)run->items_done, "bytes_done", (json_int_t)run->bytes_done, "errors",
+                  (json_int_t)run->errors, "percent", pct, "rate_bytes_per_s", rate);
+    if (run->carry_items || run->carry_bytes)
+        json_object_set_new(o, "resumed",
+                            json_pack("{s:I,s:I}", "items", (json_int_t)run->carry_items, "bytes",
+                                      (json_int_t)run->carry_bytes));
+    if (*run->note) json_object_set_new(o, "note", json_string(run->note));
     if (rate > 0 && run->bytes_total >= run->bytes_done)
         json_object_set_new(o, "eta_s",
                             json_real((double)(run->bytes_total - run->bytes_done) / rate));
@@ -377,8 +390,8 @@ mirror_record_fill(struct mirror_run *run, struct package *p)
     p->rec.started = run->started_ms;
     p->rec.ended = run->ended ? ls_now_ms() : 0;
     p->rec.state = run->state;
-    p->rec.items = run->items_done;
-    p->rec.bytes = run->bytes_done;
+    p->rec.items = run->items_done + p->pend_items;
+    p->rec.bytes = run->bytes_done + p->pend_bytes;
     p->rec.items_total = run->items_total;
     p->rec.bytes_total = run->bytes_total;
     p->rec.errors = run->errors;
@@ -560,9 +573,12 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         if (upto_seq > t->cp.seq && !t->cp.full_seq) t->cp.seq = upto_seq;
         if (after && t->cp.full_seq) snprintf(t->cp.after, sizeof t->cp.after, "%s", after);
     }
-    mirror_progress_add(run, items, bytes, 0);
+    p->pend_items = items;
+    p->pend_bytes = bytes;
     mirror_record_fill(run, p);
     rc = mirror_run_write(run, mirror_commit_run, &a, &err);
+    p->pend_items = p->pend_bytes = 0;
+    if (!rc) mirror_progress_add(run, items, bytes, 0);
     if (rc) {
         snprintf(run->note, sizeof run->note, "cannot record a package: %.200s", err.msg);
         run->fatal = 1;

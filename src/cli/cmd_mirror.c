@@ -18,6 +18,7 @@ enum {
     O_EXCLUDE,
     O_PUBLISHED,
     O_DELETE,
+    O_LIVE,
     O_EVERY,
     O_PITEMS,
     O_PBYTES,
@@ -28,14 +29,16 @@ enum {
 
 static const char usage[] =
     "usage: lockstep mirror create NAME --source SRC --target DST [--target DST]...\n"
-    "           [--include GLOB]... [--exclude GLOB]... [--published-only] [--delete]\n"
+    "           [--include GLOB]... [--exclude GLOB]... [--published-only] [--delete] [--live]\n"
     "           [--every DURATION] [--package-items N] [--package-bytes SIZE] [--max-errors N]\n"
     "       lockstep mirror ls [--json] | show NAME [--json] | rm NAME | pause NAME | resume NAME\n"
     "       lockstep mirror run NAME [--wait]\n"
     "       lockstep mirror history NAME [--json]\n\n"
     "Mirroring jobs run inside the server. SRC is store:/PREFIX (this server's items) or\n"
     "dir:/ABSOLUTE/PATH; DST is dir:/ABSOLUTE/PATH. `run --wait` shows the progress and exits 0\n"
-    "when the run ended ok, 1 when partial or failed. See docs/mirror.md.\n\n"
+    "when the run ended ok, 1 when partial or failed. --live (store sources): after a run,\n"
+    "follow the change log and mirror each change within a second, until paused.\n"
+    "See docs/mirror.md.\n\n"
     "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"
     "  --help           this text\n";
 
@@ -76,6 +79,9 @@ mirror_opt(int ch, const char *arg, void *ctx)
         break;
     case O_DELETE:
         json_object_set_new(a->def, "delete", json_true());
+        break;
+    case O_LIVE:
+        json_object_set_new(a->def, "live", json_true());
         break;
     case O_EVERY:
         if (ls_parse_duration_ms(arg, &n) || n < 1000)
@@ -180,6 +186,16 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
         if (!(o = client_json(cl, "GET", url, NULL, 0, NULL, &rc))) goto out;
         p = json_object_get(o, "progress");
         if (!p || jint(p, "run") != run_id) break;
+        if (strcmp(json_string_value(json_object_get(p, "phase")), "live") == 0) {
+            /* --live: the first pass is over, and the run follows the log from now on */
+            if (tty) printf("\n");
+            printf("run %lld: live (following the change log), %lld items, %lld bytes, %lld "
+                   "errors\n",
+                   (long long)run_id, (long long)jint(p, "items_done"),
+                   (long long)jint(p, "bytes_done"), (long long)jint(p, "errors"));
+            rc = jint(p, "errors") ? EXIT_ERR : EXIT_OK;
+            goto out;
+        }
         if (tty) {
             double pct = json_real_value(json_object_get(p, "percent"));
             int w = (int)(pct / 100.0 * 30);
@@ -275,6 +291,7 @@ cmd_mirror(int argc, char **argv)
                                          {"exclude", required_argument, NULL, O_EXCLUDE},
                                          {"published-only", no_argument, NULL, O_PUBLISHED},
                                          {"delete", no_argument, NULL, O_DELETE},
+                                         {"live", no_argument, NULL, O_LIVE},
                                          {"every", required_argument, NULL, O_EVERY},
                                          {"package-items", required_argument, NULL, O_PITEMS},
                                          {"package-bytes", required_argument, NULL, O_PBYTES},

@@ -28,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- the job definition */
 
@@ -230,6 +232,11 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
     json_object_set_new(def, "published_only",
                         json_boolean(json_is_true(json_object_get(body, "published_only"))));
     json_object_set_new(def, "delete", json_boolean(json_is_true(json_object_get(body, "delete"))));
+    if (json_is_true(json_object_get(body, "live")) && src_dir) {
+        rc = ls_error_set(err, LS_EINVAL, "live takes a store: source");
+        goto out;
+    }
+    json_object_set_new(def, "live", json_boolean(json_is_true(json_object_get(body, "live"))));
     if ((rc = int_field(body, "every_ms", 0, 0, INT64_C(365) * 86400000, &n, err))) goto out;
     if (n > 0 && n < 1000) {
         rc = ls_error_set(err, LS_EINVAL, "every: at least 1s");
@@ -283,6 +290,7 @@ def_load(struct mirror_def *d, const json_t *j)
         d->exclude[d->nexclude++] = strdup(json_string_value(v));
     d->published_only = json_is_true(json_object_get(j, "published_only"));
     d->delete_missing = json_is_true(json_object_get(j, "delete"));
+    d->live = d->src_kind == SRC_STORE && json_is_true(json_object_get(j, "live"));
     d->every_ms = json_integer_value(json_object_get(j, "every_ms"));
     d->package_items = json_integer_value(json_object_get(j, "package_items"));
     d->package_bytes = json_integer_value(json_object_get(j, "package_bytes"));
@@ -498,6 +506,60 @@ commit_begin(struct store *st, struct wreq *r)
     return store_mirror_run_save(st, rec, &r->err);
 }
 
+/*
+ * --live, on the run's thread: waits until a commit came after *done (the seq the last pass
+ * started from), then a moment more so that a burst of commits makes one pass. 0: stop (the
+ * job was paused, or the server stops).
+ */
+static int
+live_wait(struct mirror_run *run, int64_t *done)
+{
+    int go;
+    pthread_mutex_lock(&run->mu);
+    run->phase = "live";
+    while (!atomic_load(&run->cancel) && !run->live_stop && run->live_seq <= *done) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&run->cv, &run->mu, &ts);
+    }
+    go = !atomic_load(&run->cancel) && !run->live_stop;
+    pthread_mutex_unlock(&run->mu);
+    if (go) usleep(LIVE_BATCH_MS * 1000);
+    pthread_mutex_lock(&run->mu);
+    *done = run->live_seq;
+    pthread_mutex_unlock(&run->mu);
+    return go && !atomic_load(&run->cancel);
+}
+
+/* --live: after the first pass, one pass of the log per burst of commits, until paused. */
+static int
+live_follow(struct mirror_run *run, struct package *p, int64_t done)
+{
+    struct commit_arg a = {run, p, 0};
+    struct ls_error err;
+    int rc;
+    log_info("mirror %s: following the change log", run->job_name);
+    while (live_wait(run, &done)) {
+        for (int i = 0; i < run->nt; i++)
+            run->t[i].stuck = 0; /* a failed item is tried again from its target's checkpoint */
+        if ((rc = mirror_run_store(run, p))) return rc;
+        /* the checkpoints moved even when nothing under the prefix changed: record them */
+        mirror_record_fill(run, p);
+        if ((rc = mirror_run_write(run, mirror_commit_run, &a, &err))) {
+            snprintf(run->note, sizeof run->note, "cannot record a package: %.200s", err.msg);
+            run->fatal = 1;
+            return rc;
+        }
+        mirror_package_clear(p);
+    }
+    return 0;
+}
+
 static void *
 run_main(void *arg)
 {
@@ -541,9 +603,14 @@ run_main(void *arg)
         }
         if (interrupted) mirror_sweep_tmp(t->root);
     }
-    if (run->def->src_kind == SRC_STORE)
+    if (run->def->src_kind == SRC_STORE) {
+        int64_t done;
+        pthread_mutex_lock(&run->mu);
+        done = run->live_seq; /* the pass reads the store's position: at least this */
+        pthread_mutex_unlock(&run->mu);
         rc = mirror_run_store(run, &p);
-    else
+        if (!rc && run->def->live && !atomic_load(&run->cancel)) rc = live_follow(run, &p, done);
+    } else
         rc = mirror_run_dir(run, &p);
     if (rc && !atomic_load(&run->cancel)) { /* whatever stopped it, the run did not finish */
         run->fatal = 1;
@@ -572,6 +639,8 @@ out:
 static void
 run_free(struct mirror_run *run)
 {
+    server_cancel_wait(run->m->srv, &run->live_w);
+    pthread_cond_destroy(&run->cv);
     pthread_mutex_destroy(&run->mu);
     free(run);
 }
@@ -593,6 +662,21 @@ on_reap(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* On the loop, after a commit: tells a --live run, and waits for the next one. */
+static void
+live_fire(struct seq_waiter *w, int timed_out)
+{
+    struct mirror_run *run = w->arg;
+    struct server *srv = run->m->srv;
+    pthread_mutex_lock(&run->mu);
+    run->live_seq = srv->pos.seq;
+    pthread_cond_signal(&run->cv);
+    pthread_mutex_unlock(&run->mu);
+    if (timed_out) return; /* the server stops */
+    w->target = srv->pos.seq + 1;
+    server_wait_seq(srv, w);
+}
+
 int
 mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err)
 {
@@ -606,6 +690,10 @@ mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err)
     run->def = &job->def;
     snprintf(run->job_name, sizeof run->job_name, "%s", job->name);
     pthread_mutex_init(&run->mu, NULL);
+    pthread_cond_init(&run->cv, NULL);
+    run->live_w.fire = live_fire;
+    run->live_w.arg = run;
+    run->live_seq = srv->pos.seq;
     run->phase = "starting";
     snprintf(run->state, sizeof run->state, "running");
     run->started_ms = ls_now_ms();
@@ -616,6 +704,10 @@ mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err)
         run->t[i].root = job->def.targets[i] + 4;
     }
     job->run = run;
+    if (job->def.live) {
+        run->live_w.target = srv->pos.seq + 1;
+        server_wait_seq(srv, &run->live_w);
+    }
     if (pthread_create(&run->thread, NULL, run_main, run)) {
         job->run = NULL;
         run_free(run);
@@ -702,7 +794,18 @@ void
 mirror_paused(struct server *srv, const char *name, int paused)
 {
     struct mirror_job *j = mirror_find(srv, name);
-    if (j) j->paused = paused;
+    struct ls_error err;
+    if (!j) return;
+    j->paused = paused;
+    if (j->run && paused) { /* a --live run ends after its pass */
+        pthread_mutex_lock(&j->run->mu);
+        j->run->live_stop = 1;
+        pthread_cond_signal(&j->run->cv);
+        pthread_mutex_unlock(&j->run->mu);
+    }
+    /* a --live job follows the log again (a run goes on from its checkpoints) */
+    if (!paused && j->def.live && !j->run && mirror_run_now(srv, j, &err))
+        log_warn("mirror %s: cannot start following the log: %s", j->name, err.msg);
 }
 
 json_t *
@@ -780,7 +883,7 @@ load_job(void *arg, const char *name, const char *def, int paused)
         log_warn("mirror %s: its stored definition is not JSON; ignored", name);
         return 0;
     }
-    if (mirror_added(l->srv, name, j) == 0) mirror_paused(l->srv, name, paused);
+    if (mirror_added(l->srv, name, j) == 0) mirror_find(l->srv, name)->paused = paused;
     l->n++;
     return 0;
 }
@@ -820,7 +923,11 @@ mirrors_stop(struct server *srv)
     if (!m) return;
     for (struct mirror_job *j = m->jobs; j; j = j->next) {
         if (j->timer) event_del(j->timer);
-        if (j->run) atomic_store(&j->run->cancel, 1);
+        if (!j->run) continue;
+        atomic_store(&j->run->cancel, 1);
+        pthread_mutex_lock(&j->run->mu);
+        pthread_cond_signal(&j->run->cv);
+        pthread_mutex_unlock(&j->run->mu);
     }
     pthread_mutex_lock(&m->mu);
     pthread_cond_broadcast(&m->cv);

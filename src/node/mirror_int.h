@@ -22,6 +22,7 @@
 #define GLOBS_MAX 32
 #define WALK_DEPTH_MAX 128
 #define PAGE 500
+#define LIVE_BATCH_MS 100 /* --live: a pass waits this long after a commit, for the burst */
 #define TMP_PREFIX ".lsmirror-"
 /* A changed file at least this large whose target copy is too travels as a librsync delta. */
 #define DELTA_MIN (64 * 1024)
@@ -36,7 +37,7 @@ struct mirror_def {
     char *targets[TARGETS_MAX]; /* "dir:/path", as given (their names in the tables) */
     int ninclude, nexclude;
     char *include[GLOBS_MAX], *exclude[GLOBS_MAX];
-    int published_only, delete_missing;
+    int published_only, delete_missing, live;
     int64_t every_ms, package_items, package_bytes, max_errors;
 };
 
@@ -105,6 +106,12 @@ struct mirror_run {
     const char *phase;
     char state[16], note[256];
     int fatal;
+    /* --live: the loop's waiter for the next commit; live_seq, the committed seq it last saw,
+     * and live_stop (the job was paused) are under mu, and cv tells the run */
+    struct seq_waiter live_w;
+    int64_t live_seq;
+    int live_stop;
+    pthread_cond_t cv;
 };
 
 struct pitem {

@@ -4,6 +4,7 @@
 #     the result is byte-identical (cmp), mode and mtime kept; a small changed file goes whole;
 #   - a target copy that was corrupted, or truncated (still >= 64 KiB), or cut below 64 KiB, ends
 #     identical to the source all the same;
+#   - a no-change run sends nothing, and a new empty directory alone is still made;
 #   - store -> dir: a large changed item whose copy exists travels as a delta too.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -59,6 +60,14 @@ printf 'W' | dd of="$src/mid" bs=1 seek=5 conv=notrunc status=none
 assert_exit 0 lsc m mirror run d --wait
 assert_eq 0 "$(tfield d delta_files)" "deltas against a copy under 64 KiB"
 cmp "$src/mid" "$out/mid" || fail "mid differs after a whole copy"
+
+# a no-change run stops after its counting pass; a new empty directory is still work for it
+assert_exit 0 lsc m mirror run d --wait
+assert_eq 0 "$(run_field d items)" "items of a no-change run"
+mkdir -m 750 "$src/empty"
+assert_exit 0 lsc m mirror run d --wait
+[[ -d "$out/empty" ]] || fail "a new empty directory was not made in the target"
+assert_eq 750 "$(stat -c %a "$out/empty")" "the new directory's mode"
 
 # store -> dir
 head -c $((2 * 1024 * 1024)) /dev/urandom >"$T/blob"

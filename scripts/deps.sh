@@ -7,7 +7,7 @@ want=(cmake make gcc pkg-config libsqlite3-dev libevent-dev libssl-dev libjansso
 case "${1:-build}" in
   test)  want+=(libcmocka-dev curl python3 jq clang libclang-rt-dev sqlite3
                postgresql) ;; # postgresql: test_messenger_pg starts a real server
-  bench) want+=(curl python3 redis-server rsync libpq-dev) ;;
+  bench) want+=(curl python3 redis-server rsync libpq-dev time) ;; # time: bench/mirror.sh
 esac
 missing=()
 for p in "${want[@]}"; do

@@ -19,7 +19,8 @@
 #   BENCH_DISK_DIR (/tmp) BENCH_STEP_LIMIT (seconds per step, 120) BENCH_PERF (1: perf profile
 #   of the server during the shm import, when perf works) LOCKSTEP (the binary)
 #   BENCH_REPL (1; 0 skips the replication figures of bench/repl.sh), BENCH_NOTIFY (1; 0 skips
-#   the messenger's figures of bench/notify.sh, which runs last)
+#   the messenger's figures of bench/notify.sh), BENCH_MIRROR (1; 0 skips the mirroring figures
+#   of bench/mirror.sh, which runs last)
 #
 # It stops every process it started (by PID) and removes its directories, whatever happens.
 # It never fails a CI run: it exits 0 unless it cannot run at all (nothing built).
@@ -379,4 +380,7 @@ fi
 
 # The messenger next to Redis pub/sub and PostgreSQL LISTEN/NOTIFY (bench/notify.sh), unless BENCH_NOTIFY=0.
 [ "${BENCH_NOTIFY:-1}" = 0 ] || "$ROOT/bench/notify.sh"
+
+# Mirroring next to rsync (bench/mirror.sh), unless BENCH_MIRROR=0.
+[ "${BENCH_MIRROR:-1}" = 0 ] || "$ROOT/bench/mirror.sh"
 exit 0

@@ -18,6 +18,7 @@ enum {
     O_EXCLUDE,
     O_PUBLISHED,
     O_DELETE,
+    O_LIVE,
     O_EVERY,
     O_PITEMS,
     O_PBYTES,
@@ -29,7 +30,7 @@ enum {
 
 static const char usage[] =
     "usage: lockstep mirror create NAME --source SRC --target DST [--target DST]...\n"
-    "           [--include GLOB]... [--exclude GLOB]... [--published-only] [--delete]\n"
+    "           [--include GLOB]... [--exclude GLOB]... [--published-only] [--delete] [--live]\n"
     "           [--every DURATION] [--package-items N] [--package-bytes SIZE] [--max-errors N]\n"
     "           [--token-file FILE]\n"
     "       lockstep mirror ls [--json] | show NAME [--json] | rm NAME | pause NAME | resume NAME\n"
@@ -39,9 +40,10 @@ static const char usage[] =
     "dir:/ABSOLUTE/PATH, lockstep://HOST:PORT/PREFIX (another server's items) or\n"
     "lockstep://HOST:PORT/export/NAME (a directory another server exports). DST is\n"
     "dir:/ABSOLUTE/PATH or lockstep://HOST:PORT/PREFIX. --token-file: a file on the mirror\n"
-    "server holding the token for the lockstep:// servers. `run --wait` shows the progress and exits 0\n"
-    "when the run ended ok (or skipped: another server holds the duty), 1 when partial or\n"
-    "failed. See docs/mirror.md.\n\n"
+    "server holding the token for the lockstep:// servers. --live (store sources): after a\n"
+    "run, follow the change log and mirror each change within a second, until paused.\n"
+    "`run --wait` shows the progress and exits 0 when the run ended ok (or skipped: another\n"
+    "server holds the duty), 1 when partial or failed. See docs/mirror.md.\n\n"
     "  --server URL     the server (default $LOCKSTEP_SERVER or http://127.0.0.1:7070)\n"
     "  --help           this text\n";
 
@@ -82,6 +84,9 @@ mirror_opt(int ch, const char *arg, void *ctx)
         break;
     case O_DELETE:
         json_object_set_new(a->def, "delete", json_true());
+        break;
+    case O_LIVE:
+        json_object_set_new(a->def, "live", json_true());
         break;
     case O_EVERY:
         if (ls_parse_duration_ms(arg, &n) || n < 1000)
@@ -189,6 +194,16 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
         if (!(o = client_json(cl, "GET", url, NULL, 0, NULL, &rc))) goto out;
         p = json_object_get(o, "progress");
         if (!p || jint(p, "run") != run_id) break;
+        if (strcmp(json_string_value(json_object_get(p, "phase")), "live") == 0) {
+            /* --live: the first pass is over, and the run follows the log from now on */
+            if (tty) printf("\n");
+            printf("run %lld: live (following the change log), %lld items, %lld bytes, %lld "
+                   "errors\n",
+                   (long long)run_id, (long long)jint(p, "items_done"),
+                   (long long)jint(p, "bytes_done"), (long long)jint(p, "errors"));
+            rc = jint(p, "errors") ? EXIT_ERR : EXIT_OK;
+            goto out;
+        }
         if (tty) {
             double pct = json_real_value(json_object_get(p, "percent"));
             int w = (int)(pct / 100.0 * 30);
@@ -259,10 +274,13 @@ history(struct client *cl, const char *name, int json)
                    json_object_get(r, "note") ? " " : "",
                    json_object_get(r, "note") ? json_string_value(json_object_get(r, "note")) : "");
             json_array_foreach(json_object_get(r, "targets"), k, t)
-                printf("  %s %s items %lld bytes %lld errors %lld\n",
+                printf("  %s %s items %lld bytes %lld errors %lld (%lld files as deltas of %lld "
+                       "bytes, %lld bytes whole)\n",
                        json_string_value(json_object_get(t, "target")),
                        json_string_value(json_object_get(t, "state")), (long long)jint(t, "items"),
-                       (long long)jint(t, "bytes"), (long long)jint(t, "errors"));
+                       (long long)jint(t, "bytes"), (long long)jint(t, "errors"),
+                       (long long)jint(t, "delta_files"), (long long)jint(t, "delta_bytes"),
+                       (long long)jint(t, "whole_bytes"));
             json_array_foreach(json_object_get(r, "failed_items"), k, e)
                 printf("  failed %s %s: %s\n", json_string_value(json_object_get(e, "target")),
                        json_string_value(json_object_get(e, "path")),
@@ -282,6 +300,7 @@ cmd_mirror(int argc, char **argv)
                                          {"exclude", required_argument, NULL, O_EXCLUDE},
                                          {"published-only", no_argument, NULL, O_PUBLISHED},
                                          {"delete", no_argument, NULL, O_DELETE},
+                                         {"live", no_argument, NULL, O_LIVE},
                                          {"every", required_argument, NULL, O_EVERY},
                                          {"package-items", required_argument, NULL, O_PITEMS},
                                          {"package-bytes", required_argument, NULL, O_PBYTES},

@@ -19,13 +19,17 @@
 #include "node/mirror_int.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "node/http/http.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- the job definition */
 
@@ -257,6 +261,12 @@ mirror_def_check(const json_t *body, const char *data_dir, const struct strlist 
     json_object_set_new(def, "published_only",
                         json_boolean(json_is_true(json_object_get(body, "published_only"))));
     json_object_set_new(def, "delete", json_boolean(json_is_true(json_object_get(body, "delete"))));
+    if (json_is_true(json_object_get(body, "live")) && strncmp(src, "store:", 6) != 0) {
+        /* it follows this server's change log: a remote or a directory has none here */
+        rc = ls_error_set(err, LS_EINVAL, "live takes a store: source (this server's store)");
+        goto out;
+    }
+    json_object_set_new(def, "live", json_boolean(json_is_true(json_object_get(body, "live"))));
     if ((rc = int_field(body, "every_ms", 0, 0, INT64_C(365) * 86400000, &n, err))) goto out;
     if (n > 0 && n < 1000) {
         rc = ls_error_set(err, LS_EINVAL, "every: at least 1s");
@@ -318,6 +328,7 @@ def_load(struct mirror_def *d, const json_t *j)
         d->exclude[d->nexclude++] = strdup(json_string_value(v));
     d->published_only = json_is_true(json_object_get(j, "published_only"));
     d->delete_missing = json_is_true(json_object_get(j, "delete"));
+    d->live = d->src_kind == SRC_STORE && json_is_true(json_object_get(j, "live"));
     d->every_ms = json_integer_value(json_object_get(j, "every_ms"));
     d->package_items = json_integer_value(json_object_get(j, "package_items"));
     d->package_bytes = json_integer_value(json_object_get(j, "package_bytes"));
@@ -497,11 +508,111 @@ last_run_info(void *arg, const struct ls_mirror_run *r)
     return 1;
 }
 
+/* The runs a crash cut short, newest first, up to the last that was not: what they did. */
+struct resumed {
+    int n;
+    int64_t items, bytes, items_before, bytes_before, items_total, bytes_total;
+};
+
+static int
+resumed_run(void *arg, const struct ls_mirror_run *r)
+{
+    struct resumed *c = arg;
+    int cut = c->n == 0 ? strcmp(r->state, "running") == 0
+                        : strcmp(r->state, "failed") == 0 && r->note &&
+                              strcmp(r->note, "interrupted") == 0;
+    if (!cut) return 1;
+    if (c->n++ == 0) {
+        c->items_total = r->items_total;
+        c->bytes_total = r->bytes_total;
+    } else {
+        c->items_before += r->items;
+        c->bytes_before += r->bytes;
+    }
+    c->items += r->items;
+    c->bytes += r->bytes;
+    return 0;
+}
+
+/* A resumed run starts from what the runs it resumes did, and from their percentage. */
+static void
+resume_progress(struct mirror_run *run)
+{
+    struct resumed c = {0};
+    double pct = 0;
+    store_mirror_runs(run->st, run->job_name, 1000, resumed_run, &c);
+    if (!c.n) return;
+    /* the newest interrupted run's percentage: its own total plus what it carried */
+    if (c.bytes_before + c.bytes_total > 0)
+        pct = 100.0 * (double)c.bytes / (double)(c.bytes_before + c.bytes_total);
+    else if (c.items_before + c.items_total > 0)
+        pct = 100.0 * (double)c.items / (double)(c.items_before + c.items_total);
+    pthread_mutex_lock(&run->mu);
+    run->carry_items = c.items;
+    run->carry_bytes = c.bytes;
+    run->percent = pct > 100.0 ? 100.0 : pct;
+    pthread_mutex_unlock(&run->mu);
+}
+
 static int
 commit_begin(struct store *st, struct wreq *r)
 {
     struct ls_mirror_run *rec = r->fn_arg;
     return store_mirror_run_save(st, rec, &r->err);
+}
+
+/*
+ * --live, on the run's thread: waits until a commit came after *done (the seq the last pass
+ * started from), then a moment more so that a burst of commits makes one pass. 0: stop (the
+ * job was paused, or the server stops).
+ */
+static int
+live_wait(struct mirror_run *run, int64_t *done)
+{
+    int go;
+    pthread_mutex_lock(&run->mu);
+    run->phase = "live";
+    while (!atomic_load(&run->cancel) && !run->live_stop && run->live_seq <= *done) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&run->cv, &run->mu, &ts);
+    }
+    go = !atomic_load(&run->cancel) && !run->live_stop;
+    pthread_mutex_unlock(&run->mu);
+    if (go) usleep(LIVE_BATCH_MS * 1000);
+    pthread_mutex_lock(&run->mu);
+    *done = run->live_seq;
+    pthread_mutex_unlock(&run->mu);
+    return go && !atomic_load(&run->cancel);
+}
+
+/* --live: after the first pass, one pass of the log per burst of commits, until paused. */
+static int
+live_follow(struct mirror_run *run, struct package *p, int64_t done)
+{
+    struct commit_arg a = {run, p, 0};
+    struct ls_error err;
+    int rc;
+    log_info("mirror %s: following the change log", run->job_name);
+    while (live_wait(run, &done)) {
+        for (int i = 0; i < run->nt; i++)
+            run->t[i].stuck = 0; /* a failed item is tried again from its target's checkpoint */
+        if ((rc = mirror_run_store(run, p))) return rc;
+        /* the checkpoints moved even when nothing under the prefix changed: record them */
+        mirror_record_fill(run, p);
+        if ((rc = mirror_run_write(run, mirror_commit_run, &a, &err))) {
+            snprintf(run->note, sizeof run->note, "cannot record a package: %.200s", err.msg);
+            run->fatal = 1;
+            return rc;
+        }
+        mirror_package_clear(p);
+    }
+    return 0;
 }
 
 static void *
@@ -526,6 +637,7 @@ run_main(void *arg)
         store_mirror_runs(run->st, run->job_name, 1, last_run_state, prev);
         interrupted = strcmp(prev, "running") == 0;
     }
+    if (interrupted) resume_progress(run);
     if (mirror_run_write(run, commit_begin, &rec, &err)) {
         log_error("mirror %s: cannot record the run: %s", run->job_name, err.msg);
         goto out;
@@ -547,9 +659,14 @@ run_main(void *arg)
         }
         if (interrupted) mirror_sweep_tmp(t->root);
     }
-    if (run->def->src_kind == SRC_STORE)
+    if (run->def->src_kind == SRC_STORE) {
+        int64_t done;
+        pthread_mutex_lock(&run->mu);
+        done = run->live_seq; /* the pass reads the store's position: at least this */
+        pthread_mutex_unlock(&run->mu);
         rc = mirror_run_store(run, &p);
-    else if (run->def->src_kind == SRC_EXPORT)
+        if (!rc && run->def->live && !atomic_load(&run->cancel)) rc = live_follow(run, &p, done);
+    } else if (run->def->src_kind == SRC_EXPORT)
         rc = mirror_run_export(run, &p);
     else if (run->def->src_kind == SRC_RSTORE)
         rc = mirror_run_rstore(run, &p);
@@ -584,6 +701,8 @@ out:
 static void
 run_free(struct mirror_run *run)
 {
+    server_cancel_wait(run->m->srv, &run->live_w);
+    pthread_cond_destroy(&run->cv);
     pthread_mutex_destroy(&run->mu);
     free(run);
 }
@@ -607,9 +726,26 @@ on_reap(evutil_socket_t fd, short what, void *arg)
         snprintf(j->last_note, sizeof j->last_note, "%s", run->note);
         j->last_ended = ls_now_ms();
         j->last_errors = run->errors;
+        json_decref(j->last_end);
+        j->last_end = run->id ? mirror_progress_json(run) : NULL;
         j->run = NULL;
         run_free(run);
     }
+}
+
+/* On the loop, after a commit: tells a --live run, and waits for the next one. */
+static void
+live_fire(struct seq_waiter *w, int timed_out)
+{
+    struct mirror_run *run = w->arg;
+    struct server *srv = run->m->srv;
+    pthread_mutex_lock(&run->mu);
+    run->live_seq = srv->pos.seq;
+    pthread_cond_signal(&run->cv);
+    pthread_mutex_unlock(&run->mu);
+    if (timed_out) return; /* the server stops */
+    w->target = srv->pos.seq + 1;
+    server_wait_seq(srv, w);
 }
 
 int
@@ -625,6 +761,10 @@ mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err)
     run->def = &job->def;
     snprintf(run->job_name, sizeof run->job_name, "%s", job->name);
     pthread_mutex_init(&run->mu, NULL);
+    pthread_cond_init(&run->cv, NULL);
+    run->live_w.fire = live_fire;
+    run->live_w.arg = run;
+    run->live_seq = srv->pos.seq;
     run->phase = "starting";
     snprintf(run->state, sizeof run->state, "running");
     run->started_ms = ls_now_ms();
@@ -641,6 +781,10 @@ mirror_run_now(struct server *srv, struct mirror_job *job, struct ls_error *err)
         }
     }
     job->run = run;
+    if (job->def.live) {
+        run->live_w.target = srv->pos.seq + 1;
+        server_wait_seq(srv, &run->live_w);
+    }
     if (pthread_create(&run->thread, NULL, run_main, run)) {
         job->run = NULL;
         run_free(run);
@@ -682,6 +826,7 @@ job_free(struct mirror_job *j)
     if (j->timer) event_free(j->timer);
     def_release(&j->def);
     json_decref(j->def_json);
+    json_decref(j->last_end);
     free(j);
 }
 
@@ -726,7 +871,18 @@ void
 mirror_paused(struct server *srv, const char *name, int paused)
 {
     struct mirror_job *j = mirror_find(srv, name);
-    if (j) j->paused = paused;
+    struct ls_error err;
+    if (!j) return;
+    j->paused = paused;
+    if (j->run && paused) { /* a --live run ends after its pass */
+        pthread_mutex_lock(&j->run->mu);
+        j->run->live_stop = 1;
+        pthread_cond_signal(&j->run->cv);
+        pthread_mutex_unlock(&j->run->mu);
+    }
+    /* a --live job follows the log again (a run goes on from its checkpoints) */
+    if (!paused && j->def.live && !j->run && mirror_run_now(srv, j, &err))
+        log_warn("mirror %s: cannot start following the log: %s", j->name, err.msg);
 }
 
 json_t *
@@ -775,6 +931,46 @@ mirror_name(const struct mirror_job *job)
     return job->name;
 }
 
+static void
+event_add_json(struct evbuffer *out, const char *event, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) sse_format(out, event, NULL, s);
+    free(s);
+}
+
+void
+mirror_events(struct mirror_job *job, struct evbuffer *out, int64_t *seen_end, int *first)
+{
+    int64_t end_id = job->last_end ? json_integer_value(json_object_get(job->last_end, "run")) : 0;
+    if (*first) {
+        *first = 0;
+        *seen_end = end_id;
+        if (!job->run) {
+            json_t *o = json_pack("{s:s,s:b}", "name", job->name, "paused", job->paused);
+            if (*job->last_state)
+                json_object_set_new(o, "last_state", json_string(job->last_state));
+            if (job->last_end) json_object_set(o, "last", job->last_end);
+            event_add_json(out, "idle", o);
+            json_decref(o);
+        }
+    } else if (end_id > *seen_end) { /* a run ended since the last look */
+        *seen_end = end_id;
+        event_add_json(out, "end", job->last_end);
+    }
+    if (job->run) {
+        json_t *o;
+        int64_t id;
+        pthread_mutex_lock(&job->run->mu);
+        id = job->run->id;
+        pthread_mutex_unlock(&job->run->mu);
+        if (!id) return; /* not recorded yet */
+        o = mirror_progress_json(job->run);
+        event_add_json(out, "progress", o);
+        json_decref(o);
+    }
+}
+
 json_t *
 mirror_list_json(struct server *srv)
 {
@@ -800,7 +996,7 @@ load_job(void *arg, const char *name, const char *def, int paused)
         log_warn("mirror %s: its stored definition is not JSON; ignored", name);
         return 0;
     }
-    if (mirror_added(l->srv, name, j) == 0) mirror_paused(l->srv, name, paused);
+    if (mirror_added(l->srv, name, j) == 0) mirror_find(l->srv, name)->paused = paused;
     l->n++;
     return 0;
 }
@@ -840,7 +1036,11 @@ mirrors_stop(struct server *srv)
     if (!m) return;
     for (struct mirror_job *j = m->jobs; j; j = j->next) {
         if (j->timer) event_del(j->timer);
-        if (j->run) atomic_store(&j->run->cancel, 1);
+        if (!j->run) continue;
+        atomic_store(&j->run->cancel, 1);
+        pthread_mutex_lock(&j->run->mu);
+        pthread_cond_signal(&j->run->cv);
+        pthread_mutex_unlock(&j->run->mu);
     }
     pthread_mutex_lock(&m->mu);
     pthread_cond_broadcast(&m->cv);

@@ -53,5 +53,12 @@ void mirror_count(struct mirror_job *job, struct mirror_counters *out);
 struct mirror_job *mirror_next(struct server *srv, struct mirror_job *prev);
 const char *mirror_name(const struct mirror_job *job);
 json_t *mirror_list_json(struct server *srv);
+/*
+ * For a job's event stream (about once a second): the events due since the caller last looked,
+ * appended to out as SSE. *seen_end: the id of the last run whose end the caller has (0 at
+ * first); *first: nonzero on the first call (an "idle" event when no run is going).
+ */
+struct evbuffer;
+void mirror_events(struct mirror_job *job, struct evbuffer *out, int64_t *seen_end, int *first);
 
 #endif

@@ -3,6 +3,7 @@
  *   mirror.c         the jobs the loop knows, their definitions and --every timers; runs: their
  *                    threads, start, end and reaping; writes handed to the writer thread
  *   mirror_package.c progress, packages, writing a directory target, recording a package
+ *   mirror_delta.c   a large changed file sent to a directory target as a librsync delta
  *   mirror_source.c  the sources: a store (a full pass, then the log by seq) and a directory
  *                    (walked twice with a bounded stack, against each target's index)
  *   mirror_push.c    a store subtree on another server as a target: a package, one batch there
@@ -24,7 +25,10 @@
 #define GLOBS_MAX 32
 #define WALK_DEPTH_MAX 128
 #define PAGE 500
+#define LIVE_BATCH_MS 100 /* --live: a pass waits this long after a commit, for the burst */
 #define TMP_PREFIX ".lsmirror-"
+/* A changed file at least this large whose target copy is too travels as a librsync delta. */
+#define DELTA_MIN (64 * 1024)
 
 enum { SRC_STORE, SRC_DIR, SRC_EXPORT, SRC_RSTORE }; /* RSTORE: a store on another server */
 enum { IT_FILE, IT_LINK, IT_DEL };
@@ -39,7 +43,7 @@ struct mirror_def {
     char *targets[TARGETS_MAX]; /* "dir:/path", as given (their names in the tables) */
     int ninclude, nexclude;
     char *include[GLOBS_MAX], *exclude[GLOBS_MAX];
-    int published_only, delete_missing;
+    int published_only, delete_missing, live;
     int64_t every_ms, package_items, package_bytes, max_errors;
 };
 
@@ -58,11 +62,12 @@ struct mirror_job {
     int paused;
     struct event *timer; /* --every */
     struct mirror_run *run;
-    /* the last run's outcome, for the listing */
+    /* the last run's outcome, for the listing; its final progress, for the event streams */
     char last_state[16];
     struct mirror_counters counted; /* of the runs ended since start (GET /metrics) */
     int64_t last_ended, last_errors; /* wall clock ms (0: not known) */
     char last_note[256];
+    json_t *last_end;
 };
 
 /* A write a run hands to the writer; whoever of the run and the loop finishes last frees it. */
@@ -93,6 +98,7 @@ struct target_state {
     int failed;
     int stuck; /* an item failed: the checkpoint stays where it was for the rest of the run */
     int64_t items, bytes, errors;
+    int64_t delta_files, delta_bytes, whole_bytes; /* sent as deltas (their size) or whole */
     char reason[256];
     struct ls_mirror_checkpoint cp;
 };
@@ -114,11 +120,20 @@ struct mirror_run {
     /* shared with the loop, under mu */
     pthread_mutex_t mu;
     int64_t items_total, bytes_total, items_done, bytes_done, errors;
+    /* what the runs this one resumes (a crash cut them short) had done, and where their
+     * percentage stood: the percentage goes on from there */
+    int64_t carry_items, carry_bytes;
     double percent;
     const char *phase;
     char state[16], note[256];
     int fatal;
     int skipped; /* another mirror server holds the source's lease: nothing was done */
+    /* --live: the loop's waiter for the next commit; live_seq, the committed seq it last saw,
+     * and live_stop (the job was paused) are under mu, and cv tells the run */
+    struct seq_waiter live_w;
+    int64_t live_seq;
+    int live_stop;
+    pthread_cond_t cv;
 };
 
 struct pitem {
@@ -146,6 +161,7 @@ struct package {
     struct ls_mirror_file *index; /* dir sources: rows to set (sha filled) or, size < 0, drop */
     int *index_target;
     size_t nindex;
+    int64_t pend_items, pend_bytes; /* applied, counted as done once recorded */
     struct ls_mirror_run rec;
     char *targets_json;
 };
@@ -199,6 +215,15 @@ int mirror_push_add(struct mirror_run *run, struct package *p, int i, size_t k);
 /* Sends target i's batch: items refused one by one are failed items; no answer fails the target. */
 void mirror_push_send(struct mirror_run *run, struct package *p, int i);
 void mirror_push_free(struct mirror_run *run);
+/* ---- mirror_delta.c ---- */
+/*
+ * Writes final from src as a delta against final's current copy: signature, delta, patch into
+ * a temporary file (fsynced, mode and mtime set), renamed into place. sha receives the SHA-256
+ * of the result, delta_bytes the delta's size. 0, or -errno with *what naming the step (final
+ * untouched; src's offset is then undefined).
+ */
+int mirror_put_delta(const char *final, int src, int64_t mode, int64_t mtime_ns,
+                     unsigned char sha[32], int64_t *delta_bytes, const char **what);
 
 /* ---- mirror_source.c ---- */
 int mirror_run_store(struct mirror_run *run, struct package *p);

@@ -42,15 +42,23 @@ mirror_progress_total(struct mirror_run *run, int64_t bytes)
     pthread_mutex_unlock(&run->mu);
 }
 
-/* The percentage never goes backwards, even when the tree grew after the first pass. */
+/*
+ * The percentage never goes backwards, even when the tree grew after the first pass, or after a
+ * crash: a resumed run counts what the runs it resumes had done, and while it counts what is left
+ * it stays where they stood. Only recorded packages are done, so what a client saw before a
+ * crash is never more than the resumed run starts from.
+ */
 static double
 progress_percent(struct mirror_run *run)
 {
     double p;
-    if (run->bytes_total > 0)
-        p = 100.0 * (double)run->bytes_done / (double)run->bytes_total;
-    else if (run->items_total > 0)
-        p = 100.0 * (double)run->items_done / (double)run->items_total;
+    int64_t bt = run->carry_bytes + run->bytes_total, it = run->carry_items + run->items_total;
+    if (!run->ended && strcmp(run->phase, "transferring") != 0)
+        p = run->percent;
+    else if (bt > 0)
+        p = 100.0 * (double)(run->carry_bytes + run->bytes_done) / (double)bt;
+    else if (it > 0)
+        p = 100.0 * (double)(run->carry_items + run->items_done) / (double)it;
     else
         p = run->ended ? 100.0 : 0.0;
     if (p > 100.0) p = 100.0;
@@ -68,11 +76,16 @@ mirror_progress_json(struct mirror_run *run)
     secs = (double)(ls_mono_ms() - run->started_mono) / 1000.0;
     rate = secs > 0 ? (double)run->bytes_done / secs : 0;
     pct = progress_percent(run);
-    o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "run", (json_int_t)run->id, "phase",
-                  run->phase, "items_total", (json_int_t)run->items_total, "bytes_total",
-                  (json_int_t)run->bytes_total, "items_done", (json_int_t)run->items_done,
-                  "bytes_done", (json_int_t)run->bytes_done, "errors", (json_int_t)run->errors,
-                  "percent", pct, "rate_bytes_per_s", rate);
+    o = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "run", (json_int_t)run->id, "state",
+                  run->state, "phase", run->phase, "items_total", (json_int_t)run->items_total,
+                  "bytes_total", (json_int_t)run->bytes_total, "items_done",
+                  (json_int_t)run->items_done, "bytes_done", (json_int_t)run->bytes_done, "errors",
+                  (json_int_t)run->errors, "percent", pct, "rate_bytes_per_s", rate);
+    if (run->carry_items || run->carry_bytes)
+        json_object_set_new(o, "resumed",
+                            json_pack("{s:I,s:I}", "items", (json_int_t)run->carry_items, "bytes",
+                                      (json_int_t)run->carry_bytes));
+    if (*run->note) json_object_set_new(o, "note", json_string(run->note));
     if (rate > 0 && run->bytes_total >= run->bytes_done)
         json_object_set_new(o, "eta_s",
                             json_real((double)(run->bytes_total - run->bytes_done) / rate));
@@ -88,9 +101,11 @@ mirror_targets_text(struct mirror_run *run)
     for (int i = 0; i < run->nt; i++) {
         struct target_state *t = &run->t[i];
         const char *state = t->failed ? "failed" : t->errors ? "partial" : "ok";
-        json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:I}", "target", t->name, "state", state, "items",
-                              (json_int_t)t->items, "bytes", (json_int_t)t->bytes, "errors",
-                              (json_int_t)t->errors);
+        json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "target", t->name, "state",
+                              state, "items", (json_int_t)t->items, "bytes", (json_int_t)t->bytes,
+                              "errors", (json_int_t)t->errors, "delta_files",
+                              (json_int_t)t->delta_files, "delta_bytes", (json_int_t)t->delta_bytes,
+                              "whole_bytes", (json_int_t)t->whole_bytes);
         if (*t->reason) json_object_set_new(o, "reason", json_string(t->reason));
         json_array_append_new(a, o);
     }
@@ -382,8 +397,8 @@ mirror_record_fill(struct mirror_run *run, struct package *p)
     p->rec.started = run->started_ms;
     p->rec.ended = run->ended ? ls_now_ms() : 0;
     p->rec.state = run->state;
-    p->rec.items = run->items_done;
-    p->rec.bytes = run->bytes_done;
+    p->rec.items = run->items_done + p->pend_items;
+    p->rec.bytes = run->bytes_done + p->pend_bytes;
     p->rec.items_total = run->items_total;
     p->rec.bytes_total = run->bytes_total;
     p->rec.errors = run->errors;
@@ -402,6 +417,29 @@ errors_exceeded(struct mirror_run *run)
     over = run->errors > run->def->max_errors;
     pthread_mutex_unlock(&run->mu);
     return over;
+}
+
+/*
+ * Writes a file of fd's size bytes to final: as a delta when both it and the target's copy are
+ * at least DELTA_MIN (a failed delta falls back to a whole copy), otherwise whole.
+ */
+static int
+put_regular(struct target_state *t, const char *final, int fd, int64_t size, int64_t mode,
+            int64_t mtime_ns, unsigned char sha[32], const char **what, atomic_int *cancel)
+{
+    struct stat sb;
+    int64_t dbytes = 0;
+    if (size >= DELTA_MIN && lstat(final, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        sb.st_size >= DELTA_MIN) {
+        if (mirror_put_delta(final, fd, mode, mtime_ns, sha, &dbytes, what) == 0) {
+            t->delta_files++;
+            t->delta_bytes += dbytes;
+            return 0;
+        }
+        if (lseek(fd, 0, SEEK_SET) < 0) return -errno;
+    }
+    t->whole_bytes += size;
+    return put_file(final, fd, NULL, 0, mode, mtime_ns, sha, what, cancel);
 }
 
 /* Writes one item to the directory target i. 0, or an error already recorded. */
@@ -449,11 +487,14 @@ apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem
                 return -1;
             }
         }
-        rc = put_file(final, fd,
-                      fd >= 0   ? NULL
-                      : si.body ? si.body
-                                : "",
-                      fd >= 0 ? 0 : si.size, 0644, si.mtime * 1000000, sha, &what, &run->cancel);
+        if (fd >= 0)
+            rc = put_regular(t, final, fd, (int64_t)si.size, 0644, si.mtime * 1000000, sha, &what,
+                             &run->cancel);
+        else {
+            t->whole_bytes += (int64_t)si.size;
+            rc = put_file(final, -1, si.body ? si.body : "", si.size, 0644, si.mtime * 1000000, sha,
+                          &what, &run->cancel);
+        }
         bytes = (int64_t)si.size;
         item_release(&si);
     } else if (d->src_kind == SRC_RSTORE) {
@@ -463,6 +504,7 @@ apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem
             mirror_item_error(run, p, i, it->path, "%s", why);
             return -1;
         }
+        t->whole_bytes += it->size; /* fetched whole: a delta would save nothing here */
         rc = put_file(final, rfd, NULL, 0, 0644, it->mtime_ns, sha, &what, &run->cancel);
         bytes = it->size;
     } else if (d->src_kind == SRC_EXPORT) {
@@ -476,6 +518,7 @@ apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem
                 mirror_item_error(run, p, i, it->path, "%s", why);
                 return -1;
             }
+            t->whole_bytes += it->size;
             rc = put_file(final, efd, NULL, 0, it->mode, it->mtime_ns, sha, &what, &run->cancel);
             bytes = it->size;
         }
@@ -497,7 +540,8 @@ apply_local(struct mirror_run *run, struct package *p, int i, const struct pitem
                 mirror_item_error(run, p, i, it->path, "cannot read %s: %s", src, strerror(errno));
                 return -1;
             }
-            rc = put_file(final, fd, NULL, 0, it->mode, it->mtime_ns, sha, &what, &run->cancel);
+            rc = put_regular(t, final, fd, it->size, it->mode, it->mtime_ns, sha, &what,
+                             &run->cancel);
             bytes = it->size;
         }
     }
@@ -581,9 +625,12 @@ mirror_package_flush(struct mirror_run *run, struct package *p, int64_t upto_seq
         if (upto_seq > t->cp.seq && !t->cp.full_seq) t->cp.seq = upto_seq;
         if (after && t->cp.full_seq) snprintf(t->cp.after, sizeof t->cp.after, "%s", after);
     }
-    mirror_progress_add(run, items, bytes, 0);
+    p->pend_items = items;
+    p->pend_bytes = bytes;
     mirror_record_fill(run, p);
     rc = mirror_run_write(run, mirror_commit_run, &a, &err);
+    p->pend_items = p->pend_bytes = 0;
+    if (!rc) mirror_progress_add(run, items, bytes, 0);
     if (rc) {
         snprintf(run->note, sizeof run->note, "cannot record a package: %.200s", err.msg);
         run->fatal = 1;

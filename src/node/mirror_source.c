@@ -279,14 +279,22 @@ walk(struct mirror_run *run, struct package *p,
         snprintf(rel + len, sizeof rel - len, "/%s", de->d_name);
         snprintf(abs_, sizeof abs_, "%s%s", run->def->src_path, rel);
         if (lstat(abs_, &sb) < 0) {
-            if (!arg) mirror_item_error(run, p, -1, rel, "cannot stat: %s", strerror(errno));
+            if (!arg)
+                mirror_item_error(run, p, -1, rel, "cannot stat: %s", strerror(errno));
+            else
+                ++*(int64_t *)arg;
         } else if (S_ISDIR(sb.st_mode)) {
             if ((rc = each(run, p, rel, &sb, arg))) break;
             if (depth + 1 == WALK_DEPTH_MAX) {
                 if (!arg)
                     mirror_item_error(run, p, -1, rel, "deeper than %d levels", WALK_DEPTH_MAX);
+                else
+                    ++*(int64_t *)arg;
             } else if (!(stack[depth + 1].d = opendir(abs_))) {
-                if (!arg) mirror_item_error(run, p, -1, rel, "cannot open: %s", strerror(errno));
+                if (!arg)
+                    mirror_item_error(run, p, -1, rel, "cannot open: %s", strerror(errno));
+                else
+                    ++*(int64_t *)arg;
             } else {
                 depth++;
                 stack[depth].len = strlen(rel);
@@ -302,7 +310,9 @@ walk(struct mirror_run *run, struct package *p,
     return rc;
 }
 
-/* arg: NULL on the pass that sends, non-NULL on the counting pass. */
+/* arg: NULL on the pass that sends; on the counting pass, a count of what is neither an item
+ * nor counted in the totals but needs the sending pass: the problems met (the sending pass
+ * records them) and the directories a target lacks. */
 static int
 dir_entry(struct mirror_run *run, struct package *p, const char *rel, const struct stat *sb,
           void *arg)
@@ -310,7 +320,17 @@ dir_entry(struct mirror_run *run, struct package *p, const char *rel, const stru
     struct pitem pi = {.path = (char *)rel};
     if (S_ISDIR(sb->st_mode)) {
         /* directories are made as they are met (no item: they carry no bytes) */
-        if (arg) return 0;
+        if (arg) { /* the counting pass: one a target lacks is work for the sending pass */
+            for (int i = 0; i < run->nt; i++) {
+                char final[4200];
+                struct stat tb;
+                if (!run->t[i].failed &&
+                    !mirror_target_path(run->t[i].root, rel, final, sizeof final) &&
+                    lstat(final, &tb) < 0)
+                    ++*(int64_t *)arg;
+            }
+            return 0;
+        }
         for (int i = 0; i < run->nt; i++) {
             char final[4200];
             if (run->t[i].failed || run->t[i].remote ||
@@ -322,7 +342,10 @@ dir_entry(struct mirror_run *run, struct package *p, const char *rel, const stru
     }
     if (!mirror_path_selected(run->def, rel)) return 0;
     if (!S_ISREG(sb->st_mode) && !S_ISLNK(sb->st_mode)) {
-        if (!arg) mirror_item_error(run, p, -1, rel, "not a regular file, symlink or directory");
+        if (!arg)
+            mirror_item_error(run, p, -1, rel, "not a regular file, symlink or directory");
+        else
+            ++*(int64_t *)arg;
         return 0;
     }
     pi.kind = S_ISLNK(sb->st_mode) ? IT_LINK : IT_FILE;
@@ -395,15 +418,20 @@ dir_deletions(struct mirror_run *run, struct package *p, int counting)
 int
 mirror_run_dir(struct mirror_run *run, struct package *p)
 {
-    int rc, counting = 1;
+    int64_t problems = 0, todo;
+    int rc;
     pthread_mutex_lock(&run->mu);
     run->phase = "scanning";
     pthread_mutex_unlock(&run->mu);
-    if ((rc = walk(run, p, dir_entry, &counting))) return rc;
+    if ((rc = walk(run, p, dir_entry, &problems))) return rc;
     if (run->def->delete_missing && (rc = dir_deletions(run, p, 1))) return rc;
     pthread_mutex_lock(&run->mu);
     run->phase = "transferring";
+    todo = run->items_total;
     pthread_mutex_unlock(&run->mu);
+    /* nothing to send and nothing to report: the sending pass would find the same (a change
+     * made meanwhile is the next run's) */
+    if (todo == 0 && problems == 0) return 0;
     if ((rc = walk(run, p, dir_entry, NULL))) return rc;
     if ((p->n || p->nerrs) && (rc = mirror_package_flush(run, p, 0, NULL))) return rc;
     if (run->def->delete_missing && (rc = dir_deletions(run, p, 0))) return rc;

@@ -11,6 +11,7 @@
 #include "common/util.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,92 @@ h_run(struct ctx *c)
     ctx_free(c);
 }
 
+/* ---- progress as Server-Sent Events */
+
+/*
+ * A job's event stream: each second, what mirror_events has (a "progress" event while a run
+ * goes, an "end" event when one has ended), sent only once the last has left; a comment every
+ * 15 idle seconds keeps the connection alive. It ends when the job is removed.
+ */
+struct mwatch {
+    struct stream s;
+    struct server *srv;
+    struct event *tick;
+    char name[65];
+    int64_t seen_end;
+    int first, sending, idle;
+};
+
+static void
+mw_free(struct mwatch *w)
+{
+    if (w->tick) event_free(w->tick);
+    free(w);
+}
+
+static void
+mw_gone(struct stream *s)
+{
+    mw_free((struct mwatch *)s);
+}
+
+static void
+mw_sent(struct stream *s)
+{
+    ((struct mwatch *)s)->sending = 0;
+}
+
+static void
+mw_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct mwatch *w = arg;
+    struct mirror_job *job = mirror_find(w->srv, w->name);
+    struct evbuffer *out;
+    if (w->sending) return;
+    if (!(out = evbuffer_new())) return;
+    if (!job) {
+        sse_format(out, "removed", NULL, "{}");
+        evhttp_send_reply_chunk(w->s.req, out); /* no callback: the stream ends here */
+        evbuffer_free(out);
+        stream_end(&w->s);
+        mw_free(w);
+        return;
+    }
+    mirror_events(job, out, &w->seen_end, &w->first);
+    if (evbuffer_get_length(out) == 0 && ++w->idle >= 15) evbuffer_add_printf(out, ": idle\n\n");
+    if (evbuffer_get_length(out)) {
+        w->idle = 0;
+        w->sending = 1;
+        stream_send(&w->s, out);
+    }
+    evbuffer_free(out);
+}
+
+static void
+h_events(struct ctx *c)
+{
+    struct mirror_job *job = url_job(c);
+    struct timeval tv = {1, 0};
+    struct mwatch *w;
+    if (!job) return;
+    if (!(w = calloc(1, sizeof *w)) ||
+        !(w->tick = event_new(c->srv->base, -1, EV_PERSIST, mw_tick, w))) {
+        free(w);
+        reply_error(c->req, LS_ENOMEM, NULL);
+        ctx_free(c);
+        return;
+    }
+    w->srv = c->srv;
+    w->first = 1;
+    snprintf(w->name, sizeof w->name, "%s", param(c, "name"));
+    w->s.on_gone = mw_gone;
+    w->s.on_sent = mw_sent;
+    stream_start_sse(&w->s, c->req);
+    event_add(w->tick, &tv);
+    mw_tick(-1, 0, w);
+    ctx_free(c);
+}
+
 /* ---- history, on a reader thread */
 
 struct hist {
@@ -300,6 +387,7 @@ http_mirror_routes(struct server *srv)
         {"/v1/mirrors/{name}/pause", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_pause},
         {"/v1/mirrors/{name}/resume", EVHTTP_REQ_POST, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_resume},
         {"/v1/mirrors/{name}/history", M_GET, NEED_REPORT, NEED_ADMIN, NO_BODY, h_history},
+        {"/v1/mirrors/{name}/events", M_GET, NEED_REPORT, NEED_ADMIN, NO_BODY, h_events},
         {"/v1/mirrors/{name}", M_GET, NEED_REPORT, NEED_ADMIN, NO_BODY, h_show},
         {"/v1/mirrors/{name}", EVHTTP_REQ_DELETE, NEED_ADMIN, NEED_ADMIN, NO_BODY, h_remove},
     };

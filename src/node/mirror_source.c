@@ -324,7 +324,7 @@ dir_entry(struct mirror_run *run, struct package *p, const char *rel, const stru
             for (int i = 0; i < run->nt; i++) {
                 char final[4200];
                 struct stat tb;
-                if (!run->t[i].failed &&
+                if (!run->t[i].failed && !run->t[i].remote &&
                     !mirror_target_path(run->t[i].root, rel, final, sizeof final) &&
                     lstat(final, &tb) < 0)
                     ++*(int64_t *)arg;

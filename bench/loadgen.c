@@ -10,13 +10,19 @@
  *   bench_loadgen put    --port P [--count 5000] [--conns 1] [--warmup 50] [--body 1024]
  *   bench_loadgen status --port P                 wait until GET /v1/status answers 200
  *   bench_loadgen gen    --out FILE [--docs 100000] [--body 1024]   NDJSON for `lockstep import`
+ *   bench_loadgen redis  --port P [--docs 200000] [--batch 64] [--conns 4] [--body 1024]
  *   common: --tag NAME (path prefix /bench/NAME, default: the pid) --time-limit SECONDS (120)
- *           --io-timeout SECONDS (60: one request)
+ *           --io-timeout SECONDS (60: one request) --random (each body its own pseudo-random
+ *           bytes from a 64-letter alphabet: nothing to gain from compressing across documents;
+ *           without it every body is one shared pattern behind "doc N ")
  *
  * batch: C connections POST /v1/batch bodies of B put operations (unique paths) until N docs
  *        were applied; reports docs/s and the latency of one batch request.
  * put:   C connections (1: strictly sequential) PUT /v1/items/... with a raw body, one request
  *        at a time each; reports p50/p90/p99/p99.9/max latency in ms and requests/s.
+ * redis: the batch workload against a Redis server, in RESP: C connections each write a pipeline
+ *        of B `SET bench:TAG:NNNNNNNNN BODY` commands in one send, then read the B replies (each
+ *        must be +OK), until N keys were set; the same figures as batch (a "batch" is a pipeline).
  * Each mode ends with one machine-readable line: RESULT key=value ...
  */
 #include "bench_common.h"
@@ -40,7 +46,7 @@
 static struct {
     int port;
     long long docs, batch, count, warmup, body;
-    int conns;
+    int conns, random, batch_set;
     double time_limit, io_timeout;
     char tag[64];
     const char *out;
@@ -325,8 +331,6 @@ reply_int(const char *what, const struct reply *r, const char *key)
 
 /* ---------------------------------------------------------------- batch mode */
 
-static atomic_llong next_doc;
-
 struct worker {
     pthread_t thread;
     int id;
@@ -346,6 +350,27 @@ lat_add(struct worker *w, double s)
     w->lat[w->nlat++] = s;
 }
 
+/* The body of document docno: the shared pattern, or with --random bytes of its own. */
+static void
+fill_body(char *out, long long docno)
+{
+    static const char alphabet[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
+    uint64_t x = 0x9E3779B97F4A7C15ull ^ ((uint64_t)docno * 0xBF58476D1CE4E5B9ull);
+    char num[32];
+    int k;
+    if (!opt.random) {
+        bench_fill_body(out, (size_t)opt.body, (uint64_t)docno);
+        return;
+    }
+    for (long long i = 0; i < opt.body; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        out[i] = alphabet[(x >> 20) & 63];
+    }
+    k = snprintf(num, sizeof num, "doc %lld ", docno);
+    memcpy(out, num, (size_t)k < (size_t)opt.body ? (size_t)k : (size_t)opt.body);
+}
+
 /* The NDJSON line of document docno: {"op":"put","path":"/bench/TAG/dNNNNN/NNNNNNNNN","body":"..."} */
 static void
 add_doc_line(struct dbuf *b, long long docno)
@@ -353,9 +378,52 @@ add_doc_line(struct dbuf *b, long long docno)
     dbuf_printf(b, "{\"op\":\"put\",\"path\":\"/bench/%s/d%05lld/%09lld\",\"body\":\"", opt.tag,
                 docno / 1000, docno);
     dbuf_reserve(b, (size_t)opt.body + 4);
-    bench_fill_body(b->p + b->len, (size_t)opt.body, (uint64_t)docno);
+    fill_body(b->p + b->len, docno);
     b->len += (size_t)opt.body;
     dbuf_add(b, "\"}\n", 3);
+}
+
+/*
+ * The requests of a batch or redis run are all built before the clock starts (what is measured
+ * is the server, not the making of bodies): pre[i] is batch i, documents i*B .. i*B+B-1; a worker
+ * takes the next i and frees pre[i] once it is answered.
+ */
+static struct dbuf *pre;
+static long long npre;
+static atomic_llong next_batch;
+
+static void
+prebuild(void (*add)(struct dbuf *, long long))
+{
+    npre = (opt.docs + opt.batch - 1) / opt.batch;
+    if (!(pre = calloc((size_t)npre, sizeof *pre))) bench_die("out of memory");
+    for (long long i = 0; i < npre; i++) {
+        long long end = (i + 1) * opt.batch < opt.docs ? (i + 1) * opt.batch : opt.docs;
+        for (long long d = i * opt.batch; d < end; d++) add(&pre[i], d);
+    }
+}
+
+/* Takes the next batch: its index, its documents [*start, *end); -1 when none is left. */
+static long long
+take_batch(long long *start, long long *end)
+{
+    long long i;
+    if (bench_now() > deadline) {
+        atomic_store(&timed_out, 1);
+        return -1;
+    }
+    i = atomic_fetch_add(&next_batch, 1);
+    if (i >= npre) return -1;
+    *start = i * opt.batch;
+    *end = *start + opt.batch < opt.docs ? *start + opt.batch : opt.docs;
+    return i;
+}
+
+static void
+drop_batch(long long i)
+{
+    free(pre[i].p);
+    pre[i] = (struct dbuf){0};
 }
 
 static void *
@@ -364,25 +432,17 @@ batch_worker(void *arg)
     struct worker *w = arg;
     struct conn c = {.fd = -1};
     struct reply r = {0};
-    struct dbuf req = {0};
     char what[128];
 
     conn_connect_or_die(&c);
     for (;;) {
-        long long start, end, applied;
+        long long start, end, applied, i;
         double t0, t1;
-        if (bench_now() > deadline) {
-            atomic_store(&timed_out, 1);
-            break;
-        }
-        start = atomic_fetch_add(&next_doc, opt.batch);
-        if (start >= opt.docs) break;
-        end = start + opt.batch < opt.docs ? start + opt.batch : opt.docs;
-        req.len = 0;
-        for (long long d = start; d < end; d++) add_doc_line(&req, d);
+        if ((i = take_batch(&start, &end)) < 0) break;
         t0 = bench_now();
         if (!w->first_send) w->first_send = t0;
-        roundtrip(&c, "POST", "/v1/batch", "application/x-ndjson", req.p, req.len, &r);
+        roundtrip(&c, "POST", "/v1/batch", "application/x-ndjson", pre[i].p, pre[i].len, &r);
+        drop_batch(i);
         t1 = bench_now();
         snprintf(what, sizeof what, "POST /v1/batch (docs %lld..%lld)", start, end - 1);
         if (r.status != 200) fail_reply(what, &r);
@@ -396,7 +456,70 @@ batch_worker(void *arg)
     conn_close(&c);
     free(c.rbuf);
     free(r.body.p);
-    free(req.p);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- redis mode */
+
+/* The RESP command SET bench:TAG:NNNNNNNNN BODY of document docno. */
+static void
+add_doc_set(struct dbuf *b, long long docno)
+{
+    char key[128];
+    int k = snprintf(key, sizeof key, "bench:%s:%09lld", opt.tag, docno);
+    dbuf_printf(b, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%lld\r\n", k, key, opt.body);
+    dbuf_reserve(b, (size_t)opt.body + 4);
+    fill_body(b->p + b->len, docno);
+    b->len += (size_t)opt.body;
+    dbuf_add(b, "\r\n", 2);
+}
+
+/* Reads the replies of pipeline i (documents [start, end)): each must be +OK. */
+static void
+redis_replies(struct conn *c, long long start, long long end)
+{
+    for (long long d = start; d < end; d++) {
+        const char *line = read_line(c, 4096);
+        if (strcmp(line, "+OK"))
+            bench_die("SET bench:%s:%09lld: Redis replied %.200s", opt.tag, d, line);
+    }
+}
+
+/*
+ * Two pipelines in flight on each connection, as a pipelined loader keeps them: pipeline i+1 is
+ * sent before the replies of pipeline i are read, so that Redis never waits for the client's
+ * round trip. The replies are tiny (5 bytes each): the send never waits on unread replies.
+ */
+static void *
+redis_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct conn c = {.fd = -1};
+    long long prev = -1, pstart = 0, pend = 0;
+    double pt0 = 0;
+
+    conn_connect_or_die(&c);
+    for (;;) {
+        long long start = 0, end = 0, i = take_batch(&start, &end);
+        double t0 = bench_now();
+        if (i >= 0) {
+            if (!w->first_send) w->first_send = t0;
+            send_all(&c, pre[i].p, pre[i].len, NULL, 0);
+        }
+        if (prev >= 0) {
+            double t1;
+            redis_replies(&c, pstart, pend);
+            t1 = bench_now();
+            drop_batch(prev);
+            w->last_reply = t1;
+            w->done += pend - pstart;
+            lat_add(w, t1 - pt0);
+        }
+        if (i < 0) break;
+        prev = i, pstart = start, pend = end, pt0 = t0;
+    }
+    conn_close(&c);
+    free(c.rbuf);
     return NULL;
 }
 
@@ -490,14 +613,14 @@ run_workers(const char *mode, void *(*fn)(void *))
            max = all[n - 1] * 1e3, mean = 0;
     for (size_t i = 0; i < n; i++) mean += all[i];
     mean = mean / (double)n * 1e3;
-    if (!strcmp(mode, "batch")) {
-        printf("batch: %lld docs of %lld B in batches of %lld over %d connection(s): %.2f s, "
+    if (!strcmp(mode, "batch") || !strcmp(mode, "redis")) {
+        printf("%s: %lld docs of %lld B in batches of %lld over %d connection(s): %.2f s, "
                "%.0f docs/s; batch request latency p50 %.1f ms, p99 %.1f ms, max %.1f ms%s\n",
-               done, opt.body, opt.batch, opt.conns, wall, (double)done / wall, p50, p99, max,
+               mode, done, opt.body, opt.batch, opt.conns, wall, (double)done / wall, p50, p99, max,
                timed_out ? " (TIME LIMIT: partial)" : "");
-        printf("RESULT mode=batch docs=%lld secs=%.4f docs_per_s=%.1f batch_p50_ms=%.3f "
+        printf("RESULT mode=%s docs=%lld secs=%.4f docs_per_s=%.1f batch_p50_ms=%.3f "
                "batch_p99_ms=%.3f batch_max_ms=%.3f conns=%d batch=%lld partial=%d\n",
-               done, wall, (double)done / wall, p50, p99, max, opt.conns, opt.batch,
+               mode, done, wall, (double)done / wall, p50, p99, max, opt.conns, opt.batch,
                (int)timed_out);
     } else {
         printf("put: %lld PUTs of %lld B over %d connection(s): %.2f s, %.0f req/s; latency ms: "
@@ -567,9 +690,9 @@ static void
 usage(void)
 {
     fprintf(stderr,
-            "usage: bench_loadgen batch|put|status|gen --port P [--docs N] [--batch N] [--count N]\n"
+            "usage: bench_loadgen batch|put|status|gen|redis --port P [--docs N] [--batch N] [--count N]\n"
             "       [--conns N] [--warmup N] [--body BYTES] [--tag NAME] [--time-limit S]\n"
-            "       [--io-timeout S] [--out FILE]\n");
+            "       [--io-timeout S] [--out FILE] [--random]\n");
     exit(2);
 }
 
@@ -584,7 +707,7 @@ main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--port")) opt.port = (int)bench_num(a, v, 1, 65535), i++;
         else if (!strcmp(a, "--docs")) opt.docs = bench_num(a, v, 1, 100000000), i++;
-        else if (!strcmp(a, "--batch")) opt.batch = bench_num(a, v, 1, 1000000), i++;
+        else if (!strcmp(a, "--batch")) opt.batch = bench_num(a, v, 1, 1000000), opt.batch_set = 1, i++;
         else if (!strcmp(a, "--count")) opt.count = bench_num(a, v, 1, 100000000), i++;
         else if (!strcmp(a, "--warmup")) opt.warmup = bench_num(a, v, 0, 1000000), i++;
         else if (!strcmp(a, "--conns")) opt.conns = (int)bench_num(a, v, 1, 256), i++;
@@ -592,6 +715,7 @@ main(int argc, char **argv)
         else if (!strcmp(a, "--time-limit")) opt.time_limit = bench_dbl(a, v, 0.1, 86400), i++;
         else if (!strcmp(a, "--io-timeout")) opt.io_timeout = bench_dbl(a, v, 0.1, 86400), i++;
         else if (!strcmp(a, "--out") && v) opt.out = v, i++;
+        else if (!strcmp(a, "--random")) opt.random = 1;
         else if (!strcmp(a, "--tag") && v) {
             for (const char *p = v; *p; p++)
                 if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
@@ -610,7 +734,14 @@ main(int argc, char **argv)
     if (!strcmp(mode, "status")) return wait_status();
     if (!strcmp(mode, "batch")) {
         if (!opt.conns) opt.conns = 2;
+        prebuild(add_doc_line);
         return run_workers("batch", batch_worker);
+    }
+    if (!strcmp(mode, "redis")) {
+        if (!opt.conns) opt.conns = 4;
+        if (!opt.batch_set) opt.batch = 64;
+        prebuild(add_doc_set);
+        return run_workers("redis", redis_worker);
     }
     if (!strcmp(mode, "put")) {
         if (!opt.conns) opt.conns = 1;

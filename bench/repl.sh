@@ -2,52 +2,81 @@
 # bench/repl.sh - replication figures: lockstep next to Redis replication, same workload, same
 # run, same machine (bench/README.md, "Replication"). run.sh calls it last; it also runs alone.
 #
-# Both sides run at once and each phase runs lockstep, then Redis, so that whatever else the
-# machine does weighs on both alike. Documents are 1 KiB with unique keys; data dirs and AOF files
-# are on BENCH_REPL_DIR (/dev/shm: fsync is free, what is measured is CPU and protocol).
-#   throughput  BENCH_REPL_DOCS (200k) docs written as fast as possible to the primary, timed
-#               until the replica has applied them all (lockstep: replica seq == primary seq;
-#               Redis: replica's slave_repl_offset == master_repl_offset, then DBSIZE checked).
-#               Once per lockstep replica --sync mode in BENCH_REPL_SYNC ("full normal"); Redis
-#               runs the same workload each time (so the data sizes match).
-#   catch-up    the replica goes away, BENCH_REPL_CATCHUP (100k) docs are written, it comes back:
-#               time until caught up. lockstep: SIGTERM and restart (must report last_sync
-#               "continue"). Redis: a restart when that gives a partial resync (Redis 7.0 with
-#               appendonly yes does not: checked first, on a few keys); otherwise REPLICAOF to a
-#               dead port and back, and "Successful partial resynchronization" is checked in its log.
+# It runs once per medium of BENCH_MEDIA ("shm disk": /dev/shm, where fsync is free and what is
+# measured is CPU and protocol, and BENCH_DISK_DIR, /tmp, where fsync counts), each run with a
+# fresh lockstep primary + replica and a fresh Redis master + replica on that medium. Each
+# scenario runs lockstep, then Redis, so that whatever else the machine does weighs on both alike.
+# Documents are 1 KiB of pseudo-random letters, each its own (nothing to gain by compressing
+# across documents), with unique keys; the CPU per document of each process is read from /proc.
+#   0  redis-benchmark -P 64 -t set -d 1024 -n 200000 against the Redis master (and with -r, for
+#      unique keys), printed next to what the harness gets from Redis in 1: a comparison is only
+#      worth its weaker side.
+#   1  streamed writes: BENCH_REPL_DOCS (200k) docs in batches of BENCH_REPL_STREAM_BATCH (64)
+#      over BENCH_REPL_STREAM_CONNS (4) connections (lockstep: POST /v1/batch; Redis: pipelines
+#      of SETs from bench_loadgen redis, two in flight a connection), timed until the replica
+#      has applied them (lockstep: replica seq == primary seq; Redis: slave_repl_offset).
+#   4  one primary feeding BENCH_REPL_FANOUT (4) replicas, the same writes: the primary's CPU per
+#      document against 1's (one replica). Run after 1; the extra replicas first sync what is there.
+#   2  one `lockstep import` of BENCH_REPL_IMPORT (200k) docs (an NDJSON file made before the
+#      clock starts), timed until the replica has applied them; Redis: the same keys, pipelined
+#      as in 1.
+#   3  catch-up: the replica stopped, BENCH_REPL_CATCHUP (100k) docs written, the replica
+#      restarted: time until caught up. lockstep must say last_sync "continue"; Redis 7.0 with
+#      appendonly yes asks for a full resync after a restart (what happened is printed).
+# With BENCH_REPL_EXTRA=1 (shm only), then:
 #   snapshot    the primaries filled to BENCH_REPL_SNAPSHOT (1M) docs, then a fresh replica:
 #               time until live; peak RSS (VmHWM; the primary's reset just before) of both sides.
 #   stalled     that replica SIGSTOPped, BENCH_REPL_STALL (1M) more docs written; the primary's
 #               RSS sampled every second. The lockstep primary runs with --heartbeat-timeout 10m
 #               so that the stalled replica stays connected (the default 10s would drop it).
 #               Redis: --client-output-buffer-limit "replica 256mb 64mb 60" (its default).
-# Then a table of figures and lockstep/Redis ratios.
+# Then a table of figures and lockstep/Redis ratios, one per medium.
 #
-# Redis: Debian's redis-server, never the system service: both instances on free 127.0.0.1
-# ports with their own dirs, appendonly yes + appendfsync everysec on both (the same durability
-# class as lockstep's primary), save "" (no RDB snapshots), repl-backlog-size 256mb,
-# repl-diskless-sync-delay 0 (the default 5 s would only add a wait to the full sync).
+# Redis: Debian's redis-server, never the system service: every instance on free 127.0.0.1
+# ports with its own dir, appendonly yes + appendfsync everysec (the same durability class as
+# lockstep's primary, lockstep being stricter: an acknowledged write is on disk), save "" (no
+# RDB snapshots), repl-backlog-size 256mb, repl-diskless-sync-delay 0.
 #
-# Environment: BENCH_REPL_DOCS BENCH_REPL_CATCHUP BENCH_REPL_SNAPSHOT BENCH_REPL_STALL
-#   BENCH_REPL_SYNC ("full normal") BENCH_REPL_LS_FLAGS (extra flags for every lockstep serve)
-#   BENCH_REPL_DIR (/dev/shm) BENCH_REPL_BUDGET (seconds, 480:
-#   later phases are skipped past it) BENCH_BATCH (1000) BENCH_CONNS (2) BENCH_STEP_LIMIT (120)
-#   LOCKSTEP BENCH_BUILD_DIR
+# Environment: BENCH_REPL_DOCS BENCH_REPL_IMPORT BENCH_REPL_CATCHUP BENCH_REPL_FANOUT
+#   BENCH_REPL_STREAM_BATCH BENCH_REPL_STREAM_CONNS BENCH_REPL_EXTRA BENCH_REPL_SNAPSHOT
+#   BENCH_REPL_STALL BENCH_REPL_LS_FLAGS (extra flags for every lockstep serve)
+#   BENCH_REPL_REPLICA_FLAGS (extra flags for lockstep replicas, e.g. --sync normal)
+#   BENCH_MEDIA ("shm disk") BENCH_DISK_DIR (/tmp) BENCH_REPL_DIR (one directory instead of the
+#   media) BENCH_REPL_BUDGET (seconds a medium, 480: the extra phases are skipped past it)
+#   BENCH_REPL_SCENARIOS ("1 2 3 4": which scenarios run)
+#   BENCH_STEP_LIMIT (120) LOCKSTEP BENCH_BUILD_DIR
 # It stops every process it started (by PID), removes its directories, and exits 0 unless it
 # cannot run at all.
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${BENCH_REPL_DIR:-}" ]; then # one run per medium
+    for medium in ${BENCH_MEDIA:-shm disk}; do
+        case $medium in
+        shm) d=/dev/shm ;;
+        disk) d=${BENCH_DISK_DIR:-/tmp} ;;
+        *) d=$medium ;;
+        esac
+        BENCH_REPL_DIR=$d "${BASH_SOURCE[0]}"
+    done
+    exit 0
+fi
 BUILD=${BENCH_BUILD_DIR:-$ROOT/build/release}
 LOCKSTEP=${LOCKSTEP:-$ROOT/build/lockstep}
 LOADGEN=$BUILD/bench_loadgen
 
 DOCS=${BENCH_REPL_DOCS:-200000}
+IMPORT=${BENCH_REPL_IMPORT:-200000}
 CATCHUP=${BENCH_REPL_CATCHUP:-100000}
+FANOUT=${BENCH_REPL_FANOUT:-4}
+STREAM_BATCH=${BENCH_REPL_STREAM_BATCH:-64}
+STREAM_CONNS=${BENCH_REPL_STREAM_CONNS:-4}
+LS_R_FLAGS=${BENCH_REPL_REPLICA_FLAGS:-}
+EXTRA=${BENCH_REPL_EXTRA:-0}
+SCENARIOS=${BENCH_REPL_SCENARIOS:-1 2 3 4} # which of the four run (4 compares with 1)
 SNAP=${BENCH_REPL_SNAPSHOT:-1000000}
 STALL=${BENCH_REPL_STALL:-1000000}
-MODES=${BENCH_REPL_SYNC:-full normal}
-BASE=${BENCH_REPL_DIR:-/dev/shm}
+BASE=$BENCH_REPL_DIR
 BUDGET=${BENCH_REPL_BUDGET:-480}
 BATCH=${BENCH_BATCH:-1000}
 CONNS=${BENCH_CONNS:-2}
@@ -66,6 +95,7 @@ rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { if (b > a) printf "%.0f", n 
 T_START=$(now_us)
 elapsed() { echo $((($(now_us) - T_START) / 1000000)); }
 over_budget() { [ "$(elapsed)" -ge "$BUDGET" ]; }
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; } # want N: scenario N is in BENCH_REPL_SCENARIOS
 
 
 # /proc figures
@@ -93,9 +123,9 @@ command -v curl >/dev/null || HAVE_CURL=0
 # Space: what the stores, the AOF files and the Redis datasets take at their largest (measured:
 # ~1.6 KB a document in a lockstep store, ~1.4 KB in Redis' memory, ~1.1 KB in an AOF), with
 # each side's 1M-document phases run one after the other. Halve the big phases until it fits.
-nmodes=$(wc -w <<<"$MODES")
+[ "$EXTRA" = 1 ] || SNAP=0 STALL=0
 fits() {
-    local p=$((nmodes * (DOCS + CATCHUP))) s t need a b avail shm
+    local p=$((2 * DOCS + IMPORT + CATCHUP)) s t need a b avail shm
     s=$((SNAP > p ? SNAP : p))
     t=$((s + STALL))
     a=$((16 * (t + s) + (14 + 22 + 14 + 11) * s)) # lockstep stalled: its stores, Redis at s docs
@@ -106,7 +136,7 @@ fits() {
     [ "$need" -lt "$((avail * 8 / 10))" ] && [ "$need" -lt "${shm:-0}" ]
 }
 SCALED=
-while ! fits && [ "$SNAP" -gt 100000 ]; do
+while [ "$SNAP" -gt 0 ] && ! fits && [ "$SNAP" -gt 100000 ]; do
     SNAP=$((SNAP / 2))
     STALL=$((STALL / 2))
     SCALED="scaled down to fit memory/$BASE: snapshot $SNAP, stalled $STALL"
@@ -254,170 +284,252 @@ if [ $HAVE_REDIS = 1 ]; then
     fi
 fi
 
-# How Redis comes back after missing changes. A restart is the natural way (it is lockstep's),
-# but Redis 7.0 with appendonly yes loads the AOF, which carries no replication id: the restart
-# asks for a full resync. Checked here on a few keys; when it is so, the catch-up figure uses
-# REPLICAOF to a dead port and back (a dropped link: PSYNC, partial resync from the backlog).
-RD_CATCHUP_HOW=
-if [ $HAVE_REDIS = 1 ]; then
+# ---------------------------------------------------------------- the four scenarios
+
+# ls_wait_replica PORT TARGET LIMIT: the replica's seq reaches TARGET
+ls_wait_replica() { poll_until "$3" ls_caught_up "$1" "${2:-0}"; }
+
+# Scenario 1 and 4 write the same way on both sides: STREAM_BATCH documents a request (lockstep:
+# one POST /v1/batch; Redis: a pipeline of SETs) over STREAM_CONNS connections.
+ls_stream() { # ls_stream TAG N OUT
+    local lim=$LIMIT
+    timeout -k 5 "$((lim + 10))" "$LOADGEN" batch --port "$LS_P_HTTP" --docs "$2" --batch "$STREAM_BATCH" \
+        --conns "$STREAM_CONNS" --body "$BODY" --tag "$1" --random --time-limit "$lim" >"$3" 2>&1
+    WROTE=$(sed -n 's/^RESULT.* docs=\([0-9]*\).*/\1/p' "$3")
+    [ -n "$WROTE" ] || { say "  lockstep write FAILED:"; tail -n 3 "$3" >&2; WROTE=0; return 1; }
+    [ "$WROTE" = "$2" ] || say "  (lockstep: time limit, $WROTE of $2 written)"
+}
+rd_stream() { # rd_stream TAG N OUT [CONNS BATCH]
+    timeout -k 5 "$((LIMIT + 10))" "$LOADGEN" redis --port "$RD_M_PORT" --docs "$2" \
+        --batch "${5:-$STREAM_BATCH}" --conns "${4:-$STREAM_CONNS}" --body "$BODY" --tag "$1" --random \
+        --time-limit "$LIMIT" >"$3" 2>&1
+    [ "$(sed -n 's/^RESULT.* docs=\([0-9]*\).*/\1/p' "$3")" = "$2" ] ||
+        { say "  redis write FAILED:"; tail -n 3 "$3" >&2; return 1; }
+}
+
+# Redis driven by its own tool, next to what the harness gets from it (scenario 1's "acknowledged"
+# figure): the harness must not be the slower of the two. redis-benchmark's SET writes one key
+# over and over unless -r is given; both are printed (-r 100000000: ~unique keys, as the harness).
+if [ $HAVE_REDIS = 1 ] && command -v redis-benchmark >/dev/null; then
     rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
-    gen_resp "$WORK/resp.probe" probe 2000
-    if poll_until 20 rd_synced "$RD_R_PORT" "$RD_M_PORT" &&
-        rd_pipe "$WORK/resp.probe" 2000 "$WORK/probe1.out"; then
-        poll_until 20 rd_synced "$RD_R_PORT" "$RD_M_PORT"
-        rcli "$RD_R_PORT" shutdown >/dev/null
-        stop_pid "$RD_R"
-        sed -i 's/bench:probe:/bench:probf:/' "$WORK/resp.probe"
-        rd_pipe "$WORK/resp.probe" 2000 "$WORK/probe2.out"
-        rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
-        poll_until 30 rd_synced "$RD_R_PORT" "$RD_M_PORT"
-        if grep -q 'Successful partial resynchronization' "$WORK/rd-r1/redis.log"; then
-            RD_CATCHUP_HOW=restart
-            say "   Redis: a replica restart continues with a partial resync: catch-up by restart"
-        else
-            RD_CATCHUP_HOW=redirect
-            say "   Redis: a replica restart (appendonly yes) asks for a full resync:"
-            grep -E 'Partial resynchronization not possible|Full resync from master' "$WORK/rd-r1/redis.log" |
-                head -n 2 | sed 's/^[0-9]*:S [^*#]*/     redis replica log: /' >&2
-            say "   so the catch-up figure drops the link instead (REPLICAOF to a dead port and back)"
-        fi
-    fi
-    rm -f "$WORK/resp.probe"
-    # start the throughput rounds from an empty keyspace on both sides
-    rcli "$RD_M_PORT" flushall >/dev/null
     poll_until 20 rd_synced "$RD_R_PORT" "$RD_M_PORT"
+    for how in "" "-r 100000000"; do
+        # shellcheck disable=SC2086
+        out=$(timeout -k 5 "$LIMIT" redis-benchmark -p "$RD_M_PORT" -P 64 -t set -d 1024 -n 200000 $how -q 2>&1 | tr '\r' '\n' | grep -E '^SET: [0-9.]+ requests' | tail -n 1)
+        R[rd.bench${how:+_r}]=$(sed -n 's/^SET: \([0-9]*\).*/\1/p' <<<"$out")
+        say "   redis-benchmark -P 64 -t set -d 1024 -n 200000 $how (to the master, with its replica): $out"
+        rcli "$RD_M_PORT" flushall >/dev/null
+        poll_until 30 rd_synced "$RD_R_PORT" "$RD_M_PORT"
+    done
+elif [ $HAVE_REDIS = 1 ]; then
+    say "   redis-benchmark is missing: no figure of Redis driven by its own tool"
+    rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
 fi
 
-# ---------------------------------------------------------------- throughput and catch-up
+ls_start LS_R ls-r1 "$WORK/ls-r1" "$LS_R_HTTP" "$LS_R_PEER" "$WORK/ls-r1.log" --role replica \
+    --upstream "127.0.0.1:$LS_P_PEER" $LS_R_FLAGS
+if ! poll_until 60 ls_caught_up "$LS_R_HTTP" 0 live; then
+    say "  lockstep replica does not come up:"; tail -n 5 "$WORK/ls-r1.log" >&2
+    exit 0
+fi
 
-round=0
-for mode in $MODES; do
-    round=$((round + 1))
-    if [ $round -gt 1 ] && over_budget; then
-        say "   (skipping the --sync $mode round: past BENCH_REPL_BUDGET=$BUDGET s)"
-        continue
-    fi
-    if [ $round -gt 1 ] && [ "$(elapsed)" -gt $((BUDGET / 4)) ]; then
-        say "   (skipping the --sync $mode round: the machine is slow, the round before took $(elapsed) s; the 1M phases come first)"
-        continue
-    fi
-    say ""
-    say "-- round $round: lockstep replica --sync $mode; $DOCS docs, then catch-up after $CATCHUP"
-    # lockstep replica: started (or restarted) with this mode, then caught up with the primary
-    stop_pid "$LS_R"
-    ls_start LS_R ls-r1 "$WORK/ls-r1" "$LS_R_HTTP" "$LS_R_PEER" "$WORK/ls-r1.log" --role replica \
-        --upstream "127.0.0.1:$LS_P_PEER" --sync "$mode"
-    target=$(ls_seq "$LS_P_HTTP")
-    if ! poll_until 60 ls_caught_up "$LS_R_HTTP" "${target:-0}" live; then
-        say "  lockstep replica does not come up:"; tail -n 5 "$WORK/ls-r1.log" >&2
-        continue
-    fi
-
-    # --- lockstep throughput
-    cpu_p0=$(proc_cpu "$LS_P"); cpu_r0=$(proc_cpu "$LS_R")
-    T0=$(now_us)
-    ls_write "tput$round" "$DOCS" "$WORK/ls-tput$round.out"
+# --- 1. streamed writes until applied on one replica
+if want 1; then
+say ""
+say "-- 1. streamed writes: $DOCS docs, batches of $STREAM_BATCH over $STREAM_CONNS connections, until applied on the replica"
+c_p=$(proc_cpu "$LS_P"); c_r=$(proc_cpu "$LS_R")
+T0=$(now_us)
+if ls_stream s1 "$DOCS" "$WORK/ls-s1.out"; then
     T1=$(now_us)
     target=$(ls_seq "$LS_P_HTTP")
-    if [ "$WROTE" -gt 0 ] && poll_until "$LIMIT" ls_caught_up "$LS_R_HTTP" "${target:-0}"; then
+    if ls_wait_replica "$LS_R_HTTP" "$target" "$LIMIT"; then
         T2=$(now_us)
-        R[ls.$mode.e2e]=$(rate "$WROTE" "$T0" "$T2")
-        R[ls.$mode.prim]=$(rate "$WROTE" "$T0" "$T1")
-        R[ls.$mode.tail]=$(secs "$T1" "$T2")
-        R[ls.$mode.cpu_p]=$(us_per "$cpu_p0" "$(proc_cpu "$LS_P")" "$WROTE")
-        R[ls.$mode.cpu_r]=$(us_per "$cpu_r0" "$(proc_cpu "$LS_R")" "$WROTE")
-        R[ls.$mode.hwm_r]=$(mb "$(kb "$LS_R" VmHWM)")
-        say "  lockstep: $WROTE docs on the primary in $(secs "$T0" "$T1") s, on the replica (seq $target) after $(secs "$T0" "$T2") s: ${R[ls.$mode.e2e]} docs/s end to end; CPU/doc primary ${R[ls.$mode.cpu_p]} us, replica ${R[ls.$mode.cpu_r]} us"
+        R[ls.s1]=$(rate "$WROTE" "$T0" "$T2"); R[ls.s1_prim]=$(rate "$WROTE" "$T0" "$T1")
+        R[ls.s1_tail]=$(secs "$T1" "$T2")
+        R[ls.s1_cpu_p]=$(us_per "$c_p" "$(proc_cpu "$LS_P")" "$WROTE")
+        R[ls.s1_cpu_r]=$(us_per "$c_r" "$(proc_cpu "$LS_R")" "$WROTE")
+        say "  lockstep: primary done after $(secs "$T0" "$T1") s, replica (seq $target) after $(secs "$T0" "$T2") s: ${R[ls.s1]} docs/s; CPU/doc primary ${R[ls.s1_cpu_p]} us, replica ${R[ls.s1_cpu_r]} us"
     else
-        say "  lockstep replica did not catch up (seq $(ls_seq "$LS_R_HTTP") of ${target:-?})"
+        say "  lockstep replica did not catch up (seq $(ls_seq "$LS_R_HTTP") of $target)"
     fi
+fi
+if [ $HAVE_REDIS = 1 ]; then
+    c_p=$(proc_cpu "$RD_M"); c_r=$(proc_cpu "$RD_R")
+    T0=$(now_us)
+    if rd_stream s1 "$DOCS" "$WORK/rd-s1.out"; then
+        T1=$(now_us)
+        target=$(rd_moff "$RD_M_PORT")
+        if poll_until "$LIMIT" rd_caught_up "$RD_R_PORT" "${target:-0}"; then
+            T2=$(now_us)
+            R[rd.s1]=$(rate "$DOCS" "$T0" "$T2"); R[rd.s1_prim]=$(rate "$DOCS" "$T0" "$T1")
+            R[rd.s1_tail]=$(secs "$T1" "$T2")
+            R[rd.s1_cpu_p]=$(us_per "$c_p" "$(proc_cpu "$RD_M")" "$DOCS")
+            R[rd.s1_cpu_r]=$(us_per "$c_r" "$(proc_cpu "$RD_R")" "$DOCS")
+            say "  redis:    master done after $(secs "$T0" "$T1") s ($(sed -n 's/^redis: .*s, \([0-9]* docs\/s\).*/\1/p' "$WORK/rd-s1.out") by the loader), replica (offset $target, $(rcli "$RD_R_PORT" dbsize) keys) after $(secs "$T0" "$T2") s: ${R[rd.s1]} docs/s; CPU/doc master ${R[rd.s1_cpu_p]} us, replica ${R[rd.s1_cpu_r]} us"
+        else
+            say "  redis replica did not catch up"
+        fi
+    fi
+fi
+fi
 
-    # --- Redis throughput (the same workload)
+# --- 4. one primary feeding 4 replicas: its CPU per document, against scenario 1's
+if [ "$FANOUT" -gt 1 ] && want 4; then
+    say ""
+    say "-- 4. one primary feeding $FANOUT replicas: $DOCS more docs as in 1"
+    extra_ls=() extra_rd=() extra_rd_ports=()
+    for ((k = 2; k <= FANOUT; k++)); do
+        pick_port && hp=$PORT && pick_port && pp=$PORT
+        ls_start NEWPID "ls-r$k" "$WORK/ls-r$k" "$hp" "$pp" "$WORK/ls-r$k.log" --role replica \
+            --upstream "127.0.0.1:$LS_P_PEER" $LS_R_FLAGS
+        extra_ls+=("$NEWPID:$hp")
+        if [ $HAVE_REDIS = 1 ]; then
+            pick_port && rp=$PORT
+            rd_start NEWPID "$rp" "$WORK/rd-r$k" --replicaof 127.0.0.1 "$RD_M_PORT"
+            extra_rd+=("$NEWPID"); extra_rd_ports+=("$rp")
+        fi
+    done
+    target=$(ls_seq "$LS_P_HTTP")
+    for e in "${extra_ls[@]}"; do poll_until "$BIG_LIMIT" ls_caught_up "${e#*:}" "$target" live ||
+        say "  a lockstep replica is not live"; done
+    for rp in "${extra_rd_ports[@]}"; do poll_until "$BIG_LIMIT" rd_synced "$rp" "$RD_M_PORT" ||
+        say "  a Redis replica did not sync"; done
+    c_p=$(proc_cpu "$LS_P")
+    T0=$(now_us)
+    if ls_stream s4 "$DOCS" "$WORK/ls-s4.out"; then
+        target=$(ls_seq "$LS_P_HTTP")
+        ok=1
+        ls_wait_replica "$LS_R_HTTP" "$target" "$LIMIT" || ok=0
+        for e in "${extra_ls[@]}"; do ls_wait_replica "${e#*:}" "$target" "$LIMIT" || ok=0; done
+        T2=$(now_us)
+        if [ $ok = 1 ]; then
+            R[ls.s4]=$(rate "$WROTE" "$T0" "$T2")
+            R[ls.s4_cpu_p]=$(us_per "$c_p" "$(proc_cpu "$LS_P")" "$WROTE")
+            say "  lockstep: applied on all $FANOUT after $(secs "$T0" "$T2") s: ${R[ls.s4]} docs/s; CPU/doc primary ${R[ls.s4_cpu_p]} us (with one replica: ${R[ls.s1_cpu_p]:-?} us)"
+        else
+            say "  lockstep: not every replica caught up"
+        fi
+    fi
     if [ $HAVE_REDIS = 1 ]; then
-        cpu_p0=$(proc_cpu "$RD_M"); cpu_r0=$(proc_cpu "$RD_R")
-        keys0=$(rcli "$RD_M_PORT" dbsize)
-        if rd_write "tput$round" "$DOCS"; then
+        c_p=$(proc_cpu "$RD_M")
+        T0=$(now_us)
+        if rd_stream s4 "$DOCS" "$WORK/rd-s4.out"; then
+            target=$(rd_moff "$RD_M_PORT")
+            ok=1
+            for rp in "$RD_R_PORT" "${extra_rd_ports[@]}"; do poll_until "$LIMIT" rd_caught_up "$rp" "${target:-0}" || ok=0; done
+            T2=$(now_us)
+            if [ $ok = 1 ]; then
+                R[rd.s4]=$(rate "$DOCS" "$T0" "$T2")
+                R[rd.s4_cpu_p]=$(us_per "$c_p" "$(proc_cpu "$RD_M")" "$DOCS")
+                say "  redis:    applied on all $FANOUT after $(secs "$T0" "$T2") s: ${R[rd.s4]} docs/s; CPU/doc master ${R[rd.s4_cpu_p]} us (with one replica: ${R[rd.s1_cpu_p]:-?} us)"
+            else
+                say "  redis: not every replica caught up"
+            fi
+        fi
+    fi
+    for e in "${extra_ls[@]}"; do stop_pid "${e%%:*}"; done
+    for p in "${extra_rd[@]}"; do stop_pid "$p"; done
+    for ((k = 2; k <= FANOUT; k++)); do rm -rf "$WORK/ls-r$k" "$WORK/rd-r$k"; done
+fi
+
+# --- 2. one `lockstep import` of IMPORT docs until applied on the replica; Redis: the same keys, pipelined
+# (The four scenarios always run, each bounded by BENCH_STEP_LIMIT; the budget is for the extra phases.)
+if want 2; then
+    say ""
+    say "-- 2. one lockstep import of $IMPORT incompressible 1 KiB docs (CLI), until applied on the replica"
+    if "$LOADGEN" gen --out "$WORK/import.ndjson" --docs "$IMPORT" --body "$BODY" --tag s2 --random >/dev/null 2>&1; then
+        c_p=$(proc_cpu "$LS_P"); c_r=$(proc_cpu "$LS_R")
+        T0=$(now_us)
+        if timeout -k 5 "$LIMIT" "$LOCKSTEP" import "$WORK/import.ndjson" --server "http://127.0.0.1:$LS_P_HTTP" >"$WORK/ls-s2.out" 2>&1; then
+            T1=$(now_us)
+            target=$(ls_seq "$LS_P_HTTP")
+            if ls_wait_replica "$LS_R_HTTP" "$target" "$LIMIT"; then
+                T2=$(now_us)
+                R[ls.s2]=$(rate "$IMPORT" "$T0" "$T2"); R[ls.s2_prim]=$(rate "$IMPORT" "$T0" "$T1")
+                R[ls.s2_tail]=$(secs "$T1" "$T2")
+                R[ls.s2_cpu_p]=$(us_per "$c_p" "$(proc_cpu "$LS_P")" "$IMPORT")
+                R[ls.s2_cpu_r]=$(us_per "$c_r" "$(proc_cpu "$LS_R")" "$IMPORT")
+                say "  lockstep: $(head -n 1 "$WORK/ls-s2.out"); the command took $(secs "$T0" "$T1") s, the replica had it after $(secs "$T0" "$T2") s: ${R[ls.s2]} docs/s; CPU/doc primary ${R[ls.s2_cpu_p]} us, replica ${R[ls.s2_cpu_r]} us"
+            else
+                say "  lockstep replica did not catch up after the import"
+            fi
+        else
+            say "  lockstep import FAILED:"; tail -n 3 "$WORK/ls-s2.out" >&2
+        fi
+        rm -f "$WORK/import.ndjson"
+    fi
+    if [ $HAVE_REDIS = 1 ]; then
+        c_p=$(proc_cpu "$RD_M"); c_r=$(proc_cpu "$RD_R")
+        T0=$(now_us)
+        if rd_stream s2 "$IMPORT" "$WORK/rd-s2.out"; then
+            T1=$(now_us)
             target=$(rd_moff "$RD_M_PORT")
             if poll_until "$LIMIT" rd_caught_up "$RD_R_PORT" "${target:-0}"; then
                 T2=$(now_us)
-                n=$(($(rcli "$RD_R_PORT" dbsize) - keys0))
-                R[rd.$round.e2e]=$(rate "$DOCS" "$T0" "$T2")
-                R[rd.$round.prim]=$(rate "$DOCS" "$T0" "$T1")
-                R[rd.$round.tail]=$(secs "$T1" "$T2")
-                R[rd.$round.cpu_p]=$(us_per "$cpu_p0" "$(proc_cpu "$RD_M")" "$DOCS")
-                R[rd.$round.cpu_r]=$(us_per "$cpu_r0" "$(proc_cpu "$RD_R")" "$DOCS")
-                R[rd.$round.hwm_r]=$(mb "$(kb "$RD_R" VmHWM)")
-                [ "$n" = "$DOCS" ] || say "  WARNING: the Redis replica has $n new keys, not $DOCS"
-                say "  redis:    $DOCS docs on the master in $(secs "$T0" "$T1") s, on the replica (offset $target, +$n keys) after $(secs "$T0" "$T2") s: ${R[rd.$round.e2e]} docs/s end to end; CPU/doc master ${R[rd.$round.cpu_p]} us, replica ${R[rd.$round.cpu_r]} us"
+                R[rd.s2]=$(rate "$IMPORT" "$T0" "$T2"); R[rd.s2_prim]=$(rate "$IMPORT" "$T0" "$T1")
+                R[rd.s2_tail]=$(secs "$T1" "$T2")
+                R[rd.s2_cpu_p]=$(us_per "$c_p" "$(proc_cpu "$RD_M")" "$IMPORT")
+                R[rd.s2_cpu_r]=$(us_per "$c_r" "$(proc_cpu "$RD_R")" "$IMPORT")
+                say "  redis:    the same keys pipelined ($STREAM_BATCH a pipeline, $STREAM_CONNS connections): master done after $(secs "$T0" "$T1") s, replica after $(secs "$T0" "$T2") s: ${R[rd.s2]} docs/s; CPU/doc master ${R[rd.s2_cpu_p]} us, replica ${R[rd.s2_cpu_r]} us"
             else
                 say "  redis replica did not catch up"
             fi
         fi
     fi
+fi
 
-    # --- lockstep catch-up: SIGTERM, CATCHUP docs, restart
-    stop_pid "$LS_R"
-    LS_R=
-    ls_write "catch$round" "$CATCHUP" "$WORK/ls-catch$round.out"
+# --- 3. catch-up of CATCHUP changes after a replica restart
+if want 3; then
+    say ""
+    say "-- 3. catch-up: the replica stopped, $CATCHUP docs written, the replica restarted"
+    stop_pid "$LS_R"; LS_R=
+    ls_stream s3 "$CATCHUP" "$WORK/ls-s3.out"
     target=$(ls_seq "$LS_P_HTTP")
     LS_FIRST_UP=
     T0=$(now_us)
     ls_start LS_R ls-r1 "$WORK/ls-r1" "$LS_R_HTTP" "$LS_R_PEER" "$WORK/ls-r1.log" --role replica \
-        --upstream "127.0.0.1:$LS_P_PEER" --sync "$mode"
-    if poll_until "$LIMIT" ls_caught_up "$LS_R_HTTP" "${target:-0}"; then
+        --upstream "127.0.0.1:$LS_P_PEER" $LS_R_FLAGS
+    if ls_wait_replica "$LS_R_HTTP" "$target" "$LIMIT"; then
         T1=$(now_us)
-        st=$(ls_status "$LS_R_HTTP")
-        R[ls.$mode.catch]=$(secs "$T0" "$T1")
-        R[ls.$mode.catch_up]=$(secs "$T0" "${LS_FIRST_UP:-$T0}")
-        R[ls.$mode.catch_how]=$(jget last_sync "$st")
-        say "  lockstep: restarted after missing $WROTE changes: caught up (seq $target) in ${R[ls.$mode.catch]} s (answering HTTP after ${R[ls.$mode.catch_up]} s); last_sync \"${R[ls.$mode.catch_how]}\""
-        [ "${R[ls.$mode.catch_how]}" = continue ] || say "  WARNING: last_sync is not \"continue\""
+        R[ls.s3]=$(secs "$T0" "$T1")
+        R[ls.s3_up]=$(secs "$T0" "${LS_FIRST_UP:-$T0}")
+        R[ls.s3_how]=$(jget last_sync "$(ls_status "$LS_R_HTTP")")
+        R[ls.s3_cpu_r]=$(us_per 0 "$(proc_cpu "$LS_R")" "$WROTE")
+        say "  lockstep: caught up (seq $target) in ${R[ls.s3]} s (answering HTTP after ${R[ls.s3_up]} s); last_sync \"${R[ls.s3_how]}\"; replica CPU/doc ${R[ls.s3_cpu_r]} us"
+        [ "${R[ls.s3_how]}" = continue ] || say "  WARNING: last_sync is not \"continue\""
     else
         say "  lockstep replica did not catch up after the restart"; tail -n 5 "$WORK/ls-r1.log" >&2
     fi
-
-    # --- Redis catch-up
-    if [ $HAVE_REDIS = 1 ] && [ -n "$RD_CATCHUP_HOW" ]; then
+    if [ $HAVE_REDIS = 1 ]; then
         nps=$(grep -c 'Successful partial resynchronization' "$WORK/rd-r1/redis.log")
         nfull=$(grep -c 'Full resync from master' "$WORK/rd-r1/redis.log")
-        if [ "$RD_CATCHUP_HOW" = restart ]; then
-            rcli "$RD_R_PORT" shutdown >/dev/null
-            stop_pid "$RD_R"
-        else
-            rcli "$RD_R_PORT" replicaof 127.0.0.1 "$RD_DEAD_PORT" >/dev/null
-            poll_until 10 rd_no_replicas "$RD_M_PORT"
-        fi
-        if rd_write "catch$round" "$CATCHUP"; then
+        rcli "$RD_R_PORT" shutdown >/dev/null
+        stop_pid "$RD_R"
+        if rd_stream s3 "$CATCHUP" "$WORK/rd-s3.out"; then
             target=$(rd_moff "$RD_M_PORT")
             T0=$(now_us)
-            if [ "$RD_CATCHUP_HOW" = restart ]; then
-                rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
-            else
-                rcli "$RD_R_PORT" replicaof 127.0.0.1 "$RD_M_PORT" >/dev/null
-            fi
+            rd_start RD_R "$RD_R_PORT" "$WORK/rd-r1" --replicaof 127.0.0.1 "$RD_M_PORT"
             if poll_until "$LIMIT" rd_caught_up "$RD_R_PORT" "${target:-0}"; then
                 T1=$(now_us)
-                R[rd.$round.catch]=$(secs "$T0" "$T1")
+                R[rd.s3]=$(secs "$T0" "$T1")
                 if [ "$(grep -c 'Successful partial resynchronization' "$WORK/rd-r1/redis.log")" -gt "$nps" ]; then
-                    R[rd.$round.catch_how]="partial ($RD_CATCHUP_HOW)"
+                    R[rd.s3_how]=partial
                 elif [ "$(grep -c 'Full resync from master' "$WORK/rd-r1/redis.log")" -gt "$nfull" ]; then
-                    R[rd.$round.catch_how]="FULL resync ($RD_CATCHUP_HOW)"
+                    R[rd.s3_how]="FULL resync"
                 else
-                    R[rd.$round.catch_how]="? ($RD_CATCHUP_HOW)"
+                    R[rd.s3_how]="?"
                 fi
-                say "  redis:    replica back after missing $CATCHUP changes: caught up in ${R[rd.$round.catch]} s: ${R[rd.$round.catch_how]}"
-                grep 'Partial resynchronization request' "$WORK/rd-m/redis.log" | tail -n 1 |
-                    sed 's/^[0-9]*:M [^*#]*[*#] /    redis master log: /' >&2
+                say "  redis:    restarted replica caught up in ${R[rd.s3]} s: ${R[rd.s3_how]} ($(rcli "$RD_R_PORT" dbsize) keys)"
+                grep -E 'Loading RDB|MASTER <-> REPLICA sync: (Flushing|Finished)|Partial resynchronization not possible|Successful partial' "$WORK/rd-r1/redis.log" |
+                    tail -n 3 | sed 's/^[0-9]*:S /    redis replica log: /' >&2
             else
                 say "  redis replica did not catch up"
             fi
         fi
     fi
-done
+fi
 
-# ---------------------------------------------------------------- snapshot
-
-# The round replicas are done with; their memory and directories go now.
+# The scenarios' replicas are done with; their memory and directories go now.
 stop_pid "$LS_R"; LS_R=
 rm -rf "$WORK/ls-r1"
 if [ $HAVE_REDIS = 1 ]; then
@@ -425,8 +537,12 @@ if [ $HAVE_REDIS = 1 ]; then
     rm -rf "$WORK/rd-r1"
 fi
 
+# ---------------------------------------------------------------- snapshot
+
 SNAP_DOCS=
-if over_budget; then
+if [ "$EXTRA" != 1 ]; then
+    : # the snapshot and stalled-replica phases run with BENCH_REPL_EXTRA=1
+elif over_budget; then
     say "   (skipping the snapshot and stalled-replica phases: past BENCH_REPL_BUDGET=$BUDGET s)"
 else
     say ""
@@ -596,21 +712,31 @@ echo
 echo "replication, lockstep vs Redis ($(nproc) CPUs, $BASE ($FSTYPE); 1 KiB docs; lockstep/Redis ratios)"
 row "figure" "lockstep" "Redis" "ratio" "goal"
 row "--------------------------------------------------" "--------------" "--------------" "----------" "----"
-round=0
-for mode in $MODES; do
-    round=$((round + 1))
-    row "throughput, $DOCS docs, replica --sync $mode (docs/s)" "$(v ls.$mode.e2e)" "$(v rd.$round.e2e)" \
-        "$(ratio ls.$mode.e2e rd.$round.e2e)" ">= 1 ($(goal ls.$mode.e2e rd.$round.e2e '>='))"
-    row "  acknowledged by the primary (docs/s)" "$(v ls.$mode.prim)" "$(v rd.$round.prim)" "$(ratio ls.$mode.prim rd.$round.prim)" ""
-    row "  replica behind when the writes ended (s)" "$(v ls.$mode.tail)" "$(v rd.$round.tail)" "" ""
-    row "  CPU/doc primary (us)" "$(v ls.$mode.cpu_p)" "$(v rd.$round.cpu_p)" "$(ratio ls.$mode.cpu_p rd.$round.cpu_p)" ""
-    row "  CPU/doc replica (us)" "$(v ls.$mode.cpu_r)" "$(v rd.$round.cpu_r)" "$(ratio ls.$mode.cpu_r rd.$round.cpu_r)" ""
-    row "  replica peak RSS (MB)" "$(v ls.$mode.hwm_r)" "$(v rd.$round.hwm_r)" "" ""
-    row "catch-up after $CATCHUP changes, --sync $mode (s)" "$(v ls.$mode.catch)" "$(v rd.$round.catch)" \
-        "$(ratio ls.$mode.catch rd.$round.catch)" "<= 1 ($(goal ls.$mode.catch rd.$round.catch '<='))"
-    row "  how" "$(v ls.$mode.catch_how)" "$(v rd.$round.catch_how)" "" ""
-    row "  of which the restart until HTTP answers (s)" "$(v ls.$mode.catch_up)" "" "" ""
-done
+row "redis-benchmark -P 64 -t set -d 1024 (SET/s)" "" "$(v rd.bench)" "" ""
+row "  the same with -r 100000000 (unique keys)" "" "$(v rd.bench_r)" "" ""
+row "1. streamed, $DOCS docs, $STREAM_BATCH x $STREAM_CONNS conns (docs/s)" "$(v ls.s1)" "$(v rd.s1)" \
+    "$(ratio ls.s1 rd.s1)" ">= 1 ($(goal ls.s1 rd.s1 '>='))"
+row "  acknowledged by the primary (docs/s)" "$(v ls.s1_prim)" "$(v rd.s1_prim)" "$(ratio ls.s1_prim rd.s1_prim)" ""
+row "  replica behind when the writes ended (s)" "$(v ls.s1_tail)" "$(v rd.s1_tail)" "" ""
+row "  CPU/doc primary (us)" "$(v ls.s1_cpu_p)" "$(v rd.s1_cpu_p)" "$(ratio ls.s1_cpu_p rd.s1_cpu_p)" ""
+row "  CPU/doc replica (us)" "$(v ls.s1_cpu_r)" "$(v rd.s1_cpu_r)" "$(ratio ls.s1_cpu_r rd.s1_cpu_r)" ""
+row "2. one import of $IMPORT docs, until on the replica (docs/s)" "$(v ls.s2)" "$(v rd.s2)" \
+    "$(ratio ls.s2 rd.s2)" ">= 1 ($(goal ls.s2 rd.s2 '>='))"
+row "  done on the primary (docs/s)" "$(v ls.s2_prim)" "$(v rd.s2_prim)" "$(ratio ls.s2_prim rd.s2_prim)" ""
+row "  replica behind when the primary was done (s)" "$(v ls.s2_tail)" "$(v rd.s2_tail)" "" ""
+row "  CPU/doc primary (us)" "$(v ls.s2_cpu_p)" "$(v rd.s2_cpu_p)" "$(ratio ls.s2_cpu_p rd.s2_cpu_p)" ""
+row "  CPU/doc replica (us)" "$(v ls.s2_cpu_r)" "$(v rd.s2_cpu_r)" "$(ratio ls.s2_cpu_r rd.s2_cpu_r)" ""
+R[rd.s3_fifth]=$(awk -v a="${R[rd.s3]:-}" 'BEGIN { if (a != "") printf "%.3f", a / 5 }')
+row "3. catch-up of $CATCHUP after a replica restart (s)" "$(v ls.s3)" "$(v rd.s3)" \
+    "$(ratio ls.s3 rd.s3)" "<= 0.2 ($(goal ls.s3 rd.s3_fifth '<='))"
+row "  how" "$(v ls.s3_how)" "$(v rd.s3_how)" "" ""
+row "  of which the restart until HTTP answers (s)" "$(v ls.s3_up)" "" "" ""
+R[ls.s1_cpu_p13]=$(awk -v a="${R[ls.s1_cpu_p]:-}" 'BEGIN { if (a != "") printf "%.2f", a * 1.3 }')
+row "4. CPU/doc primary, $FANOUT replicas (us)" "$(v ls.s4_cpu_p)" "$(v rd.s4_cpu_p)" "$(ratio ls.s4_cpu_p rd.s4_cpu_p)" ""
+row "  against one replica (1.)" "$(ratio ls.s4_cpu_p ls.s1_cpu_p)" "$(ratio rd.s4_cpu_p rd.s1_cpu_p)" "" \
+    "<= 1.3 ($(goal ls.s4_cpu_p ls.s1_cpu_p13 '<='))"
+row "  applied on all (docs/s)" "$(v ls.s4)" "$(v rd.s4)" "$(ratio ls.s4 rd.s4)" ""
+if [ "$EXTRA" = 1 ]; then
 row "snapshot of ${SNAP_DOCS:-n/a} docs to a fresh replica (s)" "$(v ls.snap)" "$(v rd.snap)" "$(ratio ls.snap rd.snap)" ""
 row "  peak RSS primary during it (MB)" "$(v ls.snap_hwm_p)" "$(v rd.snap_hwm_p)" "$(ratio ls.snap_hwm_p rd.snap_hwm_p)" ""
 row "  Redis fork child copy-on-write (MB)" "" "$(v rd.snap_cow)" "" ""
@@ -626,7 +752,8 @@ row "  lockstep mapped store pages, file/shmem max (MB)" "$(v ls.stall_file_max)
 row "  Redis dataset growth / replica buffer max (MB)" "" "$(v rd.stall_data)/$(v rd.stall_buf_max)" "" ""
 row "  write rate meanwhile (docs/s)" "$(v ls.stall_rate)" "$(v rd.stall_rate)" "$(ratio ls.stall_rate rd.stall_rate)" ""
 echo "  stalled replica at the end: lockstep: $(v ls.stall_state); Redis: $(v rd.stall_state)"
-echo "  Redis client-output-buffer-limit: $REDIS_LIMIT; repl-backlog-size 256mb; both Redis sides appendonly yes, appendfsync everysec"
+fi
+echo "  Redis: appendonly yes, appendfsync everysec on every instance; repl-backlog-size 256mb"
 [ -n "$SCALED" ] && echo "  NOTE: $SCALED"
 echo "load average: at the start ${R[load0]}, at the end $(cut -d' ' -f1-3 /proc/loadavg); repl bench time: $(elapsed) s"
 exit 0

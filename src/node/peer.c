@@ -17,6 +17,31 @@
 #include <zstd.h>
 
 #define COMPRESS_MIN 512
+/* Payloads from this size on go through a zcache when there is one: a memcmp of the frame is
+ * far cheaper than compressing it again (a CHANGES frame of 512 KiB of bodies). */
+#define ZCACHE_MIN (64u << 10)
+
+void
+peer_zcache_release(struct peer_zcache *c)
+{
+    free(c->in);
+    free(c->out);
+    memset(c, 0, sizeof *c);
+}
+
+/* Copies n bytes into *buf, growing it; -1 when out of memory (the cache is then emptied). */
+static int
+zcache_copy(uint8_t **buf, size_t *cap, const void *src, size_t n)
+{
+    if (n > *cap) {
+        uint8_t *nb = realloc(*buf, n);
+        if (!nb) return -1;
+        *buf = nb;
+        *cap = n;
+    }
+    memcpy(*buf, src, n);
+    return 0;
+}
 
 void
 peer_release(struct peer *p)
@@ -254,6 +279,14 @@ peer_send(struct peer *p, int type, const void *payload, size_t len)
     struct evbuffer *out;
     if (p->closed || !p->bev) return LS_EIO;
     out = bufferevent_get_output(p->bev);
+    if (p->zstd && p->zcache && len >= ZCACHE_MIN && p->zcache->in_len == len &&
+        memcmp(p->zcache->in, payload, len) == 0) {
+        frame_header(head, type | LS_FRAME_COMPRESSED, p->zcache->out_len);
+        evbuffer_add(out, head, sizeof head);
+        evbuffer_add(out, p->zcache->out, p->zcache->out_len);
+        p->bytes_out += (int64_t)(sizeof head + p->zcache->out_len);
+        return 0;
+    }
     if (p->zstd && len >= COMPRESS_MIN && (p->cctx || (p->cctx = ZSTD_createCCtx()))) {
         /* Straight into the output buffer, after room for the header; kept if it is smaller. */
         size_t bound = ZSTD_compressBound(len);
@@ -262,6 +295,16 @@ peer_send(struct peer *p, int type, const void *payload, size_t len)
             size_t n = ZSTD_compressCCtx(p->cctx, (uint8_t *)v.iov_base + sizeof head, bound,
                                          payload, len, 1);
             if (!ZSTD_isError(n) && n < len) {
+                struct peer_zcache *c = p->zcache;
+                if (c && len >= ZCACHE_MIN) {
+                    c->in_len = 0; /* invalid until both copies are made */
+                    if (zcache_copy(&c->in, &c->in_cap, payload, len) == 0 &&
+                        zcache_copy(&c->out, &c->out_cap, (uint8_t *)v.iov_base + sizeof head,
+                                    n) == 0) {
+                        c->in_len = len;
+                        c->out_len = n;
+                    }
+                }
                 frame_header(v.iov_base, type | LS_FRAME_COMPRESSED, n);
                 v.iov_len = sizeof head + n;
                 evbuffer_commit_space(out, &v, 1);

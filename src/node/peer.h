@@ -42,7 +42,18 @@ struct peer {
      * compressing a frame of small records */
     struct ZSTD_CCtx_s *cctx;
     struct ZSTD_DCtx_s *dctx;
+    /* Set by the owner (an upstream with several downstreams) for the frame being sent: the
+     * last large payload compressed through it, so that the same frame to the next
+     * downstream is not compressed again. Not owned. */
+    struct peer_zcache *zcache;
 };
+
+/* The last large payload compressed, and what it compressed to (loop thread only). */
+struct peer_zcache {
+    uint8_t *in, *out;
+    size_t in_len, out_len, in_cap, out_cap;
+};
+void peer_zcache_release(struct peer_zcache *c);
 
 /* Takes over bev (a connected or connecting bufferevent). */
 void peer_init(struct peer *p, struct bufferevent *bev, const struct peer_ops *ops, void *owner,

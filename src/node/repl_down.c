@@ -41,7 +41,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_INFLIGHT 2
+/* Frames decoded and waiting for the writer. The writer commits everything queued as one
+ * group, so a replica applying a backlog commits up to this many frames at once (one fsync
+ * for ~4 MB of changes instead of one per 512 KiB frame) while the loop keeps receiving and
+ * decoding. Memory: at most this many decoded frames. */
+#define MAX_INFLIGHT 8
 #define PING_MS 1000
 #define RETRY_MIN_MS 200
 #define RETRY_MAX_MS 5000

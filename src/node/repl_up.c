@@ -115,6 +115,12 @@ struct repl_up {
     int64_t wal_quiet_until;   /* mono_ms: no drop before, the last one is being checkpointed */
     size_t site_held;          /* records in every node's site list together (SITE_HELD_MAX) */
     struct repl_up_counters counted; /* bytes_sent: of the connections closed so far */
+    /* A CHANGES frame is assembled here (upto, then the records): one buffer for every
+     * downstream, kept, rather than one grown from nothing and freed for each frame. */
+    struct ls_wbuf out;
+    /* The last large frame compressed: downstreams at the same place get the same frames,
+     * compressed once (used while more than one downstream is live). */
+    struct peer_zcache zcache;
 };
 
 static void pump(struct downstream *ds);
@@ -373,6 +379,16 @@ blob_send_piece(struct downstream *ds)
  * the last record's seq while more records wait, or everything read (including entries the
  * filter dropped) once the queue is empty. A downstream never skips an entry it has not got.
  */
+/* Downstreams receiving changes now. */
+static int
+live_downstreams(const struct repl_up *up)
+{
+    int n = 0;
+    for (const struct downstream *d = up->conns; d; d = d->next)
+        if (d->state == DS_STREAM && !d->dead) n++;
+    return n;
+}
+
 static void
 flush_records(struct downstream *ds)
 {
@@ -380,21 +396,32 @@ flush_records(struct downstream *ds)
         peer_fail(&ds->peer, "internal", "a record does not fit in a frame");
         return;
     }
+    ds->peer.zcache = live_downstreams(ds->up) > 1 ? &ds->up->zcache : NULL;
     if (ds->frame_type == F_CHANGES) {
-        struct ls_wbuf out;
+        struct ls_wbuf *out = &ds->up->out;
         int64_t upto = ds->queue ? ds->frame_seq : ds->read_upto;
         /* A position only moves forward, and only past what was read for this downstream. */
         assert(upto >= ds->sent_seq && upto <= ds->read_upto);
         assert(ds->frame.len == 0 || ds->frame_seq <= upto);
-        ls_wbuf_init(&out, LS_FRAME_MAX);
-        ls_put_varint(&out, (uint64_t)upto);
-        ls_put_raw(&out, ds->frame.p, ds->frame.len);
-        peer_send(&ds->peer, F_CHANGES, out.p, out.len);
-        ls_wbuf_release(&out);
+        out->len = 0;
+        out->failed = 0;
+        out->max = LS_FRAME_MAX;
+        ls_put_varint(out, (uint64_t)upto);
+        ls_put_raw(out, ds->frame.p, ds->frame.len);
+        if (out->failed) {
+            ds->peer.zcache = NULL;
+            peer_fail(&ds->peer, "internal", "a frame does not fit");
+            return;
+        }
+        peer_send(&ds->peer, F_CHANGES, out->p, out->len);
+        /* A one-off large frame does not keep its buffer (a snapshot's or a catch-up's are
+         * at most LS_FRAME_MAX, the usual ones BATCH_BYTES and a little more). */
+        if (out->cap > 2 * BATCH_BYTES) ls_wbuf_release(out);
         ds->sent_seq = upto;
     } else if (ds->frame.len > 0) {
         peer_send(&ds->peer, ds->frame_type, ds->frame.p, ds->frame.len);
     }
+    ds->peer.zcache = NULL;
     ds->frame.len = 0;
 }
 
@@ -1254,6 +1281,8 @@ repl_up_stop(struct server *srv)
     }
     if (up->wal_timer) event_free(up->wal_timer);
     evconnlistener_free(up->listener);
+    ls_wbuf_release(&up->out);
+    peer_zcache_release(&up->zcache);
     free(up);
     srv->up = NULL;
 }

@@ -156,8 +156,8 @@ unchanged "bad query parameters"
 # --- unknown endpoints and methods: JSON errors
 http_json GET /v2/items/seed
 expect_error 404 not_found "no such endpoint: /v2/items/seed"
-http_json GET /
-expect_error 404 not_found "no such endpoint: /"
+http_json GET /nothing # (GET / is the dashboard)
+expect_error 404 not_found "no such endpoint: /nothing"
 http_json GET /v1/itemsX/seed
 expect_error 404 not_found
 http_json POST /v1/statusx

@@ -81,7 +81,7 @@ wait_until 20 _follows_above "$f0" || fail "the replica did not reconnect after 
 log "cuts and refusals done ($(_follows) connections so far)"
 
 # --- the faults stop; the writers finish; convergence
-wait_pids 80 "${pids[@]}"
+wait_pids 150 "${pids[@]}" # a bound, not a figure: 700 CLI puts under ASan on a busy machine took over 80 s
 [[ ! -s "$T/ack.small.err" && ! -s "$T/ack.pub.err" && ! -s "$T/blob.err" ]] ||
     fail "a write on the primary failed: $(cat "$T"/*.err | head -3)"
 wait_caught_up R P 30

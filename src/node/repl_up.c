@@ -175,8 +175,10 @@ add_record(struct downstream *ds, const struct ls_entry *e)
 {
     struct ls_wbuf w;
     struct qrec *q;
+    struct ls_entry t = *e;
+    t.flags &= ~REC_MORE; /* never on the wire to a downstream that did not say `txn` */
     ls_wbuf_init(&w, LS_FRAME_MAX / 2);
-    rec_encode(&w, e);
+    rec_encode(&w, &t);
     if (w.failed || !(q = malloc(sizeof *q + w.len))) {
         ls_wbuf_release(&w);
         ds->frame.failed = 1; /* reported when the frame is flushed */

@@ -62,7 +62,11 @@ static int
 apply_ops(struct writer *w, struct wreq *r)
 {
     for (size_t i = 0; i < r->nops; i++) {
-        int rc = store_apply(w->st, &r->ops[i], &r->last, &r->err);
+        int rc;
+        /* A new entry says whether its request goes on (LOG_MORE); a replicated one keeps the
+         * flag its upstream logged (to_op, repl_down.c), so every log has the same units. */
+        if (r->ops[i].seq == 0) r->ops[i].more = i + 1 < r->nops;
+        rc = store_apply(w->st, &r->ops[i], &r->last, &r->err);
         if (rc) {
             if (r->ops[i].line > 0) ls_error_prefix(&r->err, "line %u: ", r->ops[i].line);
             return rc;
@@ -100,15 +104,32 @@ read_line(FILE *f, char **line, size_t *cap, size_t max)
     return (ssize_t)n;
 }
 
-/* Applies an NDJSON file line by line: bounded memory whatever the file's size. */
+/* Applies one operation of an NDJSON file. */
+static int
+apply_line(struct writer *w, struct wreq *r, struct ls_op *op, size_t lineno)
+{
+    int rc = store_apply(w->st, op, &r->last, &r->err);
+    if (rc) {
+        ls_error_prefix(&r->err, "line %zu: ", lineno);
+        return rc;
+    }
+    if (r->applied++ == 0) r->first_seq = r->last.seq;
+    return 0;
+}
+
+/*
+ * Applies an NDJSON file line by line: bounded memory whatever the file's size. Each operation
+ * is applied once the next one is parsed, so that all but the last are logged with LOG_MORE.
+ */
 static int
 apply_file(struct writer *w, struct wreq *r)
 {
     FILE *f = fopen(r->batch_file, "r");
     char *line = NULL;
-    size_t cap = 0, lineno = 0;
+    size_t cap = 0, lineno = 0, held_line = 0;
     ssize_t n;
-    int rc = 0;
+    int rc = 0, have = 0;
+    struct ls_op held;
 
     if (!f) return ls_error_set(&r->err, LS_EIO, "cannot read batch: %s", strerror(errno));
     while ((n = read_line(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
@@ -125,13 +146,29 @@ apply_file(struct writer *w, struct wreq *r)
         rc = op_parse_json(line, (size_t)n, &op, &r->err);
         if (rc == 0 && op.body_len > r->max_body)
             rc = ls_error_set(&r->err, LS_ETOOBIG, "body is larger than --max-body");
-        if (rc == 0) rc = store_apply(w->st, &op, &r->last, &r->err);
-        op_release(&op);
         if (rc) {
+            op_release(&op);
             ls_error_prefix(&r->err, "line %zu: ", lineno);
             break;
         }
-        if (r->applied++ == 0) r->first_seq = r->last.seq;
+        if (have) {
+            held.more = 1;
+            rc = apply_line(w, r, &held, held_line);
+            op_release(&held);
+            have = 0;
+            if (rc) {
+                op_release(&op);
+                break;
+            }
+        }
+        held = op;
+        held_line = lineno;
+        have = 1;
+    }
+    if (have) {
+        held.more = 0;
+        if (rc == 0) rc = apply_line(w, r, &held, held_line);
+        op_release(&held);
     }
     /* As for a batch in the request body: an empty file is a mistake, not "0 operations". */
     if (rc == 0 && r->applied == 0)

@@ -1403,6 +1403,7 @@ repl_down_halt(struct server *srv)
     abandon_lookup(d);
     d->addr_next = NULL;
     if (!d->peer.closed) peer_release(&d->peer);
+    abort_unit(d); /* peer_release calls no on_close: a unit held by the writer ends here */
     set_state(d, US_IDLE, "halted");
 }
 

@@ -61,6 +61,7 @@ struct ls_op {
     int body_absent;       /* replicated put whose body the upstream no longer holds */
     int restore;           /* replicated put (REC_RESTORE): add this old version if missing */
     uint32_t line;         /* its line in a batch, for error messages (0: not from a batch) */
+    int more;              /* not the last operation of its request: logged with LOG_MORE */
 };
 
 /*
@@ -74,6 +75,10 @@ enum { BODY_NONE, BODY_INLINE, BODY_BLOB, BODY_MISSING };
 #define REC_NOLOG 4     /* apply without a log entry (a second record for the same seq) */
 #define REC_RESTORE 8   /* put: a version the downstream may lack, sent before the publish that
                          * needs it; only the version is added, the item stays as it is */
+#define REC_MORE 16     /* not the last entry of its request (log flag LOG_MORE); on the wire
+                         * only to a downstream that said `txn` (docs/streaming.md) */
+#define LOG_PUBLISHED 1 /* log.flags: the put published its version */
+#define LOG_MORE 0x10   /* log.flags: the request goes on in the next entry */
 
 struct ls_entry {
     int64_t seq;

@@ -88,6 +88,8 @@ struct repl_down {
     int peer_error_now;  /* this session's upstream sent an ERROR frame: its close keeps it */
     char node_id[33];    /* this server's (store meta) */
     int up_messenger;    /* the upstream takes PUBLISH frames (forward.c) */
+    int up_txn;          /* the upstream may send CHANGES_PART (docs/streaming.md) */
+    int in_unit;         /* a CHANGES_PART went to the writer, and no CHANGES after it yet */
     json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
     struct site_list site; /* the site as the upstream's last PING with a list said, it first */
     unsigned site_pace;    /* PINGs left until the next one with this server's subtree */
@@ -501,7 +503,10 @@ job_done(struct wreq *r, void *arg)
     struct repl_down *d = arg;
     struct job *j = r->fn_arg;
     d->inflight--;
-    if (r->rc == 0 && r->type == WREQ_OPS && r->set_seq > 0) {
+    if (r->rc == 0 && r->hold) {
+        /* Applied, not committed: neither the position nor an ACK moves (the unit's CHANGES
+         * commits it). */
+    } else if (r->rc == 0 && r->type == WREQ_OPS && r->set_seq > 0) {
         /* Frames apply in the order they came, and came in order (on_records): the position
          * never goes backwards but through a truncate or a snapshot (jobs, below). */
         assert(d->applied_seq < 0 || r->set_seq >= d->applied_seq);
@@ -532,7 +537,7 @@ job_done(struct wreq *r, void *arg)
     } else if (j && j->fork_at != 0) {
         d->fork_pending = 0;
         if (d->state != US_IDLE) peer_fail(&d->peer, NULL, "resynchronizing after a fork");
-    } else if (d->state >= US_SYNC) {
+    } else if (d->state >= US_SYNC && !r->hold) {
         ack(d);
         /* Only a frame applied shows the link works: a handshake that ends in a failure
          * every time must not reconnect at the shortest interval for ever. */
@@ -555,6 +560,7 @@ submit(struct repl_down *d, struct wreq *r)
     r->arg = d;
     r->max_body = UINT64_MAX;
     r->chain_failed = &d->chain_failed;
+    r->session = d;
     d->inflight++;
     if (d->inflight >= MAX_INFLIGHT) peer_pause(&d->peer, 1);
     writer_submit(d->srv->writer, r);
@@ -601,6 +607,7 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
      * replica for entries a resync sends again. Otherwise a missing item is divergence. */
     op->tolerant = snapshot || !exact_replica(d->srv) || e->seq <= d->replay_upto;
     op->no_log = snapshot || (e->flags & REC_NOLOG);
+    op->more = !snapshot && (e->flags & REC_MORE); /* this log keeps its upstream's units */
     if (e->op == LS_OP_PUBLISH) op->version = e->version;
     if (e->op != LS_OP_PUT) return 0;
     op->version = e->version;
@@ -635,8 +642,9 @@ to_op(struct repl_down *d, struct ls_entry *e, struct ls_op *op, int snapshot)
     return 0;
 }
 
+/* A CHANGES_PART's records (hold) stay in the writer's open transaction (docs/streaming.md). */
 static void
-on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot)
+on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot, int hold)
 {
     struct ls_rbuf rb = {payload, len, 0, 0};
     struct wreq *r = calloc(1, sizeof *r);
@@ -646,6 +654,7 @@ on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot
         return;
     }
     r->type = WREQ_OPS;
+    r->hold = hold;
     if (!snapshot) {
         r->set_seq = (int64_t)ls_get_varint(&rb);
         if (rb.failed) goto bad;
@@ -681,6 +690,7 @@ on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot
         rec_release(&e);
         if (!snapshot && r->ops[r->nops - 1].seq > r->set_seq) goto bad;
     }
+    d->in_unit = hold;
     submit(d, r);
     return;
 bad:
@@ -885,7 +895,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
 {
     struct repl_down *d = p->owner;
     json_t *o = NULL;
-    if (type != F_CHANGES && type != F_SNAP_ITEMS && type != F_BLOB) {
+    if (type != F_CHANGES && type != F_CHANGES_PART && type != F_SNAP_ITEMS && type != F_BLOB) {
         o = json_loadb((const char *)payload, len, 0, NULL);
         if (!json_is_object(o)) {
             json_decref(o);
@@ -902,6 +912,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
                  json_string_value(json_object_get(o, "name")) ?: "?");
         p->zstd = json_is_true(json_object_get(o, "zstd"));
         d->up_messenger = json_is_true(json_object_get(o, "messenger"));
+        d->up_txn = json_is_true(json_object_get(o, "txn"));
         snprintf(d->primary_http, sizeof d->primary_http, "%s",
                  json_string_value(json_object_get(o, "primary")) ?: "");
         send_sync(d);
@@ -970,7 +981,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     }
     case F_SNAP_ITEMS:
         if (d->state != US_SNAPSHOT) goto unexpected;
-        on_records(d, payload, len, 1);
+        on_records(d, payload, len, 1, 0);
         break;
     case F_SNAPSHOT_END: {
         struct job *j = calloc(1, sizeof *j);
@@ -986,7 +997,11 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
     }
     case F_CHANGES:
         if (d->state != US_STREAM) goto unexpected;
-        on_records(d, payload, len, 0);
+        on_records(d, payload, len, 0, 0);
+        break;
+    case F_CHANGES_PART:
+        if (d->state != US_STREAM || !d->up_txn) goto unexpected;
+        on_records(d, payload, len, 0, 1);
         break;
     case F_BLOB:
         if (d->state != US_STREAM && d->state != US_SNAPSHOT) goto unexpected;
@@ -1044,10 +1059,10 @@ on_connected(struct peer *p)
 {
     struct repl_down *d = p->owner;
     json_t *hello =
-        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
+        json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b,s:b}", "proto", LS_PROTO_VERSION, "name",
                   d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
                   strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id, "messenger",
-                  1);
+                  1, "txn", 1);
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);
@@ -1056,10 +1071,36 @@ on_connected(struct peer *p)
 }
 
 static void
+abort_done(struct wreq *r, void *arg)
+{
+    wreq_free(r);
+}
+
+/* The rest of the unit will not come: the writer rolls back what it holds of it. */
+static void
+abort_unit(struct repl_down *d)
+{
+    struct wreq *r;
+    if (!d->in_unit) return;
+    d->in_unit = 0;
+    if (!(r = calloc(1, sizeof *r))) {
+        /* The writer keeps waiting for this session; stopping the server ends the unit. */
+        log_error("out of memory: cannot abandon a replicated unit");
+        return;
+    }
+    r->type = WREQ_CUSTOM;
+    r->abort_unit = 1;
+    r->session = d;
+    r->done = abort_done;
+    writer_submit(d->srv->writer, r);
+}
+
+static void
 on_close(struct peer *p, const char *why)
 {
     struct repl_down *d = p->owner;
     blob_reset(d);
+    abort_unit(d);
     if (!d->stopping && d->state == US_CONNECTING && d->addr_next) {
         /* This address of the upstream's name refused: the next one, at once. */
         struct timeval now = {0, 0};
@@ -1362,6 +1403,7 @@ repl_down_halt(struct server *srv)
     abandon_lookup(d);
     d->addr_next = NULL;
     if (!d->peer.closed) peer_release(&d->peer);
+    abort_unit(d); /* peer_release calls no on_close: a unit held by the writer ends here */
     set_state(d, US_IDLE, "halted");
 }
 

@@ -92,6 +92,10 @@ struct downstream {
     int pumping;
     int dead; /* closed; freed from the loop, never while its callbacks run */
     int messenger;   /* it takes notifications, and may send NOTIFY (forward.c) */
+    int txn;         /* it takes CHANGES_PART and REC_MORE (docs/streaming.md) */
+    int read_more;   /* the entry at read_upto is not the last of its unit (LOG_MORE) */
+    int frame_more;  /* ... nor the one of the frame's last record */
+    int cur_more;    /* ... nor the entry whose records are being queued */
     uint64_t serial; /* names this connection to work that answers it later */
 };
 
@@ -100,6 +104,7 @@ struct qrec {
     struct qrec *next;
     int64_t seq;
     int has_blob;
+    int more; /* its log entry is not the last of its unit */
     unsigned char sha[32];
     size_t len;
     uint8_t data[];
@@ -175,8 +180,10 @@ add_record(struct downstream *ds, const struct ls_entry *e)
 {
     struct ls_wbuf w;
     struct qrec *q;
+    struct ls_entry t = *e;
+    if (!ds->txn) t.flags &= ~REC_MORE; /* it would refuse the record */
     ls_wbuf_init(&w, LS_FRAME_MAX / 2);
-    rec_encode(&w, e);
+    rec_encode(&w, &t);
     if (w.failed || !(q = malloc(sizeof *q + w.len))) {
         ls_wbuf_release(&w);
         ds->frame.failed = 1; /* reported when the frame is flushed */
@@ -184,6 +191,7 @@ add_record(struct downstream *ds, const struct ls_entry *e)
     }
     q->next = NULL;
     q->seq = e->seq;
+    q->more = ds->cur_more;
     q->has_blob = (e->flags & REC_DATA) && e->body_kind == BODY_BLOB;
     memcpy(q->sha, e->sha, 32);
     q->len = w.len;
@@ -247,8 +255,9 @@ enter_subtree(struct downstream *ds, const struct ls_entry *e)
     item_release(&it);
     /* Two records, one seq: the first is applied without a log entry. */
     int second = !ds->published_only && latest != published;
-    if (published > 0) send_version(ds, e->seq, e->to, published, second ? REC_NOLOG : 0);
-    if (second) send_version(ds, e->seq, e->to, latest, 0);
+    if (published > 0)
+        send_version(ds, e->seq, e->to, published, second ? REC_NOLOG : (e->flags & REC_MORE));
+    if (second) send_version(ds, e->seq, e->to, latest, e->flags & REC_MORE);
 }
 
 /* A log entry as this downstream should see it (its filter), or nothing. */
@@ -260,6 +269,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
     int in = included(ds, e->path);
 
     ds->read_upto = e->seq;
+    ds->read_more = ds->cur_more = (e->flags & REC_MORE) != 0;
     if (!ds->read_first) ds->read_first = e->seq;
     /* Notifications reach every server of the site, whatever its filter (docs/messenger.md);
      * a downstream too old to know them does without. */
@@ -271,7 +281,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
         int to_in = included(ds, e->to);
         if (in && !to_in) { /* leaves the subtree: gone from here */
             t.op = LS_OP_PURGE;
-            t.flags = 0;
+            t.flags &= REC_MORE;
             add_record(ds, &t);
             return 0;
         }
@@ -294,7 +304,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
         case LS_OP_UNPUBLISH:
         case LS_OP_DELETE:
             t.op = LS_OP_PURGE;
-            t.flags = 0;
+            t.flags &= REC_MORE;
             break;
         default: break;
         }
@@ -314,7 +324,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
         if (older) {
             struct ls_entry r = t;
             r.op = LS_OP_PUT;
-            r.flags = REC_DATA | REC_NOLOG | REC_RESTORE;
+            r.flags = REC_DATA | REC_NOLOG | REC_RESTORE; /* not the seq's last: no MORE */
             add_record(ds, &r);
         }
         t.flags &= ~REC_DATA;
@@ -326,6 +336,7 @@ on_log_entry(void *arg, const struct ls_entry *e)
 static int
 on_snap_entry(void *arg, const struct ls_entry *e)
 {
+    ((struct downstream *)arg)->cur_more = 0;
     add_record(arg, e);
     return 0;
 }
@@ -400,6 +411,9 @@ flush_records(struct downstream *ds)
     if (ds->frame_type == F_CHANGES) {
         struct ls_wbuf *out = &ds->up->out;
         int64_t upto = ds->queue ? ds->frame_seq : ds->read_upto;
+        /* A frame that ends inside a unit tells a `txn` downstream to keep it uncommitted. */
+        int type = ds->txn && (ds->queue ? ds->frame_more : ds->read_more) ? F_CHANGES_PART
+                                                                          : F_CHANGES;
         /* A position only moves forward, and only past what was read for this downstream. */
         assert(upto >= ds->sent_seq && upto <= ds->read_upto);
         assert(ds->frame.len == 0 || ds->frame_seq <= upto);
@@ -413,7 +427,7 @@ flush_records(struct downstream *ds)
             peer_fail(&ds->peer, "internal", "a frame does not fit");
             return;
         }
-        peer_send(&ds->peer, F_CHANGES, out->p, out->len);
+        peer_send(&ds->peer, type, out->p, out->len);
         /* A one-off large frame does not keep its buffer (a snapshot's or a catch-up's are
          * at most LS_FRAME_MAX, the usual ones BATCH_BYTES and a little more). */
         if (out->cap > 2 * BATCH_BYTES) ls_wbuf_release(out);
@@ -443,6 +457,7 @@ finish_snapshot(struct downstream *ds)
     ds_set_state(ds, DS_STREAM);
     ds->frame_type = F_CHANGES;
     ds->read_upto = ds->sent_seq;
+    ds->read_more = 0;
 }
 
 /* Reads more of the snapshot or the log (one batch into the queue). 0: nothing more now. */
@@ -492,7 +507,8 @@ refill(struct downstream *ds)
          * was read after `seen` was, and had nothing after `from`, so nothing lies between.
          * Never further than that: a position moves only past what was read. */
         if (seen > ds->read_upto) {
-            ds->read_upto = seen;
+            ds->read_upto = seen; /* a committed position: no unit goes on past it */
+            ds->read_more = 0;
             return 1;
         }
         ds->w.target = ds->read_upto + 1;
@@ -522,6 +538,7 @@ pump(struct downstream *ds)
             }
             ls_put_raw(&ds->frame, q->data, q->len);
             ds->frame_seq = q->seq;
+            ds->frame_more = q->more;
             ds->queue = q->next;
             if (!ds->queue) ds->queue_tail = &ds->queue;
             free(q);
@@ -768,11 +785,12 @@ on_hello(struct downstream *ds, json_t *o)
     ds->node->last_error[0] = '\0';
     ds->published_only = strcmp(role, "staging") == 0;
     ds->messenger = json_is_true(json_object_get(o, "messenger"));
+    ds->txn = json_is_true(json_object_get(o, "txn"));
     {
-        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b}", "proto", LS_PROTO_VERSION, "name",
-                              ds->srv->cfg.name, "role", ds->srv->cfg.role, "version", LS_VERSION,
-                              "zstd", zstd, "primary", server_primary_http(ds->srv), "messenger",
-                              1);
+        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b,s:b}", "proto", LS_PROTO_VERSION,
+                              "name", ds->srv->cfg.name, "role", ds->srv->cfg.role, "version",
+                              LS_VERSION, "zstd", zstd, "primary", server_primary_http(ds->srv),
+                              "messenger", 1, "txn", 1);
         identity_fields(ds->srv, w);
         peer_send_json(&ds->peer, F_WELCOME, w);
     }
@@ -837,6 +855,7 @@ start_stream(struct downstream *ds, int64_t from)
     log_info("%s continues from seq %lld (this server is at %lld)", ds->node->name,
              (long long)from, (long long)pos->seq);
     ds->sent_seq = ds->read_upto = from;
+    ds->read_more = 0;
     ds->node->acked_seq = from;
     ds->up->counted.catchups++;
     ds_set_state(ds, DS_STREAM);

@@ -204,6 +204,12 @@ struct wreq {
      * when one fails and fails every later one while it is set; the owner clears it when none
      * is in flight. */
     int *chain_failed;
+    /* A unit of replication split over several requests (docs/streaming.md): a request with
+     * `hold` leaves the transaction open after it, and until a request of the same session
+     * without `hold` commits it, the writer takes only that session's requests. A request
+     * with `abort_unit` rolls back the session's open transaction (a link that dropped). */
+    const void *session;
+    int hold, abort_unit;
     /* results, valid in done() */
     int rc;
     struct ls_error err;

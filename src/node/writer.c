@@ -30,6 +30,7 @@ struct writer {
     pthread_cond_t cv;
     struct wreq *queue, **queue_tail; /* submitted, not yet taken */
     struct wreq *finished, **finished_tail; /* done, waiting for the loop, in order */
+    const void *held; /* the session whose unit's transaction is open (wreq.hold), or NULL */
     struct event *wake;               /* activated to run completions on the loop */
     int stop;
     /* the loop's own: requests and body bytes submitted and not yet done (writer_admit) */
@@ -62,7 +63,11 @@ static int
 apply_ops(struct writer *w, struct wreq *r)
 {
     for (size_t i = 0; i < r->nops; i++) {
-        int rc = store_apply(w->st, &r->ops[i], &r->last, &r->err);
+        int rc;
+        /* A new entry says whether its request goes on (LOG_MORE); a replicated one keeps the
+         * flag its upstream logged (to_op, repl_down.c), so every log has the same units. */
+        if (r->ops[i].seq == 0) r->ops[i].more = i + 1 < r->nops;
+        rc = store_apply(w->st, &r->ops[i], &r->last, &r->err);
         if (rc) {
             if (r->ops[i].line > 0) ls_error_prefix(&r->err, "line %u: ", r->ops[i].line);
             return rc;
@@ -100,15 +105,32 @@ read_line(FILE *f, char **line, size_t *cap, size_t max)
     return (ssize_t)n;
 }
 
-/* Applies an NDJSON file line by line: bounded memory whatever the file's size. */
+/* Applies one operation of an NDJSON file. */
+static int
+apply_line(struct writer *w, struct wreq *r, struct ls_op *op, size_t lineno)
+{
+    int rc = store_apply(w->st, op, &r->last, &r->err);
+    if (rc) {
+        ls_error_prefix(&r->err, "line %zu: ", lineno);
+        return rc;
+    }
+    if (r->applied++ == 0) r->first_seq = r->last.seq;
+    return 0;
+}
+
+/*
+ * Applies an NDJSON file line by line: bounded memory whatever the file's size. Each operation
+ * is applied once the next one is parsed, so that all but the last are logged with LOG_MORE.
+ */
 static int
 apply_file(struct writer *w, struct wreq *r)
 {
     FILE *f = fopen(r->batch_file, "r");
     char *line = NULL;
-    size_t cap = 0, lineno = 0;
+    size_t cap = 0, lineno = 0, held_line = 0;
     ssize_t n;
-    int rc = 0;
+    int rc = 0, have = 0;
+    struct ls_op held;
 
     if (!f) return ls_error_set(&r->err, LS_EIO, "cannot read batch: %s", strerror(errno));
     while ((n = read_line(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
@@ -125,13 +147,29 @@ apply_file(struct writer *w, struct wreq *r)
         rc = op_parse_json(line, (size_t)n, &op, &r->err);
         if (rc == 0 && op.body_len > r->max_body)
             rc = ls_error_set(&r->err, LS_ETOOBIG, "body is larger than --max-body");
-        if (rc == 0) rc = store_apply(w->st, &op, &r->last, &r->err);
-        op_release(&op);
         if (rc) {
+            op_release(&op);
             ls_error_prefix(&r->err, "line %zu: ", lineno);
             break;
         }
-        if (r->applied++ == 0) r->first_seq = r->last.seq;
+        if (have) {
+            held.more = 1;
+            rc = apply_line(w, r, &held, held_line);
+            op_release(&held);
+            have = 0;
+            if (rc) {
+                op_release(&op);
+                break;
+            }
+        }
+        held = op;
+        held_line = lineno;
+        have = 1;
+    }
+    if (have) {
+        held.more = 0;
+        if (rc == 0) rc = apply_line(w, r, &held, held_line);
+        op_release(&held);
     }
     /* As for a batch in the request body: an empty file is a mistake, not "0 operations". */
     if (rc == 0 && r->applied == 0)
@@ -151,17 +189,43 @@ fail_request(struct wreq *r, int rc, const struct ls_error *err)
     if (r->chain_failed) *r->chain_failed = 1;
 }
 
+/*
+ * The open transaction of a unit is given up (a link that dropped, the server stopping, a
+ * request of the unit that failed): ROLLBACK, and the position and the tail go back to what is
+ * on disk. Nothing of the unit was committed, so nothing of it was ever seen.
+ */
+static void
+drop_unit(struct writer *w, const char *why)
+{
+    w->held = NULL;
+    log_info("a replicated unit left uncommitted is rolled back: %s", why);
+    store_rollback(w->st);
+}
+
 static void
 run_group(struct writer *w, struct wreq *group)
 {
     struct ls_error err;
-    int rc;
+    int rc = 0, unit = w->held != NULL || group->hold, unit_failed = 0;
+    struct wreq *last = group;
 
     ls_error_clear(&err);
-    rc = store_begin(w->st, &err);
+    if (!w->held || !store_in_transaction(w->st)) {
+        w->held = NULL;
+        rc = store_begin(w->st, &err);
+    }
     for (struct wreq *r = group; r; r = r->next) {
+        last = r;
         ls_error_clear(&r->err);
         r->applied = 0;
+        if (r->abort_unit) { /* the rest of the unit will not come */
+            r->rc = 0;
+            if (unit && rc == 0) {
+                unit_failed = 1;
+                ls_error_set(&err, LS_EUNAVAIL, "the unit was abandoned");
+            }
+            continue;
+        }
         if (rc) { /* no transaction, or it is lost: nothing more of the group can commit */
             fail_request(r, rc, &err);
             continue;
@@ -201,7 +265,23 @@ run_group(struct writer *w, struct wreq *group)
                 if (q->rc == 0) fail_request(q, rc, &err);
             if (r->rc == 0) fail_request(r, rc, &err);
         }
+        if (unit && r->rc && rc == 0) {
+            unit_failed = 1;
+            err = r->err;
+        }
     }
+    if (unit && rc == 0 && unit_failed) {
+        /* A unit is whole or nothing: one of its requests failed, or it was abandoned. */
+        drop_unit(w, err.msg);
+        for (struct wreq *r = group; r; r = r->next)
+            if (r->rc == 0 && !r->abort_unit) fail_request(r, LS_EUNAVAIL, &err);
+        return;
+    }
+    if (rc == 0 && unit && last->hold && store_in_transaction(w->st)) {
+        w->held = last->session; /* the unit goes on: no commit yet */
+        return;
+    }
+    w->held = NULL;
     if (rc == 0 && (rc = store_commit(w->st, &err)) != 0) {
         /* Nothing of the group is durable: every request fails with the commit's error. */
         log_error("commit failed: %s", err.msg);
@@ -217,6 +297,37 @@ run_group(struct writer *w, struct wreq *group)
     if (rc == 0) store_collect_garbage(w->st);
 }
 
+/*
+ * Takes the next group from the queue (under w->mu): everything queued, but a unit (wreq.hold)
+ * starts a group of its own, and while a unit's transaction is open only its session's requests
+ * are taken, up to the one that ends it; the others wait, in their order.
+ */
+static struct wreq *
+take_group(struct writer *w)
+{
+    struct wreq *group = NULL, **gt = &group, **pp = &w->queue;
+    const void *unit = w->held;
+    while (*pp) {
+        struct wreq *r = *pp;
+        if (unit && r->session != unit) {
+            pp = &r->next;
+            continue;
+        }
+        if (!unit && r->hold) {
+            if (group) break;
+            unit = r->session;
+        }
+        *pp = r->next;
+        r->next = NULL;
+        *gt = r;
+        gt = &r->next;
+        if (unit && !r->hold) break;
+    }
+    for (w->queue_tail = &w->queue; *w->queue_tail; w->queue_tail = &(*w->queue_tail)->next) {
+    }
+    return group;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -224,11 +335,14 @@ writer_main(void *arg)
     pthread_mutex_lock(&w->mu);
     for (;;) {
         struct wreq *group, *last;
-        while (!w->queue && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->queue && w->stop) break;
-        group = w->queue;
-        w->queue = NULL;
-        w->queue_tail = &w->queue;
+        while (!(group = take_group(w)) && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+        if (!group && w->held) { /* stopping: the rest of the unit will not come */
+            pthread_mutex_unlock(&w->mu);
+            drop_unit(w, "the server is stopping");
+            pthread_mutex_lock(&w->mu);
+            continue;
+        }
+        if (!group) break;
         pthread_mutex_unlock(&w->mu);
 
         run_group(w, group);

@@ -15,6 +15,7 @@ static const char *const type_names[F_TYPE_MAX] = {
     [F_SNAPSHOT_END] = "SNAPSHOT_END", [F_CHANGES] = "CHANGES", [F_BLOB] = "BLOB",
     [F_ACK] = "ACK",               [F_PING] = "PING",         [F_ERROR] = "ERROR",
     [F_FORK] = "FORK",             [F_PUBLISH] = "PUBLISH",     [F_PUBLISH_ACK] = "PUBLISH_ACK",
+    [F_CHANGES_PART] = "CHANGES_PART",
 };
 
 const char *
@@ -259,9 +260,9 @@ rec_decode(struct ls_rbuf *rb, struct ls_entry *r)
     }
     if ((r->flags & REC_RESTORE) && (r->op != LS_OP_PUT || !(r->flags & REC_NOLOG)))
         rb->failed = 1; /* a restore is a put applied without a log entry */
-    if (rb->failed || r->flags > 15 || r->op < LS_OP_PUT || r->op > LS_OP_NOTIFY || r->seq < 0 ||
+    if (rb->failed || r->flags > 31 || r->op < LS_OP_PUT || r->op > LS_OP_NOTIFY || r->seq < 0 ||
         r->version < 0 || r->ts < 0 || !r->path || (r->op == LS_OP_MOVE && !r->to) ||
-        (r->op == LS_OP_NOTIFY && (!r->to || r->flags != 0))) {
+        (r->op == LS_OP_NOTIFY && (!r->to || (r->flags & ~REC_MORE) != 0))) {
         rec_release(r);
         return LS_EPROTO;
     }

@@ -37,6 +37,7 @@ enum ls_frame_type {
     F_FORK,          /* up -> down, JSON: histories diverge after seq */
     F_PUBLISH,        /* down -> up, JSON: notifications a replica accepted (forward.c) */
     F_PUBLISH_ACK,    /* up -> down, JSON: how far they are applied, or retry */
+    F_CHANGES_PART,   /* up -> down, binary: as CHANGES, but its unit goes on (feature txn) */
     F_TYPE_MAX
 };
 

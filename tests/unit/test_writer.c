@@ -287,6 +287,87 @@ test_chain_stops_after_a_failure(void **state)
     assert_int_equal(f->srv.pos.seq, 3);
 }
 
+/* ---------------------------------------------------------------- held units */
+
+static int session_a; /* names a replication session (wreq.session) */
+
+/* The rest of session_a's unit will not come (repl_down.c abort_unit). */
+static void
+submit_abort(struct fx *f, struct result *res)
+{
+    struct wreq *r = calloc(1, sizeof *r);
+    r->type = WREQ_CUSTOM;
+    r->abort_unit = 1;
+    r->session = &session_a;
+    r->done = on_done;
+    r->arg = res;
+    res->f = f;
+    writer_submit(f->srv.writer, r);
+}
+
+static struct wreq *
+unit_put(const char *path, int hold, struct result *res, struct fx *f)
+{
+    struct wreq *r = calloc(1, sizeof *r);
+    r->type = WREQ_OPS;
+    r->ops = calloc(1, sizeof *r->ops);
+    r->nops = 1;
+    op_init(&r->ops[0]);
+    r->ops[0].type = LS_OP_PUT;
+    r->ops[0].path = strdup(path);
+    r->ops[0].body = "x";
+    r->ops[0].body_len = 1;
+    r->max_body = UINT64_MAX;
+    r->session = &session_a;
+    r->hold = hold;
+    r->done = on_done;
+    r->arg = res;
+    res->f = f;
+    return r;
+}
+
+/* A unit's first part stays uncommitted; a request of another session waits for its end. */
+static void
+test_held_unit_commits_whole(void **state)
+{
+    struct fx *f = *state;
+    struct result a = {0}, o = {0}, b = {0};
+    writer_submit(f->srv.writer, unit_put("/u1", 1, &a, f));
+    run_until_done(f, 1);
+    assert_int_equal(a.rc, 0);
+    assert_false(exists(f, "/u1")); /* applied, not committed: readers do not see it */
+    assert_int_equal(f->srv.pos.seq, 0);
+    submit_put(f, "/other", NULL, &o); /* waits: it must not commit half of the unit */
+    usleep(50000);
+    assert_false(exists(f, "/other"));
+    writer_submit(f->srv.writer, unit_put("/u2", 0, &b, f));
+    run_until_done(f, 3);
+    assert_int_equal(b.rc, 0);
+    assert_int_equal(o.rc, 0);
+    assert_true(exists(f, "/u1"));
+    assert_true(exists(f, "/u2"));
+    assert_true(exists(f, "/other"));
+    assert_int_equal(o.seq, 3); /* after the unit */
+}
+
+/* An abandoned unit (the link dropped) is rolled back; the position is what is on disk. */
+static void
+test_held_unit_abandoned(void **state)
+{
+    struct fx *f = *state;
+    struct result a = {0}, x = {0}, o = {0};
+    writer_submit(f->srv.writer, unit_put("/u1", 1, &a, f));
+    run_until_done(f, 1);
+    submit_put(f, "/other", NULL, &o);
+    submit_abort(f, &x);
+    run_until_done(f, 3);
+    assert_int_equal(o.rc, 0);
+    assert_false(exists(f, "/u1"));
+    assert_true(exists(f, "/other"));
+    assert_int_equal(o.seq, 1); /* the unit's seq is handed out again */
+    assert_int_equal(f->srv.pos.seq, 1);
+}
+
 /* ---------------------------------------------------------------- storage errors */
 
 #define NITEMS 40
@@ -723,6 +804,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_chain_stops_after_a_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_unit_commits_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_unit_abandoned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ioerr_inside_a_savepoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_inside_a_savepoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_rolls_back_the_transaction, setup, teardown),

@@ -52,6 +52,7 @@ log_append(struct store *st, int op, int64_t item, const char *path, int64_t ver
     sqlite3_bind_int64(s, 4, item);
     sqlite3_bind_text(s, 5, path, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 6, version);
+    if (st->op_more) flags |= LOG_MORE;
     sqlite3_bind_int(s, 7, flags);
     if (arg) sqlite3_bind_text(s, 8, arg, -1, SQLITE_STATIC);
     if ((rc = db_step_done(st, s, err, "append to log"))) return rc;
@@ -70,7 +71,8 @@ log_append(struct store *st, int op, int64_t item, const char *path, int64_t ver
         e.path = (char *)path;
         e.to = (char *)arg;
         e.version = version;
-        e.flags = (flags & 1 ? REC_PUBLISHED : 0) | (op == LS_OP_PUT ? REC_DATA : 0);
+        e.flags = (flags & LOG_PUBLISHED ? REC_PUBLISHED : 0) | (op == LS_OP_PUT ? REC_DATA : 0) |
+                  (flags & LOG_MORE ? REC_MORE : 0);
         if (op == LS_OP_PUBLISH || (op == LS_OP_PUT && !st->put_data)) tail_break(st->tail);
         else tail_add(st->tail, &e);
     }
@@ -398,6 +400,7 @@ store_apply(struct store *st, const struct ls_op *op, struct ls_op_result *res,
         return ls_error_set(err, LS_EIO, "no transaction is open: it was rolled back");
     st->op_seq = op->seq > 0 ? op->seq : st->seq + 1;
     st->op_nolog = op->no_log;
+    st->op_more = op->more;
     if (op->seq > 0) st->seq_jumped = 1;
     switch (op->type) {
     case LS_OP_PUT:

@@ -33,7 +33,8 @@ store_log_entries(struct store *st, int64_t since, int limit, size_t max_bytes,
         e.op = sqlite3_column_int(s, 2);
         e.path = (char *)sqlite3_column_text(s, 3);
         e.version = sqlite3_column_int64(s, 4);
-        e.flags = (sqlite3_column_int(s, 5) & 1) ? REC_PUBLISHED : 0;
+        e.flags = ((sqlite3_column_int(s, 5) & LOG_PUBLISHED) ? REC_PUBLISHED : 0) |
+                  ((sqlite3_column_int(s, 5) & LOG_MORE) ? REC_MORE : 0);
         e.to = (char *)sqlite3_column_text(s, 6);
         if (sqlite3_column_type(s, 7) != SQLITE_NULL) {
             e.flags |= REC_DATA;

@@ -79,6 +79,7 @@ struct store {
     int64_t seq_at_begin; /* restored when a group rolls back */
     int64_t seq_at_savepoint;
     int64_t op_seq;   /* the seq the operation being applied takes */
+    int op_more;      /* ... and whether its request goes on after it (LOG_MORE) */
     int op_nolog;     /* ... and whether it is logged (not while loading a snapshot) */
     int64_t log_cum, log_cum_at_begin, log_cum_at_savepoint; /* cumulative bytes logged */
     /* For the invariant checked at commit: a group that only took next seqs moved the seq by the

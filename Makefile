@@ -34,11 +34,11 @@ test:
 
 # ThreadSanitizer (build/tsan): the unit tests and the cluster tests that keep the writer, the
 # checkpoint thread, the reader threads, the mirror runs, the shared-database workers, the C
-# library's thread and the loop busy at once. A race report stops the process (halt_on_error)
-# and fails the test; tests/tsan.supp silences third-party internals only. `make tsan
-# TSAN_TESTS=.` runs every test under it (changes, upload_resume, digest, verify and metrics
-# were in `make test`'s set until its time passed 15 minutes).
-TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|clib|mirror|mirror_live|messenger_pg|messenger_sqlite)$$
+# library's thread, the log's ring of warnings and the loop busy at once. A race report stops
+# the process (halt_on_error) and fails the test; tests/tsan.supp silences third-party internals
+# only. `make tsan TSAN_TESTS=.` runs every test under it (changes, upload_resume, digest and
+# verify were in `make test`'s set until its time passed 15 minutes).
+TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|clib|mirror|mirror_live|messenger_pg|messenger_sqlite|metrics)$$
 TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 
 tsan:

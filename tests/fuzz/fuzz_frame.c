@@ -53,8 +53,9 @@ check_record(const struct ls_entry *e, size_t consumed)
     CHECK(e->seq >= 0 && e->ts >= 0 && e->version >= 0, "negative number");
     CHECK(e->path != NULL, "no path");
     CHECK(strlen(e->path) <= LS_PATH_MAX, "path of %zu bytes", strlen(e->path));
-    if (e->op == LS_OP_NOTIFY) /* a notification: its payload, no flags */
-        CHECK(e->to != NULL && strlen(e->to) <= LS_NOTIFY_MAX && e->flags == 0, "notify");
+    if (e->op == LS_OP_NOTIFY) /* a notification: its payload, no flag but MORE (a batch) */
+        CHECK(e->to != NULL && strlen(e->to) <= LS_NOTIFY_MAX && (e->flags & ~REC_MORE) == 0,
+              "notify");
     else
         CHECK(e->op == LS_OP_MOVE ? e->to != NULL && strlen(e->to) <= LS_PATH_MAX : e->to == NULL,
               "to");

@@ -34,7 +34,14 @@ if [[ -z "${LOCKSTEP:-}" || ! -x "${LOCKSTEP}" ]]; then
     echo "lib.sh: set LOCKSTEP to the lockstep binary (got '${LOCKSTEP:-}')" >&2
     exit 1
 fi
+# Servers run with the leak check. The CLI commands a test runs (thousands in some) skip it unless
+# the test sets CLI_LEAK_CHECK=1 before sourcing this file: the check costs each process ~30 ms
+# of CPU at exit, and the tests that set it run every command at least once with it. A server is
+# started with ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" (the last setting of an option wins).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+SERVER_LEAKS=detect_leaks=1
+[[ ":$ASAN_OPTIONS" != *:detect_leaks=0* ]] || SERVER_LEAKS=detect_leaks=0
+[[ "${CLI_LEAK_CHECK:-0}" == 1 ]] || ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 # a ThreadSanitizer build (make tsan): the first race ends the server, and the test fails
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:suppressions=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tsan.supp}"
@@ -206,7 +213,7 @@ start_server_ready() {
     for a in "$@"; do [[ "$a" != --tls-cert ]] || scheme=https; done
     logf="$T/$name.log"
     echo "=== $(date +%T.%N) lockstep serve $*" >>"$logf"
-    "$LOCKSTEP" serve "$@" >>"$logf" 2>&1 &
+    ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP" serve "$@" >>"$logf" 2>&1 &
     pid=$!
     _PID[$name]=$pid
     _PORT[$name]=$port

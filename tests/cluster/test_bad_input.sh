@@ -3,6 +3,7 @@
 # bodies and garbage on the HTTP port each get a clear error and change nothing; the server
 # survives all of it; usage errors exit 2; every command's --help works.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib.sh"
 
 start_server bad

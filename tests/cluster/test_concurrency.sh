@@ -6,6 +6,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+# Under ThreadSanitizer (make tsan) fewer: what it needs is the writers overlapping, not volume.
+if [[ -n "${LS_TSAN:-}" ]]; then PUTS=${PUTS:-40} BATCHES=${BATCHES:-12}; fi
 PUTS=${PUTS:-150}      # per put writer (7 of them)
 BATCHES=${BATCHES:-40} # imports of 4 operations by the batch writer
 start_server con --max-versions 100000

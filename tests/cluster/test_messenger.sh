@@ -10,6 +10,7 @@
 #  5. SSE: resume with Last-Event-ID; an unknown id gets an error event, not a hang.
 #  6. Bad input is refused and publishes nothing.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib_repl.sh"
 
 start_node P

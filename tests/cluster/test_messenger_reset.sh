@@ -2,6 +2,7 @@
 # Consumers over time (docs/messenger.md): notification retention and the one reset it causes,
 # at_risk before it, stalled consumers, rewind by id and by time, reset, rm, and the CLI's view.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib_repl.sh"
 
 export LOCKSTEP_RETENTION_INTERVAL_MS=100 LOCKSTEP_RECKON_MS=100

@@ -14,6 +14,7 @@
 #     runs together sent every item exactly once;
 #   - pause and resume, --every.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib.sh"
 
 # the field of the newest run (or run N back) of a job: run_field NAME FIELD [INDEX]

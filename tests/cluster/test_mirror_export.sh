@@ -13,6 +13,7 @@
 #     sends the rest only; kill -9 of the mirror server mid-run: the restarted server resumes;
 #     both times the two runs' items add up to the total and the result equals the source.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib.sh"
 
 run_field() { lsc m mirror history "$1" --json | jq -r ".runs[${3:-0}].$2"; }

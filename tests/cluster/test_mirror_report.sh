@@ -8,6 +8,7 @@
 #     its --timeout;
 #   - GET /v1/report needs the role report: a report token reads it, a notify token is refused.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib.sh"
 
 report_json() { "$LOCKSTEP" report "$@" --json; }

@@ -4,6 +4,7 @@
 # the divergence (log and status) and resynchronizes with a snapshot, ending with the
 # primary's digest. A filtered replica (--include) still skips what it does not hold.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib_repl.sh"
 
 start_node P

@@ -5,6 +5,7 @@
 # comes back as a replica of R1: it detects that its history forked, saves the divergent change
 # in DATA/forked-*.ndjson (named in its log), takes a snapshot and ends equal to R1.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib_repl.sh"
 
 start_node P

@@ -7,6 +7,7 @@
 # restarted; one that stops answering (SIGSTOP) shows stale before --heartbeat-timeout; when
 # the middle replica R1 dies, P shows it down and C, no longer reported, stale.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib_repl.sh"
 
 HB=10s # --heartbeat-timeout: "down" for a silent link; "stale" comes after 2 s of silence

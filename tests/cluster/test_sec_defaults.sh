@@ -13,6 +13,7 @@
 #    server is not blocked meanwhile. A client that gives up before its late 401, and a server
 #    stopped while 401s are pending, leave no trace (no sanitizer report, exit 0).
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib_tls.sh"
 unset LOCKSTEP_TOKEN LOCKSTEP_CACERT LOCKSTEP_CERT LOCKSTEP_KEY LOCKSTEP_UPSTREAM_TOKEN
 

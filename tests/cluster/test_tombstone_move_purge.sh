@@ -2,6 +2,7 @@
 # rm leaves a tombstone, a put revives it with the next version; mv carries the history and
 # refuses to overwrite a live item; purge removes everything and numbering starts again.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib.sh"
 
 start_server tmp

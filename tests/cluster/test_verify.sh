@@ -4,6 +4,7 @@
 # exit 1, while the digest still gives the old value: it hashes the recorded hashes, not bodies.
 # Also: a second verify while one runs gets 409, and --rate really bounds the reading.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib.sh"
 
 start_server v

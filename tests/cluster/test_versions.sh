@@ -3,6 +3,7 @@
 # ones but keeps the published one, pruned versions are gone; put --publish, changed, unpublish,
 # publish --version N.
 set -euo pipefail
+CLI_LEAK_CHECK=1 # every CLI command it runs is leak-checked too (lib.sh)
 source "$(dirname "$0")/lib.sh"
 
 start_server ver --max-versions 3

@@ -43,9 +43,10 @@ struct msgdb_res *msgdb_sqlite_exec(struct msgdb_conn *conn, struct ls_error *er
 /* Ends a transaction a failed job left open. */
 void msgdb_sqlite_abort(struct msgdb_conn *conn);
 void msgdb_sqlite_close(struct msgdb_conn *conn);
-/* The listener's loop for SQLite: reads PRAGMA data_version every interval_ms and calls
- * wake(arg) when another connection committed; returns once pause(arg, ms) says to stop. */
+/* The listener's loop for SQLite: reads PRAGMA data_version when the file is written and every
+ * interval_ms, and calls wake(arg) when another connection committed. pause(arg, fd, ms) waits
+ * ms, or less once fd (-1: none) is readable, and returns 1 to stop the loop. */
 void msgdb_sqlite_watch(const char *path, int64_t interval_ms, void (*wake)(void *arg),
-                        int (*pause)(void *arg, int ms), void *arg);
+                        int (*pause)(void *arg, int fd, int ms), void *arg);
 
 #endif

@@ -9,12 +9,15 @@
  * the order they were drawn, so a reader's `id > last` never passes over a later commit, and
  * pgmsg.c needs no watermark here.
  *
- * The watch: a connection of its own reads PRAGMA data_version every --poll-interval (50 ms
- * unless given). The value changes when another connection, of this process or another, has
- * committed; reading it reads the WAL index in shared memory, no I/O. (inotify on the -wal file
- * was the other way: it misses nothing either, but the file is rewritten from its start after
- * each checkpoint and can be truncated or replaced, and its events say "written", not
- * "committed".) A publish by this server wakes its own readers at once (http/notify_pg.c).
+ * The watch: a connection of its own reads PRAGMA data_version. The value changes when another
+ * connection, of this process or another, has committed; reading it reads the WAL index in
+ * shared memory, no I/O. It looks when inotify reports a write to the file or its -wal (a hint
+ * only: the event says "written", not "committed", and a commit's last write comes before its
+ * WAL-index update, so it looks again 1, 2, 4, 8 and 16 ms later), and every --poll-interval
+ * (50 ms unless given) whatever inotify says: a file rewritten, truncated or replaced, or a
+ * filesystem without inotify, costs at most one interval. The directory is watched, not the
+ * files, which come and go. A publish by this server wakes its own readers at once
+ * (http/notify_pg.c).
  *
  * Runs on pgmsg.c's threads only, never on the event loop, except msgdb_sqlite_open's first
  * call, made by serve before the loop starts.
@@ -25,8 +28,11 @@
 #include "common/util.h"
 #include "node/msgdb_int.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 1
 #define BUSY_TIMEOUT_MS 10000
@@ -280,14 +286,63 @@ fail:
 
 /* ---------------------------------------------------------------- the watch */
 
+/* An inotify descriptor watching the directory of path for writes, or -1 (the interval alone
+ * then); *base is set to path's last component. */
+static int
+watch_dir(const char *path, const char **base)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int fd;
+    *base = slash ? slash + 1 : path;
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else
+        return -1;
+    if ((fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) return -1;
+    if (inotify_add_watch(fd, dir, IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads what fd has; 1 when an event names base or base-wal. */
+static int
+watch_drain(int fd, const char *base)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    size_t blen = strlen(base);
+    ssize_t n;
+    int hit = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            if (ev->len && strncmp(ev->name, base, blen) == 0 &&
+                (ev->name[blen] == 0 || strcmp(ev->name + blen, "-wal") == 0))
+                hit = 1;
+            if (ev->mask & IN_Q_OVERFLOW) hit = 1;
+            p += sizeof *ev + ev->len;
+        }
+    }
+    return hit;
+}
+
 void
 msgdb_sqlite_watch(const char *path, int64_t interval_ms, void (*wake)(void *arg),
-                   int (*pause)(void *arg, int ms), void *arg)
+                   int (*pause)(void *arg, int fd, int ms), void *arg)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int64_t seen = -1;
     int ms = interval_ms < 1 ? 1 : interval_ms > 60000 ? 60000 : (int)interval_ms;
+    const char *base;
+    int ino = watch_dir(path, &base), again = 0; /* again: the next look after a write, in ms */
+    if (ino < 0) log_info("messenger: no inotify on %s's directory; looking every %d ms", path, ms);
     for (;;) {
         if (!st) {
             sqlite3_close(db);
@@ -297,14 +352,17 @@ msgdb_sqlite_watch(const char *path, int64_t interval_ms, void (*wake)(void *arg
                 sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK) {
                 sqlite3_finalize(st);
                 st = NULL;
-                if (pause(arg, 1000)) break;
+                if (pause(arg, -1, 1000)) break;
                 continue;
             }
             seen = -1;
         }
         if (sqlite3_step(st) == SQLITE_ROW) {
             int64_t now = sqlite3_column_int64(st, 0);
-            if (seen >= 0 && now != seen) wake(arg);
+            if (seen >= 0 && now != seen) {
+                wake(arg);
+                again = 0;
+            }
             seen = now;
         } else { /* looked again with a new connection; meanwhile a look of pgmsg.c's covers */
             sqlite3_finalize(st);
@@ -312,8 +370,13 @@ msgdb_sqlite_watch(const char *path, int64_t interval_ms, void (*wake)(void *arg
             wake(arg);
         }
         sqlite3_reset(st);
-        if (pause(arg, ms)) break;
+        if (pause(arg, ino, again ? again : ms)) break;
+        if (ino >= 0 && watch_drain(ino, base))
+            again = 1;
+        else if (again)
+            again = again >= 16 ? 0 : again * 2;
     }
+    if (ino >= 0) close(ino);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }

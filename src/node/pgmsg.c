@@ -532,7 +532,7 @@ pgmsg_submit(struct pgmsg *m, struct pg_job *j)
 /* ---------------------------------------------------------------- the listener */
 
 /*
- * --poll-interval: PostgreSQL's fallback look (1 s unless given); SQLite's watch of the file
+ * --poll-interval: PostgreSQL's fallback look (1 s unless given); SQLite's look at the file
  * (50 ms unless given: a read of PRAGMA data_version is a read of shared memory, no I/O).
  */
 static int64_t
@@ -558,9 +558,11 @@ sqlite_wake(void *arg)
 }
 
 static int
-sqlite_pause(void *arg, int ms)
+sqlite_pause(void *arg, int fd, int ms)
 {
-    return listener_pause(arg, ms);
+    struct pgmsg *m = arg;
+    struct pollfd p[2] = {{m->stop_pipe[0], POLLIN, 0}, {fd, POLLIN, 0}};
+    return poll(p, fd >= 0 ? 2 : 1, ms) > 0 && (p[0].revents & POLLIN);
 }
 
 static void *

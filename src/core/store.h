@@ -300,6 +300,10 @@ int store_mirror_index_del(struct store *st, const char *job, const char *target
 int store_mirror_index_page(struct store *st, const char *job, const char *target,
                             const char *after, int limit, int (*cb)(void *arg, const char *path),
                             void *arg);
+/* The same with each row's size, mtime_ns, ino and mode (not sha), in one read transaction. */
+int store_mirror_index_rows(struct store *st, const char *job, const char *target,
+                            const char *after, int limit,
+                            int (*cb)(void *arg, const struct ls_mirror_file *f), void *arg);
 
 /* ---- access tokens (local to this store; only hashes are kept) ---- */
 typedef void (*store_token_cb)(void *arg, const char *name, const char *role,

@@ -64,6 +64,9 @@ static const char *const stmt_sql[N_STMT] = {
                      "AND seq<=?3 ORDER BY seq LIMIT ?2",
     [R_MIRROR_INDEX] = "SELECT size, mtime_ns, ino, mode, sha256 FROM mirror_index "
                        "WHERE job=?1 AND target=?2 AND path=?3",
+    [R_MIRROR_INDEX_ROWS] = "SELECT path, size, mtime_ns, ino, mode FROM mirror_index "
+                            "WHERE job=?1 AND target=?2 AND path>?3 ORDER BY path LIMIT ?4",
+    [S_MIRROR_INDEX_SET] = "INSERT OR REPLACE INTO mirror_index VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
 };
 
 #define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */

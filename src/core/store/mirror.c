@@ -289,9 +289,9 @@ int
 store_mirror_index_set(struct store *st, const char *job, const char *target,
                        const struct ls_mirror_file *f, struct ls_error *err)
 {
-    sqlite3_stmt *s =
-        prep(st, "INSERT OR REPLACE INTO mirror_index VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", err);
-    if (!s) return err->code;
+    sqlite3_stmt *s = db_stmt(st, S_MIRROR_INDEX_SET); /* a row per file: prepared once */
+    int rc;
+    if (!s) return db_error(st, SQLITE_ERROR, err, "mirror tables");
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, f->path, -1, SQLITE_STATIC);
@@ -300,7 +300,9 @@ store_mirror_index_set(struct store *st, const char *job, const char *target,
     sqlite3_bind_int64(s, 6, f->ino);
     sqlite3_bind_int64(s, 7, f->mode);
     sqlite3_bind_blob(s, 8, f->sha, 32, SQLITE_STATIC);
-    return step_done(st, s, err);
+    rc = sqlite3_step(s);
+    db_done(s);
+    return rc == SQLITE_DONE ? 0 : db_error(st, rc, err, "mirror tables");
 }
 
 int
@@ -336,5 +338,29 @@ store_mirror_index_page(struct store *st, const char *job, const char *target, c
         if (cb(arg, col_text(s, 0))) break;
     }
     sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
+}
+
+int
+store_mirror_index_rows(struct store *st, const char *job, const char *target, const char *after,
+                        int limit, int (*cb)(void *arg, const struct ls_mirror_file *f), void *arg)
+{
+    sqlite3_stmt *s = db_stmt(st, R_MIRROR_INDEX_ROWS);
+    int rc, n = 0;
+    if (!s) return LS_EIO;
+    sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, after, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, limit);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct ls_mirror_file f = {.path = col_text(s, 0),
+                                   .size = sqlite3_column_int64(s, 1),
+                                   .mtime_ns = sqlite3_column_int64(s, 2),
+                                   .ino = sqlite3_column_int64(s, 3),
+                                   .mode = sqlite3_column_int64(s, 4)};
+        n++;
+        if (cb(arg, &f)) break;
+    }
+    db_done(s);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
 }

@@ -1,11 +1,12 @@
 /*
  * mirror_source.c - what a run reads (docs/mirror.md). A store source: targets without a
  * checkpoint get a full pass of the live items in path order, then every target reads the change
- * log after its seq, each changed path as it is now. A directory source: walked depth first with
- * one open directory per level, each file compared with each target's index (size, mtime, inode,
- * mode), so that unchanged files are neither read nor sent; then, with --delete, each target's
- * index is paged through for what the source no longer has. Each source is scanned twice: once to
- * count what is to do (the ETA), once to send it.
+ * log after its seq, each changed path as it is now. A directory source: walked depth first in
+ * path order with one open directory per level, each file compared with each target's index
+ * (size, mtime, inode, mode), read beside the walk in the same order, so that unchanged files are
+ * neither read nor sent and, with --delete, the rows the walk passes over are what the source no
+ * longer has. Each source is scanned twice: once to count what is to do (the ETA), once to send
+ * it (a run with nothing to do stops after the first).
  *
  * Not for: writing targets or recording packages (mirror_package.c).
  */
@@ -15,6 +16,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,212 +232,372 @@ mirror_run_store(struct mirror_run *run, struct package *p)
 
 /* ---------------------------------------------------------------- directory sources */
 
-/* Whether target i's index says it has this file as it is now. */
-static int
-dir_unchanged(struct mirror_run *run, int i, const char *path, const struct stat *sb)
-{
-    struct ls_mirror_file f;
-    int64_t mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
-    if (store_mirror_index_get(run->st, run->job_name, run->t[i].name, path, &f)) return 0;
-    return f.size == (int64_t)sb->st_size && f.mtime_ns == mtime_ns &&
-           f.ino == (int64_t)sb->st_ino && f.mode == (int64_t)sb->st_mode;
-}
-
-struct walk_level {
-    DIR *d;
-    size_t len; /* of the relative path at this level */
+/*
+ * One target's index, read beside the walk in path order, a page at a time (one read
+ * transaction a page, not one a file). Both go in strcmp order, so a row the walk passes over is
+ * a file the source no longer has. Rows a package records are never read again: before an item
+ * joins a package, the cursor holds a row at or after its path (or has reached the end), so the
+ * next page starts after every path a flush writes.
+ */
+struct index_cursor {
+    struct ls_mirror_file rows[PAGE];
+    int n, at, done, oom;
+    char last[4200]; /* the next page starts after it */
 };
 
+struct dir_pass {
+    struct mirror_run *run;
+    struct package *p;
+    int counting;
+    /* the counting pass: what is neither an item nor in the totals but needs the sending pass
+     * (the problems met, which it records, and the directories a target lacks) */
+    int64_t problems;
+    struct index_cursor cur[TARGETS_MAX];
+};
+
+static void
+cursor_clear(struct index_cursor *c)
+{
+    for (int k = 0; k < c->n; k++)
+        free((char *)c->rows[k].path);
+    c->n = c->at = 0;
+}
+
+static int
+cursor_row(void *arg, const struct ls_mirror_file *f)
+{
+    struct index_cursor *c = arg;
+    c->rows[c->n] = *f;
+    if (!(c->rows[c->n].path = strdup(f->path))) {
+        c->oom = 1;
+        return 1;
+    }
+    c->n++;
+    return 0;
+}
+
+/* Target i's next row, or NULL at the end of its index (or on an error, in *rc). */
+static const struct ls_mirror_file *
+cursor_peek(struct dir_pass *dp, int i, int *rc)
+{
+    struct index_cursor *c = &dp->cur[i];
+    int n;
+    if (c->at < c->n) return &c->rows[c->at];
+    if (c->done) return NULL;
+    cursor_clear(c);
+    n = store_mirror_index_rows(dp->run->st, dp->run->job_name, dp->run->t[i].name, c->last, PAGE,
+                                cursor_row, c);
+    if (n < 0 || c->oom) {
+        snprintf(dp->run->note, sizeof dp->run->note, "cannot read the index of %.200s",
+                 dp->run->t[i].name);
+        dp->run->fatal = 1;
+        *rc = c->oom ? LS_ENOMEM : LS_EIO;
+        return NULL;
+    }
+    if (c->n < PAGE) c->done = 1;
+    if (!c->n) return NULL;
+    snprintf(c->last, sizeof c->last, "%s", c->rows[c->n - 1].path);
+    return &c->rows[0];
+}
+
+/* A row of target i's index that the source no longer has: with --delete, a removal. */
+static int
+index_gone(struct dir_pass *dp, int i, const char *path)
+{
+    struct pitem pi = {.path = (char *)path, .kind = IT_DEL, .need = 1u << i};
+    if (!dp->run->def->delete_missing) return 0;
+    if (dp->counting) {
+        mirror_progress_total(dp->run, 0);
+        return 0;
+    }
+    if (mirror_package_add(dp->p, &pi)) return LS_ENOMEM;
+    if (mirror_package_full(dp->run, dp->p)) return mirror_package_flush(dp->run, dp->p, 0, NULL);
+    return 0;
+}
+
 /*
- * Walks the source directory depth first, one open directory per level (the stack is bounded
- * by the depth, not the size of the tree), and gives every entry to each (rel: "/a/b").
+ * Target i's index up to path (NULL: to its end): the rows before it are gone from the source,
+ * and so is path's own row unless keep; with keep, *row receives it and *found is set.
  */
 static int
-walk(struct mirror_run *run, struct package *p,
-     int (*each)(struct mirror_run *run, struct package *p, const char *rel, const struct stat *sb,
-                 void *arg),
-     void *arg)
+index_upto(struct dir_pass *dp, int i, const char *path, int keep, struct ls_mirror_file *row,
+           int *found)
 {
-    struct walk_level stack[WALK_DEPTH_MAX];
-    char rel[4200] = "", abs_[8400];
-    int depth = 0, rc = 0;
-    if (!(stack[0].d = opendir(run->def->src_path))) {
-        snprintf(run->note, sizeof run->note, "cannot open the source %.150s: %.60s",
-                 run->def->src_path, strerror(errno));
-        run->fatal = 1;
-        return LS_EIO;
-    }
-    stack[0].len = 0;
-    while (depth >= 0 && !rc) {
-        struct dirent *de = readdir(stack[depth].d);
-        struct stat sb;
-        size_t len = stack[depth].len;
-        if (!de) {
-            closedir(stack[depth].d);
-            depth--;
-            continue;
+    const struct ls_mirror_file *f;
+    int rc = 0, cmp;
+    if (found) *found = 0;
+    while ((f = cursor_peek(dp, i, &rc)) && (cmp = path ? strcmp(f->path, path) : -1) <= 0) {
+        dp->cur[i].at++;
+        if (cmp == 0 && keep) {
+            *row = *f;
+            *found = 1;
+            return 0;
         }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        if (len + 1 + strlen(de->d_name) >= sizeof rel) continue;
-        snprintf(rel + len, sizeof rel - len, "/%s", de->d_name);
-        snprintf(abs_, sizeof abs_, "%s%s", run->def->src_path, rel);
-        if (lstat(abs_, &sb) < 0) {
-            if (!arg)
-                mirror_item_error(run, p, -1, rel, "cannot stat: %s", strerror(errno));
-            else
-                ++*(int64_t *)arg;
-        } else if (S_ISDIR(sb.st_mode)) {
-            if ((rc = each(run, p, rel, &sb, arg))) break;
-            if (depth + 1 == WALK_DEPTH_MAX) {
-                if (!arg)
-                    mirror_item_error(run, p, -1, rel, "deeper than %d levels", WALK_DEPTH_MAX);
-                else
-                    ++*(int64_t *)arg;
-            } else if (!(stack[depth + 1].d = opendir(abs_))) {
-                if (!arg)
-                    mirror_item_error(run, p, -1, rel, "cannot open: %s", strerror(errno));
-                else
-                    ++*(int64_t *)arg;
-            } else {
-                depth++;
-                stack[depth].len = strlen(rel);
-            }
-        } else {
-            rc = each(run, p, rel, &sb, arg);
-        }
-        rel[stack[depth < 0 ? 0 : depth].len] = '\0';
-        if (atomic_load(&run->cancel)) rc = LS_EUNAVAIL;
+        if ((rc = index_gone(dp, i, f->path))) return rc;
     }
-    for (; depth >= 0; depth--)
-        closedir(stack[depth].d);
     return rc;
 }
 
-/* arg: NULL on the pass that sends; on the counting pass, a count of what is neither an item
- * nor counted in the totals but needs the sending pass: the problems met (the sending pass
- * records them) and the directories a target lacks. */
-static int
-dir_entry(struct mirror_run *run, struct package *p, const char *rel, const struct stat *sb,
-          void *arg)
+/* A problem of the source: the sending pass records it, the counting pass counts it. */
+static void
+dir_problem(struct dir_pass *dp, const char *rel, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void
+dir_problem(struct dir_pass *dp, const char *rel, const char *fmt, ...)
 {
+    char why[512];
+    va_list ap;
+    if (dp->counting) {
+        dp->problems++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    mirror_item_error(dp->run, dp->p, -1, rel, "%s", why);
+}
+
+/* A directory of the source: no item (it carries no bytes); made in the targets as it is met. */
+static int
+dir_directory(struct dir_pass *dp, const char *rel, const struct stat *sb)
+{
+    struct mirror_run *run = dp->run;
+    int rc;
+    for (int i = 0; i < run->nt; i++) {
+        char final[4200];
+        struct stat tb;
+        if (run->t[i].failed) continue;
+        /* an indexed file of that name is gone: the source has a directory there now */
+        if ((rc = index_upto(dp, i, rel, 0, NULL, NULL))) return rc;
+        if (run->t[i].remote || mirror_target_path(run->t[i].root, rel, final, sizeof final))
+            continue;
+        if (dp->counting) { /* one a target lacks is work for the sending pass */
+            if (lstat(final, &tb) < 0) dp->problems++;
+        } else if (mkdir(final, sb->st_mode & 07777) == 0) {
+            chmod(final, sb->st_mode & 07777);
+        }
+    }
+    return 0;
+}
+
+/* A file, symlink or other entry of the source, against each target's row for it. */
+static int
+dir_file(struct dir_pass *dp, const char *rel, const struct stat *sb)
+{
+    struct mirror_run *run = dp->run;
     struct pitem pi = {.path = (char *)rel};
-    if (S_ISDIR(sb->st_mode)) {
-        /* directories are made as they are met (no item: they carry no bytes) */
-        if (arg) { /* the counting pass: one a target lacks is work for the sending pass */
-            for (int i = 0; i < run->nt; i++) {
-                char final[4200];
-                struct stat tb;
-                if (!run->t[i].failed && !run->t[i].remote &&
-                    !mirror_target_path(run->t[i].root, rel, final, sizeof final) &&
-                    lstat(final, &tb) < 0)
-                    ++*(int64_t *)arg;
-            }
-            return 0;
-        }
-        for (int i = 0; i < run->nt; i++) {
-            char final[4200];
-            if (run->t[i].failed || run->t[i].remote ||
-                mirror_target_path(run->t[i].root, rel, final, sizeof final))
-                continue;
-            if (mkdir(final, sb->st_mode & 07777) == 0) chmod(final, sb->st_mode & 07777);
-        }
-        return 0;
-    }
-    if (!mirror_path_selected(run->def, rel)) return 0;
-    if (!S_ISREG(sb->st_mode) && !S_ISLNK(sb->st_mode)) {
-        if (!arg)
-            mirror_item_error(run, p, -1, rel, "not a regular file, symlink or directory");
-        else
-            ++*(int64_t *)arg;
-        return 0;
-    }
+    int selected = mirror_path_selected(run->def, rel);
+    int item = S_ISREG(sb->st_mode) || S_ISLNK(sb->st_mode);
+    int rc;
     pi.kind = S_ISLNK(sb->st_mode) ? IT_LINK : IT_FILE;
     pi.size = (int64_t)sb->st_size;
     pi.mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
     pi.ino = (int64_t)sb->st_ino;
     pi.mode = (int64_t)sb->st_mode;
-    for (int i = 0; i < run->nt; i++)
-        if (!run->t[i].failed && !dir_unchanged(run, i, rel, sb)) pi.need |= 1u << i;
+    for (int i = 0; i < run->nt; i++) {
+        struct ls_mirror_file f;
+        int found;
+        if (run->t[i].failed) continue;
+        /* an excluded path's row is gone; another entry's (a FIFO) stays */
+        if ((rc = index_upto(dp, i, rel, selected, &f, &found))) return rc;
+        if (!found || f.size != pi.size || f.mtime_ns != pi.mtime_ns || f.ino != pi.ino ||
+            f.mode != pi.mode)
+            pi.need |= 1u << i;
+    }
+    if (!selected) return 0;
+    if (!item) {
+        dir_problem(dp, rel, "not a regular file, symlink or directory");
+        return 0;
+    }
     if (!pi.need) return 0;
-    if (arg) {
+    if (dp->counting) {
         mirror_progress_total(run, pi.kind == IT_FILE ? pi.size : 0);
         return 0;
     }
-    if (mirror_package_add(p, &pi)) return LS_ENOMEM;
-    if (mirror_package_full(run, p)) return mirror_package_flush(run, p, 0, NULL);
+    if (mirror_package_add(dp->p, &pi)) return LS_ENOMEM;
+    if (mirror_package_full(run, dp->p)) return mirror_package_flush(run, dp->p, 0, NULL);
     return 0;
 }
 
-struct gone_scan {
-    struct mirror_run *run;
-    struct package *p;
-    int target, counting, rc;
-    char last[4200];
+/*
+ * A directory being walked: its entries, read at once and sorted so that the full paths come
+ * out in strcmp order (a directory's name sorts as NAME/, since that is where its contents are).
+ * Each entry is a flag byte ('/' for a directory) and its name, in one buffer.
+ */
+struct walk_level {
+    DIR *d;
+    char *buf;
+    size_t used, cap;
+    char **e;
+    size_t n, cap_e, at;
+    size_t len; /* of the relative path at this level */
 };
 
 static int
-gone_item(void *arg, const char *path)
+entry_cmp(const void *a, const void *b)
 {
-    struct gone_scan *g = arg;
-    char src[8400];
-    struct stat sb;
-    struct pitem pi = {.path = (char *)path, .kind = IT_DEL, .need = 1u << g->target};
-    snprintf(g->last, sizeof g->last, "%s", path);
-    snprintf(src, sizeof src, "%s%s", g->run->def->src_path, path);
-    if (lstat(src, &sb) == 0 && !S_ISDIR(sb.st_mode) && mirror_path_selected(g->run->def, path))
-        return 0;
-    if (g->counting) {
-        mirror_progress_total(g->run, 0);
-        return 0;
+    const unsigned char *x = *(const unsigned char *const *)a;
+    const unsigned char *y = *(const unsigned char *const *)b;
+    const unsigned char *p = x + 1, *q = y + 1;
+    int cp, cq;
+    while (*p && *p == *q)
+        p++, q++;
+    cp = *p ? *p : x[0] == '/' ? '/' : 0;
+    cq = *q ? *q : y[0] == '/' ? '/' : 0;
+    return cp - cq;
+}
+
+/* Reads l->d (opened) whole and sorts it. 0, or LS_ENOMEM. */
+static int
+level_read(struct walk_level *l)
+{
+    struct dirent *de;
+    size_t k = 0;
+    l->used = l->n = l->at = 0;
+    while ((de = readdir(l->d))) {
+        size_t nl = strlen(de->d_name);
+        int dir = de->d_type == DT_DIR;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        if (de->d_type == DT_UNKNOWN) {
+            struct stat sb;
+            dir = fstatat(dirfd(l->d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+                  S_ISDIR(sb.st_mode);
+        }
+        if (l->used + nl + 2 > l->cap) {
+            size_t cap = l->cap ? l->cap * 2 : 16384;
+            char *nb;
+            while (cap < l->used + nl + 2)
+                cap *= 2;
+            if (!(nb = realloc(l->buf, cap))) return LS_ENOMEM;
+            l->buf = nb;
+            l->cap = cap;
+        }
+        if (l->n == l->cap_e) {
+            size_t cap = l->cap_e ? l->cap_e * 2 : 256;
+            char **ne = realloc(l->e, cap * sizeof *ne);
+            if (!ne) return LS_ENOMEM;
+            l->e = ne;
+            l->cap_e = cap;
+        }
+        l->buf[l->used] = dir ? '/' : '-';
+        memcpy(l->buf + l->used + 1, de->d_name, nl + 1);
+        l->e[l->n++] = (char *)(uintptr_t)l->used; /* an offset until the buffer stops moving */
+        l->used += nl + 2;
     }
-    if ((g->rc = mirror_package_add(g->p, &pi))) return 1;
+    for (k = 0; k < l->n; k++)
+        l->e[k] = l->buf + (size_t)(uintptr_t)l->e[k];
+    qsort(l->e, l->n, sizeof *l->e, entry_cmp);
     return 0;
 }
 
-/* With --delete: what a target's index holds that the source no longer has. Paged, and the
- * package is flushed between pages (the flush changes the index being paged through). */
+/*
+ * Walks the source directory depth first in path order, one open directory per level (the
+ * stack is bounded by the depth, each level holds one directory's names), each entry stated
+ * relative to its directory; every target's index is merged in on the way, and at the end
+ * what is left of it is gone.
+ */
 static int
-dir_deletions(struct mirror_run *run, struct package *p, int counting)
+walk(struct dir_pass *dp)
 {
-    for (int i = 0; i < run->nt; i++) {
-        struct gone_scan g = {.run = run, .p = p, .target = i, .counting = counting};
-        int n;
-        if (run->t[i].failed) continue;
-        do {
-            char from[4200];
-            snprintf(from, sizeof from, "%s", g.last);
-            n = store_mirror_index_page(run->st, run->job_name, run->t[i].name, from, PAGE,
-                                        gone_item, &g);
-            if (n < 0) return n;
-            if (g.rc) return g.rc;
-            if (!counting && mirror_package_full(run, p) &&
-                (g.rc = mirror_package_flush(run, p, 0, NULL)))
-                return g.rc;
-        } while (n == PAGE);
+    struct mirror_run *run = dp->run;
+    struct walk_level *stack = calloc(WALK_DEPTH_MAX, sizeof *stack);
+    char rel[4200] = "";
+    int depth = 0, rc = 0;
+    if (!stack) return LS_ENOMEM;
+    if (!(stack[0].d = opendir(run->def->src_path))) {
+        snprintf(run->note, sizeof run->note, "cannot open the source %.150s: %.60s",
+                 run->def->src_path, strerror(errno));
+        run->fatal = 1;
+        free(stack);
+        return LS_EIO;
     }
-    return 0;
+    rc = level_read(&stack[0]);
+    while (depth >= 0 && !rc) {
+        struct walk_level *l = &stack[depth];
+        struct stat sb;
+        const char *name;
+        if (l->at == l->n) {
+            closedir(l->d);
+            l->d = NULL;
+            depth--;
+            continue;
+        }
+        name = l->e[l->at++] + 1;
+        if (l->len + 1 + strlen(name) >= sizeof rel) continue;
+        snprintf(rel + l->len, sizeof rel - l->len, "/%s", name);
+        if (fstatat(dirfd(l->d), name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            dir_problem(dp, rel, "cannot stat: %s", strerror(errno));
+        } else if (S_ISDIR(sb.st_mode)) {
+            int fd;
+            DIR *d = NULL;
+            if ((rc = dir_directory(dp, rel, &sb))) break;
+            if (depth + 1 == WALK_DEPTH_MAX) {
+                dir_problem(dp, rel, "deeper than %d levels", WALK_DEPTH_MAX);
+            } else if ((fd = openat(dirfd(l->d), name,
+                                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+                       !(d = fdopendir(fd))) {
+                dir_problem(dp, rel, "cannot open: %s", strerror(errno));
+                if (fd >= 0) close(fd);
+            } else {
+                depth++;
+                stack[depth].d = d;
+                stack[depth].len = strlen(rel);
+                rc = level_read(&stack[depth]);
+            }
+        } else {
+            rc = dir_file(dp, rel, &sb);
+        }
+        if (!rc && atomic_load(&run->cancel)) rc = LS_EUNAVAIL;
+    }
+    for (int k = 0; k < WALK_DEPTH_MAX; k++) {
+        if (stack[k].d) closedir(stack[k].d);
+        free(stack[k].buf);
+        free(stack[k].e);
+    }
+    free(stack);
+    /* what is left of each index, the source no longer has */
+    for (int i = 0; !rc && run->def->delete_missing && i < run->nt; i++)
+        if (!run->t[i].failed) rc = index_upto(dp, i, NULL, 0, NULL, NULL);
+    return rc;
+}
+
+static void
+dir_pass_reset(struct dir_pass *dp, int counting)
+{
+    for (int i = 0; i < TARGETS_MAX; i++) {
+        cursor_clear(&dp->cur[i]);
+        dp->cur[i].done = dp->cur[i].oom = 0;
+        dp->cur[i].last[0] = '\0';
+    }
+    dp->counting = counting;
 }
 
 int
 mirror_run_dir(struct mirror_run *run, struct package *p)
 {
-    int64_t problems = 0, todo;
+    struct dir_pass *dp = calloc(1, sizeof *dp);
+    int64_t todo;
     int rc;
+    if (!dp) return LS_ENOMEM;
+    dp->run = run;
+    dp->p = p;
     pthread_mutex_lock(&run->mu);
     run->phase = "scanning";
     pthread_mutex_unlock(&run->mu);
-    if ((rc = walk(run, p, dir_entry, &problems))) return rc;
-    if (run->def->delete_missing && (rc = dir_deletions(run, p, 1))) return rc;
+    dir_pass_reset(dp, 1);
+    if ((rc = walk(dp))) goto out;
     pthread_mutex_lock(&run->mu);
     run->phase = "transferring";
     todo = run->items_total;
     pthread_mutex_unlock(&run->mu);
     /* nothing to send and nothing to report: the sending pass would find the same (a change
      * made meanwhile is the next run's) */
-    if (todo == 0 && problems == 0) return 0;
-    if ((rc = walk(run, p, dir_entry, NULL))) return rc;
-    if ((p->n || p->nerrs) && (rc = mirror_package_flush(run, p, 0, NULL))) return rc;
-    if (run->def->delete_missing && (rc = dir_deletions(run, p, 0))) return rc;
-    if ((p->n || p->nerrs) && (rc = mirror_package_flush(run, p, 0, NULL))) return rc;
-    return 0;
+    if (todo == 0 && dp->problems == 0) goto out;
+    dir_pass_reset(dp, 0);
+    if ((rc = walk(dp))) goto out;
+    if (p->n || p->nerrs) rc = mirror_package_flush(run, p, 0, NULL);
+out:
+    dir_pass_reset(dp, 0);
+    free(dp);
+    return rc;
 }

@@ -6,7 +6,8 @@
  * (size, mtime, inode, mode), read beside the walk in the same order, so that unchanged files are
  * neither read nor sent and, with --delete, the rows the walk passes over are what the source no
  * longer has. Each source is scanned twice: once to count what is to do (the ETA), once to send
- * it (a run with nothing to do stops after the first).
+ * it (a run with nothing to do stops after the first); a directory's counting pass writes what
+ * it found to a spool (an unlinked file), which the sending pass reads instead of walking again.
  *
  * Not for: writing targets or recording packages (mirror_package.c).
  */
@@ -252,8 +253,43 @@ struct dir_pass {
     /* the counting pass: what is neither an item nor in the totals but needs the sending pass
      * (the problems met, which it records, and the directories a target lacks) */
     int64_t problems;
+    /* the counting pass writes here what the sending pass is to do, in order, so that the tree
+     * is walked once; NULL (or bad: a write failed) and the sending pass walks it again */
+    FILE *spool;
+    int spool_bad;
     struct index_cursor cur[TARGETS_MAX];
 };
+
+/*
+ * A record of the spool: kind 'D' a directory to make, 'F' an item (a file or symlink, or a
+ * removal), 'E' a problem of the source; then the path (path_len bytes) and for 'E' the reason.
+ */
+struct spool_rec {
+    char kind;
+    unsigned char item_kind; /* IT_FILE, IT_LINK, IT_DEL */
+    uint16_t path_len, why_len;
+    uint32_t need;
+    int64_t size, mtime_ns, ino, mode;
+};
+
+static void
+spool_put(struct dir_pass *dp, char kind, const struct pitem *pi, const char *why)
+{
+    struct spool_rec r = {.kind = kind};
+    size_t pl = strlen(pi->path), wl = why ? strlen(why) : 0;
+    if (!dp->spool || dp->spool_bad) return;
+    r.item_kind = (unsigned char)pi->kind;
+    r.path_len = (uint16_t)pl;
+    r.why_len = (uint16_t)wl;
+    r.need = pi->need;
+    r.size = pi->size;
+    r.mtime_ns = pi->mtime_ns;
+    r.ino = pi->ino;
+    r.mode = pi->mode;
+    if (pl >= 4200 || wl >= 4096 || fwrite(&r, sizeof r, 1, dp->spool) != 1 ||
+        fwrite(pi->path, 1, pl, dp->spool) != pl || (wl && fwrite(why, 1, wl, dp->spool) != wl))
+        dp->spool_bad = 1;
+}
 
 static void
 cursor_clear(struct index_cursor *c)
@@ -308,6 +344,7 @@ index_gone(struct dir_pass *dp, int i, const char *path)
     if (!dp->run->def->delete_missing) return 0;
     if (dp->counting) {
         mirror_progress_total(dp->run, 0);
+        spool_put(dp, 'F', &pi, NULL);
         return 0;
     }
     if (mirror_package_add(dp->p, &pi)) return LS_ENOMEM;
@@ -347,13 +384,15 @@ dir_problem(struct dir_pass *dp, const char *rel, const char *fmt, ...)
 {
     char why[512];
     va_list ap;
-    if (dp->counting) {
-        dp->problems++;
-        return;
-    }
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    if (dp->counting) {
+        struct pitem pi = {.path = (char *)rel};
+        dp->problems++;
+        spool_put(dp, 'E', &pi, why);
+        return;
+    }
     mirror_item_error(dp->run, dp->p, -1, rel, "%s", why);
 }
 
@@ -362,6 +401,7 @@ static int
 dir_directory(struct dir_pass *dp, const char *rel, const struct stat *sb)
 {
     struct mirror_run *run = dp->run;
+    struct pitem pi = {.path = (char *)rel, .mode = (int64_t)sb->st_mode};
     int rc;
     for (int i = 0; i < run->nt; i++) {
         char final[4200];
@@ -372,10 +412,14 @@ dir_directory(struct dir_pass *dp, const char *rel, const struct stat *sb)
         if (run->t[i].remote || mirror_target_path(run->t[i].root, rel, final, sizeof final))
             continue;
         if (dp->counting) { /* one a target lacks is work for the sending pass */
-            if (lstat(final, &tb) < 0) dp->problems++;
+            if (lstat(final, &tb) < 0) pi.need |= 1u << i;
         } else if (mkdir(final, sb->st_mode & 07777) == 0) {
             chmod(final, sb->st_mode & 07777);
         }
+    }
+    if (pi.need) {
+        dp->problems++;
+        spool_put(dp, 'D', &pi, NULL);
     }
     return 0;
 }
@@ -412,11 +456,66 @@ dir_file(struct dir_pass *dp, const char *rel, const struct stat *sb)
     if (!pi.need) return 0;
     if (dp->counting) {
         mirror_progress_total(run, pi.kind == IT_FILE ? pi.size : 0);
+        spool_put(dp, 'F', &pi, NULL);
         return 0;
     }
     if (mirror_package_add(dp->p, &pi)) return LS_ENOMEM;
     if (mirror_package_full(run, dp->p)) return mirror_package_flush(run, dp->p, 0, NULL);
     return 0;
+}
+
+/* The sending pass from the spool: what the counting pass found, in the same order. */
+static int
+spool_send(struct dir_pass *dp)
+{
+    struct mirror_run *run = dp->run;
+    struct spool_rec r;
+    char path[4200], why[4096];
+    int rc = 0;
+    if (fflush(dp->spool) || fseek(dp->spool, 0, SEEK_SET)) return LS_EIO;
+    while (!rc && fread(&r, sizeof r, 1, dp->spool) == 1) {
+        struct pitem pi = {.path = path};
+        if (r.path_len >= sizeof path || r.why_len >= sizeof why ||
+            fread(path, 1, r.path_len, dp->spool) != r.path_len ||
+            fread(why, 1, r.why_len, dp->spool) != r.why_len)
+            return LS_EIO;
+        path[r.path_len] = why[r.why_len] = '\0';
+        if (r.kind == 'D') {
+            for (int i = 0; i < run->nt; i++) {
+                char final[4200];
+                mode_t mode = (mode_t)(r.mode & 07777);
+                if (!(r.need & (1u << i)) || run->t[i].failed || run->t[i].remote ||
+                    mirror_target_path(run->t[i].root, path, final, sizeof final))
+                    continue;
+                if (mkdir(final, mode) == 0) chmod(final, mode);
+            }
+        } else if (r.kind == 'E') {
+            mirror_item_error(run, dp->p, -1, path, "%s", why);
+        } else {
+            pi.kind = r.item_kind;
+            pi.need = r.need;
+            pi.size = r.size;
+            pi.mtime_ns = r.mtime_ns;
+            pi.ino = r.ino;
+            pi.mode = r.mode;
+            if (mirror_package_add(dp->p, &pi)) return LS_ENOMEM;
+            if (mirror_package_full(run, dp->p)) rc = mirror_package_flush(run, dp->p, 0, NULL);
+        }
+        if (!rc && atomic_load(&run->cancel)) rc = LS_EUNAVAIL;
+    }
+    if (!rc && ferror(dp->spool)) return LS_EIO;
+    return rc;
+}
+
+/* An unlinked file in the data directory (or /tmp) for the spool; NULL when none can be had. */
+static FILE *
+spool_open(struct mirror_run *run)
+{
+    int fd = open(store_dir(run->st), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    FILE *f;
+    if (fd < 0 && (fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) return NULL;
+    if (!(f = fdopen(fd, "w+"))) close(fd);
+    return f;
 }
 
 /*
@@ -585,6 +684,7 @@ mirror_run_dir(struct mirror_run *run, struct package *p)
     run->phase = "scanning";
     pthread_mutex_unlock(&run->mu);
     dir_pass_reset(dp, 1);
+    dp->spool = spool_open(run);
     if ((rc = walk(dp))) goto out;
     pthread_mutex_lock(&run->mu);
     run->phase = "transferring";
@@ -594,10 +694,18 @@ mirror_run_dir(struct mirror_run *run, struct package *p)
      * made meanwhile is the next run's) */
     if (todo == 0 && dp->problems == 0) goto out;
     dir_pass_reset(dp, 0);
-    if ((rc = walk(dp))) goto out;
-    if (p->n || p->nerrs) rc = mirror_package_flush(run, p, 0, NULL);
+    if (dp->spool && !dp->spool_bad) {
+        if ((rc = spool_send(dp)) == LS_EIO && !run->fatal) {
+            snprintf(run->note, sizeof run->note, "cannot read back the scan's spool");
+            run->fatal = 1;
+        }
+    } else {
+        rc = walk(dp);
+    }
+    if (!rc && (p->n || p->nerrs)) rc = mirror_package_flush(run, p, 0, NULL);
 out:
     dir_pass_reset(dp, 0);
+    if (dp->spool) fclose(dp->spool);
     free(dp);
     return rc;
 }

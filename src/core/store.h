@@ -261,6 +261,7 @@ struct ls_mirror_run {
  * source in progress at full_seq has given everything up to the path after. */
 struct ls_mirror_checkpoint {
     int64_t seq, full_seq;
+    int64_t gen; /* the log generation (LOG_GEN) seq belongs to; -1: not known */
     char after[4096];
 };
 /* What a directory target was last given of one file of a directory source. */

@@ -192,12 +192,83 @@ store_incremental(struct mirror_run *run, struct package *p, unsigned mask, int6
     return 0;
 }
 
+/*
+ * After the log was replaced (a snapshot, or a fork: LOG_GEN moved), a target's copy may hold
+ * items of the old history that the new one does not have; the log cannot name them. With
+ * --delete, each such directory target is compared with the store: every file under the prefix
+ * that is not an item to send now is removed.
+ */
+static int
+store_sweep(struct mirror_run *run, struct package *p, unsigned mask, int counting)
+{
+    for (int i = 0; i < run->nt; i++) {
+        struct target_state *t = &run->t[i];
+        DIR *stack[WALK_DEPTH_MAX];
+        size_t lens[WALK_DEPTH_MAX], rootlen;
+        char path[4200];
+        int depth = 0, rc = 0;
+        if (!(mask & (1u << i)) || t->failed || t->remote) continue;
+        snprintf(path, sizeof path, "%s", strcmp(t->root, "/") == 0 ? "" : t->root);
+        rootlen = strlen(path);
+        if (!(stack[0] = opendir(*path ? path : "/"))) continue;
+        lens[0] = rootlen;
+        while (depth >= 0 && !rc) {
+            struct dirent *de = readdir(stack[depth]);
+            struct stat sb;
+            struct ls_item it;
+            struct ls_error err;
+            const char *rel;
+            int keep;
+            if (!de) {
+                closedir(stack[depth--]);
+                continue;
+            }
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+                strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0 ||
+                lens[depth] + strlen(de->d_name) + 2 >= sizeof path)
+                continue;
+            snprintf(path + lens[depth], sizeof path - lens[depth], "/%s", de->d_name);
+            rel = path + rootlen;
+            if (lstat(path, &sb) < 0) continue;
+            if (S_ISDIR(sb.st_mode)) {
+                if (depth + 1 < WALK_DEPTH_MAX && (stack[depth + 1] = opendir(path))) {
+                    depth++;
+                    lens[depth] = strlen(path);
+                }
+                continue;
+            }
+            if (!under_prefix(run->def->src_path, rel)) continue;
+            memset(&it, 0, sizeof it);
+            keep = store_get(run->st, rel, 0, 0, &it, &err) == 0 &&
+                   send_version(run->def, &it) && mirror_path_selected(run->def, rel);
+            item_release(&it);
+            if (keep) continue;
+            if (counting) {
+                mirror_progress_total(run, 0);
+            } else {
+                struct pitem pi = {.path = (char *)rel, .kind = IT_DEL, .need = 1u << i};
+                if ((rc = mirror_package_add(p, &pi)) == 0 && mirror_package_full(run, p))
+                    rc = mirror_package_flush(run, p, 0, NULL);
+            }
+            if (!rc && atomic_load(&run->cancel)) rc = LS_EUNAVAIL;
+        }
+        for (; depth >= 0; depth--)
+            closedir(stack[depth]);
+        if (rc) return rc;
+    }
+    if (!counting && (p->n || p->nerrs)) return mirror_package_flush(run, p, 0, NULL);
+    return 0;
+}
+
 int
 mirror_run_store(struct mirror_run *run, struct package *p)
 {
     struct ls_position pos;
+    /* the generation first: one that moves before the position is read only errs towards a
+     * full pass at the next run */
+    int64_t gen = store_floor(run->st, LOG_GEN), gen_start = store_floor(run->st, GEN_START);
     int64_t floor = store_floor(run->st, FLOOR_LOG);
-    unsigned full = 0, live = 0;
+    unsigned full = 0, live = 0, sweep = 0;
     int rc;
     if (store_position(run->st, &pos)) {
         snprintf(run->note, sizeof run->note, "cannot read the store's position");
@@ -207,10 +278,26 @@ mirror_run_store(struct mirror_run *run, struct package *p)
     for (int i = 0; i < run->nt; i++) {
         struct target_state *t = &run->t[i];
         if (t->failed) continue;
-        /* never mirrored, or further behind than the log reaches: a full pass first */
+        if (t->cp.gen < 0 && gen == 0) t->cp.gen = 0; /* never replaced: it can only be this */
         if (!t->cp.full_seq && (t->cp.seq == 0 || t->cp.seq < floor)) {
+            /* never mirrored, or further behind than the log reaches: a full pass first */
             t->cp.full_seq = pos.seq > 0 ? pos.seq : 1;
             t->cp.after[0] = '\0';
+            t->cp.gen = gen;
+        } else if (t->cp.gen != gen) {
+            /* The log was replaced since the checkpoint: its seq names a change of another
+             * history. Only when it lies in what the two histories share (one replacement,
+             * at or before gen_start) does the log go on from it; otherwise a full pass
+             * again, and with --delete a comparison of the copy with the store. */
+            if (t->cp.full_seq || t->cp.gen != gen - 1 || t->cp.seq > gen_start) {
+                log_info("mirror %s: %s: the store's history changed since its checkpoint "
+                         "(seq %lld): a full pass",
+                         run->job_name, t->name, (long long)t->cp.seq);
+                t->cp.full_seq = pos.seq > 0 ? pos.seq : 1;
+                t->cp.after[0] = '\0';
+                if (run->def->delete_missing && !t->remote) sweep |= 1u << i;
+            }
+            if (!(sweep & (1u << i))) t->cp.gen = gen; /* a swept one once the sweep is done */
         }
         if (t->cp.full_seq)
             full |= 1u << i;
@@ -220,12 +307,18 @@ mirror_run_store(struct mirror_run *run, struct package *p)
     pthread_mutex_lock(&run->mu);
     run->phase = "scanning";
     pthread_mutex_unlock(&run->mu);
-    if ((full && (rc = store_full(run, p, full, 1))) ||
+    if ((sweep && (rc = store_sweep(run, p, sweep, 1))) ||
+        (full && (rc = store_full(run, p, full, 1))) ||
         (rc = store_incremental(run, p, live, pos.seq, 1)))
         return rc;
     pthread_mutex_lock(&run->mu);
     run->phase = "transferring";
     pthread_mutex_unlock(&run->mu);
+    if (sweep) {
+        if ((rc = store_sweep(run, p, sweep, 0))) return rc;
+        for (int i = 0; i < run->nt; i++) /* until then a crash leaves it to do again */
+            if ((sweep & (1u << i)) && !run->t[i].stuck) run->t[i].cp.gen = gen;
+    }
     if (full && (rc = store_full(run, p, full, 0))) return rc;
     /* the targets that just had a full pass at their full_seq catch up to head too */
     return store_incremental(run, p, full | live, pos.seq, 0);

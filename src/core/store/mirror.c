@@ -64,6 +64,7 @@ store_mirror_job_del(struct store *st, const char *name, struct ls_error *err)
         "DELETE FROM mirror_errors WHERE run IN (SELECT id FROM mirror_runs WHERE job=?1)",
         "DELETE FROM mirror_runs WHERE job=?1",
         "DELETE FROM mirror_checkpoints WHERE job=?1",
+        "DELETE FROM mirror_gens WHERE job=?1",
         "DELETE FROM mirror_index WHERE job=?1",
         "DELETE FROM mirror_jobs WHERE name=?1",
     };
@@ -241,6 +242,15 @@ store_mirror_checkpoint_get(struct store *st, const char *job, const char *targe
         snprintf(cp->after, sizeof cp->after, "%s", col_text(s, 2));
     }
     sqlite3_finalize(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return LS_EIO;
+    cp->gen = -1;
+    if (sqlite3_prepare_v2(st->db, "SELECT gen FROM mirror_gens WHERE job=?1 AND target=?2", -1,
+                           &s, NULL))
+        return LS_EIO;
+    sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
+    if ((rc = sqlite3_step(s)) == SQLITE_ROW) cp->gen = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : LS_EIO;
 }
 
@@ -250,12 +260,19 @@ store_mirror_checkpoint_set(struct store *st, const char *job, const char *targe
 {
     sqlite3_stmt *s =
         prep(st, "INSERT OR REPLACE INTO mirror_checkpoints VALUES(?1,?2,?3,?4,?5)", err);
+    int rc;
     if (!s) return err->code;
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, cp->seq);
     sqlite3_bind_int64(s, 4, cp->full_seq);
     sqlite3_bind_text(s, 5, cp->after, -1, SQLITE_STATIC);
+    if ((rc = step_done(st, s, err))) return rc;
+    if (cp->gen < 0) return 0;
+    if (!(s = prep(st, "INSERT OR REPLACE INTO mirror_gens VALUES(?1,?2,?3)", err))) return err->code;
+    sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, cp->gen);
     return step_done(st, s, err);
 }
 

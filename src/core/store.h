@@ -30,6 +30,7 @@ struct store_options {
     int sync_full;        /* fsync at every commit (the primary); else at checkpoints only */
     uint64_t inline_max;  /* bodies above this go to blobs/; 0: LS_INLINE_MAX_DEFAULT */
     int readonly;         /* a reader handle: no schema creation, no writes */
+    int cache_kib;        /* SQLite's page cache; 0: 8 MB for a reader, 32 MB for the writer */
 };
 
 /* A position in a store's history (DESIGN.md: everything is a position in a log). */

@@ -289,8 +289,12 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
         }
     }
     /* The writer keeps more pages: a large import otherwise spills and rewrites index pages. */
-    if (db_exec(st, st->opt.readonly ? "PRAGMA cache_size=-8000" : "PRAGMA cache_size=-32000", err))
-        goto fail;
+    {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA cache_size=-%d",
+                 st->opt.cache_kib > 0 ? st->opt.cache_kib : st->opt.readonly ? 8000 : 32000);
+        if (db_exec(st, sql, err)) goto fail;
+    }
     /* No memory map: every page a connection touched through one stayed in the server's RSS
      * (a 1M-document snapshot took the primary to 1.1 GB, a stalled replica's catch-up to
      * 325 MB), and on this machine it was slower too. Reads go through SQLite's page cache,

@@ -279,17 +279,14 @@ mirror_run_store(struct mirror_run *run, struct package *p)
         struct target_state *t = &run->t[i];
         if (t->failed) continue;
         if (t->cp.gen < 0 && gen == 0) t->cp.gen = 0; /* never replaced: it can only be this */
-        if (!t->cp.full_seq && (t->cp.seq == 0 || t->cp.seq < floor)) {
-            /* never mirrored, or further behind than the log reaches: a full pass first */
-            t->cp.full_seq = pos.seq > 0 ? pos.seq : 1;
-            t->cp.after[0] = '\0';
-            t->cp.gen = gen;
-        } else if (t->cp.gen != gen) {
+        if ((t->cp.seq || t->cp.full_seq) && t->cp.gen != gen) {
             /* The log was replaced since the checkpoint: its seq names a change of another
              * history. Only when it lies in what the two histories share (one replacement,
-             * at or before gen_start) does the log go on from it; otherwise a full pass
-             * again, and with --delete a comparison of the copy with the store. */
-            if (t->cp.full_seq || t->cp.gen != gen - 1 || t->cp.seq > gen_start) {
+             * at or before gen_start) and the log still has what follows does the log go on
+             * from it; otherwise a full pass again, and with --delete a comparison of the
+             * copy with the store. */
+            if (t->cp.full_seq || t->cp.gen != gen - 1 || t->cp.seq > gen_start ||
+                t->cp.seq < floor) {
                 log_info("mirror %s: %s: the store's history changed since its checkpoint "
                          "(seq %lld): a full pass",
                          run->job_name, t->name, (long long)t->cp.seq);
@@ -298,6 +295,11 @@ mirror_run_store(struct mirror_run *run, struct package *p)
                 if (run->def->delete_missing && !t->remote) sweep |= 1u << i;
             }
             if (!(sweep & (1u << i))) t->cp.gen = gen; /* a swept one once the sweep is done */
+        } else if (!t->cp.full_seq && (t->cp.seq == 0 || t->cp.seq < floor)) {
+            /* never mirrored, or further behind than the log reaches: a full pass first */
+            t->cp.full_seq = pos.seq > 0 ? pos.seq : 1;
+            t->cp.after[0] = '\0';
+            t->cp.gen = gen;
         }
         if (t->cp.full_seq)
             full |= 1u << i;

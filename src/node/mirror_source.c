@@ -329,33 +329,6 @@ mirror_run_store(struct mirror_run *run, struct package *p)
 /* ---------------------------------------------------------------- directory sources */
 
 /*
- * One target's index, read beside the walk in path order, a page at a time (one read
- * transaction a page, not one a file). Both go in strcmp order, so a row the walk passes over is
- * a file the source no longer has. Rows a package records are never read again: before an item
- * joins a package, the cursor holds a row at or after its path (or has reached the end), so the
- * next page starts after every path a flush writes.
- */
-struct index_cursor {
-    struct ls_mirror_file rows[PAGE];
-    int n, at, done, oom;
-    char last[4200]; /* the next page starts after it */
-};
-
-struct dir_pass {
-    struct mirror_run *run;
-    struct package *p;
-    int counting;
-    /* the counting pass: what is neither an item nor in the totals but needs the sending pass
-     * (the problems met, which it records, and the directories a target lacks) */
-    int64_t problems;
-    /* the counting pass writes here what the sending pass is to do, in order, so that the tree
-     * is walked once; NULL (or bad: a write failed) and the sending pass walks it again */
-    FILE *spool;
-    int spool_bad;
-    struct index_cursor cur[TARGETS_MAX];
-};
-
-/*
  * A record of the spool: kind 'D' a directory to make, 'F' an item (a file or symlink, or a
  * removal), 'E' a problem of the source; then the path (path_len bytes) and for 'E' the reason.
  */
@@ -386,6 +359,13 @@ spool_put(struct dir_pass *dp, char kind, const struct pitem *pi, const char *wh
         dp->spool_bad = 1;
 }
 
+/*
+ * One target's index, read beside the walk in path order, a page at a time (one read
+ * transaction a page, not one a file). Both go in strcmp order, so a row the walk passes over is
+ * a file the source no longer has. Rows a package records are never read again: before an item
+ * joins a package, the cursor holds a row at or after its path (or has reached the end), so the
+ * next page starts after every path a flush writes.
+ */
 static void
 cursor_clear(struct index_cursor *c)
 {
@@ -451,9 +431,9 @@ index_gone(struct dir_pass *dp, int i, const char *path)
  * Target i's index up to path (NULL: to its end): the rows before it are gone from the source,
  * and so is path's own row unless keep; with keep, *row receives it and *found is set.
  */
-static int
-index_upto(struct dir_pass *dp, int i, const char *path, int keep, struct ls_mirror_file *row,
-           int *found)
+int
+mirror_index_upto(struct dir_pass *dp, int i, const char *path, int keep,
+                  struct ls_mirror_file *row, int *found)
 {
     const struct ls_mirror_file *f;
     int rc = 0, cmp;
@@ -503,7 +483,7 @@ dir_directory(struct dir_pass *dp, const char *rel, const struct stat *sb)
         struct stat tb;
         if (run->t[i].failed) continue;
         /* an indexed file of that name is gone: the source has a directory there now */
-        if ((rc = index_upto(dp, i, rel, 0, NULL, NULL))) return rc;
+        if ((rc = mirror_index_upto(dp, i, rel, 0, NULL, NULL))) return rc;
         if (run->t[i].remote || mirror_target_path(run->t[i].root, rel, final, sizeof final))
             continue;
         if (dp->counting) { /* one a target lacks is work for the sending pass */
@@ -538,7 +518,7 @@ dir_file(struct dir_pass *dp, const char *rel, const struct stat *sb)
         int found;
         if (run->t[i].failed) continue;
         /* an excluded path's row is gone; another entry's (a FIFO) stays */
-        if ((rc = index_upto(dp, i, rel, selected, &f, &found))) return rc;
+        if ((rc = mirror_index_upto(dp, i, rel, selected, &f, &found))) return rc;
         if (!found || f.size != pi.size || f.mtime_ns != pi.mtime_ns || f.ino != pi.ino ||
             f.mode != pi.mode)
             pi.need |= 1u << i;
@@ -751,12 +731,12 @@ walk(struct dir_pass *dp)
     free(stack);
     /* what is left of each index, the source no longer has */
     for (int i = 0; !rc && run->def->delete_missing && i < run->nt; i++)
-        if (!run->t[i].failed) rc = index_upto(dp, i, NULL, 0, NULL, NULL);
+        if (!run->t[i].failed) rc = mirror_index_upto(dp, i, NULL, 0, NULL, NULL);
     return rc;
 }
 
-static void
-dir_pass_reset(struct dir_pass *dp, int counting)
+void
+mirror_dir_pass_reset(struct dir_pass *dp, int counting)
 {
     for (int i = 0; i < TARGETS_MAX; i++) {
         cursor_clear(&dp->cur[i]);
@@ -778,7 +758,7 @@ mirror_run_dir(struct mirror_run *run, struct package *p)
     pthread_mutex_lock(&run->mu);
     run->phase = "scanning";
     pthread_mutex_unlock(&run->mu);
-    dir_pass_reset(dp, 1);
+    mirror_dir_pass_reset(dp, 1);
     dp->spool = spool_open(run);
     if ((rc = walk(dp))) goto out;
     pthread_mutex_lock(&run->mu);
@@ -788,7 +768,7 @@ mirror_run_dir(struct mirror_run *run, struct package *p)
     /* nothing to send and nothing to report: the sending pass would find the same (a change
      * made meanwhile is the next run's) */
     if (todo == 0 && dp->problems == 0) goto out;
-    dir_pass_reset(dp, 0);
+    mirror_dir_pass_reset(dp, 0);
     if (dp->spool && !dp->spool_bad) {
         if ((rc = spool_send(dp)) == LS_EIO && !run->fatal) {
             snprintf(run->note, sizeof run->note, "cannot read back the scan's spool");
@@ -799,7 +779,7 @@ mirror_run_dir(struct mirror_run *run, struct package *p)
     }
     if (!rc && (p->n || p->nerrs)) rc = mirror_package_flush(run, p, 0, NULL);
 out:
-    dir_pass_reset(dp, 0);
+    mirror_dir_pass_reset(dp, 0);
     if (dp->spool) fclose(dp->spool);
     free(dp);
     return rc;

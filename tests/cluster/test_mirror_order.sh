@@ -8,14 +8,13 @@
 #   - additions, changes and deletions interleaved in path order (and a file that became a
 #     directory) send exactly those, the target equals the source, and a re-run sends nothing
 #     (no row a package wrote was taken for a file the source no longer has);
-#   - without --delete, nothing is removed, and the rest is still sent.
+#   - without --delete, nothing is removed, and the rest is still sent;
+#   - the same tree pulled from an export (lockstep://.../export/NAME, whose listing is in the
+#     same order) gives the same: equal, nothing on a re-run, exactly the changes.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 run_field() { lsc m mirror history "$1" --json | jq -r ".runs[${3:-0}].$2"; }
-
-start_server m
-use_server m
 
 src=$SHM/src
 mkdir -p "$src/a/b" "$src/a-dir" "$src/z z" "$src/é"
@@ -26,18 +25,24 @@ for n in one two; do printf '%s\n' "$n" >"$src/a-dir/$n"; done
 for n in p q; do printf '%s\n' "$n" >"$src/z z/$n"; done
 printf 'accent\n' >"$src/é/e"
 nfiles=$(find "$src" -not -type d | wc -l)
+start_server m --export "src=$src"
+use_server m
+ex_src="lockstep://$(url_of m | sed 's|^http://||')/export/src"
 
 assert_exit 0 lsc m mirror create o --source "dir:$src" --target "dir:$SHM/dst" --delete \
     --package-items 2
 assert_exit 0 lsc m mirror create keep --source "dir:$src" --target "dir:$SHM/keep" \
     --package-items 2
-for j in o keep; do
+assert_exit 0 lsc m mirror create ex --source "$ex_src" --target "dir:$SHM/ex" --delete \
+    --package-items 2
+for j in o keep ex; do
     assert_exit 0 lsc m mirror run "$j" --wait
     assert_eq "$nfiles" "$(run_field "$j" items)" "items of the full mirror ($j)"
     assert_exit 0 lsc m mirror run "$j" --wait
     assert_eq 0 "$(run_field "$j" items)" "items of a no-change re-run ($j)"
 done
 diff -r --no-dereference "$src" "$SHM/dst" >"$T/diff" || fail "the mirror differs: $(head -5 "$T/diff")"
+diff -r --no-dereference "$src" "$SHM/ex" >"$T/diff" || fail "the pull differs: $(head -5 "$T/diff")"
 
 # interleaved in path order: gone, new, changed, gone, new... and /f, a file, is a directory now
 sleep 0.01
@@ -62,6 +67,15 @@ assert_exit 0 lsc m mirror run o --wait
 assert_eq 0 "$(run_field o items)" "items of a re-run after changes"
 diff -r --no-dereference "$src" "$SHM/dst" >"$T/diff" ||
     fail "the mirror differs after a re-run: $(head -5 "$T/diff")"
+
+# the same from the export
+assert_exit 0 lsc m mirror run ex --wait
+assert_eq ok "$(run_field ex state)" "the pull after changes"
+assert_eq 15 "$(run_field ex items)" "items pulled after interleaved changes"
+diff -r --no-dereference "$src" "$SHM/ex" >"$T/diff" ||
+    fail "the pull differs after changes: $(head -5 "$T/diff")"
+assert_exit 0 lsc m mirror run ex --wait
+assert_eq 0 "$(run_field ex items)" "items of a re-pull after changes"
 
 # without --delete: the new and changed files only (the old /f stays: /f/in cannot be written)
 assert_exit 1 lsc m mirror run keep --wait

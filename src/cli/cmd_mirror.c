@@ -188,6 +188,7 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
     const char *state = "unknown";
     json_t *o = NULL, *h = NULL, *r;
     int64_t last_print = 0;
+    useconds_t nap = 10 * 1000; /* doubled up to 200 ms: a short run is not kept waiting */
     size_t i;
     for (;;) {
         json_t *p;
@@ -226,7 +227,8 @@ wait_run(struct client *cl, const char *name, json_int_t run_id)
         }
         json_decref(o);
         o = NULL;
-        usleep(200 * 1000);
+        usleep(nap);
+        if (nap < 200 * 1000) nap = nap * 2 > 200 * 1000 ? 200 * 1000 : nap * 2;
     }
     if (tty) printf("\n");
     if (!(h = client_json(cl, "GET", hurl, NULL, 0, NULL, &rc))) goto out;

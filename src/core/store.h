@@ -30,6 +30,7 @@ struct store_options {
     int sync_full;        /* fsync at every commit (the primary); else at checkpoints only */
     uint64_t inline_max;  /* bodies above this go to blobs/; 0: LS_INLINE_MAX_DEFAULT */
     int readonly;         /* a reader handle: no schema creation, no writes */
+    int cache_kib;        /* SQLite's page cache; 0: 8 MB for a reader, 32 MB for the writer */
 };
 
 /* A position in a store's history (DESIGN.md: everything is a position in a log). */
@@ -261,6 +262,7 @@ struct ls_mirror_run {
  * source in progress at full_seq has given everything up to the path after. */
 struct ls_mirror_checkpoint {
     int64_t seq, full_seq;
+    int64_t gen; /* the log generation (LOG_GEN) seq belongs to; -1: not known */
     char after[4096];
 };
 /* What a directory target was last given of one file of a directory source. */
@@ -300,6 +302,10 @@ int store_mirror_index_del(struct store *st, const char *job, const char *target
 int store_mirror_index_page(struct store *st, const char *job, const char *target,
                             const char *after, int limit, int (*cb)(void *arg, const char *path),
                             void *arg);
+/* The same with each row's size, mtime_ns, ino and mode (not sha), in one read transaction. */
+int store_mirror_index_rows(struct store *st, const char *job, const char *target,
+                            const char *after, int limit,
+                            int (*cb)(void *arg, const struct ls_mirror_file *f), void *arg);
 
 /* ---- access tokens (local to this store; only hashes are kept) ---- */
 typedef void (*store_token_cb)(void *arg, const char *name, const char *role,

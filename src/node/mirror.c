@@ -626,6 +626,8 @@ run_main(void *arg)
     int interrupted = 0, rc = 0;
 
     opt.readonly = 1;
+    /* the run reads its index and the store in order, a page at a time: a small cache does */
+    opt.cache_kib = 2000;
     rec.started = run->started_ms;
     if (!(run->st = store_open(store_dir(run->m->srv->reader), &opt, &err))) {
         log_error("mirror %s: cannot open the store: %s", run->job_name, err.msg);

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define TARGETS_MAX 16
 #define GLOBS_MAX 32
@@ -228,6 +229,37 @@ int mirror_put_delta(const char *final, int src, int64_t mode, int64_t mtime_ns,
 /* ---- mirror_source.c ---- */
 int mirror_run_store(struct mirror_run *run, struct package *p);
 int mirror_run_dir(struct mirror_run *run, struct package *p);
+/*
+ * A scan of a directory tree in path order (a local walk, an export's listing) with each
+ * target's index read beside it, a page of rows per read transaction: a row the scan passes
+ * over is a file the source no longer has. Before an item joins a package, mirror_index_upto
+ * must have been called with its path for every target (then no row a flush writes is read).
+ */
+struct index_cursor {
+    struct ls_mirror_file rows[PAGE];
+    int n, at, done, oom;
+    char last[4200]; /* the next page starts after it */
+};
+struct dir_pass {
+    struct mirror_run *run;
+    struct package *p;
+    int counting;
+    /* the counting pass: what is neither an item nor in the totals but needs the sending pass
+     * (the problems met, which it records, and the directories a target lacks) */
+    int64_t problems;
+    /* the counting pass writes here what the sending pass is to do, in order, so that the tree
+     * is walked once; NULL (or bad: a write failed) and the sending pass walks it again */
+    FILE *spool;
+    int spool_bad;
+    struct index_cursor cur[TARGETS_MAX];
+};
+/* Target i's index up to path (NULL: to its end): the rows before it are gone from the source
+ * (with --delete, removals: counted, or added to the package), and so is path's own row unless
+ * keep; with keep, *row receives it and *found is set. */
+int mirror_index_upto(struct dir_pass *dp, int i, const char *path, int keep,
+                      struct ls_mirror_file *row, int *found);
+/* Frees what the cursors hold and starts them again from the first row. */
+void mirror_dir_pass_reset(struct dir_pass *dp, int counting);
 
 /* ---- mirror_remote.c ---- */
 /* Parses "lockstep://HOST:PORT/export/NAME" (an export) or "lockstep://HOST:PORT/PREFIX" (a store

@@ -233,14 +233,18 @@ make_parent(const char *file)
     return ls_mkdir_p(dir, 0755);
 }
 
-/* A temporary name beside final: "DIR/.lsmirror-XXXXXX". */
+/* A temporary name beside final: "DIR/.lsmirror-XXXXXXXXXXXX": a random start for each thread,
+ * then a counter (a name per file without a call into the random generator; O_EXCL does the
+ * rest). */
 static void
 tmp_name(const char *final, char *out, size_t n)
 {
-    char hex[13];
+    static _Thread_local uint64_t next;
     const char *slash = strrchr(final, '/');
-    ls_random_hex(hex, 6);
-    snprintf(out, n, "%.*s/" TMP_PREFIX "%s", (int)(slash - final), final, hex);
+    if (!next && ls_random_bytes(&next, sizeof next)) next = (uint64_t)ls_mono_ms();
+    next = (next + 1) & 0xffffffffffffULL;
+    snprintf(out, n, "%.*s/" TMP_PREFIX "%012llx", (int)(slash - final), final,
+             (unsigned long long)next);
 }
 
 /*
@@ -259,11 +263,16 @@ put_file(const char *final, int src, const void *body, size_t len, int64_t mode,
     int fd = -1, rc = 0;
     unsigned int mdlen = 32;
 
-    *what = "create the parent directory";
-    if ((rc = make_parent(final))) goto out;
     tmp_name(final, tmp, sizeof tmp);
     *what = "create a temporary file";
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+    /* the parent is there but for the first file of a new directory: made then */
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 && errno == ENOENT) {
+        *what = "create the parent directory";
+        if ((rc = make_parent(final))) goto out;
+        *what = "create a temporary file";
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) {
         rc = -errno;
         goto out;
     }
@@ -318,11 +327,15 @@ put_link(const char *final, const char *to, int64_t mtime_ns, const char **what)
     char tmp[4300];
     struct timespec ts[2];
     int rc;
-    *what = "create the parent directory";
-    if ((rc = make_parent(final))) return rc;
     tmp_name(final, tmp, sizeof tmp);
     *what = "create the symlink";
-    if (symlink(to, tmp) < 0) return -errno;
+    if ((rc = symlink(to, tmp)) < 0 && errno == ENOENT) { /* a new directory: made then */
+        *what = "create the parent directory";
+        if ((rc = make_parent(final))) return rc;
+        *what = "create the symlink";
+        rc = symlink(to, tmp);
+    }
+    if (rc < 0) return -errno;
     ts[0].tv_sec = ts[1].tv_sec = (time_t)(mtime_ns / 1000000000);
     ts[0].tv_nsec = ts[1].tv_nsec = (long)(mtime_ns % 1000000000);
     utimensat(AT_FDCWD, tmp, ts, AT_SYMLINK_NOFOLLOW);

@@ -447,92 +447,21 @@ fail:
 
 /* ---------------------------------------------------------------- the listing */
 
-struct export_pass {
-    struct mirror_run *run;
-    struct package *p;
-    int counting;
-    char gone_after[TARGETS_MAX][4200]; /* --delete: each target's index, merged up to here */
-    /* one index page's merge */
-    int target, reached, rc;
-    const char *upto; /* NULL: to the end */
-    const char *keep; /* the listed path that equals an index row, if selected */
-};
-
-/* Whether target i's index says it has this entry as listed. */
-static int
-export_unchanged(struct mirror_run *run, int i, const struct pitem *pi)
-{
-    struct ls_mirror_file f;
-    if (store_mirror_index_get(run->st, run->job_name, run->t[i].name, pi->path, &f)) return 0;
-    return f.size == pi->size && f.mtime_ns == pi->mtime_ns && f.ino == pi->ino &&
-           f.mode == pi->mode;
-}
-
-static int
-gone_row(void *arg, const char *path)
-{
-    struct export_pass *x = arg;
-    struct pitem pi = {.path = (char *)path, .kind = IT_DEL, .need = 1u << x->target};
-    if (x->upto && strcmp(path, x->upto) >= 0) {
-        x->reached = 1;
-        if (strcmp(path, x->upto) > 0 || (x->keep && strcmp(path, x->keep) == 0)) return 1;
-        /* the listed path itself, which is not to be kept (excluded, or not a file now) */
-    }
-    snprintf(x->gone_after[x->target], sizeof x->gone_after[x->target], "%s", path);
-    if (x->counting) {
-        mirror_progress_total(x->run, 0);
-    } else if ((x->rc = mirror_package_add(x->p, &pi))) {
-        return 1;
-    }
-    return x->reached;
-}
-
-/* --delete: the rows of each target's index before upto (NULL: all that remain) that the
- * listing passed over are gone from the source. keep: upto itself, when the source has it. */
-static int
-merge_deletions(struct export_pass *x, const char *upto, const char *keep)
-{
-    struct mirror_run *run = x->run;
-    if (!run->def->delete_missing) return 0;
-    for (int i = 0; i < run->nt; i++) {
-        int n;
-        if (run->t[i].failed) continue;
-        x->target = i;
-        x->upto = upto;
-        x->keep = keep;
-        x->reached = 0;
-        do {
-            char from[4200];
-            snprintf(from, sizeof from, "%s", x->gone_after[i]);
-            n = store_mirror_index_page(run->st, run->job_name, run->t[i].name, from, PAGE,
-                                        gone_row, x);
-            if (n < 0) return n;
-            if (x->rc) return x->rc;
-            if (!x->counting && mirror_package_full(run, x->p) &&
-                (x->rc = mirror_package_flush(run, x->p, 0, NULL)))
-                return x->rc;
-        } while (n == PAGE && !x->reached);
-        if (upto && strcmp(x->gone_after[i], upto) < 0)
-            snprintf(x->gone_after[i], sizeof x->gone_after[i], "%s", upto);
-    }
-    return 0;
-}
-
 static int64_t
 jint(const json_t *o, const char *k)
 {
     return (int64_t)json_integer_value(json_object_get(o, k));
 }
 
-/* One listed entry. */
+/* One listed entry, against each target's index (read beside the listing, in the same order). */
 static int
-export_entry(struct export_pass *x, const json_t *e)
+export_entry(struct dir_pass *x, const json_t *e)
 {
     struct mirror_run *run = x->run;
     const char *path = json_string_value(json_object_get(e, "path"));
     const char *type = json_string_value(json_object_get(e, "type"));
     struct pitem pi = {0};
-    int rc, selected;
+    int rc, selected, item;
     if (!path || !type || path[0] != '/') return 0;
     if (strcmp(type, "dir") == 0) {
         if (x->counting) return 0;
@@ -547,20 +476,7 @@ export_entry(struct export_pass *x, const json_t *e)
         return 0;
     }
     selected = mirror_path_selected(run->def, path);
-    if ((rc = merge_deletions(x, path,
-                              selected && (strcmp(type, "file") == 0 || strcmp(type, "link") == 0)
-                                  ? path
-                                  : NULL)))
-        return rc;
-    if (!selected) return 0;
-    if (strcmp(type, "file") != 0 && strcmp(type, "link") != 0) {
-        if (!x->counting) {
-            const char *why = json_string_value(json_object_get(e, "error"));
-            mirror_item_error(run, x->p, -1, path, "%s",
-                              why ? why : "not a regular file, symlink or directory");
-        }
-        return 0;
-    }
+    item = strcmp(type, "file") == 0 || strcmp(type, "link") == 0;
     pi.path = (char *)path;
     pi.kind = strcmp(type, "link") == 0 ? IT_LINK : IT_FILE;
     pi.size = jint(e, "size");
@@ -568,8 +484,25 @@ export_entry(struct export_pass *x, const json_t *e)
     pi.ino = jint(e, "ino");
     pi.mode = jint(e, "mode");
     pi.link_to = (char *)json_string_value(json_object_get(e, "target"));
-    for (int i = 0; i < run->nt; i++)
-        if (!run->t[i].failed && !export_unchanged(run, i, &pi)) pi.need |= 1u << i;
+    for (int i = 0; i < run->nt; i++) {
+        struct ls_mirror_file f;
+        int found;
+        if (run->t[i].failed) continue;
+        /* the rows before it are gone, and its own unless it is a file or link to send */
+        if ((rc = mirror_index_upto(x, i, path, selected && item, &f, &found))) return rc;
+        if (!found || f.size != pi.size || f.mtime_ns != pi.mtime_ns || f.ino != pi.ino ||
+            f.mode != pi.mode)
+            pi.need |= 1u << i;
+    }
+    if (!selected) return 0;
+    if (!item) {
+        if (!x->counting) {
+            const char *why = json_string_value(json_object_get(e, "error"));
+            mirror_item_error(run, x->p, -1, path, "%s",
+                              why ? why : "not a regular file, symlink or directory");
+        }
+        return 0;
+    }
     if (!pi.need) return 0;
     if (x->counting) {
         mirror_progress_total(run, pi.kind == IT_FILE ? pi.size : 0);
@@ -584,7 +517,7 @@ export_entry(struct export_pass *x, const json_t *e)
 static int
 export_pass(struct mirror_run *run, struct package *p, int counting)
 {
-    struct export_pass *x = calloc(1, sizeof *x);
+    struct dir_pass *x = calloc(1, sizeof *x);
     char cursor[4200] = "", why[512];
     char *esc_name = curl_easy_escape(run->remote->curl, run->def->src_export, 0);
     int rc = 0, done = 0;
@@ -595,7 +528,7 @@ export_pass(struct mirror_run *run, struct package *p, int counting)
     }
     x->run = run;
     x->p = p;
-    x->counting = counting;
+    mirror_dir_pass_reset(x, counting);
     while (!done && !rc) {
         char q[8800], *esc = curl_easy_escape(run->remote->curl, cursor, 0);
         struct ls_buf buf;
@@ -635,9 +568,12 @@ export_pass(struct mirror_run *run, struct package *p, int counting)
         snprintf(cursor, sizeof cursor, "%s", json_string_value(json_object_get(j, "next")));
         json_decref(j);
     }
-    if (!rc) rc = merge_deletions(x, NULL, NULL);
+    /* what is left of each index, the source no longer has */
+    for (int i = 0; !rc && run->def->delete_missing && i < run->nt; i++)
+        if (!run->t[i].failed) rc = mirror_index_upto(x, i, NULL, 0, NULL, NULL);
     if (!rc && !counting && (p->n || p->nerrs)) rc = mirror_package_flush(run, p, 0, NULL);
     curl_free(esc_name);
+    mirror_dir_pass_reset(x, counting);
     free(x);
     return rc;
 }

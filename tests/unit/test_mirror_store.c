@@ -145,6 +145,21 @@ collect_path(void *arg, const char *path)
     return 0;
 }
 
+struct rows_fx {
+    struct ls_mirror_file *rows;
+    int n;
+};
+
+static int
+collect_row(void *arg, const struct ls_mirror_file *f)
+{
+    struct rows_fx *rf = arg;
+    rf->rows[rf->n] = *f;
+    rf->rows[rf->n].path = NULL; /* the callback's own: not kept */
+    rf->n++;
+    return 0;
+}
+
 static void
 test_checkpoints_and_index(void **state)
 {
@@ -157,12 +172,19 @@ test_checkpoints_and_index(void **state)
     snprintf(cp.after, sizeof cp.after, "/m/n");
     assert_int_equal(0, store_mirror_job_add(f->st, "j", "{}", &err));
     assert_int_equal(0, store_mirror_checkpoint_get(f->st, "j", "dir:/t", &got));
-    assert_int_equal(0, got.seq); /* none yet: zeros */
+    assert_int_equal(0, got.seq); /* none yet: zeros, and no log generation known */
+    assert_int_equal(-1, got.gen);
+    cp.gen = 4;
     assert_int_equal(0, store_mirror_checkpoint_set(f->st, "j", "dir:/t", &cp, &err));
     assert_int_equal(0, store_mirror_checkpoint_get(f->st, "j", "dir:/t", &got));
     assert_int_equal(7, got.seq);
     assert_int_equal(9, got.full_seq);
+    assert_int_equal(4, got.gen);
     assert_string_equal("/m/n", got.after);
+    cp.gen = -1; /* not known: the one recorded stays */
+    assert_int_equal(0, store_mirror_checkpoint_set(f->st, "j", "dir:/t", &cp, &err));
+    assert_int_equal(0, store_mirror_checkpoint_get(f->st, "j", "dir:/t", &got));
+    assert_int_equal(4, got.gen);
     memset(fi.sha, 0xab, 32);
     assert_int_equal(0, store_mirror_index_set(f->st, "j", "dir:/t", &fi, &err));
     fi.path = "/a";
@@ -180,6 +202,19 @@ test_checkpoints_and_index(void **state)
     assert_int_equal(1,
                      store_mirror_index_page(f->st, "j", "dir:/t", "/a", 10, collect_path, paths));
     assert_string_equal("/b,", paths);
+    /* the rows, a page at a time, in path order */
+    {
+        struct ls_mirror_file rows[4];
+        struct rows_fx rf = {rows, 0};
+        assert_int_equal(1, store_mirror_index_rows(f->st, "j", "dir:/t", "", 1, collect_row, &rf));
+        assert_int_equal(3, rows[0].size);
+        assert_int_equal(11, rows[0].ino);
+        assert_int_equal(0100644, rows[0].mode);
+        assert_int_equal(1, store_mirror_index_rows(f->st, "j", "dir:/t", "/a", 5, collect_row, &rf));
+        assert_int_equal(0, store_mirror_index_rows(f->st, "j", "dir:/t", "/b", 5, collect_row, &rf));
+        assert_int_equal(2, rf.n);
+        assert_int_equal(5, rows[1].mtime_ns);
+    }
     assert_int_equal(0, store_mirror_index_del(f->st, "j", "dir:/t", "/a", &err));
     assert_int_equal(LS_ENOTFOUND, store_mirror_index_get(f->st, "j", "dir:/t", "/a", &back));
 }

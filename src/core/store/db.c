@@ -64,6 +64,9 @@ static const char *const stmt_sql[N_STMT] = {
                      "AND seq<=?3 ORDER BY seq LIMIT ?2",
     [R_MIRROR_INDEX] = "SELECT size, mtime_ns, ino, mode, sha256 FROM mirror_index "
                        "WHERE job=?1 AND target=?2 AND path=?3",
+    [R_MIRROR_INDEX_ROWS] = "SELECT path, size, mtime_ns, ino, mode FROM mirror_index "
+                            "WHERE job=?1 AND target=?2 AND path>?3 ORDER BY path LIMIT ?4",
+    [S_MIRROR_INDEX_SET] = "INSERT OR REPLACE INTO mirror_index VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
 };
 
 #define CHECKPOINT_PAGES 2000 /* WAL pages (8 MB) that make a checkpoint worth it */
@@ -286,8 +289,12 @@ store_open(const char *dir, const struct store_options *opt, struct ls_error *er
         }
     }
     /* The writer keeps more pages: a large import otherwise spills and rewrites index pages. */
-    if (db_exec(st, st->opt.readonly ? "PRAGMA cache_size=-8000" : "PRAGMA cache_size=-32000", err))
-        goto fail;
+    {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA cache_size=-%d",
+                 st->opt.cache_kib > 0 ? st->opt.cache_kib : st->opt.readonly ? 8000 : 32000);
+        if (db_exec(st, sql, err)) goto fail;
+    }
     /* No memory map: every page a connection touched through one stayed in the server's RSS
      * (a 1M-document snapshot took the primary to 1.1 GB, a stalled replica's catch-up to
      * 325 MB), and on this machine it was slower too. Reads go through SQLite's page cache,

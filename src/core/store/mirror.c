@@ -64,6 +64,7 @@ store_mirror_job_del(struct store *st, const char *name, struct ls_error *err)
         "DELETE FROM mirror_errors WHERE run IN (SELECT id FROM mirror_runs WHERE job=?1)",
         "DELETE FROM mirror_runs WHERE job=?1",
         "DELETE FROM mirror_checkpoints WHERE job=?1",
+        "DELETE FROM mirror_gens WHERE job=?1",
         "DELETE FROM mirror_index WHERE job=?1",
         "DELETE FROM mirror_jobs WHERE name=?1",
     };
@@ -241,6 +242,15 @@ store_mirror_checkpoint_get(struct store *st, const char *job, const char *targe
         snprintf(cp->after, sizeof cp->after, "%s", col_text(s, 2));
     }
     sqlite3_finalize(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return LS_EIO;
+    cp->gen = -1;
+    if (sqlite3_prepare_v2(st->db, "SELECT gen FROM mirror_gens WHERE job=?1 AND target=?2", -1,
+                           &s, NULL))
+        return LS_EIO;
+    sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
+    if ((rc = sqlite3_step(s)) == SQLITE_ROW) cp->gen = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : LS_EIO;
 }
 
@@ -250,12 +260,19 @@ store_mirror_checkpoint_set(struct store *st, const char *job, const char *targe
 {
     sqlite3_stmt *s =
         prep(st, "INSERT OR REPLACE INTO mirror_checkpoints VALUES(?1,?2,?3,?4,?5)", err);
+    int rc;
     if (!s) return err->code;
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, cp->seq);
     sqlite3_bind_int64(s, 4, cp->full_seq);
     sqlite3_bind_text(s, 5, cp->after, -1, SQLITE_STATIC);
+    if ((rc = step_done(st, s, err))) return rc;
+    if (cp->gen < 0) return 0;
+    if (!(s = prep(st, "INSERT OR REPLACE INTO mirror_gens VALUES(?1,?2,?3)", err))) return err->code;
+    sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, cp->gen);
     return step_done(st, s, err);
 }
 
@@ -289,9 +306,9 @@ int
 store_mirror_index_set(struct store *st, const char *job, const char *target,
                        const struct ls_mirror_file *f, struct ls_error *err)
 {
-    sqlite3_stmt *s =
-        prep(st, "INSERT OR REPLACE INTO mirror_index VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", err);
-    if (!s) return err->code;
+    sqlite3_stmt *s = db_stmt(st, S_MIRROR_INDEX_SET); /* a row per file: prepared once */
+    int rc;
+    if (!s) return db_error(st, SQLITE_ERROR, err, "mirror tables");
     sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, f->path, -1, SQLITE_STATIC);
@@ -300,7 +317,9 @@ store_mirror_index_set(struct store *st, const char *job, const char *target,
     sqlite3_bind_int64(s, 6, f->ino);
     sqlite3_bind_int64(s, 7, f->mode);
     sqlite3_bind_blob(s, 8, f->sha, 32, SQLITE_STATIC);
-    return step_done(st, s, err);
+    rc = sqlite3_step(s);
+    db_done(s);
+    return rc == SQLITE_DONE ? 0 : db_error(st, rc, err, "mirror tables");
 }
 
 int
@@ -336,5 +355,29 @@ store_mirror_index_page(struct store *st, const char *job, const char *target, c
         if (cb(arg, col_text(s, 0))) break;
     }
     sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
+}
+
+int
+store_mirror_index_rows(struct store *st, const char *job, const char *target, const char *after,
+                        int limit, int (*cb)(void *arg, const struct ls_mirror_file *f), void *arg)
+{
+    sqlite3_stmt *s = db_stmt(st, R_MIRROR_INDEX_ROWS);
+    int rc, n = 0;
+    if (!s) return LS_EIO;
+    sqlite3_bind_text(s, 1, job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, after, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, limit);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct ls_mirror_file f = {.path = col_text(s, 0),
+                                   .size = sqlite3_column_int64(s, 1),
+                                   .mtime_ns = sqlite3_column_int64(s, 2),
+                                   .ino = sqlite3_column_int64(s, 3),
+                                   .mode = sqlite3_column_int64(s, 4)};
+        n++;
+        if (cb(arg, &f)) break;
+    }
+    db_done(s);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : LS_EIO;
 }

@@ -16,7 +16,8 @@
  *      durable positions), outbox (notifications a replica accepted, not yet forwarded) and
  *      forwarded (on the primary: the last outbox id applied per origin server); mirroring
  *      jobs (docs/mirror.md): mirror_jobs, mirror_runs, mirror_errors, mirror_checkpoints and
- *      mirror_index (what each directory target was last given of a directory source)
+ *      mirror_index (what each directory target was last given of a directory source);
+ *      later mirror_gens (the log generation of each store source's checkpoint)
  * A new store is created at SCHEMA_VERSION; an older one is migrated forward when its writer
  * opens it, all steps in one transaction; a newer one is refused.
  */
@@ -72,7 +73,11 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS mirror_index(job TEXT NOT NULL, target TEXT NOT NULL,"
     "  path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
     "  ino INTEGER NOT NULL, mode INTEGER NOT NULL, sha256 BLOB,"
-    "  PRIMARY KEY(job, target, path)) WITHOUT ROWID;";
+    "  PRIMARY KEY(job, target, path)) WITHOUT ROWID;"
+    /* the log generation (meta log_gen) a store source's checkpoint was taken in: added to
+     * schema 3 as a table of its own, so a store that lacks it only gains it */
+    "CREATE TABLE IF NOT EXISTS mirror_gens(job TEXT NOT NULL, target TEXT NOT NULL,"
+    "  gen INTEGER NOT NULL, PRIMARY KEY(job, target)) WITHOUT ROWID;";
 
 void
 store_epoch_default_id(const char *store_id, int64_t epoch, char id[33])

@@ -67,6 +67,8 @@ enum {
     R_NOTES_ALL,
     R_NOTES_ONLY,
     R_MIRROR_INDEX, /* a directory source's scan looks up every file: prepared once */
+    R_MIRROR_INDEX_ROWS, /* ... or reads a target's index in path order, beside its walk */
+    S_MIRROR_INDEX_SET,  /* a package records a row per file it wrote */
     N_STMT
 };
 

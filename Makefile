@@ -38,6 +38,7 @@ test:
 # the process (halt_on_error) and fails the test; tests/tsan.supp silences third-party internals
 # only. `make tsan TSAN_TESTS=.` runs every test under it (changes, upload_resume, digest and
 # verify were in `make test`'s set until its time passed 15 minutes).
+# Three at a time: these tests spend most of their time waiting (TSan's slow processes, pauses).
 TSAN_TESTS ?= ^unit/|^cluster/test_(concurrency|repl_concurrent|clib|mirror|mirror_live|messenger_pg|messenger_sqlite|metrics)$$
 TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 
@@ -45,7 +46,7 @@ tsan:
 	@scripts/deps.sh test
 	@cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DLS_TSAN=ON -DLS_TESTS=ON -DLS_BIN_DIR=$(CURDIR)/build/tsan $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/tsan -j $(JOBS)
-	@cd build/tsan && TSAN_OPTIONS=$(TSAN_OPTIONS_ALL) ctest --output-on-failure -j 2 -R '$(TSAN_TESTS)' $(TSAN_CTEST_ARGS)
+	@cd build/tsan && TSAN_OPTIONS=$(TSAN_OPTIONS_ALL) ctest --output-on-failure -j 3 -R '$(TSAN_TESTS)' $(TSAN_CTEST_ARGS)
 
 # Fuzzing (tests/fuzz, libFuzzer, clang): `make fuzz` fuzzes each target for FUZZ_SECONDS, after
 # replaying every saved crash (tests/fuzz/regressions) and the seeds; `make test` does the same

@@ -291,7 +291,9 @@ tail_publish(struct log_tail *t)
 {
     size_t i;
     if (t->broken || !t->unit_open || t->npending == 0) return; /* unit_open: the writer's */
-    pthread_mutex_lock(&t->mu);
+    /* A reader holds the ring (encoding what it read): the writer does not wait for it; these
+     * entries go with the next piece, or with the commit. */
+    if (pthread_mutex_trylock(&t->mu) != 0) return;
     for (i = 0; i < t->npending; i++)
         if (ring_push(t, t->pending[i])) break;
     t->published += i;

@@ -42,7 +42,8 @@ void tail_end(struct log_tail *t, int committed, int64_t seq);
  * its entries to downstreams before it commits. tail_stream_begin opens such a unit (right
  * after the transaction began, before its first entry) and returns its generation, or 0 when
  * nobody reads the tail; tail_publish moves the pending entries into the ring as uncommitted
- * (plain readers never see them); the unit ends committed with tail_end, or aborted with any
+ * (plain readers never see them; when a reader holds the ring it does nothing: the writer
+ * never waits); the unit ends committed with tail_end, or aborted with any
  * rollback of its entries (tail_undo, tail_end not committed). While a unit is open the ring
  * may hold up to TAIL_STREAM_FACTOR times max_bytes; the oldest entries go first, as always.
  */

@@ -410,7 +410,7 @@ tail_read_open(struct log_tail *t, int64_t after, int limit, size_t max_bytes,
     int n = -1;
     if (!t) return -1;
     pthread_mutex_lock(&t->mu);
-    if (t->unit_open && after >= t->base && after >= t->unit_after) {
+    if (t->unit_open && after >= t->base && after >= t->unit_after && (!*gen || *gen == t->gen)) {
         *gen = t->gen;
         *unit_after = t->unit_after;
         n = read_ring(t, after, INT64_MAX, limit, max_bytes, cb, arg);

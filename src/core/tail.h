@@ -74,9 +74,10 @@ int tail_read_epoch(struct log_tail *t, uint64_t epoch, int64_t after, int limit
 
 /*
  * Streaming readers: tail_read_open reads as tail_read the uncommitted entries of the open unit
- * after `after` (-1 when no unit is open, or `after` is before the unit or the ring's base:
- * wait for its end and read committed entries), and gives the unit's generation and the seq
- * before its first entry. tail_unit says what became of a generation.
+ * after `after` (-1 when no unit is open, or another than *gen when *gen is not 0, or `after`
+ * is before the unit or the ring's base: wait for its end and read committed entries), and
+ * gives the unit's generation and the seq before its first entry. tail_unit says what became
+ * of a generation.
  */
 enum tail_unit_state { TAIL_UNIT_OPEN, TAIL_UNIT_COMMITTED, TAIL_UNIT_ABORTED, TAIL_UNIT_UNKNOWN };
 int tail_read_open(struct log_tail *t, int64_t after, int limit, size_t max_bytes,

@@ -489,7 +489,7 @@ finish_snapshot(struct downstream *ds)
 static int
 read_open(struct downstream *ds)
 {
-    uint64_t gen = 0;
+    uint64_t gen = ds->unit_gen; /* the unit it reads already, not one begun since */
     int64_t after = 0;
     int n;
     ds->reading_open = 1;

@@ -8,7 +8,8 @@
 #      got no ABORT and no record of the refused unit;
 #   3. the link cut while P is still writing a unit: R rolls back, reconnects, ends equal;
 #   4. R killed (-9) while it holds a streamed unit: it restarts at the seq before the unit
-#      (continue, no snapshot) and ends with the whole unit.
+#      (continue, no snapshot) and ends with the whole unit;
+#   5. P killed (-9) while it writes the unit: R rolls back; P restarts without it, R follows.
 set -euo pipefail
 source "$(dirname "$0")/lib_repl.sh"
 
@@ -153,6 +154,26 @@ wait_caught_up R P 60
 assert_same_digest P R
 assert_eq continue "$(lsc R status --json | jq -r .last_sync)" "R's last sync"
 assert_eq 1 "$(grep -c 'receiving a snapshot' "$(node_log R)")" "snapshots R received (its first only)"
+
+# ---------------------------------------------------------------- 5. kill -9 of P mid-unit
+log "5. P killed while it writes a unit R is receiving"
+gen f
+base=$(seq_of P)
+rolled=$(grep -c 'a replicated unit left uncommitted is rolled back' "$(node_log R)" || true)
+lsc P import "$T/f.ndjson" >"$T/import.f" 2>&1 &
+imp=$!
+bg_track $imp
+wait_until 60 holding R || fail "R received nothing of the unit"
+kill9_server P
+bg_wait $imp 60 && fail "the import succeeded although P was killed: $(cat "$T/import.f")"
+wait_until 20 test "$(grep -c 'a replicated unit left uncommitted is rolled back' "$(node_log R)")" -gt "$rolled" ||
+    fail "R did not roll the unit back when P went away"
+assert_eq "$base" "$(seq_of R)" "R's seq once P is gone"
+start_node P
+assert_eq "$base" "$(seq_of P)" "P's seq after its restart (the unit never committed)"
+printf y | lsc P put /after >/dev/null
+wait_caught_up R P 60
+assert_same_digest P R
 stop_server R
 stop_server P
 log "ok"

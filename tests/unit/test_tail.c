@@ -229,7 +229,12 @@ test_streamed_unit_commits(void **state)
     assert_int_equal(gen, 1);
     assert_int_equal(after, 5);
     assert_string_equal(s.body[1], "b");
+    g = 0;
     assert_int_equal(read_open(t, 4, &s, &g, &after), -1); /* before the unit: read committed */
+    g = 7;
+    assert_int_equal(read_open(t, 6, &s, &g, &after), -1); /* another unit than the one asked */
+    g = 1;
+    assert_int_equal(read_open(t, 6, &s, &g, &after), 1);
     assert_int_equal(tail_unit(t, 1), TAIL_UNIT_OPEN);
     add(t, 8, "c"); /* the last piece goes with the commit */
     tail_end(t, 1, 8);

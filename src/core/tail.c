@@ -3,7 +3,8 @@
  *
  * Committed entries sit in a ring of pointers, oldest first, under a mutex; pending ones (the
  * writer's open transaction) in a plain array only the writer touches. Each entry is one
- * allocation holding its strings and inline body.
+ * allocation holding its strings and inline body. A streamed unit's published entries sit at
+ * the ring's end, above `committed`, until it ends.
  */
 #include "core/tail.h"
 
@@ -25,6 +26,14 @@ struct log_tail {
     struct tent **ring;
     size_t head, n, cap, bytes;
     int64_t base; /* every entry with seq > base is in the ring */
+    int64_t committed; /* entries above it are a streamed unit's, not committed (yet) */
+    /* the streamed unit: its generation, open or not, the seq before it; bit i of aborted says
+     * whether generation gen - i was rolled back */
+    uint64_t gen, aborted;
+    int unit_open;
+    int64_t unit_after;
+    size_t published; /* the writer's: entries of its transaction already in the ring */
+    atomic_int streamers;
     /* the writer's own */
     struct tent **pending;
     size_t npending, pending_cap, pending_bytes;
@@ -41,6 +50,7 @@ tail_new(size_t max_bytes)
     pthread_mutex_init(&t->mu, NULL);
     t->max_bytes = max_bytes;
     t->base = INT64_MAX; /* nothing is known until the first transaction ends */
+    t->committed = INT64_MAX;
     t->broken = 1;
     return t;
 }
@@ -139,12 +149,41 @@ tail_add(struct log_tail *t, const struct ls_entry *e)
 size_t
 tail_mark(struct log_tail *t)
 {
-    return t->npending;
+    return t->published + t->npending;
+}
+
+/* The open unit ended without a commit (under t->mu). */
+static void
+unit_aborted(struct log_tail *t)
+{
+    if (!t->unit_open) return;
+    t->unit_open = 0;
+    t->aborted |= 1;
 }
 
 void
 tail_undo(struct log_tail *t, size_t mark)
 {
+    if (mark < t->published) { /* published entries go too: the unit is rolled back */
+        clear_pending(t);
+        pthread_mutex_lock(&t->mu);
+        while (t->published > mark && t->n > 0) {
+            struct tent *x = t->ring[(t->head + t->n - 1) % t->cap];
+            if (x->e.seq <= t->committed) break;
+            t->bytes -= x->bytes;
+            t->n--;
+            t->published--;
+            free(x);
+        }
+        /* Some went out of the ring already (the base passed the unit's start): the tail
+         * cannot say what follows; it starts again when the transaction ends. */
+        if (t->published > mark || t->base > t->committed) t->broken = 1;
+        t->published = mark;
+        unit_aborted(t);
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    mark -= t->published;
     while (t->npending > mark) {
         struct tent *x = t->pending[--t->npending];
         t->pending_bytes -= x->bytes;
@@ -178,14 +217,33 @@ ring_push(struct log_tail *t, struct tent *x)
     return 0;
 }
 
+/* The oldest entries go while the ring holds more than max (under t->mu): the base moves up. */
+static void
+trim(struct log_tail *t, size_t max)
+{
+    while (t->n > 0 && t->bytes > max) {
+        struct tent *x = t->ring[t->head];
+        t->base = x->e.seq;
+        t->bytes -= x->bytes;
+        t->head = (t->head + 1) % t->cap;
+        t->n--;
+        free(x);
+    }
+}
+
 void
 tail_end(struct log_tail *t, int committed, int64_t seq)
 {
     pthread_mutex_lock(&t->mu);
+    if (committed) t->unit_open = 0;
+    else unit_aborted(t);
+    if (t->published && !committed) t->broken = 1; /* its entries are in the ring */
+    t->published = 0;
     if (t->broken) {
         clear_ring(t);
         clear_pending(t);
         t->base = seq;
+        t->committed = seq;
         t->broken = 0;
         t->epoch++;
     } else if (committed) {
@@ -201,18 +259,86 @@ tail_end(struct log_tail *t, int committed, int64_t seq)
         }
         t->npending = 0; /* the rest belong to the ring now */
         t->pending_bytes = 0;
-        while (t->n > 0 && t->bytes > t->max_bytes) { /* the oldest go: the base moves up */
-            struct tent *x = t->ring[t->head];
-            t->base = x->e.seq;
-            t->bytes -= x->bytes;
-            t->head = (t->head + 1) % t->cap;
-            t->n--;
-            free(x);
-        }
+        t->committed = seq;
+        trim(t, t->max_bytes);
     } else {
         clear_pending(t);
     }
     pthread_mutex_unlock(&t->mu);
+}
+
+/* ---------------------------------------------------------------- streamed units */
+
+uint64_t
+tail_stream_begin(struct log_tail *t)
+{
+    uint64_t gen;
+    if (!atomic_load_explicit(&t->wanted, memory_order_relaxed) || t->broken || t->npending)
+        return 0;
+    pthread_mutex_lock(&t->mu);
+    t->gen++;
+    t->aborted <<= 1;
+    t->unit_open = 1;
+    t->unit_after = t->committed;
+    t->published = 0;
+    gen = t->gen;
+    pthread_mutex_unlock(&t->mu);
+    return gen;
+}
+
+void
+tail_publish(struct log_tail *t)
+{
+    size_t i;
+    if (t->broken || !t->unit_open || t->npending == 0) return; /* unit_open: the writer's */
+    /* A reader holds the ring (encoding what it read): the writer does not wait for it; these
+     * entries go with the next piece, or with the commit. */
+    if (pthread_mutex_trylock(&t->mu) != 0) return;
+    for (i = 0; i < t->npending; i++)
+        if (ring_push(t, t->pending[i])) break;
+    t->published += i;
+    if (i < t->npending) { /* out of memory: the rest stay pending; nothing is lost */
+        memmove(t->pending, t->pending + i, (t->npending - i) * sizeof *t->pending);
+        t->npending -= i;
+        t->pending_bytes = 0;
+        for (size_t k = 0; k < t->npending; k++)
+            t->pending_bytes += t->pending[k]->bytes;
+    } else {
+        t->npending = 0;
+        t->pending_bytes = 0;
+    }
+    trim(t, t->max_bytes * TAIL_STREAM_FACTOR);
+    pthread_mutex_unlock(&t->mu);
+}
+
+size_t
+tail_pending_bytes(const struct log_tail *t)
+{
+    return t->pending_bytes;
+}
+
+enum tail_unit_state
+tail_unit(struct log_tail *t, uint64_t gen)
+{
+    enum tail_unit_state s;
+    pthread_mutex_lock(&t->mu);
+    if (gen == 0 || gen > t->gen || t->gen - gen >= 64) s = TAIL_UNIT_UNKNOWN;
+    else if (gen == t->gen && t->unit_open) s = TAIL_UNIT_OPEN;
+    else s = (t->aborted >> (t->gen - gen)) & 1 ? TAIL_UNIT_ABORTED : TAIL_UNIT_COMMITTED;
+    pthread_mutex_unlock(&t->mu);
+    return s;
+}
+
+void
+tail_streamers_add(struct log_tail *t, int delta)
+{
+    if (t) atomic_fetch_add(&t->streamers, delta);
+}
+
+int
+tail_streamers(struct log_tail *t)
+{
+    return t ? atomic_load(&t->streamers) : 0;
 }
 
 /* ---------------------------------------------------------------- readers */
@@ -234,19 +360,13 @@ tail_read(struct log_tail *t, int64_t after, int limit, size_t max_bytes, store_
     return tail_read_epoch(t, TAIL_ANY_EPOCH, after, limit, max_bytes, cb, arg);
 }
 
-int
-tail_read_epoch(struct log_tail *t, uint64_t epoch, int64_t after, int limit, size_t max_bytes,
-                store_entry_cb cb, void *arg)
+/* Passes the entries after `after` up to seq `upto` (under t->mu). */
+static int
+read_ring(struct log_tail *t, int64_t after, int64_t upto, int limit, size_t max_bytes,
+          store_entry_cb cb, void *arg)
 {
     size_t lo, hi, bytes = 0;
     int n = 0;
-    if (!t) return -1;
-    atomic_store_explicit(&t->wanted, 1, memory_order_relaxed);
-    pthread_mutex_lock(&t->mu);
-    if (after < t->base || (epoch != TAIL_ANY_EPOCH && epoch != t->epoch)) {
-        pthread_mutex_unlock(&t->mu);
-        return -1;
-    }
     /* the first entry with seq > after */
     lo = 0, hi = t->n;
     while (lo < hi) {
@@ -258,9 +378,42 @@ tail_read_epoch(struct log_tail *t, uint64_t epoch, int64_t after, int limit, si
     }
     for (; lo < t->n && n < limit && bytes < max_bytes; lo++) {
         struct tent *x = t->ring[(t->head + lo) % t->cap];
+        if (x->e.seq > upto) break;
         bytes += 64 + x->e.body_len + strlen(x->e.path) + (x->e.meta ? strlen(x->e.meta) : 0);
         n++;
         if (cb(arg, &x->e)) break;
+    }
+    return n;
+}
+
+int
+tail_read_epoch(struct log_tail *t, uint64_t epoch, int64_t after, int limit, size_t max_bytes,
+                store_entry_cb cb, void *arg)
+{
+    int n;
+    if (!t) return -1;
+    atomic_store_explicit(&t->wanted, 1, memory_order_relaxed);
+    pthread_mutex_lock(&t->mu);
+    if (after < t->base || (epoch != TAIL_ANY_EPOCH && epoch != t->epoch)) {
+        pthread_mutex_unlock(&t->mu);
+        return -1;
+    }
+    n = read_ring(t, after, t->committed, limit, max_bytes, cb, arg); /* committed ones only */
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+int
+tail_read_open(struct log_tail *t, int64_t after, int limit, size_t max_bytes,
+               store_entry_cb cb, void *arg, uint64_t *gen, int64_t *unit_after)
+{
+    int n = -1;
+    if (!t) return -1;
+    pthread_mutex_lock(&t->mu);
+    if (t->unit_open && after >= t->base && after >= t->unit_after && (!*gen || *gen == t->gen)) {
+        *gen = t->gen;
+        *unit_after = t->unit_after;
+        n = read_ring(t, after, INT64_MAX, limit, max_bytes, cb, arg);
     }
     pthread_mutex_unlock(&t->mu);
     return n;

@@ -37,6 +37,21 @@ void tail_break(struct log_tail *t);
 /* The transaction ended (committed or rolled back); seq is the store's seq afterwards. */
 void tail_end(struct log_tail *t, int committed, int64_t seq);
 
+/*
+ * Streaming (docs/streaming.md, feature `stream`): a request alone in its transaction may show
+ * its entries to downstreams before it commits. tail_stream_begin opens such a unit (right
+ * after the transaction began, before its first entry) and returns its generation, or 0 when
+ * nobody reads the tail; tail_publish moves the pending entries into the ring as uncommitted
+ * (plain readers never see them; when a reader holds the ring it does nothing: the writer
+ * never waits); the unit ends committed with tail_end, or aborted with any
+ * rollback of its entries (tail_undo, tail_end not committed). While a unit is open the ring
+ * may hold up to TAIL_STREAM_FACTOR times max_bytes; the oldest entries go first, as always.
+ */
+#define TAIL_STREAM_FACTOR 4
+uint64_t tail_stream_begin(struct log_tail *t);
+void tail_publish(struct log_tail *t);
+size_t tail_pending_bytes(const struct log_tail *t);
+
 /* ---- any thread ---- */
 /*
  * Calls cb for the entries after seq `after`, in order, at most limit of them and about
@@ -56,5 +71,20 @@ int tail_read(struct log_tail *t, int64_t after, int limit, size_t max_bytes, st
 uint64_t tail_epoch(struct log_tail *t);
 int tail_read_epoch(struct log_tail *t, uint64_t epoch, int64_t after, int limit,
                     size_t max_bytes, store_entry_cb cb, void *arg);
+
+/*
+ * Streaming readers: tail_read_open reads as tail_read the uncommitted entries of the open unit
+ * after `after` (-1 when no unit is open, or another than *gen when *gen is not 0, or `after`
+ * is before the unit or the ring's base: wait for its end and read committed entries), and
+ * gives the unit's generation and the seq before its first entry. tail_unit says what became
+ * of a generation.
+ */
+enum tail_unit_state { TAIL_UNIT_OPEN, TAIL_UNIT_COMMITTED, TAIL_UNIT_ABORTED, TAIL_UNIT_UNKNOWN };
+int tail_read_open(struct log_tail *t, int64_t after, int limit, size_t max_bytes,
+                   store_entry_cb cb, void *arg, uint64_t *gen, int64_t *unit_after);
+enum tail_unit_state tail_unit(struct log_tail *t, uint64_t gen);
+/* How many downstreams take streamed units (the writer streams only when one does). */
+void tail_streamers_add(struct log_tail *t, int delta);
+int tail_streamers(struct log_tail *t);
 
 #endif

@@ -89,6 +89,8 @@ struct repl_down {
     char node_id[33];    /* this server's (store meta) */
     int up_messenger;    /* the upstream takes PUBLISH frames (forward.c) */
     int up_txn;          /* the upstream may send CHANGES_PART (docs/streaming.md) */
+    int up_stream;       /* ... and units before they commit, and ABORT */
+    int64_t unit_records; /* records of the unit received and not committed (status) */
     int in_unit;         /* a CHANGES_PART went to the writer, and no CHANGES after it yet */
     json_t *up_chain;    /* the upstream's chain of node_ids up to the primary, as it said */
     struct site_list site; /* the site as the upstream's last PING with a list said, it first */
@@ -488,6 +490,7 @@ run_job(struct store *st, struct wreq *r)
 }
 
 static void ack(struct repl_down *d);
+static void abort_unit(struct repl_down *d, int how);
 
 /* An exact replica holds everything its upstream has: an operation on an item it lacks means
  * its store diverged. Filtered ones (staging, --include) lack items by design. */
@@ -691,6 +694,7 @@ on_records(struct repl_down *d, const uint8_t *payload, size_t len, int snapshot
         if (!snapshot && r->ops[r->nops - 1].seq > r->set_seq) goto bad;
     }
     d->in_unit = hold;
+    d->unit_records = hold ? d->unit_records + (int64_t)r->nops : 0;
     submit(d, r);
     return;
 bad:
@@ -913,6 +917,7 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         p->zstd = json_is_true(json_object_get(o, "zstd"));
         d->up_messenger = json_is_true(json_object_get(o, "messenger"));
         d->up_txn = json_is_true(json_object_get(o, "txn"));
+        d->up_stream = d->up_txn && json_is_true(json_object_get(o, "stream"));
         snprintf(d->primary_http, sizeof d->primary_http, "%s",
                  json_string_value(json_object_get(o, "primary")) ?: "");
         send_sync(d);
@@ -1003,6 +1008,25 @@ on_frame(struct peer *p, int type, const uint8_t *payload, size_t len)
         if (d->state != US_STREAM || !d->up_txn) goto unexpected;
         on_records(d, payload, len, 0, 1);
         break;
+    case F_ABORT: {
+        /* The unit sent since `after` will not commit on the upstream: its parts are dropped,
+         * and what comes next (its seqs again, maybe) follows `after`. */
+        json_t *a = json_object_get(o, "after");
+        int64_t after = json_integer_value(a);
+        if (d->state != US_STREAM || !d->up_stream) goto unexpected;
+        if (!json_is_integer(a) || after < 0 || after > d->recv_seq) {
+            json_decref(o);
+            peer_fail(p, "protocol_error", "ABORT after seq %lld, received up to %lld",
+                      (long long)after, (long long)d->recv_seq);
+            return;
+        }
+        log_info("the upstream rolled back the unit after seq %lld: dropping its %lld received "
+                 "seqs",
+                 (long long)after, (long long)(d->recv_seq - after));
+        abort_unit(d, ABORT_DISCARD);
+        d->recv_seq = after;
+        break;
+    }
     case F_BLOB:
         if (d->state != US_STREAM && d->state != US_SNAPSHOT) goto unexpected;
         on_blob(d, payload, len);
@@ -1063,6 +1087,7 @@ on_connected(struct peer *p)
                   d->srv->cfg.name, "role", d->srv->cfg.role, "version", LS_VERSION, "zstd",
                   strcmp(d->srv->cfg.compress, "zstd") == 0, "node_id", d->node_id, "messenger",
                   1, "txn", 1);
+    json_object_set_new(hello, "stream", json_true());
     if (d->srv->upstream_token)
         json_object_set_new(hello, "token", json_string(d->srv->upstream_token));
     peer_send_json(p, F_HELLO, hello);
@@ -1076,11 +1101,13 @@ abort_done(struct wreq *r, void *arg)
     wreq_free(r);
 }
 
-/* The rest of the unit will not come: the writer rolls back what it holds of it. */
+/* The rest of the unit will not come (how: 1, or ABORT_DISCARD for an ABORT): the writer rolls
+ * back what it holds of it. */
 static void
-abort_unit(struct repl_down *d)
+abort_unit(struct repl_down *d, int how)
 {
     struct wreq *r;
+    d->unit_records = 0;
     if (!d->in_unit) return;
     d->in_unit = 0;
     if (!(r = calloc(1, sizeof *r))) {
@@ -1089,7 +1116,7 @@ abort_unit(struct repl_down *d)
         return;
     }
     r->type = WREQ_CUSTOM;
-    r->abort_unit = 1;
+    r->abort_unit = how;
     r->session = d;
     r->done = abort_done;
     writer_submit(d->srv->writer, r);
@@ -1100,7 +1127,7 @@ on_close(struct peer *p, const char *why)
 {
     struct repl_down *d = p->owner;
     blob_reset(d);
-    abort_unit(d);
+    abort_unit(d, 1);
     if (!d->stopping && d->state == US_CONNECTING && d->addr_next) {
         /* This address of the upstream's name refused: the next one, at once. */
         struct timeval now = {0, 0};
@@ -1341,6 +1368,8 @@ repl_down_status(struct server *srv, json_t *o)
     json_object_set_new(o, "upstream_seq", json_integer(d->up_seq));
     json_object_set_new(o, "lag_changes",
                         json_integer(d->up_seq > srv->pos.seq ? d->up_seq - srv->pos.seq : 0));
+    /* a unit being received (CHANGES_PART): its records so far, none of them visible yet */
+    json_object_set_new(o, "unit_received", json_integer(d->unit_records));
     if (d->last_error[0]) json_object_set_new(o, "last_error", json_string(d->last_error));
 }
 
@@ -1403,7 +1432,7 @@ repl_down_halt(struct server *srv)
     abandon_lookup(d);
     d->addr_next = NULL;
     if (!d->peer.closed) peer_release(&d->peer);
-    abort_unit(d); /* peer_release calls no on_close: a unit held by the writer ends here */
+    abort_unit(d, 1); /* peer_release calls no on_close: a unit held by the writer ends here */
     set_state(d, US_IDLE, "halted");
 }
 

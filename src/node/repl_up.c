@@ -96,6 +96,15 @@ struct downstream {
     int read_more;   /* the entry at read_upto is not the last of its unit (LOG_MORE) */
     int frame_more;  /* ... nor the one of the frame's last record */
     int cur_more;    /* ... nor the entry whose records are being queued */
+    /* feature stream (docs/streaming.md): it takes units before they commit, and ABORT */
+    int stream;
+    int streaming;      /* counted in the tail's streamers (exact, live) */
+    int reading_open;   /* on_log_entry is passed uncommitted entries */
+    int part_open;      /* the last frame sent was a CHANGES_PART */
+    uint64_t unit_gen;  /* the uncommitted unit read from the tail, or 0 */
+    int64_t unit_after; /* ... the seq before it */
+    int unit_more;      /* ... whether the entry at read_upto really had MORE */
+    int64_t unit_read;  /* ... its entries read before it committed */
     uint64_t serial; /* names this connection to work that answers it later */
 };
 
@@ -129,6 +138,8 @@ struct repl_up {
 };
 
 static void pump(struct downstream *ds);
+static int unit_state(struct downstream *ds);
+static int read_open(struct downstream *ds);
 
 #define DS_FROM(s) (1u << (s))
 /* For each state, the states it may be entered from; anything else is a bug. */
@@ -150,6 +161,13 @@ ds_set_state(struct downstream *ds, enum ds_state to)
     }
     log_debug("downstream %s: %s -> %s", ds->peer.addr, names[ds->state], names[to]);
     ds->state = to;
+    /* Units before they commit go only to an exact downstream: a filter reads the store for
+     * some entries (a move into --include, staging's publishes), which cannot see them. */
+    if (to == DS_STREAM && ds->stream && !ds->streaming && ds->ninclude == 0 &&
+        !ds->published_only) {
+        ds->streaming = 1;
+        tail_streamers_add(ds->srv->tail, 1);
+    }
 }
 
 /* ---------------------------------------------------------------- filters */
@@ -270,6 +288,12 @@ on_log_entry(void *arg, const struct ls_entry *e)
 
     ds->read_upto = e->seq;
     ds->read_more = ds->cur_more = (e->flags & REC_MORE) != 0;
+    if (ds->reading_open) {
+        /* Not committed: whatever its flag, its unit is not over until the commit says so. */
+        ds->unit_more = ds->read_more;
+        ds->read_more = ds->cur_more = 1;
+        ds->unit_read++;
+    }
     if (!ds->read_first) ds->read_first = e->seq;
     /* Notifications reach every server of the site, whatever its filter (docs/messenger.md);
      * a downstream too old to know them does without. */
@@ -428,6 +452,7 @@ flush_records(struct downstream *ds)
             return;
         }
         peer_send(&ds->peer, type, out->p, out->len);
+        ds->part_open = type == F_CHANGES_PART;
         /* A one-off large frame does not keep its buffer (a snapshot's or a catch-up's are
          * at most LS_FRAME_MAX, the usual ones BATCH_BYTES and a little more). */
         if (out->cap > 2 * BATCH_BYTES) ls_wbuf_release(out);
@@ -460,6 +485,65 @@ finish_snapshot(struct downstream *ds)
     ds->read_more = 0;
 }
 
+/* Reads uncommitted entries of the unit being written, after read_upto: how many, or -1. */
+static int
+read_open(struct downstream *ds)
+{
+    uint64_t gen = ds->unit_gen; /* the unit it reads already, not one begun since */
+    int64_t after = 0;
+    int n;
+    ds->reading_open = 1;
+    n = tail_read_open(ds->srv->tail, ds->read_upto, BATCH_ENTRIES, BATCH_BYTES, on_log_entry, ds,
+                       &gen, &after);
+    ds->reading_open = 0;
+    if (n > 0 && !ds->unit_gen) {
+        ds->unit_gen = gen;
+        ds->unit_after = after;
+        log_debug("downstream %s: streaming the unit after seq %lld before it commits",
+                  ds->node->name, (long long)after);
+    }
+    return n;
+}
+
+/*
+ * The unit this downstream was sent before it committed: still open (read on: the count read,
+ * 0 for nothing now), committed (-1: read on as usual, the entries are the same), or rolled
+ * back (ABORT, and the position goes back to before it: -1). One whose fate is unknown is
+ * treated as rolled back: the downstream discards it and gets it again if it did commit.
+ */
+static int
+unit_state(struct downstream *ds)
+{
+    enum tail_unit_state st = tail_unit(ds->srv->tail, ds->unit_gen);
+    if (st == TAIL_UNIT_OPEN) {
+        int n = read_open(ds);
+        if (n < 0) return 0; /* out of the tail's window: its end brings it from the store */
+        return n > 0;
+    }
+    if (st == TAIL_UNIT_COMMITTED) {
+        log_info("downstream %s: %lld entries of the unit after seq %lld were sent before the "
+                 "commit (stream)",
+                 ds->node->name, (long long)ds->unit_read, (long long)ds->unit_after);
+        ds->read_more = ds->unit_more;
+    } else {
+        /* What was read of it and not sent yet goes; what was sent, the downstream drops. */
+        queue_clear(ds);
+        ds->frame.len = 0;
+        ds->frame.failed = 0;
+        if (ds->sent_seq > ds->unit_after || ds->part_open)
+            peer_send_json(&ds->peer, F_ABORT,
+                           json_pack("{s:I}", "after", (json_int_t)ds->unit_after));
+        log_info("downstream %s: the unit after seq %lld was rolled back; ABORT sent (%lld "
+                 "entries of it were read)",
+                 ds->node->name, (long long)ds->unit_after, (long long)ds->unit_read);
+        ds->read_upto = ds->sent_seq = ds->unit_after;
+        ds->read_more = ds->part_open = 0;
+    }
+    ds->unit_gen = 0;
+    ds->unit_read = 0;
+    return -1;
+}
+
 /* Reads more of the snapshot or the log (one batch into the queue). 0: nothing more now. */
 static int
 refill(struct downstream *ds)
@@ -477,8 +561,13 @@ refill(struct downstream *ds)
         return 1;
     }
     if (ds->state == DS_STREAM) {
-        int64_t from = ds->read_upto, first, seen = ds->srv->pos.seq;
+        int64_t from, first, seen = ds->srv->pos.seq;
         int n;
+        if (ds->unit_gen) {
+            n = unit_state(ds);
+            if (n >= 0) return n;
+        }
+        from = ds->read_upto;
         ds->read_first = 0;
         /* What was just committed is in memory; older changes are read from the store. The
          * writer commits a group before it hands it to the tail, and the loop's position may
@@ -503,6 +592,12 @@ refill(struct downstream *ds)
             return 0;
         }
         if (n > 0) return 1;
+        if (ds->streaming && seen <= ds->read_upto) {
+            /* Caught up with what committed: a unit being written may be read already. What
+             * was read of committed entries goes first, in frames of its own. */
+            if (ds->frame.len > 0 || ds->read_upto > ds->sent_seq || ds->queue) return 0;
+            if (read_open(ds) > 0) return 1;
+        }
         /* Caught up. A filtered downstream may still need to hear how far we are: the store
          * was read after `seen` was, and had nothing after `from`, so nothing lies between.
          * Never further than that: a position moves only past what was read. */
@@ -549,7 +644,9 @@ pump(struct downstream *ds)
         } else if (ds->frame.len < BATCH_BYTES && refill(ds)) {
             continue; /* fill the frame before sending it */
         } else if (ds->frame.len > 0 ||
-                   (ds->frame_type == F_CHANGES && ds->read_upto > ds->sent_seq)) {
+                   (ds->frame_type == F_CHANGES &&
+                    (ds->read_upto > ds->sent_seq || (ds->part_open && !ds->read_more)))) {
+            /* (A unit sent whole before it committed ends with a CHANGES of no record.) */
             flush_records(ds);
         } else {
             break;
@@ -786,11 +883,12 @@ on_hello(struct downstream *ds, json_t *o)
     ds->published_only = strcmp(role, "staging") == 0;
     ds->messenger = json_is_true(json_object_get(o, "messenger"));
     ds->txn = json_is_true(json_object_get(o, "txn"));
+    ds->stream = ds->txn && json_is_true(json_object_get(o, "stream"));
     {
-        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b,s:b}", "proto", LS_PROTO_VERSION,
+        json_t *w = json_pack("{s:i,s:s,s:s,s:s,s:b,s:s,s:b,s:b,s:b}", "proto", LS_PROTO_VERSION,
                               "name", ds->srv->cfg.name, "role", ds->srv->cfg.role, "version",
                               LS_VERSION, "zstd", zstd, "primary", server_primary_http(ds->srv),
-                              "messenger", 1, "txn", 1);
+                              "messenger", 1, "txn", 1, "stream", 1);
         identity_fields(ds->srv, w);
         peer_send_json(&ds->peer, F_WELCOME, w);
     }
@@ -1096,6 +1194,8 @@ ds_detach(struct downstream *ds)
     struct repl_up *up = ds->up;
     if (!ds->dead) up->counted.bytes_sent += (uint64_t)ds->peer.bytes_out;
     ds->dead = 1;
+    if (ds->streaming) tail_streamers_add(ds->srv->tail, -1);
+    ds->streaming = 0;
     for (struct downstream **pp = &up->conns; *pp; pp = &(*pp)->next)
         if (*pp == ds) {
             *pp = ds->next;
@@ -1428,5 +1528,17 @@ repl_up_site(struct server *srv, struct site_set *s)
             if (old && r.state == SITE_ACTIVE) r.state = SITE_STALE;
             site_set_add(s, &r, 1);
         }
+    }
+}
+
+/* The writer showed more of a request before its commit, or such a request ended: downstreams
+ * that take units before they commit read on (the others wait for the commit as before). */
+void
+repl_up_kick(struct server *srv)
+{
+    if (!srv->up) return;
+    for (struct downstream *ds = srv->up->conns, *next; ds; ds = next) {
+        next = ds->next;
+        if (ds->streaming && ds->state == DS_STREAM && !ds->dead) pump(ds);
     }
 }

@@ -210,6 +210,10 @@ struct wreq {
      * with `abort_unit` rolls back the session's open transaction (a link that dropped). */
     const void *session;
     int hold, abort_unit;
+    /* abort_unit == ABORT_DISCARD: the upstream rolled the unit back (ABORT): the requests of
+     * it that applied end without an error (nothing of them commits) */
+#define ABORT_DISCARD 2
+    int streamed; /* set by the writer: its entries went to the tail before the commit */
     /* results, valid in done() */
     int rc;
     struct ls_error err;
@@ -235,6 +239,11 @@ int writer_admit(struct writer *w, uint64_t body_bytes);
 /* Requests and body bytes submitted and not yet done (the loop thread only). */
 void writer_queue(struct writer *w, size_t *requests, uint64_t *bytes);
 void writer_set_limits(struct writer *w, size_t requests, uint64_t bytes); /* tests */
+/* Streamed units (docs/streaming.md): the writer shows downstreams a large request alone in its
+ * transaction in pieces of STREAM_CHUNK_BYTES; repl_up_kick (the loop) sends them on. */
+#define STREAM_CHUNK_BYTES (256u << 10)
+#define STREAM_MIN_OPS 1000
+void repl_up_kick(struct server *srv);
 void wreq_free(struct wreq *r);
 
 /* ---- http/: the HTTP API ---- */

@@ -32,6 +32,7 @@ struct writer {
     struct wreq *finished, **finished_tail; /* done, waiting for the loop, in order */
     const void *held; /* the session whose unit's transaction is open (wreq.hold), or NULL */
     struct event *wake;               /* activated to run completions on the loop */
+    struct event *stream_wake;        /* ... to send a streamed request's entries on */
     int stop;
     /* the loop's own: requests and body bytes submitted and not yet done (writer_admit) */
     size_t inflight, max_inflight;
@@ -59,6 +60,29 @@ wreq_free(struct wreq *r)
     free(r);
 }
 
+/*
+ * A request the writer may show downstreams before it commits (docs/streaming.md): a large one
+ * of this server's own (not a replicated unit), while a downstream takes streamed units. It
+ * runs alone in its transaction, so a rollback of it is a rollback of the unit.
+ */
+static int
+streamable(struct writer *w, const struct wreq *r)
+{
+    if (r->session || r->hold || r->abort_unit || tail_streamers(w->srv->tail) <= 0) return 0;
+    if (r->type == WREQ_BATCH_FILE) return 1;
+    return r->type == WREQ_OPS &&
+           (r->nops >= STREAM_MIN_OPS || wreq_bytes(r) >= STREAM_CHUNK_BYTES);
+}
+
+/* A streamed request's entries applied so far go to the tail, and downstreams are told. */
+static void
+stream_on(struct writer *w, struct wreq *r, int all)
+{
+    if (!r->streamed || (!all && tail_pending_bytes(w->srv->tail) < STREAM_CHUNK_BYTES)) return;
+    tail_publish(w->srv->tail);
+    event_active(w->stream_wake, EV_READ, 0);
+}
+
 static int
 apply_ops(struct writer *w, struct wreq *r)
 {
@@ -74,6 +98,7 @@ apply_ops(struct writer *w, struct wreq *r)
         }
         if (i == 0) r->first_seq = r->last.seq;
         r->applied++;
+        stream_on(w, r, 0);
     }
     return 0;
 }
@@ -115,6 +140,7 @@ apply_line(struct writer *w, struct wreq *r, struct ls_op *op, size_t lineno)
         return rc;
     }
     if (r->applied++ == 0) r->first_seq = r->last.seq;
+    stream_on(w, r, 0);
     return 0;
 }
 
@@ -218,11 +244,15 @@ run_group(struct writer *w, struct wreq *group)
         last = r;
         ls_error_clear(&r->err);
         r->applied = 0;
+        r->streamed = 0;
         if (r->abort_unit) { /* the rest of the unit will not come */
             r->rc = 0;
-            if (unit && rc == 0) {
-                unit_failed = 1;
-                ls_error_set(&err, LS_EUNAVAIL, "the unit was abandoned");
+            if (unit && rc == 0 && !unit_failed) {
+                unit_failed = r->abort_unit;
+                if (r->abort_unit == ABORT_DISCARD)
+                    ls_error_set(&err, LS_EUNAVAIL, "the upstream rolled it back (ABORT)");
+                else
+                    ls_error_set(&err, LS_EUNAVAIL, "the unit was abandoned");
             }
             continue;
         }
@@ -238,12 +268,16 @@ run_group(struct writer *w, struct wreq *group)
             ls_error_set(&r->err, r->rc, "cannot start the request's transaction");
             fail_request(r, r->rc, NULL);
         } else {
+            /* Alone in its transaction (take_group): its rollback is the unit's. */
+            if (r == group && !r->next && !unit && streamable(w, r))
+                r->streamed = tail_stream_begin(w->srv->tail) != 0;
             if (r->type == WREQ_OPS) r->rc = apply_ops(w, r);
             else if (r->type == WREQ_BATCH_FILE) r->rc = apply_file(w, r);
             else r->rc = r->fn(w->st, r);
             if (r->rc == 0 && r->set_seq > store_seq(w->st)) store_set_seq(w->st, r->set_seq);
             if (r->rc == 0 && (r->rc = store_savepoint_release(w->st)) != 0)
                 ls_error_set(&r->err, r->rc, "cannot finish the request's transaction");
+            if (r->rc == 0) stream_on(w, r, 1); /* the last piece goes before the commit */
             if (r->rc) {
                 fail_request(r, r->rc, NULL);
                 /* Undone alone, or (failing that) with the whole transaction below. */
@@ -273,8 +307,11 @@ run_group(struct writer *w, struct wreq *group)
     if (unit && rc == 0 && unit_failed) {
         /* A unit is whole or nothing: one of its requests failed, or it was abandoned. */
         drop_unit(w, err.msg);
-        for (struct wreq *r = group; r; r = r->next)
-            if (r->rc == 0 && !r->abort_unit) fail_request(r, LS_EUNAVAIL, &err);
+        /* Discarded on the upstream's word, its parts end without an error (they held their
+         * records uncommitted: nothing moves); otherwise the session's chain fails. */
+        if (unit_failed != ABORT_DISCARD)
+            for (struct wreq *r = group; r; r = r->next)
+                if (r->rc == 0 && !r->abort_unit) fail_request(r, LS_EUNAVAIL, &err);
         return;
     }
     if (rc == 0 && unit && last->hold && store_in_transaction(w->st)) {
@@ -316,6 +353,13 @@ take_group(struct writer *w)
         if (!unit && r->hold) {
             if (group) break;
             unit = r->session;
+        }
+        if (!unit && streamable(w, r)) { /* a group of its own */
+            if (group) break;
+            *pp = r->next;
+            r->next = NULL;
+            group = r;
+            break;
         }
         *pp = r->next;
         r->next = NULL;
@@ -365,6 +409,7 @@ on_wake(evutil_socket_t fd, short what, void *arg)
     struct writer *w = arg;
     struct wreq *list;
     struct ls_position pos;
+    int streamed = 0;
 
     pthread_mutex_lock(&w->mu);
     list = w->finished;
@@ -377,9 +422,19 @@ on_wake(evutil_socket_t fd, short what, void *arg)
         r->next = NULL;
         w->inflight--;
         w->inflight_bytes -= wreq_bytes(r);
+        streamed |= r->streamed;
         r->done(r, r->arg);
     }
     server_on_commit(w->srv, w->srv->pos.seq);
+    if (streamed) repl_up_kick(w->srv); /* its unit ended: committed or rolled back */
+}
+
+/* On the loop thread: a streamed request has more entries in the tail. */
+static void
+on_stream_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct writer *w = arg;
+    repl_up_kick(w->srv);
 }
 
 struct writer *
@@ -399,9 +454,11 @@ writer_start(struct server *srv, struct store *st, struct ls_error *err)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->wake = event_new(srv->base, -1, 0, on_wake, w);
-    if (!w->wake || pthread_create(&w->thread, NULL, writer_main, w)) {
+    w->stream_wake = event_new(srv->base, -1, 0, on_stream_wake, w);
+    if (!w->wake || !w->stream_wake || pthread_create(&w->thread, NULL, writer_main, w)) {
         ls_error_set(err, LS_EINTERNAL, "cannot start the writer thread");
         if (w->wake) event_free(w->wake);
+        if (w->stream_wake) event_free(w->stream_wake);
         free(w);
         return NULL;
     }
@@ -462,6 +519,7 @@ writer_stop(struct writer *w)
     pthread_join(w->thread, NULL);
     on_wake(-1, 0, w);
     event_free(w->wake);
+    event_free(w->stream_wake);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w);

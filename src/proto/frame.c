@@ -16,6 +16,7 @@ static const char *const type_names[F_TYPE_MAX] = {
     [F_ACK] = "ACK",               [F_PING] = "PING",         [F_ERROR] = "ERROR",
     [F_FORK] = "FORK",             [F_PUBLISH] = "PUBLISH",     [F_PUBLISH_ACK] = "PUBLISH_ACK",
     [F_CHANGES_PART] = "CHANGES_PART",
+    [F_ABORT] = "ABORT",
 };
 
 const char *

@@ -38,6 +38,7 @@ enum ls_frame_type {
     F_PUBLISH,        /* down -> up, JSON: notifications a replica accepted (forward.c) */
     F_PUBLISH_ACK,    /* up -> down, JSON: how far they are applied, or retry */
     F_CHANGES_PART,   /* up -> down, binary: as CHANGES, but its unit goes on (feature txn) */
+    F_ABORT,          /* up -> down, JSON: the unit sent after seq will not commit (stream) */
     F_TYPE_MAX
 };
 

@@ -30,6 +30,16 @@ readings_ok() {
     log "$1: $(wc -l <"$2") readings, seqs seen: $(awk '{print $1}' "$2" | uniq | tr '\n' ' ')"
     [[ -z "$bad" ]] || fail "$1 showed part of the import (SEQ BITS): $bad"
 }
+# holding NAME: NAME has received records of a unit it has not committed (status unit_received)
+holding() { (($(lsc "$1" status --json | jq -r '.unit_received // 0') > 0)); }
+# import_held TAG NAME: P imports TAG's file in the background (IMP: its pid) until NAME holds
+# part of it (P may still be writing it: with `stream`, R receives a unit before P commits)
+import_held() {
+    lsc P import "$T/$1.ndjson" >"$T/import.$1" 2>&1 &
+    IMP=$!
+    bg_track $IMP
+    wait_until 60 holding "$2" || fail "$2 received nothing of the import"
+}
 # mid_unit NAME BASE: NAME is still at BASE (has not committed the unit) for 0.5 s more
 mid_unit() {
     sleep 0.5
@@ -46,10 +56,11 @@ poll=$!
 bg_track $poll
 # the unit's ~6 MB cross the proxy at about 1 MB per 400 ms: the cut comes mid-transfer
 proxy_set X "delay 400"
-lsc P import "$T/a.ndjson" >/dev/null
+import_held a R
 mid_unit R "$base"
 proxy_cut X
 proxy_set X "delay 0"
+bg_wait $IMP 150 || fail "the import failed: $(cat "$T/import.a")"
 bg_wait $poll 150 || fail "the poller failed"
 readings_ok R "$T/poll.a" "$base" "$end"
 grep -q 'a replicated unit left uncommitted is rolled back' "$(node_log R)" ||
@@ -63,10 +74,11 @@ gen b
 base=$(seq_of P)
 end=$((base + N))
 proxy_set X "delay 400"
-lsc P import "$T/b.ndjson" >/dev/null
+import_held b R
 mid_unit R "$base"
 kill9_server R
 proxy_set X "delay 0"
+bg_wait $IMP 150 || fail "the import failed: $(cat "$T/import.b")"
 start_node R --role replica --upstream "$PROXY_X" --heartbeat-timeout 2s --compress none
 assert_eq "$base" "$(seq_of R)" "R's seq after its restart (the one before the unit)"
 wait_caught_up R P 60

@@ -198,6 +198,122 @@ test_eviction_moves_the_base(void **state)
     tail_free(t);
 }
 
+static int
+read_open(struct log_tail *t, int64_t after, struct seen *s, uint64_t *gen, int64_t *unit_after)
+{
+    memset(s, 0, sizeof *s);
+    return tail_read_open(t, after, 100, 1 << 20, collect, s, gen, unit_after);
+}
+
+/* A streamed unit: published entries are read by tail_read_open only, until the commit. */
+static void
+test_streamed_unit_commits(void **state)
+{
+    struct log_tail *t = tail_new(1 << 20);
+    struct seen s;
+    uint64_t gen = 0, g;
+    int64_t after = -1;
+    (void)state;
+    assert_int_equal(read_after(t, 0, &s), -1); /* a reader: the tail keeps entries */
+    tail_end(t, 1, 5);
+    assert_int_equal(tail_stream_begin(t), 1);
+    assert_int_equal(read_open(t, 5, &s, &gen, &after), 0);
+    add(t, 6, "a");
+    add(t, 7, "b");
+    assert_true(tail_pending_bytes(t) > 0);
+    assert_int_equal(read_open(t, 5, &s, &gen, &after), 0); /* pending: nobody sees them */
+    tail_publish(t);
+    assert_int_equal(tail_pending_bytes(t), 0);
+    assert_int_equal(read_after(t, 5, &s), 0); /* plain readers: still nothing */
+    assert_int_equal(read_open(t, 5, &s, &gen, &after), 2);
+    assert_int_equal(gen, 1);
+    assert_int_equal(after, 5);
+    assert_string_equal(s.body[1], "b");
+    g = 0;
+    assert_int_equal(read_open(t, 4, &s, &g, &after), -1); /* before the unit: read committed */
+    g = 7;
+    assert_int_equal(read_open(t, 6, &s, &g, &after), -1); /* another unit than the one asked */
+    g = 1;
+    assert_int_equal(read_open(t, 6, &s, &g, &after), 1);
+    assert_int_equal(tail_unit(t, 1), TAIL_UNIT_OPEN);
+    add(t, 8, "c"); /* the last piece goes with the commit */
+    tail_end(t, 1, 8);
+    assert_int_equal(tail_unit(t, 1), TAIL_UNIT_COMMITTED);
+    assert_int_equal(read_open(t, 7, &s, &gen, &after), -1); /* no unit open */
+    assert_int_equal(read_after(t, 5, &s), 3);
+    assert_int_equal(s.seq[2], 8);
+    assert_int_equal(tail_unit(t, 2), TAIL_UNIT_UNKNOWN);
+    tail_free(t);
+}
+
+/* A unit rolled back (its savepoint, or the whole transaction) is aborted; its seqs come again. */
+static void
+test_streamed_unit_aborts(void **state)
+{
+    struct log_tail *t = tail_new(1 << 20);
+    struct seen s;
+    uint64_t gen = 0;
+    int64_t after = -1;
+    size_t mark;
+    (void)state;
+    assert_int_equal(read_after(t, 0, &s), -1);
+    tail_end(t, 1, 5);
+    /* 1: rolled back to its savepoint, then an empty commit */
+    assert_int_equal(tail_stream_begin(t), 1);
+    mark = tail_mark(t);
+    add(t, 6, "a");
+    tail_publish(t);
+    add(t, 7, "b");
+    assert_int_equal(read_open(t, 5, &s, &gen, &after), 1);
+    tail_undo(t, mark);
+    assert_int_equal(tail_unit(t, 1), TAIL_UNIT_ABORTED);
+    tail_end(t, 1, 5);
+    assert_int_equal(read_after(t, 5, &s), 0);
+    /* 2: its seqs again, committed */
+    assert_int_equal(tail_stream_begin(t), 2);
+    add(t, 6, "x");
+    tail_publish(t);
+    tail_end(t, 1, 6);
+    assert_int_equal(tail_unit(t, 1), TAIL_UNIT_ABORTED);
+    assert_int_equal(tail_unit(t, 2), TAIL_UNIT_COMMITTED);
+    assert_int_equal(read_after(t, 5, &s), 1);
+    assert_string_equal(s.body[0], "x");
+    /* 3: the transaction rolled back (SQLITE_FULL): the tail starts again at the seq on disk */
+    assert_int_equal(tail_stream_begin(t), 3);
+    add(t, 7, "y");
+    tail_publish(t);
+    tail_break(t);
+    tail_end(t, 0, 6);
+    assert_int_equal(tail_unit(t, 3), TAIL_UNIT_ABORTED);
+    assert_int_equal(read_after(t, 6, &s), 0);
+    assert_int_equal(read_open(t, 6, &s, &gen, &after), -1);
+    tail_free(t);
+}
+
+/* Uncommitted entries pushed out of the ring: a rollback cannot pop them, the tail restarts. */
+static void
+test_streamed_unit_evicted(void **state)
+{
+    struct log_tail *t = tail_new(600); /* a few entries (x TAIL_STREAM_FACTOR while streaming) */
+    struct seen s;
+    uint64_t gen = 0;
+    int64_t after = -1;
+    (void)state;
+    assert_int_equal(read_after(t, 0, &s), -1);
+    tail_end(t, 1, 0);
+    assert_int_equal(tail_stream_begin(t), 1);
+    for (int64_t i = 1; i <= 60; i++) {
+        add(t, i, "0123456789");
+        tail_publish(t);
+    }
+    assert_int_equal(read_open(t, 0, &s, &gen, &after), -1); /* entry 1 is gone */
+    tail_undo(t, 0);
+    assert_int_equal(tail_unit(t, 1), TAIL_UNIT_ABORTED);
+    tail_end(t, 1, 0);
+    assert_int_equal(read_after(t, 0, &s), 0); /* started again, empty, at 0 */
+    tail_free(t);
+}
+
 int
 main(void)
 {
@@ -206,6 +322,9 @@ main(void)
         cmocka_unit_test(test_savepoints_aborts_and_breaks),
         cmocka_unit_test(test_eviction_moves_the_base),
         cmocka_unit_test(test_epoch_refuses_a_replaced_log),
+        cmocka_unit_test(test_streamed_unit_commits),
+        cmocka_unit_test(test_streamed_unit_aborts),
+        cmocka_unit_test(test_streamed_unit_evicted),
     };
     return cmocka_run_group_tests_name("tail", tests, NULL, NULL);
 }

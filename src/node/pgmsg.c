@@ -11,7 +11,9 @@
  *
  * Threads. PGMSG_THREADS threads each own one connection and run jobs from one bounded FIFO
  * queue (as readers.c does for the store); a finished job goes back to the loop through one
- * event. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
+ * event. Publishes (urgent jobs) have a queue of their own that comes first, and the first
+ * thread takes only those: a publish waits neither behind the reads of the notifications before
+ * it nor for a thread busy with one. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
  * commit of every insert, whoever inserts) wakes the loop, which looks once for the head and fires
  * the waiters below it. The loop also looks every --poll-interval: a NOTIFY missed while the
  * listener was reconnecting, or while the database restarted, costs one interval, never a
@@ -54,7 +56,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PGMSG_THREADS 2
+#define PGMSG_THREADS 3 /* the first one only publishes */
 #define PGMSG_QUEUE_MAX 4096
 #define PROBES 32
 #define SCHEMA_VERSION 1
@@ -83,10 +85,11 @@ struct pgmsg {
     /* the job threads */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct pg_job *queue, **queue_tail, *finished, **finished_tail;
+    struct pg_job *queue, **queue_tail, *urgent, **urgent_tail, *finished, **finished_tail;
     int queued, stop;
     pthread_t threads[PGMSG_THREADS];
-    int nthreads;
+    int nthreads, nstarted; /* nstarted: counted by the threads as they start (mu held) */
+    pthread_cond_t cv_urgent; /* the publishing thread's: an urgent job is queued */
     struct event *wake;
     atomic_int schema_ok;
     atomic_llong last_complaint; /* mono ms of the last "unreachable" log line */
@@ -469,21 +472,35 @@ run_job(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
     }
 }
 
+/* The next job for a thread (mu held): an urgent one first; the publishing thread takes only
+ * those. NULL: none. */
+static struct pg_job *
+next_job(struct pgmsg *m, int publisher)
+{
+    struct pg_job *j;
+    if ((j = m->urgent)) {
+        if (!(m->urgent = j->next)) m->urgent_tail = &m->urgent;
+    } else if (!publisher && (j = m->queue)) {
+        if (!(m->queue = j->next)) m->queue_tail = &m->queue;
+    }
+    if (j) m->queued--;
+    return j;
+}
+
 static void *
 worker_main(void *arg)
 {
     struct pgmsg *m = arg;
     struct msgdb_conn conn = {0};
+    int publisher;
     pthread_mutex_lock(&m->mu);
+    publisher = m->nstarted++ == 0;
     for (;;) {
         struct pg_job *j;
         int stopping;
-        while (!m->queue && !m->stop) pthread_cond_wait(&m->cv, &m->mu);
-        if (!m->queue) break;
-        j = m->queue;
-        m->queue = j->next;
-        if (!m->queue) m->queue_tail = &m->queue;
-        m->queued--;
+        while (!(j = next_job(m, publisher)) && !m->stop)
+            pthread_cond_wait(publisher ? &m->cv_urgent : &m->cv, &m->mu);
+        if (!j) break;
         stopping = m->stop;
         pthread_mutex_unlock(&m->mu);
         if (stopping || atomic_load(&j->cancelled)) atomic_store(&j->cancelled, 1);
@@ -522,9 +539,10 @@ pgmsg_submit(struct pgmsg *m, struct pg_job *j)
         return LS_EUNAVAIL;
     }
     atomic_store(&j->cancelled, 0);
-    push(&m->queue_tail, j);
+    push(j->urgent ? &m->urgent_tail : &m->queue_tail, j);
     m->queued++;
-    pthread_cond_signal(&m->cv);
+    if (j->urgent) pthread_cond_signal(&m->cv_urgent);
+    pthread_cond_signal(&m->cv); /* an urgent one too: the publishing thread may be busy */
     pthread_mutex_unlock(&m->mu);
     return 0;
 }
@@ -1057,8 +1075,10 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     m->bytes = srv->notify_bytes;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
+    pthread_cond_init(&m->cv_urgent, NULL);
     pthread_mutex_init(&m->probe_mu, NULL);
     m->queue_tail = &m->queue;
+    m->urgent_tail = &m->urgent;
     m->finished_tail = &m->finished;
     m->stop_pipe[0] = m->stop_pipe[1] = -1;
     if (pipe2(m->stop_pipe, O_CLOEXEC) ||
@@ -1112,7 +1132,9 @@ pgmsg_stop(struct server *srv)
     pthread_mutex_lock(&m->mu);
     m->stop = 1;
     for (struct pg_job *j = m->queue; j; j = j->next) atomic_store(&j->cancelled, 1);
+    for (struct pg_job *j = m->urgent; j; j = j->next) atomic_store(&j->cancelled, 1);
     pthread_cond_broadcast(&m->cv);
+    pthread_cond_broadcast(&m->cv_urgent);
     pthread_mutex_unlock(&m->mu);
     for (int i = 0; i < m->nthreads; i++) pthread_join(m->threads[i], NULL);
     m->nthreads = 0;
@@ -1136,6 +1158,7 @@ pgmsg_free(struct server *srv)
     for (int i = 0; i < 2; i++)
         if (m->stop_pipe[i] >= 0) close(m->stop_pipe[i]);
     pthread_cond_destroy(&m->cv);
+    pthread_cond_destroy(&m->cv_urgent);
     pthread_mutex_destroy(&m->mu);
     for (int i = 0; i < m->nprobes; i++) free(m->probes[i].holders);
     pthread_mutex_destroy(&m->probe_mu);

@@ -78,6 +78,9 @@ struct pg_job {
     int (*run)(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j);
     void (*done)(struct pg_job *j);
     int idempotent;
+    /* a publish: runs before every queued job that is not, and one thread runs only these, so
+     * that a publish never waits behind the reads it will wake */
+    int urgent;
     atomic_int cancelled;
     struct ls_error err;
 };

@@ -362,6 +362,7 @@ pg_h_notify(struct ctx *c)
     p->q.run = publish_run;
     p->q.finish = publish_finish;
     p->q.release = publish_release;
+    p->q.job.urgent = 1;
     preq_submit(c, &p->q, 0);
     return;
 out:

@@ -103,6 +103,10 @@ struct pgmsg {
     int nprobes;
     int64_t watermark;
     atomic_int gap_seen; /* a reader stopped at a gap since the last look: that look probes */
+    /* the listener's news for the loop: the highest id a wake-up carried, or that one came
+     * without (the loop looks for the head then) */
+    atomic_llong woken_id;
+    atomic_int woken_blind;
     int naive;
     /* the loop's own */
     struct pg_waiter *waiters;
@@ -292,6 +296,17 @@ msgdb_is_sqlite(const struct msgdb_conn *conn)
  * before the id (the watermark's rule), stamps the time, and a statement trigger sends the NOTIFY
  * that is delivered at commit.
  */
+/* The wake-up carries the highest id the statement inserted: a listener that knows it need not
+ * ask for the head. Schema version 1 had an empty payload; a server that finds that trigger
+ * replaces it (wake_upgrade), and a listener that gets an empty payload looks for the head. */
+#define WAKE_FUNCTION_SQL                                                                         \
+    "CREATE OR REPLACE FUNCTION lockstep_notes_wake() RETURNS trigger LANGUAGE plpgsql AS $$\n" \
+    "BEGIN PERFORM pg_notify('lockstep_notes', coalesce((SELECT max(id) FROM "                  \
+    "lockstep_notes_new)::text, '')); RETURN NULL; END $$"
+#define WAKE_TRIGGER_SQL                                                                          \
+    "CREATE TRIGGER lockstep_notes_wake AFTER INSERT ON lockstep_notes REFERENCING NEW TABLE AS " \
+    "lockstep_notes_new FOR EACH STATEMENT EXECUTE FUNCTION lockstep_notes_wake()"
+
 static const char *const schema_sql[] = {
     "CREATE SEQUENCE lockstep_notes_id CACHE 1", /* CACHE 1: ids are drawn in order */
     "CREATE TABLE lockstep_notes (id bigint PRIMARY KEY, channel text NOT NULL, "
@@ -306,10 +321,8 @@ static const char *const schema_sql[] = {
     "END $$",
     "CREATE TRIGGER lockstep_notes_stamp BEFORE INSERT ON lockstep_notes FOR EACH ROW "
     "EXECUTE FUNCTION lockstep_notes_stamp()",
-    "CREATE FUNCTION lockstep_notes_wake() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-    "BEGIN PERFORM pg_notify('lockstep_notes', ''); RETURN NULL; END $$",
-    "CREATE TRIGGER lockstep_notes_wake AFTER INSERT ON lockstep_notes FOR EACH STATEMENT "
-    "EXECUTE FUNCTION lockstep_notes_wake()",
+    WAKE_FUNCTION_SQL,
+    WAKE_TRIGGER_SQL,
     "CREATE TABLE lockstep_consumers (name text PRIMARY KEY, channels text NOT NULL, "
     "position bigint NOT NULL, created bigint NOT NULL, acked bigint NOT NULL DEFAULT 0, "
     "resets bigint NOT NULL DEFAULT 0, reset_at bigint NOT NULL DEFAULT 0)",
@@ -319,6 +332,38 @@ static const char *const schema_sql[] = {
     "NULL)",
     "INSERT INTO lockstep_meta VALUES ('schema_version', 1), ('floor', 0)",
 };
+
+/*
+ * A database created by an older lockstep (same schema version: its servers keep working, they
+ * do not read the payload) gets the wake-up with a payload, once. In a savepoint: a user that may
+ * not replace the trigger keeps the old one, and its servers look for the head at each wake-up.
+ */
+static int
+wake_upgrade(PGconn *conn, struct ls_error *err)
+{
+    PGresult *r = pg_exec(conn, err,
+                          "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'lockstep_notes'::regclass "
+                          "AND tgname = 'lockstep_notes_wake' AND tgnewtable IS NULL",
+                          0, NULL);
+    struct ls_error up;
+    int old;
+    if (!r) return -1;
+    old = pg_i64(r, 0, 0) > 0;
+    PQclear(r);
+    if (!old) return 0;
+    ls_error_clear(&up);
+    if (pg_run(conn, err, "SAVEPOINT wake", 0, NULL)) return -1;
+    if (pg_run(conn, &up, WAKE_FUNCTION_SQL, 0, NULL) ||
+        pg_run(conn, &up, "DROP TRIGGER lockstep_notes_wake ON lockstep_notes", 0, NULL) ||
+        pg_run(conn, &up, WAKE_TRIGGER_SQL, 0, NULL)) {
+        log_warn("messenger: cannot give the wake-up its payload (%s): each wake-up costs a look "
+                 "for the head",
+                 up.msg);
+        return pg_run(conn, err, "ROLLBACK TO SAVEPOINT wake", 0, NULL);
+    }
+    log_info("messenger: the wake-up carries the new ids now");
+    return pg_run(conn, err, "RELEASE SAVEPOINT wake", 0, NULL);
+}
 
 static int
 schema_ensure(PGconn *conn, struct ls_error *err)
@@ -349,6 +394,7 @@ schema_ensure(PGconn *conn, struct ls_error *err)
     }
     for (size_t i = 0; version == 0 && i < sizeof schema_sql / sizeof schema_sql[0]; i++)
         if (pg_run(conn, err, schema_sql[i], 0, NULL)) goto fail;
+    if (version > 0 && wake_upgrade(conn, err)) goto fail;
     if (pg_run(conn, err, "COMMIT", 0, NULL)) goto fail;
     if (version == 0) log_info("messenger: created the schema in the shared database");
     return 0;
@@ -572,6 +618,7 @@ static void
 sqlite_wake(void *arg)
 {
     struct pgmsg *m = arg;
+    atomic_store(&m->woken_blind, 1);
     event_active(m->kick_ev, EV_READ, 0);
 }
 
@@ -611,7 +658,8 @@ listener_main(void *arg)
             if (lost) log_info("messenger: listening to the shared database again");
             backoff = 100;
             lost = 0;
-            event_active(m->kick_ev, EV_READ, 0); /* what was published while nobody listened */
+            atomic_store(&m->woken_blind, 1); /* what was published while nobody listened */
+            event_active(m->kick_ev, EV_READ, 0);
         }
         p[0] = (struct pollfd){PQsocket(conn), POLLIN, 0};
         p[1] = (struct pollfd){m->stop_pipe[0], POLLIN, 0};
@@ -628,7 +676,14 @@ listener_main(void *arg)
             continue;
         }
         while ((n = PQnotifies(conn))) {
+            int64_t id, seen;
             got = 1;
+            if (ls_parse_i64(n->extra, &id) || id <= 0) {
+                atomic_store(&m->woken_blind, 1); /* an older trigger's, or someone else's */
+            } else {
+                seen = atomic_load(&m->woken_id);
+                while (id > seen && !atomic_compare_exchange_weak(&m->woken_id, &seen, id)) {}
+            }
             PQfreemem(n);
         }
         if (got) event_active(m->kick_ev, EV_READ, 0);
@@ -798,10 +853,28 @@ pgmsg_kick(struct pgmsg *m)
     look(m);
 }
 
+void
+pgmsg_committed(struct pgmsg *m, int64_t id)
+{
+    if (m->stopping) return;
+    /* a reader waits at a gap: the look settles the watermark for it (head_run) */
+    if (atomic_load(&m->gap_seen)) {
+        look(m);
+        return;
+    }
+    if (id <= m->head) return;
+    m->head = id;
+    fire_waiters(m, 0);
+}
+
+/* The listener heard a wake-up: its id is committed, no need to ask for the head. */
 static void
 on_kick(evutil_socket_t fd, short what, void *arg)
 {
-    look(arg);
+    struct pgmsg *m = arg;
+    int64_t id = atomic_load(&m->woken_id);
+    if (atomic_exchange(&m->woken_blind, 0)) look(m);
+    else pgmsg_committed(m, id);
 }
 
 void

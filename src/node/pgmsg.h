@@ -104,6 +104,9 @@ void pgmsg_wait(struct pgmsg *m, struct pg_waiter *w);
 void pgmsg_cancel_wait(struct pgmsg *m, struct pg_waiter *w);
 /* Something may have been published: look now (once, however many ask meanwhile). */
 void pgmsg_kick(struct pgmsg *m);
+/* Notifications up to id are committed (a publish's reply, a wake-up's payload): the waiters
+ * below it fire without a look for the head (unless a reader waits at a gap: then a look). */
+void pgmsg_committed(struct pgmsg *m, int64_t id);
 /* The highest id seen committed (0 before the first look). */
 int64_t pgmsg_head(struct pgmsg *m);
 struct pgmsg *pgmsg_of(struct server *srv);

@@ -303,7 +303,9 @@ publish_run(struct msgdb_conn *conn, struct preq *q)
 static int
 publish_finish(struct preq *q)
 {
-    pgmsg_kick(pgmsg_of(q->c->srv)); /* this server's own readers need not wait for the NOTIFY */
+    /* this server's own readers need not wait for the NOTIFY, nor for a look: the reply's ids
+     * are committed */
+    pgmsg_committed(pgmsg_of(q->c->srv), json_integer_value(json_object_get(q->reply, "seq")));
     return 0;
 }
 

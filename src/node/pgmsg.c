@@ -441,9 +441,14 @@ complain(struct pgmsg *m, const char *what, const char *msg)
 static int
 idle_conn_alive(PGconn *conn)
 {
-    struct pollfd p = {PQsocket(conn), POLLIN, 0};
-    if (poll(&p, 1, 0) <= 0) return 1;
-    return PQconsumeInput(conn) && PQstatus(conn) == CONNECTION_OK;
+    /* a terminated backend sends its FATAL (taken as a notice while idle), then closes: the
+     * close is seen by the read after the one that took the message */
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {PQsocket(conn), POLLIN, 0};
+        if (poll(&p, 1, 0) <= 0) return 1;
+        if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) return 0;
+    }
+    return 1;
 }
 
 static int

@@ -11,9 +11,9 @@
  *
  * Threads. PGMSG_THREADS threads each own one connection and run jobs from one bounded FIFO
  * queue (as readers.c does for the store); a finished job goes back to the loop through one
- * event. Publishes (urgent jobs) have a queue of their own that comes first, and the first
- * thread takes only those: a publish waits neither behind the reads of the notifications before
- * it nor for a thread busy with one. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
+ * event. Publishes (urgent jobs) have a queue of their own, and the first thread takes only
+ * those: a publish does not wait behind the reads of the notifications before it, nor for a
+ * thread busy with one. The other threads take the oldest job of either queue. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
  * commit of every insert, whoever inserts) wakes the loop, which looks once for the head and fires
  * the waiters below it. The loop also looks every --poll-interval: a NOTIFY missed while the
  * listener was reconnecting, or while the database restarted, costs one interval, never a
@@ -89,7 +89,8 @@ struct pgmsg {
     int queued, stop;
     pthread_t threads[PGMSG_THREADS];
     int nthreads, nstarted; /* nstarted: counted by the threads as they start (mu held) */
-    pthread_cond_t cv_urgent; /* the publishing thread's: an urgent job is queued */
+    pthread_cond_t cv_urgent;
+    uint64_t submitted; /* the publishing thread's: an urgent job is queued */
     struct event *wake;
     atomic_int schema_ok;
     atomic_llong last_complaint; /* mono ms of the last "unreachable" log line */
@@ -523,16 +524,18 @@ run_job(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
     }
 }
 
-/* The next job for a thread (mu held): an urgent one first; the publishing thread takes only
- * those. NULL: none. */
+/* The next job for a thread (mu held): the oldest; the publishing thread takes only urgent ones.
+ * NULL: none. (Urgent first for every thread starved the reads of the publishing server.) */
 static struct pg_job *
 next_job(struct pgmsg *m, int publisher)
 {
     struct pg_job *j;
-    if ((j = m->urgent)) {
+    if ((j = m->urgent) && (publisher || !m->queue || j->order < m->queue->order)) {
         if (!(m->urgent = j->next)) m->urgent_tail = &m->urgent;
     } else if (!publisher && (j = m->queue)) {
         if (!(m->queue = j->next)) m->queue_tail = &m->queue;
+    } else {
+        j = NULL;
     }
     if (j) m->queued--;
     return j;
@@ -590,6 +593,7 @@ pgmsg_submit(struct pgmsg *m, struct pg_job *j)
         return LS_EUNAVAIL;
     }
     atomic_store(&j->cancelled, 0);
+    j->order = ++m->submitted;
     push(j->urgent ? &m->urgent_tail : &m->queue_tail, j);
     m->queued++;
     if (j->urgent) pthread_cond_signal(&m->cv_urgent);

@@ -78,9 +78,10 @@ struct pg_job {
     int (*run)(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j);
     void (*done)(struct pg_job *j);
     int idempotent;
-    /* a publish: runs before every queued job that is not, and one thread runs only these, so
-     * that a publish never waits behind the reads it will wake */
+    /* a publish: one thread runs only these, so that a publish does not wait behind the reads
+     * it will wake; the others run every job in the order they came */
     int urgent;
+    uint64_t order; /* pgmsg's: the submission's number */
     atomic_int cancelled;
     struct ls_error err;
 };

@@ -170,10 +170,10 @@ pgmsg_retention(struct pgmsg *m, int64_t *age_ms, int64_t *bytes)
 
 /* ---------------------------------------------------------------- SQL helpers */
 
+/* A result, or NULL and err set (r cleared). */
 static PGresult *
-pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
+pg_checked(PGconn *conn, struct ls_error *err, PGresult *r)
 {
-    PGresult *r = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
     {
@@ -185,6 +185,72 @@ pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *
     }
     PQclear(r);
     return NULL;
+}
+
+static PGresult *
+pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
+{
+    return pg_checked(conn, err, PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0));
+}
+
+/* The connection's prepared statements are forgotten (it is closed, or a new one). */
+static void
+pg_forget(struct msgdb_conn *c)
+{
+    for (int i = 0; i < c->npg; i++) free(c->pg_sql[i]);
+    c->npg = 0;
+}
+
+/*
+ * pg_exec, with the statement prepared once per connection (the jobs' statements are a few fixed
+ * texts): a read's statement is planned once, not at every wake-up. Transaction control, and
+ * anything once the cache is full, goes unprepared.
+ */
+static int
+preparable(const char *sql)
+{
+    static const char *const verbs[] = {"SELECT", "WITH", "INSERT", "UPDATE", "DELETE"};
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strncmp(sql, verbs[i], strlen(verbs[i])) == 0) return 1;
+    return 0;
+}
+
+static PGresult *
+pg_exec_prepared(struct msgdb_conn *c, struct ls_error *err, const char *sql, int n,
+                 const char *const *values)
+{
+    char name[16];
+    PGresult *r;
+    int i;
+    for (i = 0; i < c->npg && strcmp(c->pg_sql[i], sql) != 0; i++) {}
+    if (i == c->npg) {
+        if (i == MSGDB_STMT_CACHE || c->pg_unprepared || !preparable(sql))
+            return pg_exec(c->pg, err, sql, n, values);
+        snprintf(name, sizeof name, "m%d", i);
+        if (!(r = pg_checked(c->pg, err, PQprepare(c->pg, name, sql, n, NULL)))) return NULL;
+        PQclear(r);
+        if (!(c->pg_sql[i] = strdup(sql))) return pg_exec(c->pg, err, sql, n, values);
+        c->npg++;
+    }
+    snprintf(name, sizeof name, "m%d", i);
+    r = PQexecPrepared(c->pg, name, n, values, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_FATAL_ERROR &&
+        strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                                                       : "",
+               "26000") == 0) {
+        /* a transaction-pooling proxy (PgBouncer) hands each statement to any backend: this
+         * connection prepares nothing more, and the statement goes again unless it was inside a
+         * transaction, which the error ended */
+        log_warn("messenger: the database forgot a prepared statement (a pooler in between?): "
+                 "statements go unprepared on this connection");
+        pg_forget(c);
+        c->pg_unprepared = 1;
+        if (PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+            PQclear(r);
+            return pg_exec(c->pg, err, sql, n, values);
+        }
+    }
+    return pg_checked(c->pg, err, r);
 }
 
 static int
@@ -214,7 +280,7 @@ msgdb_exec(struct msgdb_conn *conn, struct ls_error *err, const char *sql, int n
     struct msgdb_res *r;
     PGresult *pr;
     if (conn->lite) return msgdb_sqlite_exec(conn, err, sql, n, values);
-    if (!(pr = pg_exec(conn->pg, err, sql, n, values))) return NULL;
+    if (!(pr = pg_exec_prepared(conn, err, sql, n, values))) return NULL;
     if (!(r = calloc(1, sizeof *r))) {
         PQclear(pr);
         ls_error_set(err, LS_ENOMEM, NULL);
@@ -465,6 +531,8 @@ db_ready(struct pgmsg *m, struct msgdb_conn *conn, struct ls_error *err)
     }
     if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK && idle_conn_alive(conn->pg)) return 0;
     PQfinish(conn->pg);
+    pg_forget(conn);
+    conn->pg_unprepared = 0;
     conn->pg = connect_db(m);
     if (PQstatus(conn->pg) != CONNECTION_OK) {
         char msg[300];
@@ -490,6 +558,7 @@ static void
 db_close(struct msgdb_conn *conn)
 {
     PQfinish(conn->pg);
+    pg_forget(conn);
     msgdb_sqlite_close(conn);
     conn->pg = NULL;
 }

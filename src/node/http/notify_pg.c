@@ -802,7 +802,17 @@ static void
 es_sent(struct stream *s)
 {
     struct esession *e = (struct esession *)s;
+    struct pgmsg *m = pgmsg_of(e->srv);
     e->sending = 0;
+    /* A read that got all there was up to the head known here needs no second read to find
+     * nothing: it waits, and the next wake-up above it fires it (one read per delivery, not
+     * two). A page cut short (the limit, a gap) reads on at once. */
+    if (e->s.req && !e->r.blocked && !pgmsg_stopping(m) &&
+        (int)json_array_size(e->r.notes) < e->r.limit && e->r.next >= pgmsg_head(m)) {
+        e->w.cursor = e->r.next;
+        pgmsg_wait(m, &e->w);
+        return;
+    }
     es_pump(e);
 }
 

@@ -59,6 +59,7 @@
 #define PGMSG_THREADS 3 /* the first one only publishes */
 #define PGMSG_QUEUE_MAX 4096
 #define PROBES 32
+#define RECENT 1024 /* rows kept from the wake-ups (a power of 2) */
 #define SCHEMA_VERSION 1
 /* advisory lock keys: "lockstep" in ASCII, and the same + 1 */
 #define LOCK_SCHEMA "7813586174566774128"
@@ -107,7 +108,15 @@ struct pgmsg {
     /* the listener's news for the loop: the highest id a wake-up carried, or that one came
      * without (the loop looks for the head then) */
     atomic_llong woken_id;
-    atomic_int woken_blind;
+    atomic_int woken_blind, woken_stale; /* stale: the listener reconnected, forget recent */
+    pthread_mutex_t arrived_mu;
+    json_t *arrived; /* the listener's: rows from wake-ups, for the loop to take */
+    /* the loop's: the rows wake-ups carried, by id modulo RECENT (pgmsg_recent) */
+    struct recent {
+        int64_t id, ts;
+        char channel[LS_CHANNEL_MAX + 1];
+        json_t *payload;
+    } recent[RECENT];
     int naive;
     /* the loop's own */
     struct pg_waiter *waiters;
@@ -363,13 +372,26 @@ msgdb_is_sqlite(const struct msgdb_conn *conn)
  * before the id (the watermark's rule), stamps the time, and a statement trigger sends the NOTIFY
  * that is delivered at commit.
  */
-/* The wake-up carries the highest id the statement inserted: a listener that knows it need not
- * ask for the head. Schema version 1 had an empty payload; a server that finds that trigger
- * replaces it (wake_upgrade), and a listener that gets an empty payload looks for the head. */
+/* The wake-up carries the rows the statement inserted, [[id, ts, channel, payload], ...] in id
+ * order, when they are few and fit in a NOTIFY (8000 bytes): a server delivers them to the
+ * streams they follow without reading them (pgmsg_recent). Otherwise it carries the highest id:
+ * a listener that knows it need not ask for the head. Schema version 1 had an empty payload; a
+ * server that finds that trigger or function replaces both (wake_upgrade), and a listener that
+ * gets an empty payload looks for the head. */
 #define WAKE_FUNCTION_SQL                                                                         \
     "CREATE OR REPLACE FUNCTION lockstep_notes_wake() RETURNS trigger LANGUAGE plpgsql AS $$\n" \
-    "BEGIN PERFORM pg_notify('lockstep_notes', coalesce((SELECT max(id) FROM "                  \
-    "lockstep_notes_new)::text, '')); RETURN NULL; END $$"
+    "DECLARE n bigint; top bigint; msg text; -- " WAKE_MARK "\n"                                 \
+    "BEGIN\n"                                                                                     \
+    "  SELECT count(*), max(id) INTO n, top FROM lockstep_notes_new;\n"                           \
+    "  IF n <= 32 THEN\n"                                                                         \
+    "    SELECT json_agg(json_build_array(id, ts, channel, payload) ORDER BY id)::text INTO msg "  \
+    "FROM lockstep_notes_new;\n"                                                                  \
+    "  END IF;\n"                                                                                 \
+    "  IF msg IS NULL OR octet_length(msg) > 7900 THEN msg := coalesce(top::text, ''); END IF;\n" \
+    "  PERFORM pg_notify('lockstep_notes', msg);\n"                                               \
+    "  RETURN NULL;\n"                                                                            \
+    "END $$"
+#define WAKE_MARK "rows in the payload"
 #define WAKE_TRIGGER_SQL                                                                          \
     "CREATE TRIGGER lockstep_notes_wake AFTER INSERT ON lockstep_notes REFERENCING NEW TABLE AS " \
     "lockstep_notes_new FOR EACH STATEMENT EXECUTE FUNCTION lockstep_notes_wake()"
@@ -409,8 +431,10 @@ static int
 wake_upgrade(PGconn *conn, struct ls_error *err)
 {
     PGresult *r = pg_exec(conn, err,
-                          "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'lockstep_notes'::regclass "
-                          "AND tgname = 'lockstep_notes_wake' AND tgnewtable IS NULL",
+                          "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+                          "'lockstep_notes'::regclass AND tgname = 'lockstep_notes_wake' AND "
+                          "tgnewtable IS NULL) + (SELECT count(*) FROM pg_proc WHERE proname = "
+                          "'lockstep_notes_wake' AND strpos(prosrc, '" WAKE_MARK "') = 0)",
                           0, NULL);
     struct ls_error up;
     int old;
@@ -428,7 +452,7 @@ wake_upgrade(PGconn *conn, struct ls_error *err)
                  up.msg);
         return pg_run(conn, err, "ROLLBACK TO SAVEPOINT wake", 0, NULL);
     }
-    log_info("messenger: the wake-up carries the new ids now");
+    log_info("messenger: the wake-up carries the new notifications now");
     return pg_run(conn, err, "RELEASE SAVEPOINT wake", 0, NULL);
 }
 
@@ -706,6 +730,36 @@ sqlite_pause(void *arg, int ms)
     return listener_pause(arg, ms);
 }
 
+/* The listener: a wake-up's payload (WAKE_FUNCTION_SQL). Its rows go to m->arrived for the loop.
+ * The highest id, or 0 when it carries none (then the loop looks for the head). */
+static int64_t
+wake_payload(struct pgmsg *m, const char *extra)
+{
+    json_t *rows, *row;
+    int64_t top = 0;
+    size_t i;
+    if (*extra != '[') return ls_parse_i64(extra, &top) ? 0 : top;
+    if (!(rows = json_loads(extra, 0, NULL)) || !json_is_array(rows)) {
+        json_decref(rows);
+        return 0;
+    }
+    json_array_foreach(rows, i, row) {
+        json_int_t id = json_integer_value(json_array_get(row, 0));
+        if (json_array_size(row) != 4 || id <= 0 || !json_is_integer(json_array_get(row, 1)) ||
+            !json_is_string(json_array_get(row, 2))) {
+            json_decref(rows);
+            return 0;
+        }
+        if (id > top) top = id;
+    }
+    pthread_mutex_lock(&m->arrived_mu);
+    if (!m->arrived) m->arrived = json_array();
+    json_array_extend(m->arrived, rows);
+    json_decref(rows); /* before the loop may take them: their counts are not ours after */
+    pthread_mutex_unlock(&m->arrived_mu);
+    return top;
+}
+
 static void *
 listener_main(void *arg)
 {
@@ -737,6 +791,7 @@ listener_main(void *arg)
             backoff = 100;
             lost = 0;
             atomic_store(&m->woken_blind, 1); /* what was published while nobody listened */
+            atomic_store(&m->woken_stale, 1);
             event_active(m->kick_ev, EV_READ, 0);
         }
         p[0] = (struct pollfd){PQsocket(conn), POLLIN, 0};
@@ -754,9 +809,9 @@ listener_main(void *arg)
             continue;
         }
         while ((n = PQnotifies(conn))) {
-            int64_t id, seen;
+            int64_t id = wake_payload(m, n->extra), seen;
             got = 1;
-            if (ls_parse_i64(n->extra, &id) || id <= 0) {
+            if (id <= 0) {
                 atomic_store(&m->woken_blind, 1); /* an older trigger's, or someone else's */
             } else {
                 seen = atomic_load(&m->woken_id);
@@ -945,12 +1000,57 @@ pgmsg_committed(struct pgmsg *m, int64_t id)
     fire_waiters(m, 0);
 }
 
+static void
+recent_forget(struct pgmsg *m)
+{
+    for (int i = 0; i < RECENT; i++) {
+        json_decref(m->recent[i].payload);
+        memset(&m->recent[i], 0, sizeof m->recent[i]);
+    }
+}
+
+int
+pgmsg_recent(struct pgmsg *m, int64_t id, int64_t *ts, const char **channel, json_t **payload)
+{
+    struct recent *r = &m->recent[id & (RECENT - 1)];
+    if (id <= 0 || r->id != id) return 0;
+    *ts = r->ts;
+    *channel = r->channel;
+    *payload = r->payload;
+    return 1;
+}
+
+/* The loop takes the rows the listener got: they are committed (a NOTIFY goes after its commit
+ * is visible), and immutable. */
+static void
+recent_take(struct pgmsg *m)
+{
+    json_t *rows, *row;
+    size_t i;
+    pthread_mutex_lock(&m->arrived_mu);
+    rows = m->arrived;
+    m->arrived = NULL;
+    pthread_mutex_unlock(&m->arrived_mu);
+    if (atomic_exchange(&m->woken_stale, 0)) recent_forget(m); /* the database may be another */
+    json_array_foreach(rows, i, row) {
+        int64_t id = json_integer_value(json_array_get(row, 0));
+        struct recent *r = &m->recent[id & (RECENT - 1)];
+        json_decref(r->payload);
+        r->id = id;
+        r->ts = json_integer_value(json_array_get(row, 1));
+        snprintf(r->channel, sizeof r->channel, "%s", json_string_value(json_array_get(row, 2)));
+        r->payload = json_incref(json_array_get(row, 3));
+    }
+    json_decref(rows);
+}
+
 /* The listener heard a wake-up: its id is committed, no need to ask for the head. */
 static void
 on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct pgmsg *m = arg;
     int64_t id = atomic_load(&m->woken_id);
+    recent_take(m);
     if (atomic_exchange(&m->woken_blind, 0)) look(m);
     else pgmsg_committed(m, id);
 }
@@ -1228,6 +1328,7 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     pthread_cond_init(&m->cv, NULL);
     pthread_cond_init(&m->cv_urgent, NULL);
     pthread_mutex_init(&m->probe_mu, NULL);
+    pthread_mutex_init(&m->arrived_mu, NULL);
     m->queue_tail = &m->queue;
     m->urgent_tail = &m->urgent;
     m->finished_tail = &m->finished;
@@ -1313,6 +1414,9 @@ pgmsg_free(struct server *srv)
     pthread_mutex_destroy(&m->mu);
     for (int i = 0; i < m->nprobes; i++) free(m->probes[i].holders);
     pthread_mutex_destroy(&m->probe_mu);
+    pthread_mutex_destroy(&m->arrived_mu);
+    json_decref(m->arrived);
+    recent_forget(m);
     pgmsg_reckon_free(srv);
     free(m->url);
     free(m);

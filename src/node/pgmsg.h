@@ -108,6 +108,10 @@ void pgmsg_kick(struct pgmsg *m);
 /* Notifications up to id are committed (a publish's reply, a wake-up's payload): the waiters
  * below it fire without a look for the head (unless a reader waits at a gap: then a look). */
 void pgmsg_committed(struct pgmsg *m, int64_t id);
+/* A notification a wake-up carried (the loop keeps the last ones): 1 and its fields (borrowed,
+ * valid until the next return to the loop), or 0 when not kept. It is committed. */
+int pgmsg_recent(struct pgmsg *m, int64_t id, int64_t *ts, const char **channel,
+                 json_t **payload);
 /* The highest id seen committed (0 before the first look). */
 int64_t pgmsg_head(struct pgmsg *m);
 struct pgmsg *pgmsg_of(struct server *srv);

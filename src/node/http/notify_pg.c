@@ -907,11 +907,67 @@ es_read_done(struct pg_job *j)
     evbuffer_free(out);
 }
 
+/*
+ * A started stream's next notifications from the rows the wake-ups carried (pgmsg_recent),
+ * without a read: those that follow its cursor one by one (id = cursor + 1, + 2, ...) are
+ * committed, and no id before them can still appear, so the reader's rule (pgmsg.c) delivers
+ * them at once as a read would. 1: sent, or waiting; 0: a read is needed (the next id is not
+ * kept, or only other channels' were and the head is further).
+ */
+static int
+es_from_recent(struct esession *e)
+{
+    struct pgmsg *m = pgmsg_of(e->srv);
+    int64_t id = e->r.cursor, ts;
+    const char *channel;
+    json_t *payload;
+    struct evbuffer *out;
+    int n = 0;
+    if (e->c || !e->s.req || id < 0 || !pgmsg_recent(m, id + 1, &ts, &channel, &payload) ||
+        !(out = evbuffer_new()))
+        return 0;
+    json_decref(e->r.notes);
+    e->r.notes = json_array();
+    while (n < e->r.limit && pgmsg_recent(m, id + 1, &ts, &channel, &payload)) {
+        char t[40];
+        json_t *o;
+        if (!channels_has(e->r.channels, channel)) {
+            id++;
+            continue;
+        }
+        ls_format_time(ts, t, sizeof t);
+        /* as note_json() has it */
+        o = json_pack("{s:I,s:s,s:O,s:s}", "id", (json_int_t)(id + 1), "channel", channel,
+                      "payload", payload, "time", t);
+        if (!o) break;
+        id++;
+        sse_event_json(out, "notification", id, o);
+        json_array_append_new(e->r.notes, o);
+        n++;
+    }
+    e->r.from = e->r.cursor;
+    e->r.cursor = e->r.next = id;
+    e->r.blocked = 0;
+    if (evbuffer_get_length(out) > 0) {
+        e->sending = 1;
+        stream_send(&e->s, out);
+    } else if (id < pgmsg_head(m)) {
+        evbuffer_free(out);
+        return 0;
+    } else {
+        e->w.cursor = id;
+        pgmsg_wait(m, &e->w);
+    }
+    evbuffer_free(out);
+    return 1;
+}
+
 static void
 es_pump(struct esession *e)
 {
     struct pgmsg *m = pgmsg_of(e->srv);
     if (e->sending || e->reading || (!e->c && !e->s.req)) return;
+    if (es_from_recent(e)) return;
     e->job.run = es_run;
     e->job.done = es_read_done;
     e->job.idempotent = 1;

@@ -1009,6 +1009,18 @@ recent_forget(struct pgmsg *m)
     }
 }
 
+void
+pgmsg_recent_put(struct pgmsg *m, int64_t id, int64_t ts, const char *channel, json_t *payload)
+{
+    struct recent *r = &m->recent[id & (RECENT - 1)];
+    if (id <= 0 || !channel || !payload) return;
+    json_decref(r->payload);
+    r->id = id;
+    r->ts = ts;
+    snprintf(r->channel, sizeof r->channel, "%s", channel);
+    r->payload = json_incref(payload);
+}
+
 int
 pgmsg_recent(struct pgmsg *m, int64_t id, int64_t *ts, const char **channel, json_t **payload)
 {
@@ -1033,13 +1045,9 @@ recent_take(struct pgmsg *m)
     pthread_mutex_unlock(&m->arrived_mu);
     if (atomic_exchange(&m->woken_stale, 0)) recent_forget(m); /* the database may be another */
     json_array_foreach(rows, i, row) {
-        int64_t id = json_integer_value(json_array_get(row, 0));
-        struct recent *r = &m->recent[id & (RECENT - 1)];
-        json_decref(r->payload);
-        r->id = id;
-        r->ts = json_integer_value(json_array_get(row, 1));
-        snprintf(r->channel, sizeof r->channel, "%s", json_string_value(json_array_get(row, 2)));
-        r->payload = json_incref(json_array_get(row, 3));
+        pgmsg_recent_put(m, json_integer_value(json_array_get(row, 0)),
+                         json_integer_value(json_array_get(row, 1)),
+                         json_string_value(json_array_get(row, 2)), json_array_get(row, 3));
     }
     json_decref(rows);
 }

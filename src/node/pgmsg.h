@@ -112,6 +112,9 @@ void pgmsg_committed(struct pgmsg *m, int64_t id);
  * valid until the next return to the loop), or 0 when not kept. It is committed. */
 int pgmsg_recent(struct pgmsg *m, int64_t id, int64_t *ts, const char **channel,
                  json_t **payload);
+/* Keeps a committed notification for pgmsg_recent (the loop; payload is not taken). */
+void pgmsg_recent_put(struct pgmsg *m, int64_t id, int64_t ts, const char *channel,
+                      json_t *payload);
 /* The highest id seen committed (0 before the first look). */
 int64_t pgmsg_head(struct pgmsg *m);
 struct pgmsg *pgmsg_of(struct server *srv);

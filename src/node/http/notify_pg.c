@@ -29,6 +29,7 @@
 #define SCAN_MIN 10000
 #define PENDING_CAP "100000"
 #define RECKON_MS 5000
+#define RECENT_PUBLISH 32 /* a publish of at most this many keeps them for the streams */
 
 /*
  * The SQL is written once for both databases where their dialects agree (CAST rather than ::,
@@ -260,6 +261,8 @@ preq_submit(struct ctx *c, struct preq *q, int idempotent)
 struct publish {
     struct preq q;
     char *notes; /* a JSON array of {"channel","payload"} */
+    int64_t *stamps; /* the ids and times they got, [id, ts] by id */
+    int nstamps;
 };
 
 static int
@@ -270,39 +273,66 @@ publish_run(struct msgdb_conn *conn, struct preq *q)
     const char *v[2] = {p->notes, now};
     json_t *ids;
     struct msgdb_res *r;
+    int n;
     i64s(now, sizeof now, ls_now_ms()); /* SQLite's stamp (PostgreSQL's trigger stamps its own) */
     /* one statement: one transaction, all or none; ORDER BY: the ids follow the request */
     r = msgdb_exec(conn, &q->job.err,
                    DB_SQL(conn,
                           "INSERT INTO lockstep_notes (channel, payload) SELECT e->>'channel', "
                           "e->'payload' FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, "
-                          "n) ORDER BY n RETURNING id",
+                          "n) ORDER BY n RETURNING id, ts",
                           "INSERT INTO lockstep_notes (channel, payload, ts) SELECT e.value ->> "
                           "'$.channel', e.value -> '$.payload', CAST($2 AS INTEGER) FROM "
-                          "json_each($1) AS e ORDER BY e.key RETURNING id"),
+                          "json_each($1) AS e ORDER BY e.key RETURNING id, ts"),
                    msgdb_is_sqlite(conn) ? 2 : 1, v);
     if (!r) return -1;
-    ids = json_array();
-    for (int i = 0; i < msgdb_rows(r); i++)
-        json_array_append_new(ids, json_integer(msgdb_i64(r, i, 0)));
-    msgdb_clear(r);
+    n = msgdb_rows(r);
+    if (!(p->stamps = calloc((size_t)n + 1, 2 * sizeof *p->stamps))) {
+        msgdb_clear(r);
+        return ls_error_set(&q->job.err, LS_ENOMEM, NULL);
+    }
     /* RETURNING's order is the insertion's in practice; sorted, it is by definition */
-    for (size_t i = 1; i < json_array_size(ids); i++)
-        for (size_t k = i; k > 0 && json_integer_value(json_array_get(ids, k - 1)) >
-                                        json_integer_value(json_array_get(ids, k));
-             k--) {
-            json_t *a = json_incref(json_array_get(ids, k - 1));
-            json_array_set(ids, k - 1, json_array_get(ids, k));
-            json_array_set_new(ids, k, a);
+    for (int i = 0; i < n; i++) {
+        int64_t id = msgdb_i64(r, i, 0), ts = msgdb_i64(r, i, 1);
+        int k = i;
+        for (; k > 0 && p->stamps[2 * (k - 1)] > id; k--) {
+            p->stamps[2 * k] = p->stamps[2 * (k - 1)];
+            p->stamps[2 * k + 1] = p->stamps[2 * (k - 1) + 1];
         }
+        p->stamps[2 * k] = id;
+        p->stamps[2 * k + 1] = ts;
+    }
+    p->nstamps = n;
+    msgdb_clear(r);
+    ids = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(ids, json_integer(p->stamps[2 * i]));
     q->reply = json_pack("{s:o,s:O}", "ids", ids, "seq",
                          json_array_get(ids, json_array_size(ids) - 1));
     return 0;
 }
 
+/* The loop: the notifications just published go where the wake-ups' rows go (pgmsg_recent), so
+ * that this server's event streams deliver them without a read, before the NOTIFY is back. */
+static void
+publish_keep(struct publish *p)
+{
+    struct pgmsg *m = pgmsg_of(p->q.c->srv);
+    json_t *notes, *o;
+    size_t i;
+    if (p->nstamps > RECENT_PUBLISH || !(notes = json_loads(p->notes, 0, NULL))) return;
+    if (json_array_size(notes) == (size_t)p->nstamps)
+        json_array_foreach(notes, i, o) {
+            pgmsg_recent_put(m, p->stamps[2 * i], p->stamps[2 * i + 1],
+                             json_string_value(json_object_get(o, "channel")),
+                             json_object_get(o, "payload"));
+        }
+    json_decref(notes);
+}
+
 static int
 publish_finish(struct preq *q)
 {
+    publish_keep((struct publish *)q);
     /* this server's own readers need not wait for the NOTIFY, nor for a look: the reply's ids
      * are committed */
     pgmsg_committed(pgmsg_of(q->c->srv), json_integer_value(json_object_get(q->reply, "seq")));
@@ -313,6 +343,7 @@ static void
 publish_release(struct preq *q)
 {
     free(((struct publish *)q)->notes);
+    free(((struct publish *)q)->stamps);
 }
 
 /* The parsed notifications as one JSON array text: the payloads are compact JSON already, and

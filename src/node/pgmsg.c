@@ -875,7 +875,6 @@ pgmsg_probe(struct pgmsg *m, struct msgdb_conn *db, struct ls_error *err)
     PGconn *conn = db->pg;
     PGresult *r;
     struct probe p;
-    char *now;
     if (db->lite) return 0; /* ids commit in order there (docs/messenger.md): no watermark */
     /* two statements, in this order: the holders are read after the sequence */
     if (!(r = pg_exec(conn, err, "SELECT last_value, is_called FROM lockstep_notes_id", 0, NULL)))
@@ -883,20 +882,21 @@ pgmsg_probe(struct pgmsg *m, struct msgdb_conn *db, struct ls_error *err)
     p.last_id = pg_i64(r, 0, 0) - (strcmp(PQgetvalue(r, 0, 1), "t") == 0 ? 0 : 1);
     PQclear(r);
     if (!(p.holders = lock_holders(conn, err))) return -1;
-    /* and once more: the earlier probes whose holders have gone raise the watermark */
-    if (!(now = lock_holders(conn, err))) {
-        free(p.holders);
-        return -1;
-    }
     pthread_mutex_lock(&m->probe_mu);
-    if (m->nprobes == PROBES) { /* the newest gives way: the oldest settle first */
-        free(m->probes[PROBES - 1].holders);
-        m->nprobes--;
+    /* the earlier probes whose holders have gone raise the watermark: these holders were read
+     * after theirs (and this probe settles at once when nobody held the lock) */
+    settle_locked(m, p.holders);
+    if (strcmp(p.holders, ",,") == 0) {
+        if (p.last_id > m->watermark) m->watermark = p.last_id;
+        free(p.holders);
+    } else {
+        if (m->nprobes == PROBES) { /* the newest gives way: the oldest settle first */
+            free(m->probes[PROBES - 1].holders);
+            m->nprobes--;
+        }
+        m->probes[m->nprobes++] = p;
     }
-    m->probes[m->nprobes++] = p;
-    settle_locked(m, now);
     pthread_mutex_unlock(&m->probe_mu);
-    free(now);
     return 0;
 }
 

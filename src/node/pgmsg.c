@@ -13,11 +13,14 @@
  * queue (as readers.c does for the store); a finished job goes back to the loop through one
  * event. Publishes (urgent jobs) have a queue of their own, and the first thread takes only
  * those: a publish does not wait behind the reads of the notifications before it, nor for a
- * thread busy with one. The other threads take the oldest job of either queue. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
- * commit of every insert, whoever inserts) wakes the loop, which looks once for the head and fires
- * the waiters below it. The loop also looks every --poll-interval: a NOTIFY missed while the
- * listener was reconnecting, or while the database restarted, costs one interval, never a
- * notification.
+ * thread busy with one. The other threads take the oldest job of either queue.
+ *
+ * The listener. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger
+ * at the commit of every insert, whoever inserts) carries the rows inserted, or their highest id
+ * (WAKE_FUNCTION_SQL); the loop keeps the rows (pgmsg_recent, for the event streams) and fires
+ * the waiters below that id, with no statement. A NOTIFY without an id makes it look for the
+ * head. The loop also looks every --poll-interval: a NOTIFY missed while the listener was
+ * reconnecting, or while the database restarted, costs one interval, never a notification.
  *
  * The watermark. Publishers commit out of id order: a row with id 7 may commit while id 6 is
  * still in flight, and a reader that moved its position to 7 would skip 6 for ever. Every insert

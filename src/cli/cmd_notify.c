@@ -18,6 +18,7 @@ enum { O_CHANNEL = 1000, O_CONSUMER, O_FROM_START, O_FROM_NOW, O_JSON, O_TO };
     "  --help           this text\n"
 
 #define CHANNELS_MAX 64
+#define WATCH_ACK_TRIES 30
 #define WATCH_WAIT_MS 25000
 #define WATCH_LIMIT 100
 
@@ -255,10 +256,20 @@ cmd_watch(int argc, char **argv)
             snprintf(path, sizeof path, "/v1/consumers/%s/ack", q);
             free(q);
             snprintf(body, sizeof body, "{\"id\":%lld}", (long long)after);
-            if ((o = client_json(&cl, "POST", path, body, strlen(body), NULL, &rc))) {
-                acked = after;
-                json_decref(o);
-            } /* else: not acknowledged; the server sends them again after a restart */
+            /* an ack the server could not take (it, or its database, is away a moment) is tried
+             * again before the next read, which would hand the same lines out again; refused,
+             * or still away after WATCH_ACK_TRIES s, they are (at least once) */
+            for (int tries = 0; tries < WATCH_ACK_TRIES; tries++) {
+                int away;
+                resp_init(&r);
+                away = client_call(&cl, "POST", path, body, strlen(body), NULL, &r) < 0 ||
+                       r.status >= 500;
+                if (!away && r.status >= 200 && r.status < 300) acked = after;
+                else if (!away || tries == 0) client_fail(&cl, &r);
+                resp_release(&r);
+                if (!away) break;
+                sleep(1);
+            }
         }
         continue;
     fail:

@@ -21,6 +21,9 @@ struct msgdb_conn {
     /* SQLite: the statements prepared so far, by their text (msgdb_sqlite.c) */
     sqlite3_stmt *stmts[MSGDB_STMT_CACHE];
     int nstmts;
+    /* PostgreSQL: the texts prepared on this connection so far, as "m0", "m1"... (pgmsg.c) */
+    char *pg_sql[MSGDB_STMT_CACHE];
+    int npg, pg_unprepared; /* unprepared: a pooler in between forgot them */
 };
 
 /* PostgreSQL's result as it is; SQLite's rows copied out as text (NULL: a NULL). */

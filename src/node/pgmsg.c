@@ -11,11 +11,16 @@
  *
  * Threads. PGMSG_THREADS threads each own one connection and run jobs from one bounded FIFO
  * queue (as readers.c does for the store); a finished job goes back to the loop through one
- * event. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger at the
- * commit of every insert, whoever inserts) wakes the loop, which looks once for the head and fires
- * the waiters below it. The loop also looks every --poll-interval: a NOTIFY missed while the
- * listener was reconnecting, or while the database restarted, costs one interval, never a
- * notification.
+ * event. Publishes (urgent jobs) have a queue of their own, and the first thread takes only
+ * those: a publish does not wait behind the reads of the notifications before it, nor for a
+ * thread busy with one. The other threads take the oldest job of either queue.
+ *
+ * The listener. One more thread owns a connection that only LISTENs: a NOTIFY (sent by a trigger
+ * at the commit of every insert, whoever inserts) carries the rows inserted, or their highest id
+ * (WAKE_FUNCTION_SQL); the loop keeps the rows (pgmsg_recent, for the event streams) and fires
+ * the waiters below that id, with no statement. A NOTIFY without an id makes it look for the
+ * head. The loop also looks every --poll-interval: a NOTIFY missed while the listener was
+ * reconnecting, or while the database restarted, costs one interval, never a notification.
  *
  * The watermark. Publishers commit out of id order: a row with id 7 may commit while id 6 is
  * still in flight, and a reader that moved its position to 7 would skip 6 for ever. Every insert
@@ -54,9 +59,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PGMSG_THREADS 2
+#define PGMSG_THREADS 3 /* the first one only publishes */
 #define PGMSG_QUEUE_MAX 4096
 #define PROBES 32
+#define RECENT 1024 /* rows kept from the wake-ups (a power of 2) */
 #define SCHEMA_VERSION 1
 /* advisory lock keys: "lockstep" in ASCII, and the same + 1 */
 #define LOCK_SCHEMA "7813586174566774128"
@@ -83,10 +89,12 @@ struct pgmsg {
     /* the job threads */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct pg_job *queue, **queue_tail, *finished, **finished_tail;
+    struct pg_job *queue, **queue_tail, *urgent, **urgent_tail, *finished, **finished_tail;
     int queued, stop;
     pthread_t threads[PGMSG_THREADS];
-    int nthreads;
+    int nthreads, nstarted; /* nstarted: counted by the threads as they start (mu held) */
+    pthread_cond_t cv_urgent;
+    uint64_t submitted; /* the publishing thread's: an urgent job is queued */
     struct event *wake;
     atomic_int schema_ok;
     atomic_llong last_complaint; /* mono ms of the last "unreachable" log line */
@@ -100,6 +108,18 @@ struct pgmsg {
     int nprobes;
     int64_t watermark;
     atomic_int gap_seen; /* a reader stopped at a gap since the last look: that look probes */
+    /* the listener's news for the loop: the highest id a wake-up carried, or that one came
+     * without (the loop looks for the head then) */
+    atomic_llong woken_id;
+    atomic_int woken_blind, woken_stale; /* stale: the listener reconnected, forget recent */
+    pthread_mutex_t arrived_mu;
+    json_t *arrived; /* the listener's: rows from wake-ups, for the loop to take */
+    /* the loop's: the rows wake-ups carried, by id modulo RECENT (pgmsg_recent) */
+    struct recent {
+        int64_t id, ts;
+        char channel[LS_CHANNEL_MAX + 1];
+        json_t *payload;
+    } recent[RECENT];
     int naive;
     /* the loop's own */
     struct pg_waiter *waiters;
@@ -162,10 +182,10 @@ pgmsg_retention(struct pgmsg *m, int64_t *age_ms, int64_t *bytes)
 
 /* ---------------------------------------------------------------- SQL helpers */
 
+/* A result, or NULL and err set (r cleared). */
 static PGresult *
-pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
+pg_checked(PGconn *conn, struct ls_error *err, PGresult *r)
 {
-    PGresult *r = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
     {
@@ -177,6 +197,72 @@ pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *
     }
     PQclear(r);
     return NULL;
+}
+
+static PGresult *
+pg_exec(PGconn *conn, struct ls_error *err, const char *sql, int n, const char *const *values)
+{
+    return pg_checked(conn, err, PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0));
+}
+
+/* The connection's prepared statements are forgotten (it is closed, or a new one). */
+static void
+pg_forget(struct msgdb_conn *c)
+{
+    for (int i = 0; i < c->npg; i++) free(c->pg_sql[i]);
+    c->npg = 0;
+}
+
+/*
+ * pg_exec, with the statement prepared once per connection (the jobs' statements are a few fixed
+ * texts): a read's statement is planned once, not at every wake-up. Transaction control, and
+ * anything once the cache is full, goes unprepared.
+ */
+static int
+preparable(const char *sql)
+{
+    static const char *const verbs[] = {"SELECT", "WITH", "INSERT", "UPDATE", "DELETE"};
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strncmp(sql, verbs[i], strlen(verbs[i])) == 0) return 1;
+    return 0;
+}
+
+static PGresult *
+pg_exec_prepared(struct msgdb_conn *c, struct ls_error *err, const char *sql, int n,
+                 const char *const *values)
+{
+    char name[16];
+    PGresult *r;
+    int i;
+    for (i = 0; i < c->npg && strcmp(c->pg_sql[i], sql) != 0; i++) {}
+    if (i == c->npg) {
+        if (i == MSGDB_STMT_CACHE || c->pg_unprepared || !preparable(sql))
+            return pg_exec(c->pg, err, sql, n, values);
+        snprintf(name, sizeof name, "m%d", i);
+        if (!(r = pg_checked(c->pg, err, PQprepare(c->pg, name, sql, n, NULL)))) return NULL;
+        PQclear(r);
+        if (!(c->pg_sql[i] = strdup(sql))) return pg_exec(c->pg, err, sql, n, values);
+        c->npg++;
+    }
+    snprintf(name, sizeof name, "m%d", i);
+    r = PQexecPrepared(c->pg, name, n, values, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_FATAL_ERROR &&
+        strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                                                       : "",
+               "26000") == 0) {
+        /* a transaction-pooling proxy (PgBouncer) hands each statement to any backend: this
+         * connection prepares nothing more, and the statement goes again unless it was inside a
+         * transaction, which the error ended */
+        log_warn("messenger: the database forgot a prepared statement (a pooler in between?): "
+                 "statements go unprepared on this connection");
+        pg_forget(c);
+        c->pg_unprepared = 1;
+        if (PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+            PQclear(r);
+            return pg_exec(c->pg, err, sql, n, values);
+        }
+    }
+    return pg_checked(c->pg, err, r);
 }
 
 static int
@@ -206,7 +292,7 @@ msgdb_exec(struct msgdb_conn *conn, struct ls_error *err, const char *sql, int n
     struct msgdb_res *r;
     PGresult *pr;
     if (conn->lite) return msgdb_sqlite_exec(conn, err, sql, n, values);
-    if (!(pr = pg_exec(conn->pg, err, sql, n, values))) return NULL;
+    if (!(pr = pg_exec_prepared(conn, err, sql, n, values))) return NULL;
     if (!(r = calloc(1, sizeof *r))) {
         PQclear(pr);
         ls_error_set(err, LS_ENOMEM, NULL);
@@ -289,6 +375,30 @@ msgdb_is_sqlite(const struct msgdb_conn *conn)
  * before the id (the watermark's rule), stamps the time, and a statement trigger sends the NOTIFY
  * that is delivered at commit.
  */
+/* The wake-up carries the rows the statement inserted, [[id, ts, channel, payload], ...] in id
+ * order, when they are few and fit in a NOTIFY (8000 bytes): a server delivers them to the
+ * streams they follow without reading them (pgmsg_recent). Otherwise it carries the highest id:
+ * a listener that knows it need not ask for the head. Schema version 1 had an empty payload; a
+ * server that finds that trigger or function replaces both (wake_upgrade), and a listener that
+ * gets an empty payload looks for the head. */
+#define WAKE_FUNCTION_SQL                                                                         \
+    "CREATE OR REPLACE FUNCTION lockstep_notes_wake() RETURNS trigger LANGUAGE plpgsql AS $$\n" \
+    "DECLARE n bigint; top bigint; msg text; -- " WAKE_MARK "\n"                                 \
+    "BEGIN\n"                                                                                     \
+    "  SELECT count(*), max(id) INTO n, top FROM lockstep_notes_new;\n"                           \
+    "  IF n <= 32 THEN\n"                                                                         \
+    "    SELECT json_agg(json_build_array(id, ts, channel, payload) ORDER BY id)::text INTO msg "  \
+    "FROM lockstep_notes_new;\n"                                                                  \
+    "  END IF;\n"                                                                                 \
+    "  IF msg IS NULL OR octet_length(msg) > 7900 THEN msg := coalesce(top::text, ''); END IF;\n" \
+    "  PERFORM pg_notify('lockstep_notes', msg);\n"                                               \
+    "  RETURN NULL;\n"                                                                            \
+    "END $$"
+#define WAKE_MARK "rows in the payload"
+#define WAKE_TRIGGER_SQL                                                                          \
+    "CREATE TRIGGER lockstep_notes_wake AFTER INSERT ON lockstep_notes REFERENCING NEW TABLE AS " \
+    "lockstep_notes_new FOR EACH STATEMENT EXECUTE FUNCTION lockstep_notes_wake()"
+
 static const char *const schema_sql[] = {
     "CREATE SEQUENCE lockstep_notes_id CACHE 1", /* CACHE 1: ids are drawn in order */
     "CREATE TABLE lockstep_notes (id bigint PRIMARY KEY, channel text NOT NULL, "
@@ -303,10 +413,8 @@ static const char *const schema_sql[] = {
     "END $$",
     "CREATE TRIGGER lockstep_notes_stamp BEFORE INSERT ON lockstep_notes FOR EACH ROW "
     "EXECUTE FUNCTION lockstep_notes_stamp()",
-    "CREATE FUNCTION lockstep_notes_wake() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-    "BEGIN PERFORM pg_notify('lockstep_notes', ''); RETURN NULL; END $$",
-    "CREATE TRIGGER lockstep_notes_wake AFTER INSERT ON lockstep_notes FOR EACH STATEMENT "
-    "EXECUTE FUNCTION lockstep_notes_wake()",
+    WAKE_FUNCTION_SQL,
+    WAKE_TRIGGER_SQL,
     "CREATE TABLE lockstep_consumers (name text PRIMARY KEY, channels text NOT NULL, "
     "position bigint NOT NULL, created bigint NOT NULL, acked bigint NOT NULL DEFAULT 0, "
     "resets bigint NOT NULL DEFAULT 0, reset_at bigint NOT NULL DEFAULT 0)",
@@ -316,6 +424,40 @@ static const char *const schema_sql[] = {
     "NULL)",
     "INSERT INTO lockstep_meta VALUES ('schema_version', 1), ('floor', 0)",
 };
+
+/*
+ * A database created by an older lockstep (same schema version: its servers keep working, they
+ * do not read the payload) gets the wake-up with a payload, once. In a savepoint: a user that may
+ * not replace the trigger keeps the old one, and its servers look for the head at each wake-up.
+ */
+static int
+wake_upgrade(PGconn *conn, struct ls_error *err)
+{
+    PGresult *r = pg_exec(conn, err,
+                          "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+                          "'lockstep_notes'::regclass AND tgname = 'lockstep_notes_wake' AND "
+                          "tgnewtable IS NULL) + (SELECT count(*) FROM pg_proc WHERE proname = "
+                          "'lockstep_notes_wake' AND strpos(prosrc, '" WAKE_MARK "') = 0)",
+                          0, NULL);
+    struct ls_error up;
+    int old;
+    if (!r) return -1;
+    old = pg_i64(r, 0, 0) > 0;
+    PQclear(r);
+    if (!old) return 0;
+    ls_error_clear(&up);
+    if (pg_run(conn, err, "SAVEPOINT wake", 0, NULL)) return -1;
+    if (pg_run(conn, &up, WAKE_FUNCTION_SQL, 0, NULL) ||
+        pg_run(conn, &up, "DROP TRIGGER lockstep_notes_wake ON lockstep_notes", 0, NULL) ||
+        pg_run(conn, &up, WAKE_TRIGGER_SQL, 0, NULL)) {
+        log_warn("messenger: cannot give the wake-up its payload (%s): each wake-up costs a look "
+                 "for the head",
+                 up.msg);
+        return pg_run(conn, err, "ROLLBACK TO SAVEPOINT wake", 0, NULL);
+    }
+    log_info("messenger: the wake-up carries the new notifications now");
+    return pg_run(conn, err, "RELEASE SAVEPOINT wake", 0, NULL);
+}
 
 static int
 schema_ensure(PGconn *conn, struct ls_error *err)
@@ -346,6 +488,7 @@ schema_ensure(PGconn *conn, struct ls_error *err)
     }
     for (size_t i = 0; version == 0 && i < sizeof schema_sql / sizeof schema_sql[0]; i++)
         if (pg_run(conn, err, schema_sql[i], 0, NULL)) goto fail;
+    if (version > 0 && wake_upgrade(conn, err)) goto fail;
     if (pg_run(conn, err, "COMMIT", 0, NULL)) goto fail;
     if (version == 0) log_info("messenger: created the schema in the shared database");
     return 0;
@@ -392,9 +535,14 @@ complain(struct pgmsg *m, const char *what, const char *msg)
 static int
 idle_conn_alive(PGconn *conn)
 {
-    struct pollfd p = {PQsocket(conn), POLLIN, 0};
-    if (poll(&p, 1, 0) <= 0) return 1;
-    return PQconsumeInput(conn) && PQstatus(conn) == CONNECTION_OK;
+    /* a terminated backend sends its FATAL (taken as a notice while idle), then closes: the
+     * close is seen by the read after the one that took the message */
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {PQsocket(conn), POLLIN, 0};
+        if (poll(&p, 1, 0) <= 0) return 1;
+        if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) return 0;
+    }
+    return 1;
 }
 
 static int
@@ -410,6 +558,8 @@ db_ready(struct pgmsg *m, struct msgdb_conn *conn, struct ls_error *err)
     }
     if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK && idle_conn_alive(conn->pg)) return 0;
     PQfinish(conn->pg);
+    pg_forget(conn);
+    conn->pg_unprepared = 0;
     conn->pg = connect_db(m);
     if (PQstatus(conn->pg) != CONNECTION_OK) {
         char msg[300];
@@ -435,6 +585,7 @@ static void
 db_close(struct msgdb_conn *conn)
 {
     PQfinish(conn->pg);
+    pg_forget(conn);
     msgdb_sqlite_close(conn);
     conn->pg = NULL;
 }
@@ -469,21 +620,37 @@ run_job(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j)
     }
 }
 
+/* The next job for a thread (mu held): the oldest; the publishing thread takes only urgent ones.
+ * NULL: none. (Urgent first for every thread starved the reads of the publishing server.) */
+static struct pg_job *
+next_job(struct pgmsg *m, int publisher)
+{
+    struct pg_job *j;
+    if ((j = m->urgent) && (publisher || !m->queue || j->order < m->queue->order)) {
+        if (!(m->urgent = j->next)) m->urgent_tail = &m->urgent;
+    } else if (!publisher && (j = m->queue)) {
+        if (!(m->queue = j->next)) m->queue_tail = &m->queue;
+    } else {
+        j = NULL;
+    }
+    if (j) m->queued--;
+    return j;
+}
+
 static void *
 worker_main(void *arg)
 {
     struct pgmsg *m = arg;
     struct msgdb_conn conn = {0};
+    int publisher;
     pthread_mutex_lock(&m->mu);
+    publisher = m->nstarted++ == 0;
     for (;;) {
         struct pg_job *j;
         int stopping;
-        while (!m->queue && !m->stop) pthread_cond_wait(&m->cv, &m->mu);
-        if (!m->queue) break;
-        j = m->queue;
-        m->queue = j->next;
-        if (!m->queue) m->queue_tail = &m->queue;
-        m->queued--;
+        while (!(j = next_job(m, publisher)) && !m->stop)
+            pthread_cond_wait(publisher ? &m->cv_urgent : &m->cv, &m->mu);
+        if (!j) break;
         stopping = m->stop;
         pthread_mutex_unlock(&m->mu);
         if (stopping || atomic_load(&j->cancelled)) atomic_store(&j->cancelled, 1);
@@ -522,9 +689,11 @@ pgmsg_submit(struct pgmsg *m, struct pg_job *j)
         return LS_EUNAVAIL;
     }
     atomic_store(&j->cancelled, 0);
-    push(&m->queue_tail, j);
+    j->order = ++m->submitted;
+    push(j->urgent ? &m->urgent_tail : &m->queue_tail, j);
     m->queued++;
-    pthread_cond_signal(&m->cv);
+    if (j->urgent) pthread_cond_signal(&m->cv_urgent);
+    pthread_cond_signal(&m->cv); /* an urgent one too: the publishing thread may be busy */
     pthread_mutex_unlock(&m->mu);
     return 0;
 }
@@ -554,6 +723,7 @@ static void
 sqlite_wake(void *arg)
 {
     struct pgmsg *m = arg;
+    atomic_store(&m->woken_blind, 1);
     event_active(m->kick_ev, EV_READ, 0);
 }
 
@@ -563,6 +733,36 @@ sqlite_pause(void *arg, int fd, int ms)
     struct pgmsg *m = arg;
     struct pollfd p[2] = {{m->stop_pipe[0], POLLIN, 0}, {fd, POLLIN, 0}};
     return poll(p, fd >= 0 ? 2 : 1, ms) > 0 && (p[0].revents & POLLIN);
+}
+
+/* The listener: a wake-up's payload (WAKE_FUNCTION_SQL). Its rows go to m->arrived for the loop.
+ * The highest id, or 0 when it carries none (then the loop looks for the head). */
+static int64_t
+wake_payload(struct pgmsg *m, const char *extra)
+{
+    json_t *rows, *row;
+    int64_t top = 0;
+    size_t i;
+    if (*extra != '[') return ls_parse_i64(extra, &top) ? 0 : top;
+    if (!(rows = json_loads(extra, 0, NULL)) || !json_is_array(rows)) {
+        json_decref(rows);
+        return 0;
+    }
+    json_array_foreach(rows, i, row) {
+        json_int_t id = json_integer_value(json_array_get(row, 0));
+        if (json_array_size(row) != 4 || id <= 0 || !json_is_integer(json_array_get(row, 1)) ||
+            !json_is_string(json_array_get(row, 2))) {
+            json_decref(rows);
+            return 0;
+        }
+        if (id > top) top = id;
+    }
+    pthread_mutex_lock(&m->arrived_mu);
+    if (!m->arrived) m->arrived = json_array();
+    json_array_extend(m->arrived, rows);
+    json_decref(rows); /* before the loop may take them: their counts are not ours after */
+    pthread_mutex_unlock(&m->arrived_mu);
+    return top;
 }
 
 static void *
@@ -595,7 +795,9 @@ listener_main(void *arg)
             if (lost) log_info("messenger: listening to the shared database again");
             backoff = 100;
             lost = 0;
-            event_active(m->kick_ev, EV_READ, 0); /* what was published while nobody listened */
+            atomic_store(&m->woken_blind, 1); /* what was published while nobody listened */
+            atomic_store(&m->woken_stale, 1);
+            event_active(m->kick_ev, EV_READ, 0);
         }
         p[0] = (struct pollfd){PQsocket(conn), POLLIN, 0};
         p[1] = (struct pollfd){m->stop_pipe[0], POLLIN, 0};
@@ -612,7 +814,14 @@ listener_main(void *arg)
             continue;
         }
         while ((n = PQnotifies(conn))) {
+            int64_t id = wake_payload(m, n->extra), seen;
             got = 1;
+            if (id <= 0) {
+                atomic_store(&m->woken_blind, 1); /* an older trigger's, or someone else's */
+            } else {
+                seen = atomic_load(&m->woken_id);
+                while (id > seen && !atomic_compare_exchange_weak(&m->woken_id, &seen, id)) {}
+            }
             PQfreemem(n);
         }
         if (got) event_active(m->kick_ev, EV_READ, 0);
@@ -671,7 +880,6 @@ pgmsg_probe(struct pgmsg *m, struct msgdb_conn *db, struct ls_error *err)
     PGconn *conn = db->pg;
     PGresult *r;
     struct probe p;
-    char *now;
     if (db->lite) return 0; /* ids commit in order there (docs/messenger.md): no watermark */
     /* two statements, in this order: the holders are read after the sequence */
     if (!(r = pg_exec(conn, err, "SELECT last_value, is_called FROM lockstep_notes_id", 0, NULL)))
@@ -679,20 +887,21 @@ pgmsg_probe(struct pgmsg *m, struct msgdb_conn *db, struct ls_error *err)
     p.last_id = pg_i64(r, 0, 0) - (strcmp(PQgetvalue(r, 0, 1), "t") == 0 ? 0 : 1);
     PQclear(r);
     if (!(p.holders = lock_holders(conn, err))) return -1;
-    /* and once more: the earlier probes whose holders have gone raise the watermark */
-    if (!(now = lock_holders(conn, err))) {
-        free(p.holders);
-        return -1;
-    }
     pthread_mutex_lock(&m->probe_mu);
-    if (m->nprobes == PROBES) { /* the newest gives way: the oldest settle first */
-        free(m->probes[PROBES - 1].holders);
-        m->nprobes--;
+    /* the earlier probes whose holders have gone raise the watermark: these holders were read
+     * after theirs (and this probe settles at once when nobody held the lock) */
+    settle_locked(m, p.holders);
+    if (strcmp(p.holders, ",,") == 0) {
+        if (p.last_id > m->watermark) m->watermark = p.last_id;
+        free(p.holders);
+    } else {
+        if (m->nprobes == PROBES) { /* the newest gives way: the oldest settle first */
+            free(m->probes[PROBES - 1].holders);
+            m->nprobes--;
+        }
+        m->probes[m->nprobes++] = p;
     }
-    m->probes[m->nprobes++] = p;
-    settle_locked(m, now);
     pthread_mutex_unlock(&m->probe_mu);
-    free(now);
     return 0;
 }
 
@@ -782,10 +991,81 @@ pgmsg_kick(struct pgmsg *m)
     look(m);
 }
 
+void
+pgmsg_committed(struct pgmsg *m, int64_t id)
+{
+    if (m->stopping) return;
+    /* a reader waits at a gap: the look settles the watermark for it (head_run) */
+    if (atomic_load(&m->gap_seen)) {
+        look(m);
+        return;
+    }
+    if (id <= m->head) return;
+    m->head = id;
+    fire_waiters(m, 0);
+}
+
+static void
+recent_forget(struct pgmsg *m)
+{
+    for (int i = 0; i < RECENT; i++) {
+        json_decref(m->recent[i].payload);
+        memset(&m->recent[i], 0, sizeof m->recent[i]);
+    }
+}
+
+void
+pgmsg_recent_put(struct pgmsg *m, int64_t id, int64_t ts, const char *channel, json_t *payload)
+{
+    struct recent *r = &m->recent[id & (RECENT - 1)];
+    if (id <= 0 || !channel || !payload) return;
+    json_decref(r->payload);
+    r->id = id;
+    r->ts = ts;
+    snprintf(r->channel, sizeof r->channel, "%s", channel);
+    r->payload = json_incref(payload);
+}
+
+int
+pgmsg_recent(struct pgmsg *m, int64_t id, int64_t *ts, const char **channel, json_t **payload)
+{
+    struct recent *r = &m->recent[id & (RECENT - 1)];
+    if (id <= 0 || r->id != id) return 0;
+    *ts = r->ts;
+    *channel = r->channel;
+    *payload = r->payload;
+    return 1;
+}
+
+/* The loop takes the rows the listener got: they are committed (a NOTIFY goes after its commit
+ * is visible), and immutable. */
+static void
+recent_take(struct pgmsg *m)
+{
+    json_t *rows, *row;
+    size_t i;
+    pthread_mutex_lock(&m->arrived_mu);
+    rows = m->arrived;
+    m->arrived = NULL;
+    pthread_mutex_unlock(&m->arrived_mu);
+    if (atomic_exchange(&m->woken_stale, 0)) recent_forget(m); /* the database may be another */
+    json_array_foreach(rows, i, row) {
+        pgmsg_recent_put(m, json_integer_value(json_array_get(row, 0)),
+                         json_integer_value(json_array_get(row, 1)),
+                         json_string_value(json_array_get(row, 2)), json_array_get(row, 3));
+    }
+    json_decref(rows);
+}
+
+/* The listener heard a wake-up: its id is committed, no need to ask for the head. */
 static void
 on_kick(evutil_socket_t fd, short what, void *arg)
 {
-    look(arg);
+    struct pgmsg *m = arg;
+    int64_t id = atomic_load(&m->woken_id);
+    recent_take(m);
+    if (atomic_exchange(&m->woken_blind, 0)) look(m);
+    else pgmsg_committed(m, id);
 }
 
 void
@@ -1059,8 +1339,11 @@ pgmsg_start(struct server *srv, struct ls_error *err)
     m->bytes = srv->notify_bytes;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
+    pthread_cond_init(&m->cv_urgent, NULL);
     pthread_mutex_init(&m->probe_mu, NULL);
+    pthread_mutex_init(&m->arrived_mu, NULL);
     m->queue_tail = &m->queue;
+    m->urgent_tail = &m->urgent;
     m->finished_tail = &m->finished;
     m->stop_pipe[0] = m->stop_pipe[1] = -1;
     if (pipe2(m->stop_pipe, O_CLOEXEC) ||
@@ -1114,7 +1397,9 @@ pgmsg_stop(struct server *srv)
     pthread_mutex_lock(&m->mu);
     m->stop = 1;
     for (struct pg_job *j = m->queue; j; j = j->next) atomic_store(&j->cancelled, 1);
+    for (struct pg_job *j = m->urgent; j; j = j->next) atomic_store(&j->cancelled, 1);
     pthread_cond_broadcast(&m->cv);
+    pthread_cond_broadcast(&m->cv_urgent);
     pthread_mutex_unlock(&m->mu);
     for (int i = 0; i < m->nthreads; i++) pthread_join(m->threads[i], NULL);
     m->nthreads = 0;
@@ -1138,9 +1423,13 @@ pgmsg_free(struct server *srv)
     for (int i = 0; i < 2; i++)
         if (m->stop_pipe[i] >= 0) close(m->stop_pipe[i]);
     pthread_cond_destroy(&m->cv);
+    pthread_cond_destroy(&m->cv_urgent);
     pthread_mutex_destroy(&m->mu);
     for (int i = 0; i < m->nprobes; i++) free(m->probes[i].holders);
     pthread_mutex_destroy(&m->probe_mu);
+    pthread_mutex_destroy(&m->arrived_mu);
+    json_decref(m->arrived);
+    recent_forget(m);
     pgmsg_reckon_free(srv);
     free(m->url);
     free(m);

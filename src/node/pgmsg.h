@@ -78,6 +78,10 @@ struct pg_job {
     int (*run)(struct pgmsg *m, struct msgdb_conn *conn, struct pg_job *j);
     void (*done)(struct pg_job *j);
     int idempotent;
+    /* a publish: one thread runs only these, so that a publish does not wait behind the reads
+     * it will wake; the others run every job in the order they came */
+    int urgent;
+    uint64_t order; /* pgmsg's: the submission's number */
     atomic_int cancelled;
     struct ls_error err;
 };
@@ -101,6 +105,16 @@ void pgmsg_wait(struct pgmsg *m, struct pg_waiter *w);
 void pgmsg_cancel_wait(struct pgmsg *m, struct pg_waiter *w);
 /* Something may have been published: look now (once, however many ask meanwhile). */
 void pgmsg_kick(struct pgmsg *m);
+/* Notifications up to id are committed (a publish's reply, a wake-up's payload): the waiters
+ * below it fire without a look for the head (unless a reader waits at a gap: then a look). */
+void pgmsg_committed(struct pgmsg *m, int64_t id);
+/* A notification a wake-up carried (the loop keeps the last ones): 1 and its fields (borrowed,
+ * valid until the next return to the loop), or 0 when not kept. It is committed. */
+int pgmsg_recent(struct pgmsg *m, int64_t id, int64_t *ts, const char **channel,
+                 json_t **payload);
+/* Keeps a committed notification for pgmsg_recent (the loop; payload is not taken). */
+void pgmsg_recent_put(struct pgmsg *m, int64_t id, int64_t ts, const char *channel,
+                      json_t *payload);
 /* The highest id seen committed (0 before the first look). */
 int64_t pgmsg_head(struct pgmsg *m);
 struct pgmsg *pgmsg_of(struct server *srv);

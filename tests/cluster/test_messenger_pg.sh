@@ -3,10 +3,13 @@
 # (Debian's, initdb in a temp dir under /dev/shm, on a free 127.0.0.1 port) and two lockstep
 # servers A and B started with --messenger on it. No server talks to the other.
 #  1. Notifications published on A and B at once: watchers on A and on B get every one, in one
-#     order (the same ids), each publisher's order kept; the CLI's consumers commands work.
+#     order (the same ids), each publisher's order kept; the CLI's consumers commands work. An
+#     event stream on B (fed from the rows the wake-ups carry, not from reads) gets the same
+#     events, to the byte, as the watchers (whose long polls read the database).
 #  2. Out-of-order commits: a transaction holds a lower id while a later publish commits; the
 #     watcher gets both, the held one first (a naive `id > last` read skips it: run with
-#     LOCKSTEP_PG_NAIVE=1 and this step fails). A rolled-back id does not hold anything up.
+#     LOCKSTEP_PG_NAIVE=1 and this step fails). A rolled-back id does not hold anything up. An
+#     event stream follows the same rule.
 #  3. PostgreSQL restarted mid-run (pg_ctl restart): every acknowledged publish is received,
 #     the watchers resume by themselves.
 #  4. The servers' connections killed (pg_terminate_backend): the next publish succeeds, the
@@ -84,6 +87,12 @@ watch_on() { # NAME CONSUMER CHANNEL OUTFILE: a watcher in the background
     bg_track $!
     WATCH_PID=$!
 }
+sse_on() { # NAME CONSUMER CHANNEL OUTFILE: an event stream in the background, from the start
+    curl -sN "$(url_of "$1")/v1/events?consumer=$2&channel=$3&from=start" >"$4" 2>>"$T/watch.err" &
+    bg_track $!
+}
+sse_data() { sed -n 's/^data: //p' "$1"; } # the events' JSON, one a line
+sse_at_least() { (($(sse_data "$1" | wc -l) >= $2)); }
 # whether the ids of a watcher's lines only grow
 strictly_increasing() { jq -r .id "$1" | awk 'NR > 1 && $1 <= prev { exit 1 } { prev = $1 }'; }
 
@@ -93,6 +102,7 @@ watch_on A wa cache "$T/wa"
 wa=$WATCH_PID
 watch_on B wb cache "$T/wb"
 wb=$WATCH_PID
+sse_on B eb cache "$T/eb"
 pids=()
 pub_loop A a 40 cache & pids+=($!); bg_track $!
 pub_loop B b 40 cache & pids+=($!); bg_track $!
@@ -100,6 +110,8 @@ wait_pids_ok() { local p; for p in "$@"; do bg_wait "$p" 60 || fail "a publisher
 wait_pids_ok "${pids[@]}"
 wait_until 20 lines_at_least "$T/wa" 80 || fail "watcher on A: $(wc -l <"$T/wa") of 80"
 wait_until 20 lines_at_least "$T/wb" 80 || fail "watcher on B: $(wc -l <"$T/wb") of 80"
+wait_until 20 sse_at_least "$T/eb" 80 || fail "event stream on B: $(sse_data "$T/eb" | wc -l) of 80"
+assert_eq "$(jq -c . "$T/wb")" "$(sse_data "$T/eb" | jq -c .)" "B's event stream, as B's watcher"
 sort -n "$T/acked.a" "$T/acked.b" >"$T/acked1"
 assert_eq "$(cat "$T/acked1")" "$(received "$T/wa")" "what A's watcher got (ids and payloads)"
 assert_eq "$(received "$T/wa")" "$(received "$T/wb")" "B's watcher, in A's order"
@@ -108,7 +120,7 @@ for who in a b; do
     assert_eq "$(seq -s ' ' -f "$who-%g" 1 40) " "$got" "the order of $who's notifications"
 done
 out=$(lsc B consumers --json)
-assert_eq "$(jq -c '[.consumers[].name]' <<<"$out")" '["wa","wb"]' "consumers seen from B"
+assert_eq "$(jq -c '[.consumers[].name]' <<<"$out")" '["eb","wa","wb"]' "consumers seen from B"
 wait_until 10 bash -c "[[ \$(curl -sf $URL_A/v1/consumers/wa | jq .position) == $(tail -1 "$T/acked1" | cut -d' ' -f1) ]]" ||
     fail "wa's position is not the last id: $(curl -sf "$URL_A/v1/consumers/wa")"
 assert_eq "$(curl -sf "$URL_B/v1/consumers/wa" | jq -r .state)" live "wa's state, seen from B"
@@ -117,7 +129,9 @@ assert_eq "$(curl -sf "$URL_B/v1/consumers/wa" | jq -r .state)" live "wa's state
 log "2: a transaction holds a lower id while a later one commits"
 watch_on B wo ooo "$T/wo"
 wo=$WATCH_PID
+sse_on B eo ooo "$T/eo"
 wait_until 10 curl -sf "$URL_B/v1/consumers/wo" || fail "watcher wo did not register"
+wait_until 10 curl -sf "$URL_B/v1/consumers/eo" || fail "event stream eo did not register"
 before=$(sql -c "SELECT last_value FROM lockstep_notes_id")
 held_id=$((before + 1))
 sql -c "BEGIN; INSERT INTO lockstep_notes (channel, payload) VALUES ('ooo', '\"held\"');
@@ -130,11 +144,14 @@ after_id=$(pub A ooo '"after"')
 ((after_id > held_id)) || fail "the later publish did not get the higher id ($after_id)"
 sleep 1
 assert_eq "" "$(cat "$T/wo")" "what wo got while the lower id was held (nothing may pass it)"
+assert_eq "" "$(sse_data "$T/eo")" "what the event stream got while the lower id was held"
 bg_wait $held 20 || fail "the holding transaction failed"
 _got_two() { lines_at_least "$T/wo" 2; }
 wait_until 10 _got_two || fail "after the commit, wo got: $(cat "$T/wo")"
 assert_eq "$held_id \"held\"
 $after_id \"after\"" "$(received "$T/wo")" "wo: the held notification first, none skipped"
+wait_until 10 sse_at_least "$T/eo" 2 || fail "after the commit, the event stream got: $(sse_data "$T/eo")"
+assert_eq "$(jq -c . "$T/wo")" "$(sse_data "$T/eo" | jq -c .)" "the event stream: the held one first"
 # a rolled-back id is a gap that ends with its transaction; a long transaction that publishes
 # nothing (it only holds an xid) holds nothing up
 sql -c "CREATE TABLE unrelated (x int)"
@@ -154,6 +171,8 @@ wait_until 5 _got_three || fail "the notification after a rolled-back id: $(cat 
 _alive $long || fail "the long transaction ended first: nothing tested"
 assert_eq '"after-rollback"' "$(tail -1 "$T/wo" | jq -c .payload)" "after the rollback"
 assert_not_contains "$(cat "$T/wo")" undone "a rolled-back notification"
+wait_until 5 sse_at_least "$T/eo" 3 || fail "the event stream after a rolled-back id: $(sse_data "$T/eo")"
+assert_eq "$(jq -c . "$T/wo")" "$(sse_data "$T/eo" | jq -c .)" "the event stream after the rollback"
 log "held id $held_id delivered before $after_id; the rolled-back id skipped once final"
 
 # ---------------------------------------------------------------- 3. PostgreSQL restart

@@ -29,6 +29,7 @@
 #define SCAN_MIN 10000
 #define PENDING_CAP "100000"
 #define RECKON_MS 5000
+#define RECENT_PUBLISH 32 /* a publish of at most this many keeps them for the streams */
 
 /*
  * The SQL is written once for both databases where their dialects agree (CAST rather than ::,
@@ -260,6 +261,8 @@ preq_submit(struct ctx *c, struct preq *q, int idempotent)
 struct publish {
     struct preq q;
     char *notes; /* a JSON array of {"channel","payload"} */
+    int64_t *stamps; /* the ids and times they got, [id, ts] by id */
+    int nstamps;
 };
 
 static int
@@ -270,40 +273,69 @@ publish_run(struct msgdb_conn *conn, struct preq *q)
     const char *v[2] = {p->notes, now};
     json_t *ids;
     struct msgdb_res *r;
+    int n;
     i64s(now, sizeof now, ls_now_ms()); /* SQLite's stamp (PostgreSQL's trigger stamps its own) */
     /* one statement: one transaction, all or none; ORDER BY: the ids follow the request */
     r = msgdb_exec(conn, &q->job.err,
                    DB_SQL(conn,
                           "INSERT INTO lockstep_notes (channel, payload) SELECT e->>'channel', "
                           "e->'payload' FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, "
-                          "n) ORDER BY n RETURNING id",
+                          "n) ORDER BY n RETURNING id, ts",
                           "INSERT INTO lockstep_notes (channel, payload, ts) SELECT e.value ->> "
                           "'$.channel', e.value -> '$.payload', CAST($2 AS INTEGER) FROM "
-                          "json_each($1) AS e ORDER BY e.key RETURNING id"),
+                          "json_each($1) AS e ORDER BY e.key RETURNING id, ts"),
                    msgdb_is_sqlite(conn) ? 2 : 1, v);
     if (!r) return -1;
-    ids = json_array();
-    for (int i = 0; i < msgdb_rows(r); i++)
-        json_array_append_new(ids, json_integer(msgdb_i64(r, i, 0)));
-    msgdb_clear(r);
+    n = msgdb_rows(r);
+    if (!(p->stamps = calloc((size_t)n + 1, 2 * sizeof *p->stamps))) {
+        msgdb_clear(r);
+        return ls_error_set(&q->job.err, LS_ENOMEM, NULL);
+    }
     /* RETURNING's order is the insertion's in practice; sorted, it is by definition */
-    for (size_t i = 1; i < json_array_size(ids); i++)
-        for (size_t k = i; k > 0 && json_integer_value(json_array_get(ids, k - 1)) >
-                                        json_integer_value(json_array_get(ids, k));
-             k--) {
-            json_t *a = json_incref(json_array_get(ids, k - 1));
-            json_array_set(ids, k - 1, json_array_get(ids, k));
-            json_array_set_new(ids, k, a);
+    for (int i = 0; i < n; i++) {
+        int64_t id = msgdb_i64(r, i, 0), ts = msgdb_i64(r, i, 1);
+        int k = i;
+        for (; k > 0 && p->stamps[2 * (k - 1)] > id; k--) {
+            p->stamps[2 * k] = p->stamps[2 * (k - 1)];
+            p->stamps[2 * k + 1] = p->stamps[2 * (k - 1) + 1];
         }
+        p->stamps[2 * k] = id;
+        p->stamps[2 * k + 1] = ts;
+    }
+    p->nstamps = n;
+    msgdb_clear(r);
+    ids = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(ids, json_integer(p->stamps[2 * i]));
     q->reply = json_pack("{s:o,s:O}", "ids", ids, "seq",
                          json_array_get(ids, json_array_size(ids) - 1));
     return 0;
 }
 
+/* The loop: the notifications just published go where the wake-ups' rows go (pgmsg_recent), so
+ * that this server's event streams deliver them without a read, before the NOTIFY is back. */
+static void
+publish_keep(struct publish *p)
+{
+    struct pgmsg *m = pgmsg_of(p->q.c->srv);
+    json_t *notes, *o;
+    size_t i;
+    if (p->nstamps > RECENT_PUBLISH || !(notes = json_loads(p->notes, 0, NULL))) return;
+    if (json_array_size(notes) == (size_t)p->nstamps)
+        json_array_foreach(notes, i, o) {
+            pgmsg_recent_put(m, p->stamps[2 * i], p->stamps[2 * i + 1],
+                             json_string_value(json_object_get(o, "channel")),
+                             json_object_get(o, "payload"));
+        }
+    json_decref(notes);
+}
+
 static int
 publish_finish(struct preq *q)
 {
-    pgmsg_kick(pgmsg_of(q->c->srv)); /* this server's own readers need not wait for the NOTIFY */
+    publish_keep((struct publish *)q);
+    /* this server's own readers need not wait for the NOTIFY, nor for a look: the reply's ids
+     * are committed */
+    pgmsg_committed(pgmsg_of(q->c->srv), json_integer_value(json_object_get(q->reply, "seq")));
     return 0;
 }
 
@@ -311,6 +343,7 @@ static void
 publish_release(struct preq *q)
 {
     free(((struct publish *)q)->notes);
+    free(((struct publish *)q)->stamps);
 }
 
 /* The parsed notifications as one JSON array text: the payloads are compact JSON already, and
@@ -362,6 +395,7 @@ pg_h_notify(struct ctx *c)
     p->q.run = publish_run;
     p->q.finish = publish_finish;
     p->q.release = publish_release;
+    p->q.job.urgent = 1;
     preq_submit(c, &p->q, 0);
     return;
 out:
@@ -380,6 +414,7 @@ struct pread {
     int64_t ack;                   /* >= 0: acknowledge this first (Last-Event-ID) */
     int limit;
     int reset_sent; /* an event stream sent its reset: the waiting one is not sent again */
+    int opened;     /* the named consumer was opened by this request's first read */
     /* out */
     int64_t floor, from, next, head;
     int blocked, beyond;
@@ -457,6 +492,42 @@ consumer_open_pg(struct msgdb_conn *conn, struct pread *r, int64_t *position, in
     return 0;
 }
 
+/*
+ * A read is one statement, so one snapshot (in autocommit, PostgreSQL's READ COMMITTED gives each
+ * statement its own; SQLite reads a statement in one transaction): the floor, the head, the
+ * consumer's row and the rows after the position. A first row with what was read besides the
+ * notifications, the notifications beside it (a LEFT JOIN: the first row is there when there are
+ * none). It was five statements (the consumer, BEGIN, the floor and head, the rows, COMMIT),
+ * five round trips on the path of every delivery.
+ *   $1 the consumer ('' anonymous), $2 the channels when $3 = 't' (given, or anonymous), else the
+ *   consumer's; $4 the cursor (-1: the consumer's position, or $5: 't' from the start, else
+ *   from the head); $6 how many rows to look at.
+ * Columns: floor, head, found (1: the consumer exists), channels, position, reset_at, start (the
+ * position to read after, before the floor clamps it), then id, ts, channel, payload (NULL for
+ * another channel's row; id NULL: no rows).
+ */
+#define READ_HEAD                                                                                  \
+    "WITH h AS (SELECT f.floor, CASE WHEN f.mx > f.floor THEN f.mx ELSE f.floor END AS head, "    \
+    "c.found, c.channels, c.position, c.reset_at FROM (SELECT coalesce((SELECT value FROM "        \
+    "lockstep_meta WHERE key = 'floor'), 0) AS floor, coalesce((SELECT max(id) FROM "             \
+    "lockstep_notes), 0) AS mx) f LEFT JOIN (SELECT 1 AS found, channels, position, reset_at "    \
+    "FROM lockstep_consumers WHERE name = $1) c ON 1 = 1), s AS (SELECT h.*, CASE WHEN $3 = 't' " \
+    "THEN $2 ELSE h.channels END AS ch, CASE WHEN CAST($4 AS bigint) >= 0 THEN CAST($4 AS "       \
+    "bigint) WHEN $1 <> '' THEN CASE WHEN h.position < 0 THEN h.floor ELSE h.position END WHEN "  \
+    "$5 = 't' THEN h.floor ELSE h.head END AS start FROM h) SELECT s.floor, s.head, s.found, "    \
+    "s.ch, s.position, s.reset_at, s.start, n.id, n.ts, n.channel, "
+#define READ_ROWS(payload)                                                                         \
+    " FROM s LEFT JOIN (SELECT id, ts, channel, " payload " AS payload FROM lockstep_notes WHERE " \
+    "id > (SELECT CASE WHEN start > floor THEN start ELSE floor END FROM s) ORDER BY id LIMIT "   \
+    "CAST($6 AS bigint)) n ON 1 = 1 ORDER BY n.id"
+static const char read_pg[] = READ_HEAD
+    "CASE WHEN s.ch = '' OR n.channel = ANY (string_to_array(s.ch, ',')) THEN n.payload END"
+    READ_ROWS("payload::text");
+static const char read_lite[] = READ_HEAD
+    "CASE WHEN s.ch = '' OR instr(',' || s.ch || ',', ',' || n.channel || ',') > 0 THEN "
+    "n.payload END" READ_ROWS("payload");
+#define READ_COL_ID 7
+
 /* Walks the rows (id order, every channel) and keeps the page: see pgmsg.c for the rule. */
 static void
 pread_walk(struct msgdb_res *res, int64_t watermark, struct pread *r)
@@ -464,20 +535,21 @@ pread_walk(struct msgdb_res *res, int64_t watermark, struct pread *r)
     int64_t prev = r->from;
     int n = 0;
     for (int i = 0; i < msgdb_rows(res) && n < r->limit; i++) {
-        int64_t id = msgdb_i64(res, i, 0);
+        int64_t id = msgdb_i64(res, i, READ_COL_ID);
         struct ls_note note;
+        if (msgdb_isnull(res, i, READ_COL_ID)) break; /* no rows */
         if (id != prev + 1 && id - 1 > watermark) {
             r->blocked = 1; /* ids in (prev, id) may still commit */
             break;
         }
         prev = id;
-        if (msgdb_isnull(res, i, 3)) continue; /* another channel's */
+        if (msgdb_isnull(res, i, READ_COL_ID + 3)) continue; /* another channel's */
         memset(&note, 0, sizeof note);
         note.seq = id;
-        note.ts = msgdb_i64(res, i, 1);
+        note.ts = msgdb_i64(res, i, READ_COL_ID + 1);
         note.op = LS_OP_NOTIFY;
-        note.channel = msgdb_text(res, i, 2);
-        note.payload = msgdb_text(res, i, 3);
+        note.channel = msgdb_text(res, i, READ_COL_ID + 2);
+        note.payload = msgdb_text(res, i, READ_COL_ID + 3);
         json_array_append_new(r->notes, note_json(&note));
         n++;
     }
@@ -487,8 +559,8 @@ pread_walk(struct msgdb_res *res, int64_t watermark, struct pread *r)
 static int
 pread_run(struct pgmsg *m, struct msgdb_conn *conn, struct pread *r, struct ls_error *err)
 {
-    int64_t position = -1, reset_at = 0, watermark, scan;
-    char from_s[24], scan_s[24], pos_s[24], floor_s[24];
+    int64_t position = -1, reset_at = 0, watermark, scan, start;
+    char cursor_s[24], scan_s[24], pos_s[24], floor_s[24];
     int started = 0, behind = 0;
     struct msgdb_res *res;
     json_decref(r->notes);
@@ -496,57 +568,59 @@ pread_run(struct pgmsg *m, struct msgdb_conn *conn, struct pread *r, struct ls_e
     r->notes = json_array();
     r->reset = NULL;
     r->blocked = r->beyond = 0;
-    if (*r->name && consumer_open_pg(conn, r, &position, &reset_at, err)) return -1;
-    /* the watermark as it is before the snapshot: what it covers has ended before the snapshot */
-    watermark = pgmsg_watermark(m);
-    /* one snapshot for the floor, the head and the rows */
-    if (msgdb_run(conn, err,
-                  DB_SQL(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                         "BEGIN"), /* SQLite's snapshot: from the first read to COMMIT */
-                  0, NULL) ||
-        !(res = msgdb_exec(conn, err,
-                           "SELECT (SELECT value FROM lockstep_meta WHERE key = 'floor'), "
-                           "coalesce((SELECT max(id) FROM lockstep_notes), 0)",
-                           0, NULL)))
-        return -1;
-    r->floor = msgdb_i64(res, 0, 0);
-    r->head = msgdb_i64(res, 0, 1) > r->floor ? msgdb_i64(res, 0, 1) : r->floor;
-    msgdb_clear(res);
-    if (r->cursor >= 0) {
-        r->from = r->cursor;
-        if (r->check && r->cursor > r->head) {
-            r->beyond = 1;
-            return msgdb_run(conn, err, "ROLLBACK", 0, NULL);
+    scan = r->limit * 20 > SCAN_MIN ? r->limit * 20 : SCAN_MIN;
+    i64s(cursor_s, sizeof cursor_s, r->cursor);
+    i64s(scan_s, sizeof scan_s, scan);
+    for (int attempt = 0;; attempt++) {
+        /* a named consumer is opened (created, its channels set, Last-Event-ID acknowledged) at
+         * the first read of a request; later reads find its row in the read itself */
+        if (*r->name && !r->opened) {
+            if (consumer_open_pg(conn, r, &position, &reset_at, err)) return -1;
+            r->opened = 1;
         }
-    } else if (*r->name) {
-        started = position < 0; /* created from the start: that is the floor, no reset */
-        r->from = started ? r->floor : position;
-    } else {
-        r->from = r->from_start ? r->floor : r->head;
+        /* the watermark as it is before the snapshot: what it covers has ended before it */
+        watermark = pgmsg_watermark(m);
+        if (!(res = msgdb_exec(conn, err, DB_SQL(conn, read_pg, read_lite), 6,
+                               (const char *const[]){r->name, r->channels,
+                                                     !*r->name || r->given ? "t" : "f", cursor_s,
+                                                     r->from_start ? "t" : "f", scan_s})))
+            return -1;
+        if (!*r->name || !msgdb_isnull(res, 0, 2)) break;
+        msgdb_clear(res); /* removed since it was opened: opened (created) again */
+        if (attempt) return ls_error_set(err, LS_EIO, "consumer %s vanished as it was read", r->name);
+        r->opened = 0;
     }
+    r->floor = msgdb_i64(res, 0, 0);
+    r->head = msgdb_i64(res, 0, 1);
+    start = msgdb_i64(res, 0, 6);
+    if (*r->name) {
+        position = msgdb_i64(res, 0, 4);
+        reset_at = msgdb_i64(res, 0, 5);
+        if (!r->given && strcmp(r->channels, msgdb_text(res, 0, 3)) != 0) {
+            char *dup = strdup(msgdb_text(res, 0, 3));
+            if (!dup) {
+                msgdb_clear(res);
+                return ls_error_set(err, LS_ENOMEM, NULL);
+            }
+            free(r->channels);
+            r->channels = dup;
+        }
+    }
+    if (r->cursor >= 0 && r->check && r->cursor > r->head) {
+        r->from = r->cursor;
+        r->beyond = 1;
+        msgdb_clear(res);
+        return 0;
+    }
+    started = r->cursor < 0 && *r->name && position < 0; /* created from the start: no reset */
+    r->from = start;
     if (r->from < r->floor) {
-        behind = 1;
+        behind = !started;
         position = r->from;
         r->from = r->floor;
     }
-    scan = r->limit * 20 > SCAN_MIN ? r->limit * 20 : SCAN_MIN;
-    i64s(from_s, sizeof from_s, r->from);
-    i64s(scan_s, sizeof scan_s, scan);
-    if (!(res =
-              msgdb_exec(conn, err,
-                         DB_SQL(conn,
-                                "SELECT id, ts, channel, CASE WHEN $2 = '' OR channel = ANY "
-                                "(string_to_array($2, ',')) THEN payload::text END FROM "
-                                "lockstep_notes WHERE id > $1::bigint ORDER BY id LIMIT $3::bigint",
-                                "SELECT id, ts, channel, CASE WHEN $2 = '' OR instr(',' || $2 || "
-                                "',', ',' || channel || ',') > 0 THEN payload END FROM "
-                                "lockstep_notes WHERE id > CAST($1 AS INTEGER) ORDER BY id LIMIT "
-                                "CAST($3 AS INTEGER)"),
-                         3, (const char *const[]){from_s, r->channels, scan_s})))
-        return -1;
     pread_walk(res, watermark, r);
     msgdb_clear(res);
-    if (msgdb_run(conn, err, "COMMIT", 0, NULL)) return -1;
     if (r->blocked) { /* what the next look will use, and settle */
         if (pgmsg_probe(m, conn, err)) return -1;
         pgmsg_gap_seen(m);
@@ -759,7 +833,17 @@ static void
 es_sent(struct stream *s)
 {
     struct esession *e = (struct esession *)s;
+    struct pgmsg *m = pgmsg_of(e->srv);
     e->sending = 0;
+    /* A read that got all there was up to the head known here needs no second read to find
+     * nothing: it waits, and the next wake-up above it fires it (one read per delivery, not
+     * two). A page cut short (the limit, a gap) reads on at once. */
+    if (e->s.req && !e->r.blocked && !pgmsg_stopping(m) &&
+        (int)json_array_size(e->r.notes) < e->r.limit && e->r.next >= pgmsg_head(m)) {
+        e->w.cursor = e->r.next;
+        pgmsg_wait(m, &e->w);
+        return;
+    }
     es_pump(e);
 }
 
@@ -854,11 +938,67 @@ es_read_done(struct pg_job *j)
     evbuffer_free(out);
 }
 
+/*
+ * A started stream's next notifications from the rows the wake-ups carried (pgmsg_recent),
+ * without a read: those that follow its cursor one by one (id = cursor + 1, + 2, ...) are
+ * committed, and no id before them can still appear, so the reader's rule (pgmsg.c) delivers
+ * them at once as a read would. 1: sent, or waiting; 0: a read is needed (the next id is not
+ * kept, or only other channels' were and the head is further).
+ */
+static int
+es_from_recent(struct esession *e)
+{
+    struct pgmsg *m = pgmsg_of(e->srv);
+    int64_t id = e->r.cursor, ts;
+    const char *channel;
+    json_t *payload;
+    struct evbuffer *out;
+    int n = 0;
+    if (e->c || !e->s.req || id < 0 || !pgmsg_recent(m, id + 1, &ts, &channel, &payload) ||
+        !(out = evbuffer_new()))
+        return 0;
+    json_decref(e->r.notes);
+    e->r.notes = json_array();
+    while (n < e->r.limit && pgmsg_recent(m, id + 1, &ts, &channel, &payload)) {
+        char t[40];
+        json_t *o;
+        if (!channels_has(e->r.channels, channel)) {
+            id++;
+            continue;
+        }
+        ls_format_time(ts, t, sizeof t);
+        /* as note_json() has it */
+        o = json_pack("{s:I,s:s,s:O,s:s}", "id", (json_int_t)(id + 1), "channel", channel,
+                      "payload", payload, "time", t);
+        if (!o) break;
+        id++;
+        sse_event_json(out, "notification", id, o);
+        json_array_append_new(e->r.notes, o);
+        n++;
+    }
+    e->r.from = e->r.cursor;
+    e->r.cursor = e->r.next = id;
+    e->r.blocked = 0;
+    if (evbuffer_get_length(out) > 0) {
+        e->sending = 1;
+        stream_send(&e->s, out);
+    } else if (id < pgmsg_head(m)) {
+        evbuffer_free(out);
+        return 0;
+    } else {
+        e->w.cursor = id;
+        pgmsg_wait(m, &e->w);
+    }
+    evbuffer_free(out);
+    return 1;
+}
+
 static void
 es_pump(struct esession *e)
 {
     struct pgmsg *m = pgmsg_of(e->srv);
     if (e->sending || e->reading || (!e->c && !e->s.req)) return;
+    if (es_from_recent(e)) return;
     e->job.run = es_run;
     e->job.done = es_read_done;
     e->job.idempotent = 1;

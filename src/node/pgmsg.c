@@ -110,7 +110,7 @@ struct pgmsg {
     atomic_int gap_seen; /* a reader stopped at a gap since the last look: that look probes */
     /* the listener's news for the loop: the highest id a wake-up carried, or that one came
      * without (the loop looks for the head then) */
-    atomic_llong woken_id;
+    _Atomic int64_t woken_id;
     atomic_int woken_blind, woken_stale; /* stale: the listener reconnected, forget recent */
     pthread_mutex_t arrived_mu;
     json_t *arrived; /* the listener's: rows from wake-ups, for the loop to take */

@@ -24,11 +24,14 @@ run:
 		{ tail -n 30 build/run-build.log; exit 1; }
 	@scripts/run-site.sh
 
+# The cluster tests run every server from the sanitized build and their CLI commands from the
+# release build (LS_CLIENT), but in the tests that set CLI_LEAK_CHECK=1 (tests/cluster/lib.sh).
 test:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory build/lockstep
 	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DLS_SANITIZE=ON -DLS_TESTS=ON -DLS_BIN_DIR=$(CURDIR)/build/asan $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/asan -j $(JOBS)
-	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 ctest --output-on-failure -j 2 $(CTEST_ARGS)
+	@cd build/asan && LS_CLIENT=$(CURDIR)/build/lockstep ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 ctest --output-on-failure -j 2 $(CTEST_ARGS)
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
@@ -44,9 +47,10 @@ TSAN_OPTIONS_ALL = halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR
 
 tsan:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory build/lockstep
 	@cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DLS_TSAN=ON -DLS_TESTS=ON -DLS_BIN_DIR=$(CURDIR)/build/tsan $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/tsan -j $(JOBS)
-	@cd build/tsan && TSAN_OPTIONS=$(TSAN_OPTIONS_ALL) ctest --output-on-failure -j 3 -R '$(TSAN_TESTS)' $(TSAN_CTEST_ARGS)
+	@cd build/tsan && LS_CLIENT=$(CURDIR)/build/lockstep TSAN_OPTIONS=$(TSAN_OPTIONS_ALL) ctest --output-on-failure -j 3 -R '$(TSAN_TESTS)' $(TSAN_CTEST_ARGS)
 
 # Fuzzing (tests/fuzz, libFuzzer, clang): `make fuzz` fuzzes each target for FUZZ_SECONDS, after
 # replaying every saved crash (tests/fuzz/regressions) and the seeds; `make test` does the same

@@ -34,10 +34,18 @@ if [[ -z "${LOCKSTEP:-}" || ! -x "${LOCKSTEP}" ]]; then
     echo "lib.sh: set LOCKSTEP to the lockstep binary (got '${LOCKSTEP:-}')" >&2
     exit 1
 fi
-# Servers run with the leak check. The CLI commands a test runs (thousands in some) skip it unless
-# the test sets CLI_LEAK_CHECK=1 before sourcing this file: the check costs each process ~30 ms
-# of CPU at exit, and the tests that set it run every command at least once with it. A server is
-# started with ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" (the last setting of an option wins).
+# LOCKSTEP_SERVE is the binary under test (the sanitized one in make test): every server runs it.
+# The CLI commands a test runs (thousands in some) run LS_CLIENT instead when it is set (make test
+# sets the release build), unless the test sets CLI_LEAK_CHECK=1 before sourcing this file: a
+# sanitized process costs ~50 ms of CPU to start and end, a release one ~15 ms. The tests that
+# set it (docs/testing.md) run every command at least once sanitized, with the leak check; the
+# other sanitized CLI commands skip it. A server started by hand in a test is
+# ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP_SERVE" serve ...
+LOCKSTEP_SERVE=$LOCKSTEP
+if [[ -n "${LS_CLIENT:-}" && "${CLI_LEAK_CHECK:-0}" != 1 ]]; then
+    [[ -x "$LS_CLIENT" ]] || { echo "lib.sh: LS_CLIENT is not a program: $LS_CLIENT" >&2; exit 1; }
+    LOCKSTEP=$LS_CLIENT
+fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 SERVER_LEAKS=detect_leaks=1
 [[ ":$ASAN_OPTIONS" != *:detect_leaks=0* ]] || SERVER_LEAKS=detect_leaks=0
@@ -213,7 +221,7 @@ start_server_ready() {
     for a in "$@"; do [[ "$a" != --tls-cert ]] || scheme=https; done
     logf="$T/$name.log"
     echo "=== $(date +%T.%N) lockstep serve $*" >>"$logf"
-    ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP" serve "$@" >>"$logf" 2>&1 &
+    ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP_SERVE" serve "$@" >>"$logf" 2>&1 &
     pid=$!
     _PID[$name]=$pid
     _PORT[$name]=$port

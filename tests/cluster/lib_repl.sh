@@ -20,7 +20,7 @@
 #   stop_proxy NAME
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-LS_TOOLS=${LS_TOOLS:-$(dirname "$LOCKSTEP")}
+LS_TOOLS=${LS_TOOLS:-$(dirname "$LOCKSTEP_SERVE")}
 FAULTPROXY=$LS_TOOLS/faultproxy
 
 declare -A _PROXY_PID=() _PROXY_GEN=() _PROXY_PORT=()

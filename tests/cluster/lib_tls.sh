@@ -187,7 +187,7 @@ _launch() {
     set -- --data "${_DATA[$name]}" --http "127.0.0.1:$port" --listen "$(peer_of "$name")" \
         --name "$name" "${args[@]}"
     echo "=== $(date +%T.%N) lockstep serve $*" >>"$logf"
-    ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP" serve "$@" >>"$logf" 2>&1 &
+    ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP_SERVE" serve "$@" >>"$logf" 2>&1 &
     _PID[$name]=$!
     _PORT[$name]=$port
     _URL[$name]="$scheme://127.0.0.1:$port"

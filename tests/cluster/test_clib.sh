@@ -17,7 +17,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-BIN=$(dirname "$LOCKSTEP")
+BIN=$(dirname "$LOCKSTEP_SERVE")
 WATCH=$BIN/examples/lockstep-example-watch
 [[ -x "$WATCH" ]] || fail "the example is not built ($WATCH)"
 

@@ -22,7 +22,7 @@ state "$T/state.before"
 
 P2=$(free_port)
 L2=$(free_port)
-ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP" serve --data "$DATA_a" --http "127.0.0.1:$P2" --listen "127.0.0.1:$L2" --name b \
+ASAN_OPTIONS="$ASAN_OPTIONS:$SERVER_LEAKS" "$LOCKSTEP_SERVE" serve --data "$DATA_a" --http "127.0.0.1:$P2" --listen "127.0.0.1:$L2" --name b \
     >"$T/b.out" 2>"$T/b.err" &
 B=$!
 bg_track "$B"
